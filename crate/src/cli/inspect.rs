@@ -1,0 +1,53 @@
+//! `prunelab inspect MODEL [--json]`: config, per-layer shapes, parameters per module and in total.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::files::ModelFolder;
+use crate::error::Result;
+use crate::model::params::count_params;
+use crate::model::weights::check_inventory;
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Model folder (config.json + *.safetensors).
+    model: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let folder = ModelFolder::open(&args.model)?;
+    check_inventory(&folder.config, &folder.weights()?)?;
+    let cfg = &folder.config;
+    let params = count_params(cfg);
+    if args.json {
+        let out = serde_json::json!({ "config": cfg, "params": params });
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        return Ok(());
+    }
+    println!("model      {} ({})", args.model.display(), cfg.model_type);
+    println!(
+        "shape      hidden {} · head_dim {} · {} layers · vocab {} · tied embeddings {}",
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.num_layers(),
+        cfg.vocab_size,
+        cfg.tie_word_embeddings
+    );
+    println!("rope       theta {} {}", cfg.rope.theta, if cfg.rope.llama3.is_some() { "(llama3 scaling)" } else { "" });
+    println!("{:>5} {:>6} {:>9} {:>9} {:>12}", "layer", "heads", "kv heads", "mlp", "params");
+    for (l, s) in cfg.layers.iter().enumerate() {
+        println!(
+            "{l:>5} {:>6} {:>9} {:>9} {:>12}",
+            s.num_heads, s.num_kv_heads, s.intermediate_size, params.per_layer[l]
+        );
+    }
+    for (module, n) in &params.per_module {
+        println!("{:<10} {n:>12}", format!("{module:?}").to_lowercase());
+    }
+    println!("{:<10} {:>12}", "total", params.total);
+    Ok(())
+}

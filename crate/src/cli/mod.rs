@@ -1,0 +1,44 @@
+//! The native command line: argument parsing, files, progress bars. Only this module touches `std::fs`.
+
+mod eval;
+mod files;
+mod inspect;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+/// prunelab — structured pruning of LLaMA-family language models.
+#[derive(Parser, Debug)]
+#[command(name = "prunelab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show a model's config, per-layer shapes and parameter counts.
+    Inspect(inspect::InspectArgs),
+    /// Measure perplexity on a text (methods.md §5).
+    Eval(eval::EvalArgs),
+}
+
+/// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Eval(args) => eval::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+        }
+    }
+}

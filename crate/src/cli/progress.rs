@@ -1,0 +1,44 @@
+//! Progress bars on stderr (indicatif), one per stage.
+
+use std::cell::RefCell;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::{Progress, ProgressEvent};
+
+/// Draws a bar per stage; hidden when stderr is not a terminal.
+#[derive(Default)]
+pub struct Bars {
+    current: RefCell<Option<(String, ProgressBar)>>,
+}
+
+impl Progress for Bars {
+    fn report(&self, e: ProgressEvent<'_>) {
+        let mut cur = self.current.borrow_mut();
+        if cur.as_ref().map(|(s, _)| s != e.stage).unwrap_or(true) {
+            if let Some((_, bar)) = cur.take() {
+                bar.finish();
+            }
+            let bar = ProgressBar::new(e.total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(e.stage.to_string());
+            *cur = Some((e.stage.to_string(), bar));
+        }
+        if let Some((_, bar)) = cur.as_ref() {
+            bar.set_length(e.total as u64);
+            bar.set_position(e.done as u64);
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Some((_, bar)) = self.current.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The one error type of the core. Every message names the file, tensor or field it is about and, where there is
+//! one, the expected and the found value, so a user can fix the input without reading the code.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the core. User input never panics; it ends up here.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A file could not be read or written (native edges only).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON document (config, index, recipe, token ids) did not parse.
+    #[error("{what}: invalid JSON: {message}")]
+    Json { what: String, message: String },
+    /// A config field holds a value we do not support or that contradicts another field.
+    #[error("config.json: unsupported {field} = {value}: {reason}")]
+    Unsupported {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    /// A config field is missing or malformed.
+    #[error("config.json: field {field}: {reason}")]
+    Config { field: String, reason: String },
+    /// A safetensors file is truncated, has a garbled header or an inconsistent index.
+    #[error("{file}: invalid safetensors: {message}")]
+    Safetensors { file: String, message: String },
+    /// A tensor the config requires is absent from every weight file.
+    #[error("missing tensor {name} (expected shape {expected:?}); the weight files hold no tensor of that name")]
+    MissingTensor { name: String, expected: Vec<usize> },
+    /// A weight file holds a tensor the config does not account for.
+    #[error("unexpected tensor {name} with shape {shape:?}: the config describes no such weight")]
+    UnexpectedTensor { name: String, shape: Vec<usize> },
+    /// A tensor's shape disagrees with the config.
+    #[error("tensor {name}: shape {found:?} disagrees with the config, which implies {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a data type we cannot convert to f32.
+    #[error("tensor {name}: unsupported dtype {dtype} (supported: F32, F16, BF16)")]
+    Dtype { name: String, dtype: String },
+    /// The tokenizer file is unusable or encoding failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Evaluation or calibration text (or token ids) is unusable: empty, too short, out of vocabulary.
+    #[error("text: {0}")]
+    Text(String),
+    /// An argument or recipe value is out of range.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The requested backend is not compiled in or has no device.
+    #[error("backend: {0}")]
+    Backend(String),
+    /// The user stopped the run.
+    #[error("cancelled")]
+    Cancelled,
+    /// Reading a tensor back from the device failed.
+    #[error("reading a tensor back from the device failed: {0}")]
+    Readback(String),
+}
+
+impl Error {
+    /// Whether the error is the user's input (CLI exit code 2) rather than an internal failure (exit code 1).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Readback(_) | Error::Backend(_))
+    }
+}
+
+/// Result with the core's error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,8 @@
+//! Reading and writing models and text: safetensors, tokenizers, token-id files. All from bytes; the native
+//! CLI maps files, the page slices `File`s.
+
+pub mod safetensors;
+pub mod tokenizer;
+
+pub use self::safetensors::SafetensorsWeights;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,5 @@
+//! The `prunelab` command line; everything lives in [`prunelab::cli`].
+
+fn main() -> std::process::ExitCode {
+    prunelab::cli::main()
+}

@@ -1,0 +1,363 @@
+//! Model configuration: [`HfConfig`] mirrors HF `config.json` field for field (transformers 4.x and 5.x keys),
+//! and resolves into [`ModelConfig`], the runtime blueprint with **per-layer** widths.
+//!
+//! Pruned models differ per layer. Their `config.json` keeps the standard fields and adds the per-layer lists
+//! [`PER_LAYER_HEADS`], [`PER_LAYER_KV_HEADS`] and [`PER_LAYER_MLP`]; our loader reads them, and a config
+//! whose layers all agree is written as a plain LlamaConfig without them.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Per-layer query head counts of a pruned model (extension key of `config.json`).
+pub const PER_LAYER_HEADS: &str = "num_attention_heads_per_layer";
+/// Per-layer KV head counts of a pruned model (extension key of `config.json`).
+pub const PER_LAYER_KV_HEADS: &str = "num_key_value_heads_per_layer";
+/// Per-layer MLP widths of a pruned model (extension key of `config.json`).
+pub const PER_LAYER_MLP: &str = "intermediate_size_per_layer";
+
+/// The HF `config.json` of a LLaMA-family model, as written by transformers 4.x or 5.x.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfConfig {
+    pub model_type: Option<String>,
+    pub vocab_size: Option<usize>,
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    /// Defaults to `num_attention_heads` (MHA).
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    pub head_dim: Option<usize>,
+    pub hidden_act: Option<String>,
+    pub rms_norm_eps: Option<f64>,
+    /// transformers 4.x: rotary base.
+    pub rope_theta: Option<f64>,
+    /// transformers 4.x: rotary scaling (`{"rope_type"|"type": "llama3", "factor": …}`).
+    pub rope_scaling: Option<Value>,
+    /// transformers 5.x: `{"rope_theta": …, "rope_type": …, …}` replaces both keys above.
+    pub rope_parameters: Option<Value>,
+    pub max_position_embeddings: Option<usize>,
+    pub tie_word_embeddings: Option<bool>,
+    pub attention_bias: Option<bool>,
+    pub mlp_bias: Option<bool>,
+    pub bos_token_id: Option<Value>,
+    pub eos_token_id: Option<Value>,
+    pub sliding_window: Option<Value>,
+    pub use_sliding_window: Option<bool>,
+    pub partial_rotary_factor: Option<f64>,
+    pub num_local_experts: Option<Value>,
+    pub num_experts: Option<Value>,
+    #[serde(rename = "num_attention_heads_per_layer")]
+    pub heads_per_layer: Option<Vec<usize>>,
+    #[serde(rename = "num_key_value_heads_per_layer")]
+    pub kv_heads_per_layer: Option<Vec<usize>>,
+    #[serde(rename = "intermediate_size_per_layer")]
+    pub mlp_per_layer: Option<Vec<usize>>,
+}
+
+/// LLaMA-3 frequency-dependent rotary scaling (`rope_type = "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Llama3Scaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+/// Rotary position embedding parameters.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub llama3: Option<Llama3Scaling>,
+}
+
+/// The widths of one decoder layer. Heads are `head_dim` wide; `num_heads % num_kv_heads == 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerShape {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub intermediate_size: usize,
+}
+
+impl LayerShape {
+    /// Query heads per KV head (`n_rep` of HF `repeat_kv`).
+    pub fn n_rep(&self) -> usize {
+        self.num_heads / self.num_kv_heads
+    }
+}
+
+/// The resolved runtime configuration: what the model code reads.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    /// `llama`, `mistral` or `qwen2`.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope: RopeConfig,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Biases on q/k/v (llama `attention_bias`, always on qwen2).
+    pub qkv_bias: bool,
+    /// Bias on o_proj (llama `attention_bias`).
+    pub o_bias: bool,
+    /// Biases on gate/up/down (`mlp_bias`).
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// One entry per decoder layer.
+    pub layers: Vec<LayerShape>,
+}
+
+fn unsupported(field: &str, value: impl ToString, reason: &str) -> Error {
+    Error::Unsupported {
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn required<T: Copy>(v: Option<T>, field: &str) -> Result<T> {
+    v.ok_or_else(|| Error::Config {
+        field: field.into(),
+        reason: "missing".into(),
+    })
+}
+
+fn first_id(v: &Option<Value>) -> Option<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
+        Some(Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
+        _ => None,
+    }
+}
+
+fn num(obj: &Map<String, Value>, key: &str, field: &str) -> Result<f64> {
+    obj.get(key).and_then(Value::as_f64).ok_or_else(|| Error::Config {
+        field: format!("{field}.{key}"),
+        reason: "missing or not a number".into(),
+    })
+}
+
+/// Resolves the rotary settings from either `rope_parameters` (5.x) or `rope_theta` + `rope_scaling` (4.x).
+fn resolve_rope(hf: &HfConfig) -> Result<RopeConfig> {
+    let (field, params) = match (&hf.rope_parameters, &hf.rope_scaling) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
+        (_, Some(s)) if !s.is_null() => ("rope_scaling", Some(s)),
+        _ => ("rope_scaling", None),
+    };
+    let obj = match params {
+        Some(Value::Object(o)) => Some(o),
+        Some(other) => return Err(unsupported(field, other, "expected an object")),
+        None => None,
+    };
+    let theta = obj
+        .and_then(|o| o.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .or(hf.rope_theta)
+        .unwrap_or(10000.0);
+    let kind = obj
+        .and_then(|o| o.get("rope_type").or_else(|| o.get("type")))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let llama3 = match kind {
+        "default" => None,
+        "llama3" => {
+            let o = obj.expect("kind came from obj");
+            Some(Llama3Scaling {
+                factor: num(o, "factor", field)?,
+                low_freq_factor: num(o, "low_freq_factor", field)?,
+                high_freq_factor: num(o, "high_freq_factor", field)?,
+                original_max_position_embeddings: num(o, "original_max_position_embeddings", field)?
+                    as usize,
+            })
+        }
+        other => {
+            return Err(unsupported(
+                &format!("{field}.rope_type"),
+                other,
+                "only default and llama3 rotary embeddings are supported",
+            ))
+        }
+    };
+    Ok(RopeConfig { theta, llama3 })
+}
+
+fn per_layer(list: &Option<Vec<usize>>, key: &str, uniform: usize, n: usize) -> Result<Vec<usize>> {
+    match list {
+        None => Ok(vec![uniform; n]),
+        Some(v) if v.len() == n => Ok(v.clone()),
+        Some(v) => Err(Error::Config {
+            field: key.into(),
+            reason: format!("has {} entries but num_hidden_layers is {n}", v.len()),
+        }),
+    }
+}
+
+impl HfConfig {
+    /// Parses `config.json` bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Json {
+            what: "config.json".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks that the model is a plain LLaMA block stack and resolves the runtime configuration.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        let model_type = self.model_type.clone().unwrap_or_default();
+        if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
+            return Err(unsupported(
+                "model_type",
+                format!("{model_type:?}"),
+                "prunelab supports the LLaMA family: llama, mistral, qwen2",
+            ));
+        }
+        let act = self.hidden_act.as_deref().unwrap_or("silu");
+        if act != "silu" {
+            return Err(unsupported("hidden_act", act, "only SwiGLU (silu) MLPs are supported"));
+        }
+        if let Some(w) = self.sliding_window.as_ref().filter(|w| !w.is_null()) {
+            let active = model_type != "qwen2" || self.use_sliding_window.unwrap_or(false);
+            if active {
+                return Err(unsupported("sliding_window", w, "sliding-window attention is not supported"));
+            }
+        }
+        for (field, v) in [("num_local_experts", &self.num_local_experts), ("num_experts", &self.num_experts)] {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_null() && v.as_u64() != Some(0)) {
+                return Err(unsupported(field, v, "mixture-of-experts models are not supported"));
+            }
+        }
+        if let Some(f) = self.partial_rotary_factor.filter(|f| *f != 1.0) {
+            return Err(unsupported("partial_rotary_factor", f, "only full rotary embeddings are supported"));
+        }
+        let hidden_size = required(self.hidden_size, "hidden_size")?;
+        let num_layers = required(self.num_hidden_layers, "num_hidden_layers")?;
+        let num_heads = required(self.num_attention_heads, "num_attention_heads")?;
+        let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
+        let intermediate = required(self.intermediate_size, "intermediate_size")?;
+        let vocab_size = required(self.vocab_size, "vocab_size")?;
+        if num_heads == 0 || hidden_size == 0 || vocab_size == 0 {
+            return Err(Error::Config {
+                field: "hidden_size/num_attention_heads/vocab_size".into(),
+                reason: "must be positive".into(),
+            });
+        }
+        let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(unsupported("head_dim", head_dim, "rotary embeddings need an even head_dim"));
+        }
+        let heads = per_layer(&self.heads_per_layer, PER_LAYER_HEADS, num_heads, num_layers)?;
+        let kv = per_layer(&self.kv_heads_per_layer, PER_LAYER_KV_HEADS, num_kv_heads, num_layers)?;
+        let mlp = per_layer(&self.mlp_per_layer, PER_LAYER_MLP, intermediate, num_layers)?;
+        let mut layers = Vec::with_capacity(num_layers);
+        for (i, ((&h, &k), &m)) in heads.iter().zip(&kv).zip(&mlp).enumerate() {
+            if k == 0 || h == 0 || h % k != 0 {
+                return Err(Error::Config {
+                    field: format!("layer {i} heads"),
+                    reason: format!("{h} query heads cannot be shared evenly by {k} KV heads"),
+                });
+            }
+            layers.push(LayerShape {
+                num_heads: h,
+                num_kv_heads: k,
+                intermediate_size: m,
+            });
+        }
+        let attention_bias = self.attention_bias.unwrap_or(false);
+        Ok(ModelConfig {
+            qkv_bias: attention_bias || model_type == "qwen2",
+            o_bias: attention_bias && model_type != "qwen2",
+            mlp_bias: self.mlp_bias.unwrap_or(false),
+            model_type,
+            vocab_size,
+            hidden_size,
+            head_dim,
+            rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            rope: resolve_rope(self)?,
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
+            bos_token_id: first_id(&self.bos_token_id),
+            eos_token_id: first_id(&self.eos_token_id),
+            layers,
+        })
+    }
+}
+
+impl ModelConfig {
+    /// Parses and resolves `config.json` bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        HfConfig::from_json(bytes)?.resolve()
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether every layer has the same widths (then the output is a standard LlamaConfig).
+    pub fn is_uniform(&self) -> bool {
+        self.layers.windows(2).all(|w| w[0] == w[1])
+    }
+
+    /// Writes `config.json` for this configuration. `base` is the original document: fields we do not model
+    /// (`architectures`, `torch_dtype`, …) are carried over; the widths are replaced by ours.
+    pub fn to_hf_json(&self, base: Option<&Value>) -> Value {
+        let mut m = base.and_then(Value::as_object).cloned().unwrap_or_default();
+        let first = self.layers.first().copied().unwrap_or(LayerShape {
+            num_heads: 1,
+            num_kv_heads: 1,
+            intermediate_size: 0,
+        });
+        let max = |f: fn(&LayerShape) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
+        let (heads, kv, mlp) = if self.is_uniform() {
+            (first.num_heads, first.num_kv_heads, first.intermediate_size)
+        } else {
+            (max(|l| l.num_heads), max(|l| l.num_kv_heads), max(|l| l.intermediate_size))
+        };
+        let mut set = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        set("model_type", self.model_type.clone().into());
+        set("vocab_size", self.vocab_size.into());
+        set("hidden_size", self.hidden_size.into());
+        set("head_dim", self.head_dim.into());
+        set("num_hidden_layers", self.num_layers().into());
+        set("num_attention_heads", heads.into());
+        set("num_key_value_heads", kv.into());
+        set("intermediate_size", mlp.into());
+        set("rms_norm_eps", self.rms_norm_eps.into());
+        set("max_position_embeddings", self.max_position_embeddings.into());
+        set("tie_word_embeddings", self.tie_word_embeddings.into());
+        set("mlp_bias", self.mlp_bias.into());
+        if self.model_type != "qwen2" {
+            set("attention_bias", self.qkv_bias.into());
+        }
+        set("hidden_act", "silu".into());
+        let mut rope = serde_json::json!({"rope_type": "default", "rope_theta": self.rope.theta});
+        if let Some(s) = self.rope.llama3 {
+            rope = serde_json::json!({
+                "rope_type": "llama3", "rope_theta": self.rope.theta, "factor": s.factor,
+                "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
+                "original_max_position_embeddings": s.original_max_position_embeddings,
+            });
+        }
+        // Both spellings, so that transformers 4.x and 5.x read the same rotary settings.
+        set("rope_theta", self.rope.theta.into());
+        set("rope_scaling", if self.rope.llama3.is_some() { rope.clone() } else { Value::Null });
+        set("rope_parameters", rope);
+        for key in [PER_LAYER_HEADS, PER_LAYER_KV_HEADS, PER_LAYER_MLP] {
+            m.remove(key);
+        }
+        if !self.is_uniform() {
+            let list = |f: fn(&LayerShape) -> usize| Value::from(self.layers.iter().map(f).collect::<Vec<_>>());
+            m.insert(PER_LAYER_HEADS.into(), list(|l| l.num_heads));
+            m.insert(PER_LAYER_KV_HEADS.into(), list(|l| l.num_kv_heads));
+            m.insert(PER_LAYER_MLP.into(), list(|l| l.intermediate_size));
+        }
+        Value::Object(m)
+    }
+}

@@ -1,0 +1,170 @@
+//! The LLaMA decoder: embeddings → N × (RMSNorm → attention → residual, RMSNorm → MLP → residual) → RMSNorm →
+//! `lm_head` (tied to the embeddings or not). Module and field names are HF's, so `model.layers.3.mlp.up_proj`
+//! is `llama.layers[3].mlp.up_proj` here.
+
+use burn::module::{Module, Param};
+use burn::tensor::{activation::log_softmax, backend::Backend, Int, Tensor};
+
+use super::attention::{causal_mask, Attention};
+use super::config::ModelConfig;
+use super::linear::Linear;
+use super::mlp::Mlp;
+use super::norm::RmsNorm;
+use super::rope;
+use super::tensors::layer_tensor;
+use super::weights::{check_inventory, load_param, WeightSource};
+use crate::error::Result;
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+/// Per-forward constants shared by every layer: rotary tables and the causal mask for one sequence length.
+pub struct Positions<B: Backend> {
+    /// `[seq, head_dim]`
+    pub cos: Tensor<B, 2>,
+    /// `[seq, head_dim]`
+    pub sin: Tensor<B, 2>,
+    /// `[seq, seq]`, true = masked
+    pub mask: Tensor<B, 2, burn::tensor::Bool>,
+}
+
+impl<B: Backend> Block<B> {
+    /// # Shapes
+    /// `x [batch, seq, hidden]` → same
+    pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), &pos.cos, &pos.sin, &pos.mask);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// A LLaMA-family causal language model with per-layer widths.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// `[vocab, hidden]`
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    /// `[vocab, hidden]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    /// The blueprint the weights were loaded for (kept in step with the weights by every pruning step).
+    pub config: ModelConfig,
+}
+
+fn linear<B: Backend>(
+    src: &dyn WeightSource,
+    prefix: &str,
+    shape: [usize; 2],
+    bias: bool,
+    device: &B::Device,
+) -> Result<Linear<B>> {
+    Ok(Linear {
+        weight: load_param(src, &format!("{prefix}.weight"), shape, device)?,
+        bias: match bias {
+            true => Some(load_param(src, &format!("{prefix}.bias"), [shape[0]], device)?),
+            false => None,
+        },
+    })
+}
+
+impl<B: Backend> Llama<B> {
+    /// Loads the weights `cfg` describes from `src`, after checking every name and shape.
+    pub fn load(cfg: &ModelConfig, src: &dyn WeightSource, device: &B::Device) -> Result<Self> {
+        check_inventory(cfg, src)?;
+        let (d, hd, eps) = (cfg.hidden_size, cfg.head_dim, cfg.rms_norm_eps);
+        let norm = |name: String| -> Result<RmsNorm<B>> {
+            Ok(RmsNorm {
+                weight: load_param(src, &name, [d], device)?,
+                eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        for (l, s) in cfg.layers.iter().enumerate() {
+            let (q, kv, m) = (s.num_heads * hd, s.num_kv_heads * hd, s.intermediate_size);
+            let p = |suffix: &str| layer_tensor(l, suffix);
+            layers.push(Block {
+                input_layernorm: norm(p("input_layernorm.weight"))?,
+                self_attn: Attention {
+                    q_proj: linear(src, &p("self_attn.q_proj"), [q, d], cfg.qkv_bias, device)?,
+                    k_proj: linear(src, &p("self_attn.k_proj"), [kv, d], cfg.qkv_bias, device)?,
+                    v_proj: linear(src, &p("self_attn.v_proj"), [kv, d], cfg.qkv_bias, device)?,
+                    o_proj: linear(src, &p("self_attn.o_proj"), [d, q], cfg.o_bias, device)?,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(p("post_attention_layernorm.weight"))?,
+                mlp: Mlp {
+                    gate_proj: linear(src, &p("mlp.gate_proj"), [m, d], cfg.mlp_bias, device)?,
+                    up_proj: linear(src, &p("mlp.up_proj"), [m, d], cfg.mlp_bias, device)?,
+                    down_proj: linear(src, &p("mlp.down_proj"), [d, m], cfg.mlp_bias, device)?,
+                },
+            });
+        }
+        Ok(Llama {
+            embed_tokens: load_param(src, "model.embed_tokens.weight", [cfg.vocab_size, d], device)?,
+            layers,
+            norm: norm("model.norm.weight".into())?,
+            lm_head: match cfg.tie_word_embeddings {
+                true => None,
+                false => Some(load_param(src, "lm_head.weight", [cfg.vocab_size, d], device)?),
+            },
+            config: cfg.clone(),
+        })
+    }
+
+    /// Rotary tables and causal mask for sequences of length `seq`.
+    pub fn positions(&self, seq: usize, device: &B::Device) -> Positions<B> {
+        let (cos, sin) = rope::tables(&self.config.rope, self.config.head_dim, seq, device);
+        Positions {
+            cos,
+            sin,
+            mask: causal_mask(seq, device),
+        }
+    }
+
+    /// Token embeddings. `ids [batch, seq]` → `[batch, seq, hidden]`
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, s] = ids.dims();
+        let d = self.config.hidden_size;
+        self.embed_tokens.val().select(0, ids.reshape([b * s])).reshape([b, s, d])
+    }
+
+    /// Final norm and output projection. `h [batch, seq, hidden]` → logits `[batch, seq, vocab]`
+    pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, d] = h.dims();
+        let w = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.val(),
+        };
+        let v = w.dims()[0];
+        self.norm.forward(h).reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+    }
+
+    /// Logits. `ids [batch, seq]` → `[batch, seq, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let device = ids.device();
+        let pos = self.positions(ids.dims()[1], &device);
+        let mut h = self.embed(ids);
+        for layer in &self.layers {
+            h = layer.forward(h, &pos);
+        }
+        self.head(h)
+    }
+
+    /// Negative log-likelihood of every next token. `ids [batch, seq]` → `[batch, seq − 1]`
+    pub fn token_nll(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let [b, s] = ids.dims();
+        let logits = self.forward(ids.clone()).narrow(1, 0, s - 1);
+        let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+        log_softmax(logits, 2).gather(2, targets).reshape([b, s - 1]).neg()
+    }
+
+    /// Mean next-token cross-entropy over the batch (HF `LlamaForCausalLM` loss). `ids [batch, seq]` → `[1]`
+    pub fn loss(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        self.token_nll(ids).mean()
+    }
+}

@@ -1,0 +1,17 @@
+//! The model: configuration, tensor inventory, parameter accounting and the LLaMA modules.
+
+pub mod attention;
+pub mod config;
+pub mod linear;
+pub mod llama;
+pub mod mlp;
+pub mod named;
+pub mod norm;
+pub mod params;
+pub mod rope;
+pub mod tensors;
+pub mod weights;
+
+pub use config::{LayerShape, ModelConfig};
+pub use llama::Llama;
+pub use weights::WeightSource;

@@ -1,0 +1,21 @@
+//! RMSNorm as HF LlamaRMSNorm computes it: `x / sqrt(mean(x²) + eps) * weight`.
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Tensor};
+
+/// Root-mean-square normalisation over the hidden dimension.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// `[hidden]`
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// # Shapes
+    /// `x [batch, seq, hidden]` → same
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let rms = (x.clone().powi_scalar(2).mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<3>()
+    }
+}

@@ -1,0 +1,22 @@
+//! Reading tensors back to the host. Always asynchronous: in a browser every synchronous read panics, and the
+//! native edge simply blocks on these futures.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::error::{Error, Result};
+
+/// All values of a float tensor, row-major.
+pub async fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
+    data.convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::Readback(format!("{e:?}")))
+}
+
+/// The single value of a one-element float tensor.
+pub async fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<f64> {
+    let v = to_vec(t).await?;
+    v.first()
+        .map(|&x| x as f64)
+        .ok_or_else(|| Error::Readback("expected one value, got none".into()))
+}

@@ -1,0 +1,81 @@
+//! Shared helpers of the cross-cutting tests: where the fixtures are, and how to read them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use prunelab::io::SafetensorsWeights;
+use prunelab::model::{Llama, ModelConfig, WeightSource};
+
+/// `../shared` beside the repository (override with `PRUNELAB_SHARED`).
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("PRUNELAB_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}
+
+/// A fixture folder, e.g. `fixture("tiny-gqa")`.
+pub fn fixture(name: &str) -> PathBuf {
+    shared_dir().join("fixtures").join(name)
+}
+
+/// Reads a file, panicking with its path (tests only).
+pub fn read(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture's `golden.json`.
+pub fn golden_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&read(&fixture(name).join("golden.json"))).expect("golden.json parses")
+}
+
+/// All tensors of a fixture's `golden.safetensors`, as (shape, f32 values).
+pub fn golden_tensors(name: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = read(&fixture(name).join("golden.safetensors"));
+    let st = SafetensorsWeights::from_files(&[("golden.safetensors".into(), &bytes)], None).unwrap();
+    st.inventory()
+        .into_iter()
+        .map(|(n, shape)| {
+            let v = st.read_f32(&n).unwrap();
+            (n, (shape, v))
+        })
+        .collect()
+}
+
+/// `[[id, …], …]` from a golden.json field, as windows.
+pub fn id_windows(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .collect()
+}
+
+/// The fixture's config and raw weights bytes.
+pub fn fixture_files(name: &str) -> (ModelConfig, Vec<u8>) {
+    let dir = fixture(name);
+    let cfg = ModelConfig::from_json(&read(&dir.join("config.json"))).unwrap();
+    (cfg, read(&dir.join("model.safetensors")))
+}
+
+/// Loads a fixture model on backend `B`.
+pub fn load_fixture<B: burn::tensor::backend::Backend>(name: &str, device: &B::Device) -> Llama<B> {
+    let (cfg, bytes) = fixture_files(name);
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    Llama::load(&cfg, &st, device).unwrap()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// ‖a − b‖ / ‖b‖.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}

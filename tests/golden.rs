@@ -1,0 +1,96 @@
+//! Golden checks against HF transformers (`../shared/fixtures/*/golden.*`): logits, losses and the gradient of
+//! every weight, for an MHA fixture (transformers 4.x config keys, untied head) and a GQA fixture (5.x keys,
+//! tied embeddings), on the CPU backend and on wgpu (Vulkan; lavapipe in CI).
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use common::*;
+use prunelab::eval::perplexity::batch_tensor;
+use prunelab::readback::{scalar, to_vec};
+
+fn windows_of(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    id_windows(v)
+}
+
+fn check_forward<B: Backend>(name: &str, device: &B::Device) {
+    let golden = golden_json(name);
+    let tensors = golden_tensors(name);
+    let model = load_fixture::<B>(name, device);
+
+    let probe = windows_of(&golden["probe_input_ids"]);
+    let refs: Vec<&[u32]> = probe.iter().map(|w| w.as_slice()).collect();
+    let ids = batch_tensor::<B>(&refs, device);
+    let logits = pollster::block_on(to_vec(model.forward(ids.clone()))).unwrap();
+    let (shape, expected) = &tensors["probe_logits"];
+    assert_eq!(shape, &vec![2, 16, 128]);
+    let diff = max_abs_diff(&logits, expected);
+    assert!(diff < 1e-4, "{name}: probe logits differ by {diff:e} (max abs)");
+
+    let loss = pollster::block_on(scalar(model.loss(ids))).unwrap();
+    let want = golden["probe_loss"].as_f64().unwrap();
+    assert!(((loss - want) / want).abs() < 1e-5, "{name}: probe loss {loss} vs {want}");
+}
+
+fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
+    let golden = golden_json(name);
+    let tensors = golden_tensors(name);
+    let model = load_fixture::<B>(name, device);
+
+    let calib = windows_of(&golden["calibration_input_ids"]);
+    let refs: Vec<&[u32]> = calib.iter().map(|w| w.as_slice()).collect();
+    let loss = model.loss(batch_tensor::<B>(&refs, device));
+    let value = pollster::block_on(scalar(loss.clone())).unwrap();
+    let want = golden["calibration_loss"].as_f64().unwrap();
+    assert!(((value - want) / want).abs() < 1e-5, "{name}: calibration loss {value} vs {want}");
+
+    let grads = loss.backward();
+    let weights = model.named_weights();
+    let mut checked = 0;
+    for (hf_name, weight) in &weights {
+        let (shape, expected) = tensors
+            .get(&format!("grad.{hf_name}"))
+            .unwrap_or_else(|| panic!("{name}: golden has no gradient for {hf_name}"));
+        assert_eq!(&weight.shape(), shape, "{name}: {hf_name} shape");
+        let grad = weight.grad(&grads).unwrap_or_else(|| panic!("{name}: no gradient reached {hf_name}"));
+        let got = pollster::block_on(to_vec(grad.flatten())).unwrap();
+        let err = rel_l2(&got, expected);
+        assert!(err < 1e-3, "{name}: gradient of {hf_name} off by {err:e} (relative L2)");
+        checked += 1;
+    }
+    let golden_grads = tensors.keys().filter(|k| k.starts_with("grad.")).count();
+    assert_eq!(checked, golden_grads, "{name}: every golden gradient is compared");
+}
+
+type Cpu = prunelab::backend::Cpu;
+
+#[test]
+fn cpu_tiny_mha_matches_transformers() {
+    check_forward::<Cpu>("tiny-mha", &Default::default());
+    check_gradients::<Autodiff<Cpu>>("tiny-mha", &Default::default());
+}
+
+#[test]
+fn cpu_tiny_gqa_matches_transformers() {
+    check_forward::<Cpu>("tiny-gqa", &Default::default());
+    check_gradients::<Autodiff<Cpu>>("tiny-gqa", &Default::default());
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+    type Wgpu = prunelab::backend::Wgpu;
+
+    #[test]
+    fn wgpu_tiny_mha_matches_transformers() {
+        check_forward::<Wgpu>("tiny-mha", &Default::default());
+        check_gradients::<Autodiff<Wgpu>>("tiny-mha", &Default::default());
+    }
+
+    #[test]
+    fn wgpu_tiny_gqa_matches_transformers() {
+        check_forward::<Wgpu>("tiny-gqa", &Default::default());
+        check_gradients::<Autodiff<Wgpu>>("tiny-gqa", &Default::default());
+    }
+}
