@@ -26,11 +26,17 @@ fn check_forward<B: Backend>(name: &str, device: &B::Device) {
     let (shape, expected) = &tensors["probe_logits"];
     assert_eq!(shape, &vec![2, 16, 128]);
     let diff = max_abs_diff(&logits, expected);
-    assert!(diff < 1e-4, "{name}: probe logits differ by {diff:e} (max abs)");
+    assert!(
+        diff < 1e-4,
+        "{name}: probe logits differ by {diff:e} (max abs)"
+    );
 
     let loss = pollster::block_on(scalar(model.loss(ids))).unwrap();
     let want = golden["probe_loss"].as_f64().unwrap();
-    assert!(((loss - want) / want).abs() < 1e-5, "{name}: probe loss {loss} vs {want}");
+    assert!(
+        ((loss - want) / want).abs() < 1e-5,
+        "{name}: probe loss {loss} vs {want}"
+    );
 }
 
 fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
@@ -43,7 +49,10 @@ fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
     let loss = model.loss(batch_tensor::<B>(&refs, device));
     let value = pollster::block_on(scalar(loss.clone())).unwrap();
     let want = golden["calibration_loss"].as_f64().unwrap();
-    assert!(((value - want) / want).abs() < 1e-5, "{name}: calibration loss {value} vs {want}");
+    assert!(
+        ((value - want) / want).abs() < 1e-5,
+        "{name}: calibration loss {value} vs {want}"
+    );
 
     let grads = loss.backward();
     let weights = model.named_weights();
@@ -53,14 +62,22 @@ fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
             .get(&format!("grad.{hf_name}"))
             .unwrap_or_else(|| panic!("{name}: golden has no gradient for {hf_name}"));
         assert_eq!(&weight.shape(), shape, "{name}: {hf_name} shape");
-        let grad = weight.grad(&grads).unwrap_or_else(|| panic!("{name}: no gradient reached {hf_name}"));
+        let grad = weight
+            .grad(&grads)
+            .unwrap_or_else(|| panic!("{name}: no gradient reached {hf_name}"));
         let got = pollster::block_on(to_vec(grad.flatten())).unwrap();
         let err = rel_l2(&got, expected);
-        assert!(err < 1e-3, "{name}: gradient of {hf_name} off by {err:e} (relative L2)");
+        assert!(
+            err < 1e-3,
+            "{name}: gradient of {hf_name} off by {err:e} (relative L2)"
+        );
         checked += 1;
     }
     let golden_grads = tensors.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(checked, golden_grads, "{name}: every golden gradient is compared");
+    assert_eq!(
+        checked, golden_grads,
+        "{name}: every golden gradient is compared"
+    );
 }
 
 type Cpu = prunelab::backend::Cpu;

@@ -28,7 +28,11 @@ impl BackendKind {
             "cpu" | "flex" => BackendKind::Cpu,
             "wgpu" | "vulkan" | "webgpu" => BackendKind::Wgpu,
             "cuda" => BackendKind::Cuda,
-            other => return Err(Error::Backend(format!("unknown backend {other:?} (cpu, wgpu, cuda)"))),
+            other => {
+                return Err(Error::Backend(format!(
+                    "unknown backend {other:?} (cpu, wgpu, cuda)"
+                )))
+            }
         };
         kind.check_compiled()?;
         Ok(kind)
@@ -64,7 +68,10 @@ impl BackendKind {
 /// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
 pub trait BackendJob {
     type Output;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> Result<Self::Output>;
 }
 
 /// Runs `job` on `kind` (wrapped in burn's Autodiff, so jobs can take gradients when they need them).

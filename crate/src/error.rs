@@ -36,7 +36,9 @@ pub enum Error {
     #[error("unexpected tensor {name} with shape {shape:?}: the config describes no such weight")]
     UnexpectedTensor { name: String, shape: Vec<usize> },
     /// A tensor's shape disagrees with the config.
-    #[error("tensor {name}: shape {found:?} disagrees with the config, which implies {expected:?}")]
+    #[error(
+        "tensor {name}: shape {found:?} disagrees with the config, which implies {expected:?}"
+    )]
     ShapeMismatch {
         name: String,
         expected: Vec<usize>,

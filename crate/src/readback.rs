@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 
 /// All values of a float tensor, row-major.
 pub async fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
     data.convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| Error::Readback(format!("{e:?}")))

@@ -33,7 +33,8 @@ pub fn golden_json(name: &str) -> serde_json::Value {
 /// All tensors of a fixture's `golden.safetensors`, as (shape, f32 values).
 pub fn golden_tensors(name: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = read(&fixture(name).join("golden.safetensors"));
-    let st = SafetensorsWeights::from_files(&[("golden.safetensors".into(), &bytes)], None).unwrap();
+    let st =
+        SafetensorsWeights::from_files(&[("golden.safetensors".into(), &bytes)], None).unwrap();
     st.inventory()
         .into_iter()
         .map(|(n, shape)| {
@@ -48,7 +49,13 @@ pub fn id_windows(v: &serde_json::Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|w| w.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|w| {
+            w.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -69,7 +76,10 @@ pub fn load_fixture<B: burn::tensor::backend::Backend>(name: &str, device: &B::D
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// ‖a − b‖ / ‖b‖.

@@ -51,8 +51,15 @@ struct EvalJob<'a> {
 impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
-        let model = Llama::<B::InnerBackend>::load(&self.folder.config, &self.folder.weights()?, &device)?;
-        pollster::block_on(perplexity(&model, &self.ids, &self.opts, &device, &Bars::default()))
+        let model =
+            Llama::<B::InnerBackend>::load(&self.folder.config, &self.folder.weights()?, &device)?;
+        pollster::block_on(perplexity(
+            &model,
+            &self.ids,
+            &self.opts,
+            &device,
+            &Bars::default(),
+        ))
     }
 }
 
@@ -78,7 +85,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
         batch: args.batch,
     };
     let start = Instant::now();
-    let result = run_on(kind, EvalJob { folder: &folder, ids, opts })?;
+    let result = run_on(
+        kind,
+        EvalJob {
+            folder: &folder,
+            ids,
+            opts,
+        },
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         let mut v = serde_json::to_value(&result).expect("serialisable");

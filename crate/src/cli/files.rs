@@ -19,13 +19,13 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Reads a UTF-8 text file.
 pub fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read(path)?).map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
+    String::from_utf8(read(path)?)
+        .map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
 }
 
 /// An HF model folder with its safetensors mapped into memory.
 pub struct ModelFolder {
     pub dir: PathBuf,
-    pub config_json: Vec<u8>,
     pub config: ModelConfig,
     maps: Vec<(String, Mmap)>,
     index: Option<Vec<u8>>,
@@ -42,18 +42,11 @@ impl ModelFolder {
         }
         let config_json = read(&dir.join("config.json"))?;
         let config = ModelConfig::from_json(&config_json)?;
-        let io_err = |source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        names.sort();
+        let index_path = dir.join("model.safetensors.index.json");
+        let index = index_path.exists().then(|| read(&index_path)).transpose()?;
+        let names = weight_files(dir, index.as_deref())?;
         let mut maps = Vec::new();
-        for path in names {
+        for path in names.into_iter().map(|n| dir.join(n)) {
             let file = std::fs::File::open(&path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
                 source,
@@ -64,14 +57,14 @@ impl ModelFolder {
                 path: path.display().to_string(),
                 source,
             })?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             maps.push((name, map));
         }
-        let index_path = dir.join("model.safetensors.index.json");
-        let index = index_path.exists().then(|| read(&index_path)).transpose()?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            config_json,
             config,
             maps,
             index,
@@ -80,7 +73,8 @@ impl ModelFolder {
 
     /// The weights, parsed from the mapped files.
     pub fn weights(&self) -> Result<SafetensorsWeights<'_>> {
-        let files: Vec<(String, &[u8])> = self.maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
+        let files: Vec<(String, &[u8])> =
+            self.maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
         SafetensorsWeights::from_files(&files, self.index.as_deref())
     }
 
@@ -92,4 +86,33 @@ impl ModelFolder {
             false => Ok(None),
         }
     }
+}
+
+/// The weight files of an HF folder, as transformers finds them: the shards the index names, else
+/// `model.safetensors`.
+fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
+    if let Some(index) = index {
+        let v: serde_json::Value = serde_json::from_slice(index).map_err(|e| Error::Json {
+            what: "model.safetensors.index.json".into(),
+            message: e.to_string(),
+        })?;
+        let map = v["weight_map"].as_object().ok_or_else(|| Error::Json {
+            what: "model.safetensors.index.json".into(),
+            message: "no weight_map object".into(),
+        })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    if dir.join("model.safetensors").is_file() {
+        return Ok(vec!["model.safetensors".into()]);
+    }
+    Err(Error::Invalid(format!(
+        "{} has neither model.safetensors nor model.safetensors.index.json",
+        dir.display()
+    )))
 }

@@ -25,7 +25,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let params = count_params(cfg);
     if args.json {
         let out = serde_json::json!({ "config": cfg, "params": params });
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
         return Ok(());
     }
     println!("model      {} ({})", args.model.display(), cfg.model_type);
@@ -37,8 +40,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
         cfg.vocab_size,
         cfg.tie_word_embeddings
     );
-    println!("rope       theta {} {}", cfg.rope.theta, if cfg.rope.llama3.is_some() { "(llama3 scaling)" } else { "" });
-    println!("{:>5} {:>6} {:>9} {:>9} {:>12}", "layer", "heads", "kv heads", "mlp", "params");
+    println!(
+        "rope       theta {} {}",
+        cfg.rope.theta,
+        if cfg.rope.llama3.is_some() {
+            "(llama3 scaling)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:>5} {:>6} {:>9} {:>9} {:>12}",
+        "layer", "heads", "kv heads", "mlp", "params"
+    );
     for (l, s) in cfg.layers.iter().enumerate() {
         println!(
             "{l:>5} {:>6} {:>9} {:>9} {:>12}",

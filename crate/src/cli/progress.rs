@@ -21,9 +21,11 @@ impl Progress for Bars {
             }
             let bar = ProgressBar::new(e.total as u64);
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise}")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(e.stage.to_string());
             *cur = Some((e.stage.to_string(), bar));

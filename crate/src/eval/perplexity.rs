@@ -76,7 +76,10 @@ pub fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
 /// Stacks windows into an id tensor `[windows, seq_len]`.
 pub fn batch_tensor<B: Backend>(windows: &[&[u32]], device: &B::Device) -> Tensor<B, 2, Int> {
     let seq = windows[0].len();
-    let flat: Vec<i64> = windows.iter().flat_map(|w| w.iter().map(|&t| t as i64)).collect();
+    let flat: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w.iter().map(|&t| t as i64))
+        .collect();
     Tensor::from_data(TensorData::new(flat, [windows.len(), seq]), device)
 }
 
@@ -92,7 +95,11 @@ pub async fn perplexity<B: Backend>(
     let windows = windows(ids, opts)?;
     let mut nll = 0.0f64;
     let total = windows.len();
-    progress.report(ProgressEvent { stage: "eval", done: 0, total });
+    progress.report(ProgressEvent {
+        stage: "eval",
+        done: 0,
+        total,
+    });
     for (i, chunk) in windows.chunks(opts.batch).enumerate() {
         if progress.cancelled() {
             return Err(Error::Cancelled);

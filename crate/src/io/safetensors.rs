@@ -57,7 +57,9 @@ impl<'a> SafetensorsWeights<'a> {
                 let Some(&at) = location.get(name) else {
                     return Err(Error::Safetensors {
                         file: shard.clone(),
-                        message: format!("the index places {name} here, but no given file holds it"),
+                        message: format!(
+                            "the index places {name} here, but no given file holds it"
+                        ),
                     });
                 };
                 if !shards[at].0.ends_with(shard.as_str()) {
@@ -76,7 +78,9 @@ impl<'a> SafetensorsWeights<'a> {
 fn describe(e: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
     match e {
-        E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => format!("truncated or garbled header ({e})"),
+        E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => {
+            format!("truncated or garbled header ({e})")
+        }
         E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
             format!("garbled header: not the JSON header safetensors expects ({e})")
         }
@@ -107,7 +111,10 @@ impl WeightSource for SafetensorsWeights<'_> {
         })?;
         let bytes = view.data();
         let out = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F16 => bytes
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())

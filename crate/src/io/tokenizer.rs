@@ -56,7 +56,8 @@ pub fn ids_from_json(bytes: &[u8], what: &str) -> Result<Vec<u32>> {
         what: what.into(),
         message,
     };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_err(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| json_err(e.to_string()))?;
     let mut out = Vec::new();
     let mut push = |v: &serde_json::Value| -> Result<()> {
         let id = v.as_u64().filter(|&x| x <= u32::MAX as u64);
@@ -64,7 +65,9 @@ pub fn ids_from_json(bytes: &[u8], what: &str) -> Result<Vec<u32>> {
         Ok(())
     };
     let serde_json::Value::Array(items) = &value else {
-        return Err(json_err("expected an array of token ids or of windows".into()));
+        return Err(json_err(
+            "expected an array of token ids or of windows".into(),
+        ));
     };
     for item in items {
         match item {

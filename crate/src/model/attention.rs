@@ -37,7 +37,13 @@ impl<B: Backend> Attention<B> {
     /// # Shapes
     /// `x [batch, seq, hidden]`, `cos`/`sin` `[seq, head_dim]`, `mask [seq, seq]` (true = masked)
     /// → `[batch, seq, num_heads·head_dim]`
-    pub fn heads(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, mask: &Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn heads(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        mask: &Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
@@ -46,14 +52,23 @@ impl<B: Backend> Attention<B> {
         let v = split(self.v_proj.forward(x), nkv);
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.mask_fill(mask.clone().reshape([1, 1, s, s]).expand([b, nh, s, s]), f32::NEG_INFINITY);
+        let scores = scores.mask_fill(
+            mask.clone().reshape([1, 1, s, s]).expand([b, nh, s, s]),
+            f32::NEG_INFINITY,
+        );
         let out = softmax(scores, 3).matmul(v);
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 
     /// # Shapes
     /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, mask: &Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        mask: &Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         self.o_proj.forward(self.heads(x, cos, sin, mask))
     }
 }
@@ -65,7 +80,9 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
         return x;
     }
     let [b, n, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, n, n_rep, s, d]).reshape([b, n * n_rep, s, d])
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, n, n_rep, s, d])
+        .reshape([b, n * n_rep, s, d])
 }
 
 /// Causal mask `[seq, seq]`: true above the diagonal (future positions). burn's `tril_mask` marks everything

@@ -136,10 +136,12 @@ fn first_id(v: &Option<Value>) -> Option<u32> {
 }
 
 fn num(obj: &Map<String, Value>, key: &str, field: &str) -> Result<f64> {
-    obj.get(key).and_then(Value::as_f64).ok_or_else(|| Error::Config {
-        field: format!("{field}.{key}"),
-        reason: "missing or not a number".into(),
-    })
+    obj.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| Error::Config {
+            field: format!("{field}.{key}"),
+            reason: "missing or not a number".into(),
+        })
 }
 
 /// Resolves the rotary settings from either `rope_parameters` (5.x) or `rope_theta` + `rope_scaling` (4.x).
@@ -218,21 +220,40 @@ impl HfConfig {
         }
         let act = self.hidden_act.as_deref().unwrap_or("silu");
         if act != "silu" {
-            return Err(unsupported("hidden_act", act, "only SwiGLU (silu) MLPs are supported"));
+            return Err(unsupported(
+                "hidden_act",
+                act,
+                "only SwiGLU (silu) MLPs are supported",
+            ));
         }
         if let Some(w) = self.sliding_window.as_ref().filter(|w| !w.is_null()) {
             let active = model_type != "qwen2" || self.use_sliding_window.unwrap_or(false);
             if active {
-                return Err(unsupported("sliding_window", w, "sliding-window attention is not supported"));
+                return Err(unsupported(
+                    "sliding_window",
+                    w,
+                    "sliding-window attention is not supported",
+                ));
             }
         }
-        for (field, v) in [("num_local_experts", &self.num_local_experts), ("num_experts", &self.num_experts)] {
+        for (field, v) in [
+            ("num_local_experts", &self.num_local_experts),
+            ("num_experts", &self.num_experts),
+        ] {
             if let Some(v) = v.as_ref().filter(|v| !v.is_null() && v.as_u64() != Some(0)) {
-                return Err(unsupported(field, v, "mixture-of-experts models are not supported"));
+                return Err(unsupported(
+                    field,
+                    v,
+                    "mixture-of-experts models are not supported",
+                ));
             }
         }
         if let Some(f) = self.partial_rotary_factor.filter(|f| *f != 1.0) {
-            return Err(unsupported("partial_rotary_factor", f, "only full rotary embeddings are supported"));
+            return Err(unsupported(
+                "partial_rotary_factor",
+                f,
+                "only full rotary embeddings are supported",
+            ));
         }
         let hidden_size = required(self.hidden_size, "hidden_size")?;
         let num_layers = required(self.num_hidden_layers, "num_hidden_layers")?;
@@ -248,10 +269,24 @@ impl HfConfig {
         }
         let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(unsupported("head_dim", head_dim, "rotary embeddings need an even head_dim"));
+            return Err(unsupported(
+                "head_dim",
+                head_dim,
+                "rotary embeddings need an even head_dim",
+            ));
         }
-        let heads = per_layer(&self.heads_per_layer, PER_LAYER_HEADS, num_heads, num_layers)?;
-        let kv = per_layer(&self.kv_heads_per_layer, PER_LAYER_KV_HEADS, num_kv_heads, num_layers)?;
+        let heads = per_layer(
+            &self.heads_per_layer,
+            PER_LAYER_HEADS,
+            num_heads,
+            num_layers,
+        )?;
+        let kv = per_layer(
+            &self.kv_heads_per_layer,
+            PER_LAYER_KV_HEADS,
+            num_kv_heads,
+            num_layers,
+        )?;
         let mlp = per_layer(&self.mlp_per_layer, PER_LAYER_MLP, intermediate, num_layers)?;
         let mut layers = Vec::with_capacity(num_layers);
         for (i, ((&h, &k), &m)) in heads.iter().zip(&kv).zip(&mlp).enumerate() {
@@ -316,7 +351,11 @@ impl ModelConfig {
         let (heads, kv, mlp) = if self.is_uniform() {
             (first.num_heads, first.num_kv_heads, first.intermediate_size)
         } else {
-            (max(|l| l.num_heads), max(|l| l.num_kv_heads), max(|l| l.intermediate_size))
+            (
+                max(|l| l.num_heads),
+                max(|l| l.num_kv_heads),
+                max(|l| l.intermediate_size),
+            )
         };
         let mut set = |k: &str, v: Value| {
             m.insert(k.to_string(), v);
@@ -330,7 +369,10 @@ impl ModelConfig {
         set("num_key_value_heads", kv.into());
         set("intermediate_size", mlp.into());
         set("rms_norm_eps", self.rms_norm_eps.into());
-        set("max_position_embeddings", self.max_position_embeddings.into());
+        set(
+            "max_position_embeddings",
+            self.max_position_embeddings.into(),
+        );
         set("tie_word_embeddings", self.tie_word_embeddings.into());
         set("mlp_bias", self.mlp_bias.into());
         if self.model_type != "qwen2" {
@@ -347,13 +389,22 @@ impl ModelConfig {
         }
         // Both spellings, so that transformers 4.x and 5.x read the same rotary settings.
         set("rope_theta", self.rope.theta.into());
-        set("rope_scaling", if self.rope.llama3.is_some() { rope.clone() } else { Value::Null });
+        set(
+            "rope_scaling",
+            if self.rope.llama3.is_some() {
+                rope.clone()
+            } else {
+                Value::Null
+            },
+        );
         set("rope_parameters", rope);
         for key in [PER_LAYER_HEADS, PER_LAYER_KV_HEADS, PER_LAYER_MLP] {
             m.remove(key);
         }
         if !self.is_uniform() {
-            let list = |f: fn(&LayerShape) -> usize| Value::from(self.layers.iter().map(f).collect::<Vec<_>>());
+            let list = |f: fn(&LayerShape) -> usize| {
+                Value::from(self.layers.iter().map(f).collect::<Vec<_>>())
+            };
             m.insert(PER_LAYER_HEADS.into(), list(|l| l.num_heads));
             m.insert(PER_LAYER_KV_HEADS.into(), list(|l| l.num_kv_heads));
             m.insert(PER_LAYER_MLP.into(), list(|l| l.intermediate_size));

@@ -19,7 +19,9 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[0];
-        let y = x.reshape([b * s, d_in]).matmul(self.weight.val().transpose());
+        let y = x
+            .reshape([b * s, d_in])
+            .matmul(self.weight.val().transpose());
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,

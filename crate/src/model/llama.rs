@@ -38,7 +38,13 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x [batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), &pos.cos, &pos.sin, &pos.mask);
+        let h = x.clone()
+            + self.self_attn.forward(
+                self.input_layernorm.forward(x),
+                &pos.cos,
+                &pos.sin,
+                &pos.mask,
+            );
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -66,7 +72,12 @@ fn linear<B: Backend>(
     Ok(Linear {
         weight: load_param(src, &format!("{prefix}.weight"), shape, device)?,
         bias: match bias {
-            true => Some(load_param(src, &format!("{prefix}.bias"), [shape[0]], device)?),
+            true => Some(load_param(
+                src,
+                &format!("{prefix}.bias"),
+                [shape[0]],
+                device,
+            )?),
             false => None,
         },
     })
@@ -105,12 +116,22 @@ impl<B: Backend> Llama<B> {
             });
         }
         Ok(Llama {
-            embed_tokens: load_param(src, "model.embed_tokens.weight", [cfg.vocab_size, d], device)?,
+            embed_tokens: load_param(
+                src,
+                "model.embed_tokens.weight",
+                [cfg.vocab_size, d],
+                device,
+            )?,
             layers,
             norm: norm("model.norm.weight".into())?,
             lm_head: match cfg.tie_word_embeddings {
                 true => None,
-                false => Some(load_param(src, "lm_head.weight", [cfg.vocab_size, d], device)?),
+                false => Some(load_param(
+                    src,
+                    "lm_head.weight",
+                    [cfg.vocab_size, d],
+                    device,
+                )?),
             },
             config: cfg.clone(),
         })
@@ -130,7 +151,10 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, s] = ids.dims();
         let d = self.config.hidden_size;
-        self.embed_tokens.val().select(0, ids.reshape([b * s])).reshape([b, s, d])
+        self.embed_tokens
+            .val()
+            .select(0, ids.reshape([b * s]))
+            .reshape([b, s, d])
     }
 
     /// Final norm and output projection. `h [batch, seq, hidden]` → logits `[batch, seq, vocab]`
@@ -141,7 +165,11 @@ impl<B: Backend> Llama<B> {
             None => self.embed_tokens.val(),
         };
         let v = w.dims()[0];
-        self.norm.forward(h).reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+        self.norm
+            .forward(h)
+            .reshape([b * s, d])
+            .matmul(w.transpose())
+            .reshape([b, s, v])
     }
 
     /// Logits. `ids [batch, seq]` → `[batch, seq, vocab]`
@@ -160,7 +188,10 @@ impl<B: Backend> Llama<B> {
         let [b, s] = ids.dims();
         let logits = self.forward(ids.clone()).narrow(1, 0, s - 1);
         let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-        log_softmax(logits, 2).gather(2, targets).reshape([b, s - 1]).neg()
+        log_softmax(logits, 2)
+            .gather(2, targets)
+            .reshape([b, s - 1])
+            .neg()
     }
 
     /// Mean next-token cross-entropy over the batch (HF `LlamaForCausalLM` loss). `ids [batch, seq]` → `[1]`

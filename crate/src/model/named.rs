@@ -54,21 +54,42 @@ impl<B: Backend> Llama<B> {
     /// Every weight with its HF name, in module order. A tied `lm_head` is
     /// not listed: it is `model.embed_tokens.weight`.
     pub fn named_weights(&self) -> Vec<(String, Weight<B>)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), Weight::Matrix(self.embed_tokens.val()))];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            Weight::Matrix(self.embed_tokens.val()),
+        )];
         for (l, block) in self.layers.iter().enumerate() {
             let p = |s: &str| layer_tensor(l, s);
-            out.push((p("input_layernorm.weight"), Weight::Vector(block.input_layernorm.weight.val())));
+            out.push((
+                p("input_layernorm.weight"),
+                Weight::Vector(block.input_layernorm.weight.val()),
+            ));
             let a = &block.self_attn;
-            for (name, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (name, lin) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 push_linear(&mut out, p(&format!("self_attn.{name}")), lin);
             }
-            out.push((p("post_attention_layernorm.weight"), Weight::Vector(block.post_attention_layernorm.weight.val())));
+            out.push((
+                p("post_attention_layernorm.weight"),
+                Weight::Vector(block.post_attention_layernorm.weight.val()),
+            ));
             let m = &block.mlp;
-            for (name, lin) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+            for (name, lin) in [
+                ("gate_proj", &m.gate_proj),
+                ("up_proj", &m.up_proj),
+                ("down_proj", &m.down_proj),
+            ] {
                 push_linear(&mut out, p(&format!("mlp.{name}")), lin);
             }
         }
-        out.push(("model.norm.weight".to_string(), Weight::Vector(self.norm.weight.val())));
+        out.push((
+            "model.norm.weight".to_string(),
+            Weight::Vector(self.norm.weight.val()),
+        ));
         if let Some(w) = &self.lm_head {
             out.push(("lm_head.weight".to_string(), Weight::Matrix(w.val())));
         }

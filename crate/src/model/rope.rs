@@ -23,7 +23,8 @@ pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
             } else if wavelen < high_wavelen {
                 f
             } else {
-                let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                let smooth =
+                    (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
                 (1.0 - smooth) * f / s.factor + smooth * f
             }
         })

@@ -69,5 +69,8 @@ pub fn load_param<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Result<Param<Tensor<B, D>>> {
     let data = src.read_f32(name)?;
-    Ok(Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device)))
+    Ok(Param::from_tensor(Tensor::from_data(
+        TensorData::new(data, shape),
+        device,
+    )))
 }

@@ -1,0 +1,164 @@
+//! Bad input gets a specific error that names the problem: truncated or garbled safetensors, missing tensors,
+//! shapes that disagree with the config, unsupported architectures. Never a panic, never a modified input.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use prunelab::io::SafetensorsWeights;
+use prunelab::model::{Llama, ModelConfig, WeightSource};
+use safetensors::tensor::TensorView;
+
+type Cpu = prunelab::backend::Cpu;
+
+fn load(cfg: &ModelConfig, bytes: &[u8]) -> prunelab::Result<Llama<Cpu>> {
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), bytes)], None)?;
+    Llama::load(cfg, &st, &Default::default())
+}
+
+/// The fixture's safetensors rewritten through `edit` (name → (shape, values)).
+fn rewrite(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>),
+) -> Vec<u8> {
+    let st = SafetensorsWeights::from_files(&[("m".into(), bytes)], None).unwrap();
+    let mut all: HashMap<_, _> = st
+        .inventory()
+        .into_iter()
+        .map(|(n, s)| (n.clone(), (s, st.read_f32(&n).unwrap())))
+        .collect();
+    edit(&mut all);
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = all
+        .into_iter()
+        .map(|(n, (s, v))| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn truncated_file_is_named() {
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let err = load(&cfg, &bytes[..bytes.len() / 2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("model.safetensors: invalid safetensors: truncated"),
+        "{err}"
+    );
+    let err = load(&cfg, &bytes[..5]).unwrap_err().to_string();
+    assert!(
+        err.contains("model.safetensors: invalid safetensors: truncated or garbled header"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbled_header_is_named() {
+    let (cfg, mut bytes) = fixture_files("tiny-mha");
+    bytes[8..16].copy_from_slice(b"#garbage");
+    let err = load(&cfg, &bytes).unwrap_err().to_string();
+    assert!(
+        err.starts_with("model.safetensors: invalid safetensors: garbled header"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named_with_its_shape() {
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let edited = rewrite(&bytes, |t| {
+        t.remove("model.layers.2.mlp.up_proj.weight");
+    });
+    let err = load(&cfg, &edited).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "missing tensor model.layers.2.mlp.up_proj.weight (expected shape [160, 64]); \
+         the weight files hold no tensor of that name"
+    );
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let (cfg, bytes) = fixture_files("tiny-gqa");
+    let edited = rewrite(&bytes, |t| {
+        t.insert(
+            "model.layers.0.self_attn.q_norm.weight".into(),
+            (vec![16], vec![1.0; 16]),
+        );
+    });
+    let err = load(&cfg, &edited).unwrap_err().to_string();
+    assert!(
+        err.starts_with("unexpected tensor model.layers.0.self_attn.q_norm.weight with shape [16]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shape_that_disagrees_with_config_names_both_shapes() {
+    let (_, bytes) = fixture_files("tiny-mha");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&read(&fixture("tiny-mha").join("config.json"))).unwrap();
+    v["intermediate_size"] = 150.into();
+    let cfg = ModelConfig::from_json(v.to_string().as_bytes()).unwrap();
+    let err = load(&cfg, &bytes).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "tensor model.layers.0.mlp.gate_proj.weight: shape [160, 64] disagrees with the config, which implies [150, 64]"
+    );
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let st_bytes = {
+        let data = vec![0u8; 8];
+        let view = TensorView::new(safetensors::Dtype::I64, vec![1], &data).unwrap();
+        safetensors::serialize(vec![("x".to_string(), view)], None).unwrap()
+    };
+    let st = SafetensorsWeights::from_files(&[("m.safetensors".into(), &st_bytes)], None).unwrap();
+    let err = st.read_f32("x").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "tensor x: unsupported dtype I64 (supported: F32, F16, BF16)"
+    );
+}
+
+#[test]
+fn sharded_index_must_agree_with_files() {
+    let (cfg, bytes) = fixture_files("tiny-gqa");
+    let (a, b) = (
+        rewrite(&bytes, |t| {
+            t.retain(|n, _| n.contains("layers.0") || n.contains("embed"))
+        }),
+        rewrite(&bytes, |t| {
+            t.retain(|n, _| !(n.contains("layers.0") || n.contains("embed")))
+        }),
+    );
+    let files = [
+        ("model-00001-of-00002.safetensors".to_string(), &a[..]),
+        ("model-00002-of-00002.safetensors".to_string(), &b[..]),
+    ];
+    let st = SafetensorsWeights::from_files(&files, None).unwrap();
+    assert!(
+        Llama::<Cpu>::load(&cfg, &st, &Default::default()).is_ok(),
+        "two shards load as one model"
+    );
+    let wrong = serde_json::json!({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}});
+    let err = SafetensorsWeights::from_files(&files, Some(wrong.to_string().as_bytes()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "model-00002-of-00002.safetensors: invalid safetensors: holds model.norm.weight, which the index places in model-00001-of-00002.safetensors"
+    );
+}

@@ -1,0 +1,240 @@
+//! The `prunelab` binary end to end: `eval --json` reproduces the golden losses from pre-tokenized input and
+//! from text through a tokenizer, `inspect` counts parameters as transformers does, bad input exits 2 with the
+//! message and leaves the input untouched.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn prunelab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json_stdout(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn eval_calibration_ids(fixture_name: &str, backend: &str) {
+    let golden = golden_json(fixture_name);
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("calib.json");
+    write(&ids, golden["calibration_input_ids"].to_string().as_bytes());
+    let model = fixture(fixture_name);
+    let out = prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "64",
+        "--batch",
+        "4",
+        "--backend",
+        backend,
+        "--json",
+    ]);
+    let v = json_stdout(&out);
+    let want = golden["calibration_loss"].as_f64().unwrap();
+    let got = v["mean_nll"].as_f64().unwrap();
+    assert!(
+        ((got - want) / want).abs() < 1e-5,
+        "{fixture_name} on {backend}: mean NLL {got} vs {want}"
+    );
+    assert!((v["ppl"].as_f64().unwrap() - want.exp()).abs() / want.exp() < 1e-5);
+    assert_eq!(
+        (v["windows"].as_u64(), v["tokens"].as_u64()),
+        (Some(10), Some(10 * 63))
+    );
+    assert!(v["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["backend"], backend);
+}
+
+#[test]
+fn eval_json_reproduces_calibration_loss_on_cpu() {
+    eval_calibration_ids("tiny-mha", "cpu");
+    eval_calibration_ids("tiny-gqa", "cpu");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn eval_json_reproduces_calibration_loss_on_wgpu() {
+    eval_calibration_ids("tiny-gqa", "wgpu");
+}
+
+/// A word-level tokenizer whose word `t<i>` is token `i`, so a text can spell out any id sequence.
+fn word_tokenizer(vocab: usize) -> Value {
+    let words: serde_json::Map<String, Value> =
+        (0..vocab).map(|i| (format!("t{i}"), json!(i))).collect();
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "t0"}
+    })
+}
+
+#[test]
+fn eval_text_through_tokenizer_reproduces_probe_loss() {
+    let golden = golden_json("tiny-gqa");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-gqa").join(f), model.join(f)).unwrap();
+    }
+    write(
+        &model.join("tokenizer.json"),
+        word_tokenizer(128).to_string().as_bytes(),
+    );
+    let text: Vec<String> = id_windows(&golden["probe_input_ids"])
+        .concat()
+        .iter()
+        .map(|i| format!("t{i}"))
+        .collect();
+    let text_path = dir.path().join("probe.txt");
+    write(&text_path, text.join(" ").as_bytes());
+    let v = json_stdout(&prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--text",
+        text_path.to_str().unwrap(),
+        "--seq-len",
+        "16",
+        "--json",
+    ]));
+    let want = golden["probe_loss"].as_f64().unwrap();
+    let got = v["mean_nll"].as_f64().unwrap();
+    assert!(
+        ((got - want) / want).abs() < 1e-5,
+        "mean NLL {got} vs {want}"
+    );
+    assert_eq!(v["windows"], 2);
+
+    write(&text_path, b"  \n");
+    let out = prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--text",
+        text_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("text: the text is empty"));
+}
+
+#[test]
+fn inspect_counts_parameters_like_transformers() {
+    for name in ["tiny-mha", "tiny-gqa"] {
+        let v = json_stdout(&prunelab(&[
+            "inspect",
+            fixture(name).to_str().unwrap(),
+            "--json",
+        ]));
+        let golden = golden_json(name);
+        if let Some(p) = golden.get("params") {
+            assert_eq!(v["params"]["total"], *p, "{name}");
+        }
+        assert_eq!(v["config"]["layers"].as_array().unwrap().len(), 4);
+    }
+    // tiny-gqa ties embeddings: counted once.
+    let v = json_stdout(&prunelab(&[
+        "inspect",
+        fixture("tiny-gqa").to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["params"]["total"], 332640);
+    assert!(v["params"]["per_module"].get("lm_head").is_none());
+}
+
+#[test]
+fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(
+        fixture("tiny-mha").join("config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    let mut bytes = read(&fixture("tiny-mha").join("model.safetensors"));
+    bytes.truncate(bytes.len() - 1000);
+    write(&model.join("model.safetensors"), &bytes);
+    let ids = dir.path().join("ids.json");
+    write(&ids, b"[1, 2, 3, 4, 5, 6, 7, 8]");
+    let out = prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model.safetensors: invalid safetensors: truncated"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read(&model.join("model.safetensors")),
+        bytes,
+        "input unchanged"
+    );
+
+    let mut cfg: Value =
+        serde_json::from_slice(&read(&fixture("tiny-mha").join("config.json"))).unwrap();
+    cfg["model_type"] = json!("falcon");
+    write(&model.join("config.json"), cfg.to_string().as_bytes());
+    let out = prunelab(&["inspect", model.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported model_type = \"falcon\""));
+
+    std::fs::copy(
+        fixture("tiny-mha").join("config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("tiny-mha").join("model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    write(&ids, b"[1, 2, 3, 400]");
+    let out = prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("token id 400 is outside the model's vocabulary of 128"));
+    write(&ids, b"[1, 2, 3, 4]");
+    let out = prunelab(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "8",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("4 tokens do not fill one window of 8 tokens"));
+}

@@ -1,0 +1,179 @@
+//! Config parsing: both transformers key styles, LLaMA-3 rotary scaling, qwen2 biases, per-layer extension keys,
+//! and a named error for everything unsupported.
+
+mod common;
+
+use common::*;
+use prunelab::model::config::{LayerShape, PER_LAYER_MLP};
+use prunelab::model::rope::inv_freq;
+use prunelab::model::ModelConfig;
+use serde_json::json;
+
+fn parse(v: serde_json::Value) -> prunelab::Result<ModelConfig> {
+    ModelConfig::from_json(v.to_string().as_bytes())
+}
+
+fn base() -> serde_json::Value {
+    json!({"model_type": "llama", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})
+}
+
+#[test]
+fn transformers_4x_keys_parse() {
+    let cfg = ModelConfig::from_json(&read(&fixture("tiny-mha").join("config.json"))).unwrap();
+    assert_eq!(cfg.rope.theta, 10000.0);
+    assert_eq!(cfg.rope.llama3, None);
+    assert_eq!(
+        (cfg.hidden_size, cfg.head_dim, cfg.vocab_size),
+        (64, 16, 128)
+    );
+    assert!(!cfg.tie_word_embeddings);
+    assert_eq!(cfg.rms_norm_eps, 1e-6);
+    assert_eq!(
+        cfg.layers,
+        vec![
+            LayerShape {
+                num_heads: 4,
+                num_kv_heads: 4,
+                intermediate_size: 160
+            };
+            4
+        ]
+    );
+}
+
+#[test]
+fn transformers_5x_rope_parameters_parse() {
+    let cfg = ModelConfig::from_json(&read(&fixture("tiny-gqa").join("config.json"))).unwrap();
+    assert_eq!(cfg.rope.theta, 100000.0);
+    assert!(cfg.tie_word_embeddings);
+    assert_eq!(cfg.rms_norm_eps, 1e-5);
+    assert_eq!(
+        cfg.layers[0],
+        LayerShape {
+            num_heads: 6,
+            num_kv_heads: 2,
+            intermediate_size: 192
+        }
+    );
+    assert_eq!(cfg.layers[0].n_rep(), 3);
+}
+
+#[test]
+fn llama3_scaling_follows_transformers() {
+    let mut v = base();
+    v["rope_theta"] = json!(500000.0);
+    v["head_dim"] = json!(128);
+    v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    let cfg = parse(v.clone()).unwrap();
+    let s = cfg.rope.llama3.unwrap();
+    assert_eq!((s.factor, s.original_max_position_embeddings), (8.0, 8192));
+    let f = inv_freq(&cfg.rope, 128);
+    let plain = |i: usize| 1.0 / 500000f64.powf(2.0 * i as f64 / 128.0);
+    // High frequencies (wavelength < 8192/4) are kept, low ones (> 8192/1) divided by the factor,
+    // the band between interpolated.
+    assert_eq!(f[0], plain(0));
+    assert!((f[63] - plain(63) / 8.0).abs() < 1e-18);
+    let mid = (0..64).find(|&i| {
+        let w = 2.0 * std::f64::consts::PI / plain(i);
+        w > 2048.0 && w < 8192.0
+    });
+    let i = mid.expect("a frequency in the smoothing band");
+    let w = 2.0 * std::f64::consts::PI / plain(i);
+    let smooth = (8192.0 / w - 1.0) / 3.0;
+    assert!((f[i] - ((1.0 - smooth) * plain(i) / 8.0 + smooth * plain(i))).abs() < 1e-15);
+    // The 5.x spelling gives the same result.
+    let mut v5 = base();
+    v5["head_dim"] = json!(128);
+    v5["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    assert_eq!(parse(v5).unwrap().rope, cfg.rope);
+}
+
+#[test]
+fn qwen2_has_qkv_biases_and_mistral_without_window_is_llama() {
+    let mut v = base();
+    v["model_type"] = json!("qwen2");
+    v["sliding_window"] = json!(4096);
+    v["use_sliding_window"] = json!(false);
+    let cfg = parse(v).unwrap();
+    assert!(cfg.qkv_bias && !cfg.o_bias && !cfg.mlp_bias);
+    let mut m = base();
+    m["model_type"] = json!("mistral");
+    m["sliding_window"] = serde_json::Value::Null;
+    assert!(!parse(m).unwrap().qkv_bias);
+}
+
+#[test]
+fn unsupported_configs_name_field_and_value() {
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "model_type",
+            json!("gpt2"),
+            "unsupported model_type = \"gpt2\"",
+        ),
+        ("hidden_act", json!("gelu"), "unsupported hidden_act = gelu"),
+        (
+            "sliding_window",
+            json!(4096),
+            "unsupported sliding_window = 4096",
+        ),
+        (
+            "num_local_experts",
+            json!(8),
+            "unsupported num_local_experts = 8",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "yarn", "factor": 4.0}),
+            "unsupported rope_scaling.rope_type = yarn",
+        ),
+    ];
+    for (field, value, message) in cases {
+        let mut v = base();
+        if field == "sliding_window" {
+            v["model_type"] = json!("mistral");
+        }
+        v[field] = value;
+        let err = parse(v).unwrap_err().to_string();
+        assert!(err.contains(message), "{field}: {err}");
+    }
+    let mut v = base();
+    v.as_object_mut().unwrap().remove("hidden_size");
+    assert_eq!(
+        parse(v).unwrap_err().to_string(),
+        "config.json: field hidden_size: missing"
+    );
+    let mut v = base();
+    v["num_key_value_heads"] = json!(3);
+    assert!(parse(v)
+        .unwrap_err()
+        .to_string()
+        .contains("4 query heads cannot be shared evenly by 3 KV heads"));
+}
+
+#[test]
+fn per_layer_widths_round_trip_through_config_json() {
+    let mut cfg = parse(base()).unwrap();
+    assert!(cfg.is_uniform());
+    let uniform = cfg.to_hf_json(None);
+    assert!(
+        uniform.get(PER_LAYER_MLP).is_none(),
+        "a uniform model is a plain LlamaConfig"
+    );
+    cfg.layers[1] = LayerShape {
+        num_heads: 2,
+        num_kv_heads: 1,
+        intermediate_size: 40,
+    };
+    let written = cfg.to_hf_json(Some(&base()));
+    assert_eq!(written[PER_LAYER_MLP], json!([128, 40]));
+    assert_eq!(parse(written).unwrap(), cfg);
+    let mut bad = base();
+    bad[PER_LAYER_MLP] = json!([1, 2, 3]);
+    assert!(parse(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("has 3 entries but num_hidden_layers is 2"));
+}
