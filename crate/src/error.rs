@@ -35,6 +35,9 @@ pub enum Error {
     /// A weight file holds a tensor the config does not account for.
     #[error("unexpected tensor {name} with shape {shape:?}: the config describes no such weight")]
     UnexpectedTensor { name: String, shape: Vec<usize> },
+    /// A GGUF file is malformed or uses something we do not read.
+    #[error("GGUF: {0}")]
+    Gguf(String),
     /// A tensor's shape disagrees with the config.
     #[error(
         "tensor {name}: shape {found:?} disagrees with the config, which implies {expected:?}"

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
-use super::files::{read, read_text, ModelFolder};
+use super::files::{read, read_text, ModelInput};
 use super::progress::Bars;
 use crate::backend::{run_on, BackendJob, BackendKind};
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use crate::model::Llama;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model folder (config.json + *.safetensors + tokenizer.json for --text).
+    /// HF model folder (config.json + *.safetensors, tokenizer.json for --text) or a .gguf file.
     model: PathBuf,
     /// Text to evaluate, tokenized with the model's tokenizer (no special tokens).
     #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
@@ -43,7 +43,7 @@ pub struct EvalArgs {
 }
 
 struct EvalJob<'a> {
-    folder: &'a ModelFolder,
+    input: &'a ModelInput,
     ids: Vec<u32>,
     opts: PerplexityOptions,
 }
@@ -52,7 +52,7 @@ impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
         let model =
-            Llama::<B::InnerBackend>::load(&self.folder.config, &self.folder.weights()?, &device)?;
+            self.input.with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
         pollster::block_on(perplexity(
             &model,
             &self.ids,
@@ -65,10 +65,10 @@ impl BackendJob for EvalJob<'_> {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let kind = BackendKind::parse(&args.backend)?;
-    let folder = ModelFolder::open(&args.model)?;
+    let input = ModelInput::open(&args.model)?;
     let ids = match (&args.text, &args.ids) {
         (Some(text), _) => {
-            let tok = folder.tokenizer()?.ok_or_else(|| {
+            let tok = input.tokenizer()?.ok_or_else(|| {
                 Error::Tokenizer(format!(
                     "{} has no tokenizer.json; pass pre-tokenized input with --ids",
                     args.model.display()
@@ -88,7 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let result = run_on(
         kind,
         EvalJob {
-            folder: &folder,
+            input: &input,
             ids,
             opts,
         },

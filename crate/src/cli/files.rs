@@ -1,89 +1,134 @@
-//! A model on disk: an HF folder (`config.json`, one or more `*.safetensors`, optional index and
-//! `tokenizer.json`). Safetensors files are memory-mapped, never read whole.
+//! A model on disk: an HF folder (`config.json`, `model.safetensors` or shards with their index, optional
+//! `tokenizer.json`) or one `.gguf` file. Weight files are memory-mapped, never read whole.
 
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
+use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
 use crate::io::{SafetensorsWeights, Tokenizer};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, WeightSource};
 
 /// Reads a whole (small) file.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
 }
 
 /// Reads a UTF-8 text file.
 pub fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
+    String::from_utf8(read(path)?).map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
 }
 
-/// An HF model folder with its safetensors mapped into memory.
-pub struct ModelFolder {
-    pub dir: PathBuf,
+fn map(path: &Path) -> Result<Mmap> {
+    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: mapped read-only and never written by us while mapped; another process truncating the file under
+    // us is the one hazard memory maps share with every mmap-based loader.
+    unsafe { Mmap::map(&file) }.map_err(io)
+}
+
+enum Files {
+    Hf { maps: Vec<(String, Mmap)>, index: Option<Vec<u8>> },
+    Gguf(Mmap),
+}
+
+/// An opened model: its resolved config and its (mapped) weight files.
+pub struct ModelInput {
+    pub path: PathBuf,
     pub config: ModelConfig,
-    maps: Vec<(String, Mmap)>,
-    index: Option<Vec<u8>>,
+    files: Files,
 }
 
-impl ModelFolder {
-    /// Opens `dir`, parses `config.json` and maps every `*.safetensors`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
+impl ModelInput {
+    /// Opens an HF folder or a `.gguf` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+            let m = map(path)?;
+            let config = GgufModel::parse(&m)?.config;
+            return Ok(Self { path: path.into(), config, files: Files::Gguf(m) });
+        }
+        if !path.is_dir() {
             return Err(Error::Invalid(format!(
-                "{} is not a model folder (expected a directory with config.json and *.safetensors)",
-                dir.display()
+                "{} is neither a model folder (config.json + *.safetensors) nor a .gguf file",
+                path.display()
             )));
         }
-        let config_json = read(&dir.join("config.json"))?;
-        let config = ModelConfig::from_json(&config_json)?;
-        let index_path = dir.join("model.safetensors.index.json");
+        let config = ModelConfig::from_json(&read(&path.join("config.json"))?)?;
+        let index_path = path.join("model.safetensors.index.json");
         let index = index_path.exists().then(|| read(&index_path)).transpose()?;
-        let names = weight_files(dir, index.as_deref())?;
-        let mut maps = Vec::new();
-        for path in names.into_iter().map(|n| dir.join(n)) {
-            let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            // SAFETY: the file is opened read-only and never written by us while mapped; another process
-            // truncating it under us is the one hazard memory maps share with every mmap-based loader.
-            let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            maps.push((name, map));
+        let maps = weight_files(path, index.as_deref())?
+            .into_iter()
+            .map(|name| Ok((name.clone(), map(&path.join(&name))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { path: path.into(), config, files: Files::Hf { maps, index } })
+    }
+
+    /// Runs `f` with the weights (parsed from the mapped files).
+    pub fn with_weights<R>(&self, f: impl FnOnce(&dyn WeightSource) -> Result<R>) -> Result<R> {
+        match &self.files {
+            Files::Hf { maps, index } => {
+                let files: Vec<(String, &[u8])> = maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
+                f(&SafetensorsWeights::from_files(&files, index.as_deref())?)
+            }
+            Files::Gguf(m) => f(&GgufModel::parse(m)?),
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            config,
-            maps,
-            index,
-        })
     }
 
-    /// The weights, parsed from the mapped files.
-    pub fn weights(&self) -> Result<SafetensorsWeights<'_>> {
-        let files: Vec<(String, &[u8])> =
-            self.maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
-        SafetensorsWeights::from_files(&files, self.index.as_deref())
+    /// The original `config.json` of an HF folder (fields we do not model are carried to outputs).
+    pub fn hf_config_json(&self) -> Result<Option<Json>> {
+        match self.files {
+            Files::Gguf(_) => Ok(None),
+            Files::Hf { .. } => serde_json::from_slice(&read(&self.path.join("config.json"))?)
+                .map(Some)
+                .map_err(|e| Error::Json { what: "config.json".into(), message: e.to_string() }),
+        }
     }
 
-    /// `tokenizer.json`, if the folder has one.
+    /// `tokenizer.json` of the folder, or built from the GGUF metadata; `None` when the model has none.
+    pub fn tokenizer_json(&self) -> Result<Option<Json>> {
+        match &self.files {
+            Files::Gguf(m) => {
+                let model = GgufModel::parse(m)?;
+                match model.file.get("tokenizer.ggml.model") {
+                    Some(_) => tokenizer_json(&model.file).map(Some),
+                    None => Ok(None),
+                }
+            }
+            Files::Hf { .. } => {
+                let p = self.path.join("tokenizer.json");
+                match p.exists() {
+                    true => serde_json::from_slice(&read(&p)?)
+                        .map(Some)
+                        .map_err(|e| Error::Json { what: "tokenizer.json".into(), message: e.to_string() }),
+                    false => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The tokenizer, if the model has one.
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
-        let path = self.dir.join("tokenizer.json");
-        match path.exists() {
-            true => Ok(Some(Tokenizer::from_json(&read(&path)?)?)),
-            false => Ok(None),
+        self.tokenizer_json()?.map(|j| Tokenizer::from_json(j.to_string().as_bytes())).transpose()
+    }
+
+    /// Metadata a GGUF input carries that outputs keep (general.* and tokenizer.*).
+    pub fn gguf_metadata(&self) -> Result<Vec<(String, Value)>> {
+        match &self.files {
+            Files::Gguf(m) => Ok(GgufModel::parse(m)?
+                .file
+                .metadata
+                .into_iter()
+                .filter(|(k, _)| {
+                    (k.starts_with("general.") || k.starts_with("tokenizer."))
+                        && !matches!(
+                            k.as_str(),
+                            "general.architecture" | "general.alignment" | "general.file_type" | "general.quantization_version"
+                        )
+                })
+                .collect()),
+            Files::Hf { .. } => Ok(vec![]),
         }
     }
 }
@@ -92,18 +137,13 @@ impl ModelFolder {
 /// `model.safetensors`.
 fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
     if let Some(index) = index {
-        let v: serde_json::Value = serde_json::from_slice(index).map_err(|e| Error::Json {
-            what: "model.safetensors.index.json".into(),
-            message: e.to_string(),
-        })?;
+        let v: Json = serde_json::from_slice(index)
+            .map_err(|e| Error::Json { what: "model.safetensors.index.json".into(), message: e.to_string() })?;
         let map = v["weight_map"].as_object().ok_or_else(|| Error::Json {
             what: "model.safetensors.index.json".into(),
             message: "no weight_map object".into(),
         })?;
-        let mut files: Vec<String> = map
-            .values()
-            .filter_map(|f| f.as_str().map(String::from))
-            .collect();
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
         files.sort();
         files.dedup();
         return Ok(files);
@@ -111,8 +151,5 @@ fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
     if dir.join("model.safetensors").is_file() {
         return Ok(vec!["model.safetensors".into()]);
     }
-    Err(Error::Invalid(format!(
-        "{} has neither model.safetensors nor model.safetensors.index.json",
-        dir.display()
-    )))
+    Err(Error::Invalid(format!("{} has neither model.safetensors nor model.safetensors.index.json", dir.display())))
 }

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::files::ModelFolder;
+use super::files::ModelInput;
 use crate::error::Result;
 use crate::model::params::count_params;
 use crate::model::weights::check_inventory;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Model folder (config.json + *.safetensors).
+    /// HF model folder (config.json + *.safetensors) or a .gguf file.
     model: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -19,9 +19,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    let folder = ModelFolder::open(&args.model)?;
-    check_inventory(&folder.config, &folder.weights()?)?;
-    let cfg = &folder.config;
+    let input = ModelInput::open(&args.model)?;
+    input.with_weights(|w| check_inventory(&input.config, w))?;
+    let cfg = &input.config;
     let params = count_params(cfg);
     if args.json {
         let out = serde_json::json!({ "config": cfg, "params": params });

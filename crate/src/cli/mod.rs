@@ -1,8 +1,10 @@
 //! The native command line: argument parsing, files, progress bars. Only this module touches `std::fs`.
 
+mod convert;
 mod eval;
 mod files;
 mod inspect;
+mod output;
 mod progress;
 
 use std::process::ExitCode;
@@ -25,6 +27,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure perplexity on a text (methods.md §5).
     Eval(eval::EvalArgs),
+    /// Convert between an HF folder and GGUF.
+    Convert(convert::ConvertArgs),
 }
 
 /// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure.
@@ -33,6 +37,7 @@ pub fn main() -> ExitCode {
     let result: Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! Reading and writing models and text: safetensors, tokenizers, token-id files. All from bytes; the native
 //! CLI maps files, the page slices `File`s.
 
+pub mod gguf;
 pub mod safetensors;
+pub mod safetensors_out;
 pub mod tokenizer;
 
 pub use self::safetensors::SafetensorsWeights;

@@ -1,0 +1,165 @@
+//! Writing a model to disk as an HF folder or a GGUF file: whole or not at all (a temporary sibling renamed into
+//! place at the end), never over an existing path, one tensor in memory at a time.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::io::gguf::reader::Value;
+use crate::io::gguf::tokenizer::gguf_metadata;
+use crate::io::gguf::{GgufDtype, GgufWriter};
+use crate::io::safetensors_out::{SafetensorsLayout, StDtype};
+use crate::model::tensors::tensor_specs;
+use crate::model::{ModelConfig, WeightSource};
+use crate::progress::{Progress, ProgressEvent};
+
+/// HF folder or GGUF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Hf,
+    Gguf,
+}
+
+impl Format {
+    /// `--format` if given, else GGUF for a `.gguf` path and an HF folder otherwise.
+    pub fn resolve(flag: Option<Format>, out: &Path) -> Format {
+        flag.unwrap_or(if out.extension().is_some_and(|e| e == "gguf") { Format::Gguf } else { Format::Hf })
+    }
+}
+
+/// `config.json` key that keeps a GGUF input's `tokenizer.ggml.pre` (llama.cpp's pre-tokenizer name, which
+/// `tokenizer.json` cannot always express) so that converting back to GGUF restores it.
+pub const GGUF_PRE_KEY: &str = "gguf_tokenizer_pre";
+
+/// Shard size of written safetensors (transformers' default `max_shard_size`).
+pub const MAX_SHARD_BYTES: usize = 5 << 30;
+
+/// What goes into an output besides the weights.
+pub struct Extras {
+    /// The input's `config.json`, whose fields we do not model are kept.
+    pub base_config: Option<Json>,
+    pub tokenizer_json: Option<Json>,
+    /// GGUF metadata carried from a GGUF input (general.*, tokenizer.*).
+    pub gguf_metadata: Vec<(String, Value)>,
+    /// More files to place beside the weights (`report.json`, `plan.json`, …): in the folder for HF, next to
+    /// the file as `NAME.<file>` for GGUF.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.display().to_string(), source }
+}
+
+fn temp_sibling(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Writes `cfg` with the weights of `src` to `out`.
+pub fn write_model(
+    out: &Path,
+    format: Format,
+    cfg: &ModelConfig,
+    src: &dyn WeightSource,
+    extras: &Extras,
+    hf_dtype: StDtype,
+    gguf_dtype: GgufDtype,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::Invalid(format!("{} exists; choose a new output path (prunelab never overwrites)", out.display())));
+    }
+    let tmp = temp_sibling(out);
+    let result = match format {
+        Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress),
+        Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress),
+    };
+    let finish = result.and_then(|()| {
+        if format == Format::Gguf {
+            for (name, bytes) in &extras.files {
+                let p = out.with_file_name(format!("{}.{name}", out.file_name().unwrap_or_default().to_string_lossy()));
+                std::fs::write(&p, bytes).map_err(io(&p))?;
+            }
+        }
+        std::fs::rename(&tmp, out).map_err(io(out))
+    });
+    if finish.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp).or_else(|_| std::fs::remove_file(&tmp));
+    }
+    finish
+}
+
+fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extras, dtype: StDtype, progress: &dyn Progress) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut config = cfg.to_hf_json(extras.base_config.as_ref());
+    config["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    config["torch_dtype"] = serde_json::json!(match dtype {
+        StDtype::F32 => "float32",
+        StDtype::F16 => "float16",
+        StDtype::BF16 => "bfloat16",
+    });
+    if let Some(id) = cfg.bos_token_id {
+        config["bos_token_id"] = id.into();
+    }
+    if let Some(id) = cfg.eos_token_id {
+        config["eos_token_id"] = id.into();
+    }
+    if let Some((_, pre)) = extras.gguf_metadata.iter().find(|(k, _)| k == "tokenizer.ggml.pre") {
+        config[GGUF_PRE_KEY] = pre.as_str().unwrap_or_default().into();
+    }
+    let put = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(io(&dir.join(name)));
+    put("config.json", &serde_json::to_vec_pretty(&config).expect("serialisable"))?;
+    let specs: Vec<(String, Vec<usize>)> = tensor_specs(cfg).into_iter().map(|s| (s.name, s.shape)).collect();
+    let layout = SafetensorsLayout::new(&specs, dtype, MAX_SHARD_BYTES)?;
+    let total = specs.len();
+    let mut done = 0;
+    for shard in &layout.shards {
+        let path = dir.join(&shard.file);
+        let mut w = BufWriter::new(File::create(&path).map_err(io(&path))?);
+        w.write_all(&shard.header).map_err(io(&path))?;
+        for name in &shard.tensors {
+            w.write_all(&dtype.encode(&src.read_f32(name)?)).map_err(io(&path))?;
+            done += 1;
+            progress.report(ProgressEvent { stage: "write", done, total });
+        }
+        w.flush().map_err(io(&path))?;
+    }
+    if let Some(index) = &layout.index {
+        put("model.safetensors.index.json", index)?;
+    }
+    if let Some(tok) = &extras.tokenizer_json {
+        put("tokenizer.json", &serde_json::to_vec(tok).expect("serialisable"))?;
+    }
+    for (name, bytes) in &extras.files {
+        put(name, bytes)?;
+    }
+    Ok(())
+}
+
+fn write_gguf(path: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extras, dtype: GgufDtype, progress: &dyn Progress) -> Result<()> {
+    let mut meta = extras.gguf_metadata.clone();
+    if meta.is_empty() {
+        if let Some(tok) = &extras.tokenizer_json {
+            meta.extend(gguf_metadata(tok)?);
+        }
+        let pre = extras.base_config.as_ref().and_then(|c| c[GGUF_PRE_KEY].as_str());
+        if let (Some(pre), Some(slot)) = (pre, meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.pre")) {
+            slot.1 = Value::String(pre.to_string());
+        }
+        let ids = [("tokenizer.ggml.bos_token_id", cfg.bos_token_id), ("tokenizer.ggml.eos_token_id", cfg.eos_token_id)];
+        meta.extend(ids.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::U32(v)))));
+    }
+    let writer = GgufWriter::new(cfg, &meta, dtype)?;
+    let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
+    w.write_all(writer.header()).map_err(io(path))?;
+    let total = writer.tensors.len();
+    for (i, t) in writer.tensors.iter().enumerate() {
+        w.write_all(&writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?).map_err(io(path))?;
+        progress.report(ProgressEvent { stage: "write", done: i + 1, total });
+    }
+    w.flush().map_err(io(path))
+}

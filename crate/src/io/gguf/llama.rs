@@ -1,0 +1,238 @@
+//! The `llama` (uniform layers) and `deci` (per-layer widths) GGUF architectures ↔ our config and HF tensor
+//! names, and llama.cpp's rotary row permutation of `q_proj` / `k_proj`.
+
+use super::reader::{GgufFile, Value};
+use crate::error::{Error, Result};
+use crate::model::config::{LayerShape, RopeConfig};
+use crate::model::{ModelConfig, WeightSource};
+
+/// GGUF ↔ HF names of the tensors outside decoder layers.
+const GLOBAL_NAMES: &[(&str, &str)] = &[
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// GGUF ↔ HF suffixes of decoder-layer tensors (`blk.N.` ↔ `model.layers.N.`).
+const LAYER_NAMES: &[(&str, &str)] = &[
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_q.bias", "self_attn.q_proj.bias"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_k.bias", "self_attn.k_proj.bias"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_v.bias", "self_attn.v_proj.bias"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("attn_output.bias", "self_attn.o_proj.bias"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_gate.bias", "mlp.gate_proj.bias"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_up.bias", "mlp.up_proj.bias"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+    ("ffn_down.bias", "mlp.down_proj.bias"),
+];
+
+/// The HF name of a GGUF tensor.
+pub fn hf_name(gguf: &str) -> Option<String> {
+    if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == suffix)?;
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// The GGUF name of an HF tensor.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
+        return Some(g.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == suffix)?;
+    Some(format!("blk.{layer}.{g}"))
+}
+
+/// Whether an HF tensor is a query or key projection (weight or bias), whose rows llama.cpp permutes.
+fn is_rotary(hf: &str) -> bool {
+    hf.starts_with("model.layers.") && (hf.contains(".self_attn.q_proj.") || hf.contains(".self_attn.k_proj."))
+}
+
+/// llama.cpp's converter interleaves the two rotary halves of every head's rows
+/// (`convert_hf_to_gguf.py: LlamaModel.permute`): GGUF row `h·d + 2i + j` is HF row `h·d + j·d/2 + i`.
+/// `data` is `[rows, cols]` row-major with `rows = heads · head_dim`; `to_gguf` picks the direction.
+pub fn permute_rotary(data: &[f32], cols: usize, head_dim: usize, to_gguf: bool) -> Vec<f32> {
+    let rows = data.len() / cols;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        let (head, within) = (r / head_dim, r % head_dim);
+        let (i, j) = (within / 2, within % 2);
+        let gguf_row = r;
+        let hf_row = head * head_dim + j * half + i;
+        let (src, dst) = if to_gguf { (hf_row, gguf_row) } else { (gguf_row, hf_row) };
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+    }
+    out
+}
+
+fn missing(key: &str) -> Error {
+    Error::Gguf(format!("missing metadata {key}"))
+}
+
+/// A value that is either one number for every layer or an array with one entry per layer.
+fn per_layer(file: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
+    let v = file.get(key).ok_or_else(|| missing(key))?;
+    match v {
+        Value::Array(items) => {
+            if items.len() != n {
+                return Err(Error::Gguf(format!("{key} has {} entries for {n} layers", items.len())));
+            }
+            items
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| Error::Gguf(format!("{key}: {x:?} is not a count"))))
+                .collect()
+        }
+        v => Ok(vec![v.as_u64().ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a count")))? as usize; n]),
+    }
+}
+
+/// A LLaMA-family model inside a GGUF file: its config and its weights under HF names (dequantised to f32,
+/// rotary permutation undone).
+pub struct GgufModel<'a> {
+    pub file: GgufFile<'a>,
+    pub config: ModelConfig,
+    /// `llama` or `deci`.
+    pub architecture: String,
+}
+
+impl<'a> GgufModel<'a> {
+    /// Parses `bytes` and maps the `llama` / `deci` metadata to a config.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let file = GgufFile::parse(bytes)?;
+        let arch = file
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| missing("general.architecture"))?
+            .to_string();
+        if arch != "llama" && arch != "deci" {
+            return Err(Error::Unsupported {
+                field: "general.architecture".into(),
+                value: arch,
+                reason: "prunelab reads the GGUF architectures llama and deci".into(),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let count = |k: &str| -> Result<usize> {
+            let k = key(k);
+            file.get(&k).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| missing(&k))
+        };
+        let hidden = count("embedding_length")?;
+        let n_layers = count("block_count")?;
+        let heads = per_layer(&file, &key("attention.head_count"), n_layers)?;
+        let kv = match file.get(&key("attention.head_count_kv")) {
+            Some(_) => per_layer(&file, &key("attention.head_count_kv"), n_layers)?,
+            None => heads.clone(),
+        };
+        let mlp = per_layer(&file, &key("feed_forward_length"), n_layers)?;
+        let max_heads = heads.iter().copied().max().unwrap_or(0);
+        let head_dim = match file.get(&key("attention.key_length")).and_then(Value::as_u64) {
+            Some(d) => d as usize,
+            None if max_heads > 0 => hidden / max_heads,
+            None => return Err(Error::Gguf(format!("{} is zero in every layer", key("attention.head_count")))),
+        };
+        if let Some(rot) = file.get(&key("rope.dimension_count")).and_then(Value::as_u64) {
+            if rot as usize != head_dim {
+                return Err(Error::Unsupported {
+                    field: key("rope.dimension_count"),
+                    value: rot.to_string(),
+                    reason: format!("partial rotary embeddings (head_dim is {head_dim}) are not supported"),
+                });
+            }
+        }
+        if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+            if kind != "none" {
+                return Err(Error::Unsupported {
+                    field: key("rope.scaling.type"),
+                    value: kind.into(),
+                    reason: "only unscaled rotary embeddings are read from GGUF".into(),
+                });
+            }
+        }
+        if file.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::Unsupported {
+                field: "rope_freqs.weight".into(),
+                value: "present".into(),
+                reason: "LLaMA-3.1 rotary frequency factors in GGUF are not supported yet".into(),
+            });
+        }
+        let mut layers = Vec::with_capacity(n_layers);
+        for l in 0..n_layers {
+            if kv[l] == 0 || heads[l] % kv[l] != 0 {
+                return Err(Error::Gguf(format!(
+                    "layer {l}: {} query heads cannot be shared by {} KV heads",
+                    heads[l], kv[l]
+                )));
+            }
+            layers.push(LayerShape { num_heads: heads[l], num_kv_heads: kv[l], intermediate_size: mlp[l] });
+        }
+        let embd = file.tensor("token_embd.weight").ok_or_else(|| Error::MissingTensor {
+            name: "token_embd.weight".into(),
+            expected: vec![],
+        })?;
+        let vocab_size = match file.get(&key("vocab_size")).and_then(Value::as_u64) {
+            Some(v) => v as usize,
+            None => embd.shape()[0],
+        };
+        let token_id = |k: &str| file.get(k).and_then(Value::as_u64).map(|v| v as u32);
+        let config = ModelConfig {
+            model_type: "llama".into(),
+            vocab_size,
+            hidden_size: hidden,
+            head_dim,
+            rms_norm_eps: file
+                .get(&key("attention.layer_norm_rms_epsilon"))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
+            rope: RopeConfig {
+                theta: file.get(&key("rope.freq_base")).and_then(Value::as_f64).unwrap_or(10000.0),
+                llama3: None,
+            },
+            max_position_embeddings: count("context_length").unwrap_or(2048),
+            tie_word_embeddings: file.tensor("output.weight").is_none(),
+            qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+            o_bias: file.tensor("blk.0.attn_output.bias").is_some(),
+            mlp_bias: file.tensor("blk.0.ffn_up.bias").is_some(),
+            bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+            eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
+            layers,
+        };
+        Ok(Self { file, config, architecture: arch })
+    }
+}
+
+impl WeightSource for GgufModel<'_> {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        self.file
+            .tensors
+            .iter()
+            .map(|t| (hf_name(&t.name).unwrap_or_else(|| t.name.clone()), t.shape()))
+            .collect()
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let gguf = gguf_name(name).unwrap_or_else(|| name.to_string());
+        let info = self.file.tensor(&gguf).ok_or_else(|| Error::MissingTensor { name: name.into(), expected: vec![] })?;
+        let data = self.file.read_f32(info);
+        Ok(match is_rotary(name) {
+            true => {
+                let cols = if info.dims.len() == 2 { info.dims[0] as usize } else { 1 };
+                permute_rotary(&data, cols, self.config.head_dim, false)
+            }
+            false => data,
+        })
+    }
+}

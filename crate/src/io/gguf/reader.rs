@@ -1,0 +1,251 @@
+//! The GGUF container (v2 and v3) from bytes: header, typed metadata, tensor infos, alignment, and every
+//! offset checked against the byte length before any tensor is read.
+
+use std::collections::HashMap;
+
+use super::quant::{dequantize, GgmlType};
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"GGUF";
+/// Default data alignment when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: usize = 32;
+
+/// A metadata value, as typed in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl Value {
+    /// The value as an unsigned integer, if it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is numeric.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The items, if it is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Where one tensor lives and how it is encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` varies fastest (the columns of a matrix).
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+    /// Absolute byte offset of the data in the file.
+    pub offset: usize,
+    pub size: usize,
+}
+
+impl TensorInfo {
+    /// Shape in PyTorch order (`[rows, cols]` for a matrix): the ggml dims reversed.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+}
+
+/// A parsed GGUF file borrowing its bytes.
+pub struct GgufFile<'a> {
+    pub version: u32,
+    /// Metadata in file order.
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    index: HashMap<String, usize>,
+    bytes: &'a [u8],
+}
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::Gguf(msg.into())
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
+            err(format!(
+                "truncated: {what} at byte {} needs {n} bytes but the file has {}",
+                self.pos,
+                self.b.len()
+            ))
+        })?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.u64(what)? as usize;
+        let s = self.take(n, what)?;
+        String::from_utf8(s.to_vec()).map_err(|_| err(format!("{what} is not UTF-8")))
+    }
+    fn value(&mut self, ty: u32, key: &str) -> Result<Value> {
+        let b = |c: &mut Self, n| c.take(n, key);
+        Ok(match ty {
+            0 => Value::U8(b(self, 1)?[0]),
+            1 => Value::I8(b(self, 1)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(b(self, 2)?.try_into().expect("2"))),
+            3 => Value::I16(i16::from_le_bytes(b(self, 2)?.try_into().expect("2"))),
+            4 => Value::U32(self.u32(key)?),
+            5 => Value::I32(self.u32(key)? as i32),
+            6 => Value::F32(f32::from_bits(self.u32(key)?)),
+            7 => Value::Bool(b(self, 1)?[0] != 0),
+            8 => Value::String(self.string(key)?),
+            9 => {
+                let item = self.u32(key)?;
+                let n = self.u64(key)? as usize;
+                if n > self.b.len() {
+                    return Err(err(format!("metadata {key}: array of {n} items is longer than the file")));
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(item, key)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(key)?),
+            11 => Value::I64(self.u64(key)? as i64),
+            12 => Value::F64(f64::from_bits(self.u64(key)?)),
+            other => return Err(err(format!("metadata {key}: unknown value type {other}"))),
+        })
+    }
+}
+
+impl<'a> GgufFile<'a> {
+    /// Parses the header, metadata and tensor infos of `bytes`, checking every tensor's data lies in the file.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let mut c = Cursor { b: bytes, pos: 0 };
+        let magic = c.take(4, "magic")?;
+        if magic != MAGIC {
+            return Err(err(format!("bad magic {magic:?}: not a GGUF file (expected \"GGUF\")")));
+        }
+        let version = c.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(err(format!("unsupported version {version} (prunelab reads GGUF v2 and v3)")));
+        }
+        let n_tensors = c.u64("tensor count")? as usize;
+        let n_kv = c.u64("metadata count")? as usize;
+        let mut metadata = Vec::with_capacity(n_kv.min(1 << 16));
+        for i in 0..n_kv {
+            let key = c.string(&format!("metadata key {i}"))?;
+            let ty = c.u32(&key)?;
+            let value = c.value(ty, &key)?;
+            metadata.push((key, value));
+        }
+        let mut infos = Vec::with_capacity(n_tensors.min(1 << 16));
+        for i in 0..n_tensors {
+            let name = c.string(&format!("tensor name {i}"))?;
+            let n_dims = c.u32(&name)? as usize;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(err(format!("tensor {name}: {n_dims} dimensions (ggml allows 1 to 4)")));
+            }
+            let dims = (0..n_dims).map(|_| c.u64(&name)).collect::<Result<Vec<_>>>()?;
+            let type_id = c.u32(&name)?;
+            let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
+                err(format!(
+                    "tensor {name}: unknown or unsupported tensor type {type_id} \
+                     (prunelab reads F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)"
+                ))
+            })?;
+            let offset = c.u64(&name)? as usize;
+            infos.push((name, dims, ggml_type, offset));
+        }
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            Some((_, v)) => v.as_u64().filter(|&a| a > 0 && a.is_power_of_two()).ok_or_else(|| {
+                err(format!("general.alignment = {v:?} is not a power of two"))
+            })? as usize,
+            None => DEFAULT_ALIGNMENT,
+        };
+        let data_start = c.pos.div_ceil(alignment) * alignment;
+        let mut tensors = Vec::with_capacity(infos.len());
+        let mut index = HashMap::new();
+        for (name, dims, ggml_type, rel) in infos {
+            let n: u64 = dims.iter().product();
+            let size = ggml_type.bytes_for(n as usize).ok_or_else(|| {
+                err(format!("tensor {name}: {n} values are not whole {ggml_type:?} blocks"))
+            })?;
+            let offset = data_start + rel;
+            if offset % alignment != 0 {
+                return Err(err(format!("tensor {name}: offset {offset} is not aligned to {alignment}")));
+            }
+            if offset.checked_add(size).is_none_or(|end| end > bytes.len()) {
+                return Err(err(format!(
+                    "tensor {name}: data [{offset}, {}) lies past the end of the file ({} bytes); truncated?",
+                    offset + size,
+                    bytes.len()
+                )));
+            }
+            index.insert(name.clone(), tensors.len());
+            tensors.push(TensorInfo { name, dims, ggml_type, offset, size });
+        }
+        Ok(Self { version, metadata, tensors, index, bytes })
+    }
+
+    /// A metadata value by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// A tensor's info by GGUF name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// A tensor dequantised to f32, in ggml order (row-major over the reversed dims).
+    pub fn read_f32(&self, info: &TensorInfo) -> Vec<f32> {
+        dequantize(info.ggml_type, &self.bytes[info.offset..info.offset + info.size])
+    }
+}
