@@ -50,19 +50,27 @@ fn dequantisation_matches_the_gguf_package() {
         assert_eq!(got.len(), want.len(), "{name}");
         let diff = max_abs_diff(&got, &want);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(diff <= scale * 1e-6, "{name}: off by {diff} (values up to {scale})");
+        assert!(
+            diff <= scale * 1e-6,
+            "{name}: off by {diff} (values up to {scale})"
+        );
     }
 }
 
 #[test]
 fn q8_0_quantisation_error_is_bounded() {
-    let values: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+    let values: Vec<f32> = (0..256)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
     let back = dequantize(GgmlType::Q8_0, &quantize(GgmlType::Q8_0, &values));
     for (block, orig) in back.chunks(32).zip(values.chunks(32)) {
         let step = orig.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
         // Half a step of rounding, plus the f16 rounding of the scale (relative 2⁻¹¹) times |q| ≤ 127.
         let bound = step * (0.5 + 127.0 / 2048.0);
-        assert!(max_abs_diff(block, orig) <= bound, "Q8_0 error beyond half a step");
+        assert!(
+            max_abs_diff(block, orig) <= bound,
+            "Q8_0 error beyond half a step"
+        );
     }
 }
 
@@ -80,7 +88,10 @@ fn write_gguf(cfg: &ModelConfig, src: &dyn WeightSource, extra: &[(String, Value
     let w = GgufWriter::new(cfg, extra, GgufDtype::F32).unwrap();
     let mut out = w.header().to_vec();
     for (i, t) in w.tensors.iter().enumerate() {
-        out.extend(w.tensor_bytes(i, &src.read_f32(&t.hf_name).unwrap()).unwrap());
+        out.extend(
+            w.tensor_bytes(i, &src.read_f32(&t.hf_name).unwrap())
+                .unwrap(),
+        );
     }
     out
 }
@@ -89,14 +100,18 @@ fn logits<B: Backend>(model: &Llama<B>) -> Vec<f32> {
     let golden = golden_json("tiny-gqa");
     let probe = id_windows(&golden["probe_input_ids"]);
     let refs: Vec<&[u32]> = probe.iter().map(|w| w.as_slice()).collect();
-    pollster::block_on(to_vec(model.forward(batch_tensor::<B>(&refs, &Default::default())))).unwrap()
+    pollster::block_on(to_vec(
+        model.forward(batch_tensor::<B>(&refs, &Default::default())),
+    ))
+    .unwrap()
 }
 
 #[test]
 fn uniform_model_round_trips_as_llama_with_identical_logits() {
     for name in ["tiny-mha", "tiny-gqa"] {
         let (cfg, bytes) = fixture_files(name);
-        let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+        let st =
+            SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
         let gguf = write_gguf(&cfg, &st, &[]);
         let back = GgufModel::parse(&gguf).unwrap();
         assert_eq!(back.architecture, "llama");
@@ -104,7 +119,11 @@ fn uniform_model_round_trips_as_llama_with_identical_logits() {
         assert_eq!(back.config.tie_word_embeddings, cfg.tie_word_embeddings);
         assert_eq!(back.config.rope, cfg.rope);
         for (n, _) in st.inventory() {
-            assert_eq!(back.read_f32(&n).unwrap(), st.read_f32(&n).unwrap(), "{name}: {n}");
+            assert_eq!(
+                back.read_f32(&n).unwrap(),
+                st.read_f32(&n).unwrap(),
+                "{name}: {n}"
+            );
         }
         let a = Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap();
         let b = Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap();
@@ -122,37 +141,64 @@ struct Sliced<'a> {
 
 impl WeightSource for Sliced<'_> {
     fn inventory(&self) -> Vec<(String, Vec<usize>)> {
-        prunelab::model::tensors::tensor_specs(&self.cfg).into_iter().map(|s| (s.name, s.shape)).collect()
+        prunelab::model::tensors::tensor_specs(&self.cfg)
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect()
     }
     fn read_f32(&self, name: &str) -> prunelab::Result<Vec<f32>> {
         let full = self.inner.read_f32(name)?;
-        let shape = self.inventory().into_iter().find(|(n, _)| n == name).unwrap().1;
-        let cols_full = if name.contains("o_proj") { 96 } else if name.contains("down_proj") { 192 } else { *shape.last().unwrap() };
+        let shape = self
+            .inventory()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1;
+        let cols_full = if name.contains("o_proj") {
+            96
+        } else if name.contains("down_proj") {
+            192
+        } else {
+            *shape.last().unwrap()
+        };
         let rows = shape[0];
         let cols = *shape.last().unwrap();
         if shape.len() == 1 {
             return Ok(full[..rows].to_vec());
         }
-        Ok((0..rows).flat_map(|r| full[r * cols_full..r * cols_full + cols].to_vec()).collect())
+        Ok((0..rows)
+            .flat_map(|r| full[r * cols_full..r * cols_full + cols].to_vec())
+            .collect())
     }
 }
 
 #[test]
 fn per_layer_model_round_trips_as_deci_with_arrays() {
     let (mut cfg, bytes) = fixture_files("tiny-gqa");
-    cfg.layers[1] = LayerShape { num_heads: 3, num_kv_heads: 1, intermediate_size: 96 };
+    cfg.layers[1] = LayerShape {
+        num_heads: 3,
+        num_kv_heads: 1,
+        intermediate_size: 96,
+    };
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
-    let src = Sliced { inner: &st, cfg: cfg.clone() };
+    let src = Sliced {
+        inner: &st,
+        cfg: cfg.clone(),
+    };
     let gguf = write_gguf(&cfg, &src, &[]);
     let back = GgufModel::parse(&gguf).unwrap();
     assert_eq!(back.architecture, "deci");
     assert_eq!(
         back.file.get("deci.feed_forward_length"),
-        Some(&Value::Array([192, 96, 192, 192].iter().map(|&v| Value::I32(v)).collect()))
+        Some(&Value::Array(
+            [192, 96, 192, 192].iter().map(|&v| Value::I32(v)).collect()
+        ))
     );
     assert_eq!(
         back.file.get("deci.attention.head_count_kv"),
-        Some(&Value::Array([2, 1, 2, 2].iter().map(|&v| Value::I32(v)).collect()))
+        Some(&Value::Array(
+            [2, 1, 2, 2].iter().map(|&v| Value::I32(v)).collect()
+        ))
     );
     assert_eq!(back.config.layers, cfg.layers);
     let a = Llama::<Cpu>::load(&cfg, &src, &Default::default()).unwrap();
@@ -163,17 +209,32 @@ fn per_layer_model_round_trips_as_deci_with_arrays() {
 fn valid_gguf() -> Vec<u8> {
     let (cfg, bytes) = fixture_files("tiny-mha");
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
-    write_gguf(&cfg, &st, &[("general.name".into(), Value::String("tiny".into()))])
+    write_gguf(
+        &cfg,
+        &st,
+        &[("general.name".into(), Value::String("tiny".into()))],
+    )
 }
 
 fn parse_err(bytes: &[u8]) -> String {
-    GgufModel::parse(bytes).err().expect("malformed input is refused").to_string()
+    GgufModel::parse(bytes)
+        .err()
+        .expect("malformed input is refused")
+        .to_string()
 }
 
 /// Byte offset of a tensor info's type field (the u32 after its dims) in the header.
 fn type_field_offset(bytes: &[u8], tensor: &str) -> usize {
-    let needle = [(tensor.len() as u64).to_le_bytes().to_vec(), tensor.as_bytes().to_vec()].concat();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap() + needle.len();
+    let needle = [
+        (tensor.len() as u64).to_le_bytes().to_vec(),
+        tensor.as_bytes().to_vec(),
+    ]
+    .concat();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + needle.len();
     let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     at + 4 + 8 * n_dims
 }
@@ -188,7 +249,10 @@ fn malformed_files_get_specific_errors() {
     assert!(parse_err(&bad).starts_with("GGUF: bad magic [71, 71, 77, 76]: not a GGUF file"));
 
     let err = parse_err(&good[..good.len() - 100]);
-    assert!(err.contains("lies past the end of the file") && err.contains("truncated?"), "{err}");
+    assert!(
+        err.contains("lies past the end of the file") && err.contains("truncated?"),
+        "{err}"
+    );
 
     let err = parse_err(&good[..200]);
     assert!(err.starts_with("GGUF: truncated:"), "{err}");
@@ -196,13 +260,17 @@ fn malformed_files_get_specific_errors() {
     let mut bad = good.clone();
     let at = type_field_offset(&bad, "blk.0.attn_q.weight");
     bad[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
-    assert!(parse_err(&bad).starts_with("GGUF: tensor blk.0.attn_q.weight: unknown or unsupported tensor type 99"));
+    assert!(parse_err(&bad)
+        .starts_with("GGUF: tensor blk.0.attn_q.weight: unknown or unsupported tensor type 99"));
 
     let mut bad = good.clone();
     let at = type_field_offset(&bad, "output.weight") + 4;
     bad[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let err = parse_err(&bad);
-    assert!(err.starts_with("GGUF: tensor output.weight: data [") && err.contains("past the end"), "{err}");
+    assert!(
+        err.starts_with("GGUF: tensor output.weight: data [") && err.contains("past the end"),
+        "{err}"
+    );
 
     let mut bad = good.clone();
     let key = b"llama.block_count";

@@ -29,10 +29,18 @@ pub struct ConvertArgs {
 
 /// Parses `--dtype` for the chosen format.
 pub fn dtypes(format: Format, dtype: &str) -> Result<(StDtype, GgufDtype)> {
-    let bad = || Error::Invalid(format!("--dtype {dtype} is not available for {format:?} output"));
+    let bad = || {
+        Error::Invalid(format!(
+            "--dtype {dtype} is not available for {format:?} output"
+        ))
+    };
     match format {
-        Format::Hf => serde_json::from_value(dtype.into()).map(|d| (d, GgufDtype::F32)).map_err(|_| bad()),
-        Format::Gguf => serde_json::from_value(dtype.into()).map(|d| (StDtype::F32, d)).map_err(|_| bad()),
+        Format::Hf => serde_json::from_value(dtype.into())
+            .map(|d| (d, GgufDtype::F32))
+            .map_err(|_| bad()),
+        Format::Gguf => serde_json::from_value(dtype.into())
+            .map(|d| (StDtype::F32, d))
+            .map_err(|_| bad()),
     }
 }
 
@@ -48,7 +56,16 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     };
     input.with_weights(|src| {
         check_inventory(&input.config, src)?;
-        write_model(&args.out, format, &input.config, src, &extras, hf_dtype, gguf_dtype, &Bars::default())
+        write_model(
+            &args.out,
+            format,
+            &input.config,
+            src,
+            &extras,
+            hf_dtype,
+            gguf_dtype,
+            &Bars::default(),
+        )
     })?;
     eprintln!("wrote {} ({format:?})", args.out.display());
     Ok(())

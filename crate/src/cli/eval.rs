@@ -51,8 +51,9 @@ struct EvalJob<'a> {
 impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
-        let model =
-            self.input.with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
+        let model = self
+            .input
+            .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
         pollster::block_on(perplexity(
             &model,
             &self.ids,

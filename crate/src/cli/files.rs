@@ -13,16 +13,23 @@ use crate::model::{ModelConfig, WeightSource};
 
 /// Reads a whole (small) file.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Reads a UTF-8 text file.
 pub fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read(path)?).map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
+    String::from_utf8(read(path)?)
+        .map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
 }
 
 fn map(path: &Path) -> Result<Mmap> {
-    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: mapped read-only and never written by us while mapped; another process truncating the file under
     // us is the one hazard memory maps share with every mmap-based loader.
@@ -30,7 +37,10 @@ fn map(path: &Path) -> Result<Mmap> {
 }
 
 enum Files {
-    Hf { maps: Vec<(String, Mmap)>, index: Option<Vec<u8>> },
+    Hf {
+        maps: Vec<(String, Mmap)>,
+        index: Option<Vec<u8>>,
+    },
     Gguf(Mmap),
 }
 
@@ -47,7 +57,11 @@ impl ModelInput {
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
             let m = map(path)?;
             let config = GgufModel::parse(&m)?.config;
-            return Ok(Self { path: path.into(), config, files: Files::Gguf(m) });
+            return Ok(Self {
+                path: path.into(),
+                config,
+                files: Files::Gguf(m),
+            });
         }
         if !path.is_dir() {
             return Err(Error::Invalid(format!(
@@ -62,14 +76,19 @@ impl ModelInput {
             .into_iter()
             .map(|name| Ok((name.clone(), map(&path.join(&name))?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { path: path.into(), config, files: Files::Hf { maps, index } })
+        Ok(Self {
+            path: path.into(),
+            config,
+            files: Files::Hf { maps, index },
+        })
     }
 
     /// Runs `f` with the weights (parsed from the mapped files).
     pub fn with_weights<R>(&self, f: impl FnOnce(&dyn WeightSource) -> Result<R>) -> Result<R> {
         match &self.files {
             Files::Hf { maps, index } => {
-                let files: Vec<(String, &[u8])> = maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
+                let files: Vec<(String, &[u8])> =
+                    maps.iter().map(|(n, m)| (n.clone(), &m[..])).collect();
                 f(&SafetensorsWeights::from_files(&files, index.as_deref())?)
             }
             Files::Gguf(m) => f(&GgufModel::parse(m)?),
@@ -82,7 +101,10 @@ impl ModelInput {
             Files::Gguf(_) => Ok(None),
             Files::Hf { .. } => serde_json::from_slice(&read(&self.path.join("config.json"))?)
                 .map(Some)
-                .map_err(|e| Error::Json { what: "config.json".into(), message: e.to_string() }),
+                .map_err(|e| Error::Json {
+                    what: "config.json".into(),
+                    message: e.to_string(),
+                }),
         }
     }
 
@@ -101,7 +123,10 @@ impl ModelInput {
                 match p.exists() {
                     true => serde_json::from_slice(&read(&p)?)
                         .map(Some)
-                        .map_err(|e| Error::Json { what: "tokenizer.json".into(), message: e.to_string() }),
+                        .map_err(|e| Error::Json {
+                            what: "tokenizer.json".into(),
+                            message: e.to_string(),
+                        }),
                     false => Ok(None),
                 }
             }
@@ -110,7 +135,9 @@ impl ModelInput {
 
     /// The tokenizer, if the model has one.
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
-        self.tokenizer_json()?.map(|j| Tokenizer::from_json(j.to_string().as_bytes())).transpose()
+        self.tokenizer_json()?
+            .map(|j| Tokenizer::from_json(j.to_string().as_bytes()))
+            .transpose()
     }
 
     /// Metadata a GGUF input carries that outputs keep (general.* and tokenizer.*).
@@ -124,7 +151,10 @@ impl ModelInput {
                     (k.starts_with("general.") || k.starts_with("tokenizer."))
                         && !matches!(
                             k.as_str(),
-                            "general.architecture" | "general.alignment" | "general.file_type" | "general.quantization_version"
+                            "general.architecture"
+                                | "general.alignment"
+                                | "general.file_type"
+                                | "general.quantization_version"
                         )
                 })
                 .collect()),
@@ -137,13 +167,18 @@ impl ModelInput {
 /// `model.safetensors`.
 fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
     if let Some(index) = index {
-        let v: Json = serde_json::from_slice(index)
-            .map_err(|e| Error::Json { what: "model.safetensors.index.json".into(), message: e.to_string() })?;
+        let v: Json = serde_json::from_slice(index).map_err(|e| Error::Json {
+            what: "model.safetensors.index.json".into(),
+            message: e.to_string(),
+        })?;
         let map = v["weight_map"].as_object().ok_or_else(|| Error::Json {
             what: "model.safetensors.index.json".into(),
             message: "no weight_map object".into(),
         })?;
-        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         return Ok(files);
@@ -151,5 +186,8 @@ fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
     if dir.join("model.safetensors").is_file() {
         return Ok(vec!["model.safetensors".into()]);
     }
-    Err(Error::Invalid(format!("{} has neither model.safetensors nor model.safetensors.index.json", dir.display())))
+    Err(Error::Invalid(format!(
+        "{} has neither model.safetensors nor model.safetensors.index.json",
+        dir.display()
+    )))
 }

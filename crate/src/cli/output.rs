@@ -17,7 +17,9 @@ use crate::model::{ModelConfig, WeightSource};
 use crate::progress::{Progress, ProgressEvent};
 
 /// HF folder or GGUF file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Hf,
@@ -27,7 +29,11 @@ pub enum Format {
 impl Format {
     /// `--format` if given, else GGUF for a `.gguf` path and an HF folder otherwise.
     pub fn resolve(flag: Option<Format>, out: &Path) -> Format {
-        flag.unwrap_or(if out.extension().is_some_and(|e| e == "gguf") { Format::Gguf } else { Format::Hf })
+        flag.unwrap_or(if out.extension().is_some_and(|e| e == "gguf") {
+            Format::Gguf
+        } else {
+            Format::Hf
+        })
     }
 }
 
@@ -51,11 +57,17 @@ pub struct Extras {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn temp_sibling(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
@@ -71,7 +83,10 @@ pub fn write_model(
     progress: &dyn Progress,
 ) -> Result<()> {
     if out.exists() {
-        return Err(Error::Invalid(format!("{} exists; choose a new output path (prunelab never overwrites)", out.display())));
+        return Err(Error::Invalid(format!(
+            "{} exists; choose a new output path (prunelab never overwrites)",
+            out.display()
+        )));
     }
     let tmp = temp_sibling(out);
     let result = match format {
@@ -81,7 +96,10 @@ pub fn write_model(
     let finish = result.and_then(|()| {
         if format == Format::Gguf {
             for (name, bytes) in &extras.files {
-                let p = out.with_file_name(format!("{}.{name}", out.file_name().unwrap_or_default().to_string_lossy()));
+                let p = out.with_file_name(format!(
+                    "{}.{name}",
+                    out.file_name().unwrap_or_default().to_string_lossy()
+                ));
                 std::fs::write(&p, bytes).map_err(io(&p))?;
             }
         }
@@ -93,7 +111,14 @@ pub fn write_model(
     finish
 }
 
-fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extras, dtype: StDtype, progress: &dyn Progress) -> Result<()> {
+fn write_hf(
+    dir: &Path,
+    cfg: &ModelConfig,
+    src: &dyn WeightSource,
+    extras: &Extras,
+    dtype: StDtype,
+    progress: &dyn Progress,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut config = cfg.to_hf_json(extras.base_config.as_ref());
     config["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
@@ -108,12 +133,24 @@ fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extr
     if let Some(id) = cfg.eos_token_id {
         config["eos_token_id"] = id.into();
     }
-    if let Some((_, pre)) = extras.gguf_metadata.iter().find(|(k, _)| k == "tokenizer.ggml.pre") {
+    if let Some((_, pre)) = extras
+        .gguf_metadata
+        .iter()
+        .find(|(k, _)| k == "tokenizer.ggml.pre")
+    {
         config[GGUF_PRE_KEY] = pre.as_str().unwrap_or_default().into();
     }
-    let put = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(io(&dir.join(name)));
-    put("config.json", &serde_json::to_vec_pretty(&config).expect("serialisable"))?;
-    let specs: Vec<(String, Vec<usize>)> = tensor_specs(cfg).into_iter().map(|s| (s.name, s.shape)).collect();
+    let put = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).map_err(io(&dir.join(name)))
+    };
+    put(
+        "config.json",
+        &serde_json::to_vec_pretty(&config).expect("serialisable"),
+    )?;
+    let specs: Vec<(String, Vec<usize>)> = tensor_specs(cfg)
+        .into_iter()
+        .map(|s| (s.name, s.shape))
+        .collect();
     let layout = SafetensorsLayout::new(&specs, dtype, MAX_SHARD_BYTES)?;
     let total = specs.len();
     let mut done = 0;
@@ -122,9 +159,14 @@ fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extr
         let mut w = BufWriter::new(File::create(&path).map_err(io(&path))?);
         w.write_all(&shard.header).map_err(io(&path))?;
         for name in &shard.tensors {
-            w.write_all(&dtype.encode(&src.read_f32(name)?)).map_err(io(&path))?;
+            w.write_all(&dtype.encode(&src.read_f32(name)?))
+                .map_err(io(&path))?;
             done += 1;
-            progress.report(ProgressEvent { stage: "write", done, total });
+            progress.report(ProgressEvent {
+                stage: "write",
+                done,
+                total,
+            });
         }
         w.flush().map_err(io(&path))?;
     }
@@ -132,7 +174,10 @@ fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extr
         put("model.safetensors.index.json", index)?;
     }
     if let Some(tok) = &extras.tokenizer_json {
-        put("tokenizer.json", &serde_json::to_vec(tok).expect("serialisable"))?;
+        put(
+            "tokenizer.json",
+            &serde_json::to_vec(tok).expect("serialisable"),
+        )?;
     }
     for (name, bytes) in &extras.files {
         put(name, bytes)?;
@@ -140,26 +185,50 @@ fn write_hf(dir: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extr
     Ok(())
 }
 
-fn write_gguf(path: &Path, cfg: &ModelConfig, src: &dyn WeightSource, extras: &Extras, dtype: GgufDtype, progress: &dyn Progress) -> Result<()> {
+fn write_gguf(
+    path: &Path,
+    cfg: &ModelConfig,
+    src: &dyn WeightSource,
+    extras: &Extras,
+    dtype: GgufDtype,
+    progress: &dyn Progress,
+) -> Result<()> {
     let mut meta = extras.gguf_metadata.clone();
     if meta.is_empty() {
         if let Some(tok) = &extras.tokenizer_json {
             meta.extend(gguf_metadata(tok)?);
         }
-        let pre = extras.base_config.as_ref().and_then(|c| c[GGUF_PRE_KEY].as_str());
-        if let (Some(pre), Some(slot)) = (pre, meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.pre")) {
+        let pre = extras
+            .base_config
+            .as_ref()
+            .and_then(|c| c[GGUF_PRE_KEY].as_str());
+        if let (Some(pre), Some(slot)) = (
+            pre,
+            meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.pre"),
+        ) {
             slot.1 = Value::String(pre.to_string());
         }
-        let ids = [("tokenizer.ggml.bos_token_id", cfg.bos_token_id), ("tokenizer.ggml.eos_token_id", cfg.eos_token_id)];
-        meta.extend(ids.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::U32(v)))));
+        let ids = [
+            ("tokenizer.ggml.bos_token_id", cfg.bos_token_id),
+            ("tokenizer.ggml.eos_token_id", cfg.eos_token_id),
+        ];
+        meta.extend(
+            ids.into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::U32(v)))),
+        );
     }
     let writer = GgufWriter::new(cfg, &meta, dtype)?;
     let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
     w.write_all(writer.header()).map_err(io(path))?;
     let total = writer.tensors.len();
     for (i, t) in writer.tensors.iter().enumerate() {
-        w.write_all(&writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?).map_err(io(path))?;
-        progress.report(ProgressEvent { stage: "write", done: i + 1, total });
+        w.write_all(&writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?)
+            .map_err(io(path))?;
+        progress.report(ProgressEvent {
+            stage: "write",
+            done: i + 1,
+            total,
+        });
     }
     w.flush().map_err(io(path))
 }

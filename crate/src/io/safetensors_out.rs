@@ -36,8 +36,14 @@ impl StDtype {
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             StDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StDtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-            StDtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+            StDtype::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            StDtype::BF16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
         }
     }
 }
@@ -62,7 +68,11 @@ pub struct SafetensorsLayout {
 impl SafetensorsLayout {
     /// Lays out `tensors` (`(HF name, shape)`, in write order) in shards of at most `max_shard_bytes` of data
     /// (one file named `model.safetensors` when everything fits).
-    pub fn new(tensors: &[(String, Vec<usize>)], dtype: StDtype, max_shard_bytes: usize) -> Result<Self> {
+    pub fn new(
+        tensors: &[(String, Vec<usize>)],
+        dtype: StDtype,
+        max_shard_bytes: usize,
+    ) -> Result<Self> {
         let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
         let mut used = 0usize;
         for (name, shape) in tensors {
@@ -72,7 +82,10 @@ impl SafetensorsLayout {
                 used = 0;
             }
             used += bytes;
-            groups.last_mut().expect("non-empty").push((name.clone(), shape.clone()));
+            groups
+                .last_mut()
+                .expect("non-empty")
+                .push((name.clone(), shape.clone()));
         }
         let n = groups.len();
         let mut shards = Vec::with_capacity(n);
@@ -98,12 +111,22 @@ impl SafetensorsLayout {
             text.resize((text.len() + 8).div_ceil(8) * 8 - 8, b' ');
             let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
             bytes.extend_from_slice(&text);
-            shards.push(Shard { file, header: bytes, tensors: group.into_iter().map(|(n, _)| n).collect() });
+            shards.push(Shard {
+                file,
+                header: bytes,
+                tensors: group.into_iter().map(|(n, _)| n).collect(),
+            });
         }
         let index = (n > 1).then(|| {
-            serde_json::to_vec_pretty(&json!({"metadata": {"total_size": total}, "weight_map": weight_map}))
-                .expect("serialisable")
+            serde_json::to_vec_pretty(
+                &json!({"metadata": {"total_size": total}, "weight_map": weight_map}),
+            )
+            .expect("serialisable")
         });
-        Ok(Self { shards, dtype, index })
+        Ok(Self {
+            shards,
+            dtype,
+            index,
+        })
     }
 }

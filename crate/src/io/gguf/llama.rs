@@ -58,7 +58,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 
 /// Whether an HF tensor is a query or key projection (weight or bias), whose rows llama.cpp permutes.
 fn is_rotary(hf: &str) -> bool {
-    hf.starts_with("model.layers.") && (hf.contains(".self_attn.q_proj.") || hf.contains(".self_attn.k_proj."))
+    hf.starts_with("model.layers.")
+        && (hf.contains(".self_attn.q_proj.") || hf.contains(".self_attn.k_proj."))
 }
 
 /// llama.cpp's converter interleaves the two rotary halves of every head's rows
@@ -73,7 +74,11 @@ pub fn permute_rotary(data: &[f32], cols: usize, head_dim: usize, to_gguf: bool)
         let (i, j) = (within / 2, within % 2);
         let gguf_row = r;
         let hf_row = head * head_dim + j * half + i;
-        let (src, dst) = if to_gguf { (hf_row, gguf_row) } else { (gguf_row, hf_row) };
+        let (src, dst) = if to_gguf {
+            (hf_row, gguf_row)
+        } else {
+            (gguf_row, hf_row)
+        };
         out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
     }
     out
@@ -89,14 +94,26 @@ fn per_layer(file: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
     match v {
         Value::Array(items) => {
             if items.len() != n {
-                return Err(Error::Gguf(format!("{key} has {} entries for {n} layers", items.len())));
+                return Err(Error::Gguf(format!(
+                    "{key} has {} entries for {n} layers",
+                    items.len()
+                )));
             }
             items
                 .iter()
-                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| Error::Gguf(format!("{key}: {x:?} is not a count"))))
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| Error::Gguf(format!("{key}: {x:?} is not a count")))
+                })
                 .collect()
         }
-        v => Ok(vec![v.as_u64().ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a count")))? as usize; n]),
+        v => Ok(vec![
+            v.as_u64()
+                .ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a count")))?
+                as usize;
+            n
+        ]),
     }
 }
 
@@ -128,7 +145,10 @@ impl<'a> GgufModel<'a> {
         let key = |k: &str| format!("{arch}.{k}");
         let count = |k: &str| -> Result<usize> {
             let k = key(k);
-            file.get(&k).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| missing(&k))
+            file.get(&k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| missing(&k))
         };
         let hidden = count("embedding_length")?;
         let n_layers = count("block_count")?;
@@ -139,17 +159,30 @@ impl<'a> GgufModel<'a> {
         };
         let mlp = per_layer(&file, &key("feed_forward_length"), n_layers)?;
         let max_heads = heads.iter().copied().max().unwrap_or(0);
-        let head_dim = match file.get(&key("attention.key_length")).and_then(Value::as_u64) {
+        let head_dim = match file
+            .get(&key("attention.key_length"))
+            .and_then(Value::as_u64)
+        {
             Some(d) => d as usize,
             None if max_heads > 0 => hidden / max_heads,
-            None => return Err(Error::Gguf(format!("{} is zero in every layer", key("attention.head_count")))),
+            None => {
+                return Err(Error::Gguf(format!(
+                    "{} is zero in every layer",
+                    key("attention.head_count")
+                )))
+            }
         };
-        if let Some(rot) = file.get(&key("rope.dimension_count")).and_then(Value::as_u64) {
+        if let Some(rot) = file
+            .get(&key("rope.dimension_count"))
+            .and_then(Value::as_u64)
+        {
             if rot as usize != head_dim {
                 return Err(Error::Unsupported {
                     field: key("rope.dimension_count"),
                     value: rot.to_string(),
-                    reason: format!("partial rotary embeddings (head_dim is {head_dim}) are not supported"),
+                    reason: format!(
+                        "partial rotary embeddings (head_dim is {head_dim}) are not supported"
+                    ),
                 });
             }
         }
@@ -177,12 +210,18 @@ impl<'a> GgufModel<'a> {
                     heads[l], kv[l]
                 )));
             }
-            layers.push(LayerShape { num_heads: heads[l], num_kv_heads: kv[l], intermediate_size: mlp[l] });
+            layers.push(LayerShape {
+                num_heads: heads[l],
+                num_kv_heads: kv[l],
+                intermediate_size: mlp[l],
+            });
         }
-        let embd = file.tensor("token_embd.weight").ok_or_else(|| Error::MissingTensor {
-            name: "token_embd.weight".into(),
-            expected: vec![],
-        })?;
+        let embd = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| Error::MissingTensor {
+                name: "token_embd.weight".into(),
+                expected: vec![],
+            })?;
         let vocab_size = match file.get(&key("vocab_size")).and_then(Value::as_u64) {
             Some(v) => v as usize,
             None => embd.shape()[0],
@@ -198,7 +237,10 @@ impl<'a> GgufModel<'a> {
                 .and_then(Value::as_f64)
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
             rope: RopeConfig {
-                theta: file.get(&key("rope.freq_base")).and_then(Value::as_f64).unwrap_or(10000.0),
+                theta: file
+                    .get(&key("rope.freq_base"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(10000.0),
                 llama3: None,
             },
             max_position_embeddings: count("context_length").unwrap_or(2048),
@@ -210,7 +252,11 @@ impl<'a> GgufModel<'a> {
             eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
             layers,
         };
-        Ok(Self { file, config, architecture: arch })
+        Ok(Self {
+            file,
+            config,
+            architecture: arch,
+        })
     }
 }
 
@@ -219,17 +265,32 @@ impl WeightSource for GgufModel<'_> {
         self.file
             .tensors
             .iter()
-            .map(|t| (hf_name(&t.name).unwrap_or_else(|| t.name.clone()), t.shape()))
+            .map(|t| {
+                (
+                    hf_name(&t.name).unwrap_or_else(|| t.name.clone()),
+                    t.shape(),
+                )
+            })
             .collect()
     }
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let gguf = gguf_name(name).unwrap_or_else(|| name.to_string());
-        let info = self.file.tensor(&gguf).ok_or_else(|| Error::MissingTensor { name: name.into(), expected: vec![] })?;
+        let info = self
+            .file
+            .tensor(&gguf)
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.into(),
+                expected: vec![],
+            })?;
         let data = self.file.read_f32(info);
         Ok(match is_rotary(name) {
             true => {
-                let cols = if info.dims.len() == 2 { info.dims[0] as usize } else { 1 };
+                let cols = if info.dims.len() == 2 {
+                    info.dims[0] as usize
+                } else {
+                    1
+                };
                 permute_rotary(&data, cols, self.config.head_dim, false)
             }
             false => data,

@@ -179,8 +179,14 @@ pub fn dequantize(t: GgmlType, bytes: &[u8]) -> Vec<f32> {
 pub fn quantize(t: GgmlType, values: &[f32]) -> Vec<u8> {
     match t {
         GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        GgmlType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
         GgmlType::Q8_0 => {
             let mut out = Vec::with_capacity(values.len() / 32 * 34);
             for block in values.chunks(32) {

@@ -47,7 +47,8 @@ impl Value {
     /// The value as a float, if it is numeric.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
-            Value::F32(v) => Some(v as f64),
+            // Through the shortest decimal form, so 1e-5 stored as f32 reads back as 1e-5, not 9.9999997e-6.
+            Value::F32(v) => v.to_string().parse().ok(),
             Value::F64(v) => Some(v),
             _ => self.as_u64().map(|v| v as f64),
         }
@@ -110,22 +111,30 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            err(format!(
-                "truncated: {what} at byte {} needs {n} bytes but the file has {}",
-                self.pos,
-                self.b.len()
-            ))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| {
+                err(format!(
+                    "truncated: {what} at byte {} needs {n} bytes but the file has {}",
+                    self.pos,
+                    self.b.len()
+                ))
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)? as usize;
@@ -148,7 +157,9 @@ impl<'a> Cursor<'a> {
                 let item = self.u32(key)?;
                 let n = self.u64(key)? as usize;
                 if n > self.b.len() {
-                    return Err(err(format!("metadata {key}: array of {n} items is longer than the file")));
+                    return Err(err(format!(
+                        "metadata {key}: array of {n} items is longer than the file"
+                    )));
                 }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -170,11 +181,15 @@ impl<'a> GgufFile<'a> {
         let mut c = Cursor { b: bytes, pos: 0 };
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
-            return Err(err(format!("bad magic {magic:?}: not a GGUF file (expected \"GGUF\")")));
+            return Err(err(format!(
+                "bad magic {magic:?}: not a GGUF file (expected \"GGUF\")"
+            )));
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(err(format!("unsupported version {version} (prunelab reads GGUF v2 and v3)")));
+            return Err(err(format!(
+                "unsupported version {version} (prunelab reads GGUF v2 and v3)"
+            )));
         }
         let n_tensors = c.u64("tensor count")? as usize;
         let n_kv = c.u64("metadata count")? as usize;
@@ -190,9 +205,13 @@ impl<'a> GgufFile<'a> {
             let name = c.string(&format!("tensor name {i}"))?;
             let n_dims = c.u32(&name)? as usize;
             if n_dims == 0 || n_dims > 4 {
-                return Err(err(format!("tensor {name}: {n_dims} dimensions (ggml allows 1 to 4)")));
+                return Err(err(format!(
+                    "tensor {name}: {n_dims} dimensions (ggml allows 1 to 4)"
+                )));
             }
-            let dims = (0..n_dims).map(|_| c.u64(&name)).collect::<Result<Vec<_>>>()?;
+            let dims = (0..n_dims)
+                .map(|_| c.u64(&name))
+                .collect::<Result<Vec<_>>>()?;
             let type_id = c.u32(&name)?;
             let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
                 err(format!(
@@ -204,9 +223,11 @@ impl<'a> GgufFile<'a> {
             infos.push((name, dims, ggml_type, offset));
         }
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-            Some((_, v)) => v.as_u64().filter(|&a| a > 0 && a.is_power_of_two()).ok_or_else(|| {
-                err(format!("general.alignment = {v:?} is not a power of two"))
-            })? as usize,
+            Some((_, v)) => v
+                .as_u64()
+                .filter(|&a| a > 0 && a.is_power_of_two())
+                .ok_or_else(|| err(format!("general.alignment = {v:?} is not a power of two")))?
+                as usize,
             None => DEFAULT_ALIGNMENT,
         };
         let data_start = c.pos.div_ceil(alignment) * alignment;
@@ -215,11 +236,15 @@ impl<'a> GgufFile<'a> {
         for (name, dims, ggml_type, rel) in infos {
             let n: u64 = dims.iter().product();
             let size = ggml_type.bytes_for(n as usize).ok_or_else(|| {
-                err(format!("tensor {name}: {n} values are not whole {ggml_type:?} blocks"))
+                err(format!(
+                    "tensor {name}: {n} values are not whole {ggml_type:?} blocks"
+                ))
             })?;
             let offset = data_start + rel;
             if offset % alignment != 0 {
-                return Err(err(format!("tensor {name}: offset {offset} is not aligned to {alignment}")));
+                return Err(err(format!(
+                    "tensor {name}: offset {offset} is not aligned to {alignment}"
+                )));
             }
             if offset.checked_add(size).is_none_or(|end| end > bytes.len()) {
                 return Err(err(format!(
@@ -229,9 +254,21 @@ impl<'a> GgufFile<'a> {
                 )));
             }
             index.insert(name.clone(), tensors.len());
-            tensors.push(TensorInfo { name, dims, ggml_type, offset, size });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+                size,
+            });
         }
-        Ok(Self { version, metadata, tensors, index, bytes })
+        Ok(Self {
+            version,
+            metadata,
+            tensors,
+            index,
+            bytes,
+        })
     }
 
     /// A metadata value by key.
@@ -246,6 +283,9 @@ impl<'a> GgufFile<'a> {
 
     /// A tensor dequantised to f32, in ggml order (row-major over the reversed dims).
     pub fn read_f32(&self, info: &TensorInfo) -> Vec<f32> {
-        dequantize(info.ggml_type, &self.bytes[info.offset..info.offset + info.size])
+        dequantize(
+            info.ggml_type,
+            &self.bytes[info.offset..info.offset + info.size],
+        )
     }
 }

@@ -16,7 +16,6 @@ const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 const UNUSED: i64 = 5;
 
-
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -37,8 +36,12 @@ fn split(regex: &str) -> Json {
 fn pre_tokenizer(pre: &str) -> Result<Json> {
     Ok(match pre {
         "default" | "gpt-2" | "smollm" => byte_level(true),
-        "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),
-        "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]}),
+        "llama-bpe" | "llama3" | "smaug-bpe" => {
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]})
+        }
+        "qwen2" => {
+            json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]})
+        }
         other => {
             return Err(Error::Unsupported {
                 field: "tokenizer.ggml.pre".into(),
@@ -50,9 +53,16 @@ fn pre_tokenizer(pre: &str) -> Result<Json> {
 }
 
 fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>> {
-    let arr = file.get(key).and_then(Value::as_array).ok_or_else(|| Error::Gguf(format!("missing metadata {key}")))?;
+    let arr = file
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Gguf(format!("missing metadata {key}")))?;
     arr.iter()
-        .map(|v| v.as_str().map(String::from).ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a string"))))
+        .map(|v| {
+            v.as_str()
+                .map(String::from)
+                .ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a string")))
+        })
         .collect()
 }
 
@@ -84,11 +94,18 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<Json> {
         .ok_or_else(|| Error::Gguf("missing metadata tokenizer.ggml.model".into()))?;
     let tokens = strings(file, "tokenizer.ggml.tokens")?;
     let types = numbers(file, "tokenizer.ggml.token_type", tokens.len());
-    let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Json> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
     let added = added_tokens(&tokens, &types);
     match model {
         "gpt2" => {
-            let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+            let pre = file
+                .get("tokenizer.ggml.pre")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
             let merges = strings(file, "tokenizer.ggml.merges")?;
             Ok(json!({
                 "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
@@ -102,9 +119,16 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<Json> {
         }
         "llama" => {
             let scores = numbers(file, "tokenizer.ggml.scores", tokens.len());
-            let unk = file.get("tokenizer.ggml.unknown_token_id").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let prefix = !matches!(file.get("tokenizer.ggml.add_space_prefix"), Some(Value::Bool(false)));
-            let mut normalizers = vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"})];
+            let unk = file
+                .get("tokenizer.ggml.unknown_token_id")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
+            let prefix = !matches!(
+                file.get("tokenizer.ggml.add_space_prefix"),
+                Some(Value::Bool(false))
+            );
+            let mut normalizers =
+                vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"})];
             if prefix {
                 normalizers.insert(0, json!({"type": "Prepend", "prepend": "▁"}));
             }
@@ -124,7 +148,8 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<Json> {
         other => Err(Error::Unsupported {
             field: "tokenizer.ggml.model".into(),
             value: other.into(),
-            reason: "prunelab reads gpt2 (byte-level BPE) and llama (SentencePiece) tokenizers".into(),
+            reason: "prunelab reads gpt2 (byte-level BPE) and llama (SentencePiece) tokenizers"
+                .into(),
         }),
     }
 }
@@ -132,7 +157,11 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<Json> {
 /// SentencePiece merges: every split of a normal token into two vocabulary pieces, ranked by the merged
 /// token's score (higher merges first), as transformers' `SpmConverter` derives them.
 fn spm_merges(tokens: &[String], scores: &[f64], types: &[f64]) -> Vec<String> {
-    let ids: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let ids: HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     let mut merges: Vec<(f64, usize, usize, String)> = Vec::new();
     for (id, tok) in tokens.iter().enumerate() {
         if types[id] as i64 != NORMAL && types[id] as i64 != USER_DEFINED {
@@ -173,12 +202,27 @@ pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
         }
         by_id[id] = Some((tok, ty));
     };
-    for (tok, id) in model["vocab"].as_object().ok_or_else(|| unsupported("no vocab"))? {
+    for (tok, id) in model["vocab"]
+        .as_object()
+        .ok_or_else(|| unsupported("no vocab"))?
+    {
         put(id.as_u64().unwrap_or(0) as usize, tok.clone(), NORMAL);
     }
-    for t in tokenizer_json["added_tokens"].as_array().into_iter().flatten() {
-        let ty = if t["special"] == true { CONTROL } else { USER_DEFINED };
-        put(t["id"].as_u64().unwrap_or(0) as usize, t["content"].as_str().unwrap_or_default().to_string(), ty);
+    for t in tokenizer_json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let ty = if t["special"] == true {
+            CONTROL
+        } else {
+            USER_DEFINED
+        };
+        put(
+            t["id"].as_u64().unwrap_or(0) as usize,
+            t["content"].as_str().unwrap_or_default().to_string(),
+            ty,
+        );
     }
     let (tokens, types): (Vec<Value>, Vec<Value>) = by_id
         .into_iter()
@@ -194,7 +238,11 @@ pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
         .flatten()
         .map(|m| match m {
             Json::String(s) => Value::String(s.clone()),
-            Json::Array(p) => Value::String(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))),
+            Json::Array(p) => Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or(""),
+                p[1].as_str().unwrap_or("")
+            )),
             other => Value::String(other.to_string()),
         })
         .collect();

@@ -117,7 +117,10 @@ pub fn architecture_metadata(cfg: &ModelConfig) -> (String, Vec<(String, Value)>
         (k("attention.value_length"), u(cfg.head_dim)),
         (k("rope.dimension_count"), u(cfg.head_dim)),
         (k("rope.freq_base"), Value::F32(cfg.rope.theta as f32)),
-        (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
     ];
     (arch.into(), meta)
 }
@@ -134,14 +137,22 @@ impl GgufWriter {
             });
         }
         let (arch, mut meta) = architecture_metadata(cfg);
-        meta.push(("general.alignment".into(), Value::U32(DEFAULT_ALIGNMENT as u32)));
-        meta.push(("general.file_type".into(), Value::U32(match dtype {
-            GgufDtype::F32 => 0,
-            GgufDtype::F16 => 1,
-            GgufDtype::Q8_0 => 7,
-        })));
+        meta.push((
+            "general.alignment".into(),
+            Value::U32(DEFAULT_ALIGNMENT as u32),
+        ));
+        meta.push((
+            "general.file_type".into(),
+            Value::U32(match dtype {
+                GgufDtype::F32 => 0,
+                GgufDtype::F16 => 1,
+                GgufDtype::Q8_0 => 7,
+            }),
+        ));
         for (key, v) in extra {
-            let ours = key.starts_with("llama.") || key.starts_with("deci.") || key.starts_with(&format!("{arch}."));
+            let ours = key.starts_with("llama.")
+                || key.starts_with("deci.")
+                || key.starts_with(&format!("{arch}."));
             if !ours && !meta.iter().any(|(k, _)| k == key) {
                 meta.push((key.clone(), v.clone()));
             }
@@ -153,9 +164,18 @@ impl GgufWriter {
                 (_, GgufDtype::Q8_0) if spec.shape[1] % 32 != 0 => GgmlType::F16,
                 (_, d) => d.ggml(),
             };
-            let size = ggml_type.bytes_for(spec.numel()).expect("block-aligned by construction");
-            let gguf = gguf_name(&spec.name).ok_or_else(|| Error::Gguf(format!("no GGUF name for {}", spec.name)))?;
-            tensors.push(PlannedTensor { hf_name: spec.name, gguf_name: gguf, shape: spec.shape, ggml_type, size });
+            let size = ggml_type
+                .bytes_for(spec.numel())
+                .expect("block-aligned by construction");
+            let gguf = gguf_name(&spec.name)
+                .ok_or_else(|| Error::Gguf(format!("no GGUF name for {}", spec.name)))?;
+            tensors.push(PlannedTensor {
+                hf_name: spec.name,
+                gguf_name: gguf,
+                shape: spec.shape,
+                ggml_type,
+                size,
+            });
         }
         let mut h = Vec::new();
         h.extend_from_slice(b"GGUF");
@@ -179,7 +199,11 @@ impl GgufWriter {
             offset += t.size + padding(t.size);
         }
         h.resize(h.len() + padding(h.len()), 0);
-        Ok(Self { tensors, header: h, head_dim: cfg.head_dim })
+        Ok(Self {
+            tensors,
+            header: h,
+            head_dim: cfg.head_dim,
+        })
     }
 
     /// Header bytes (magic, metadata, tensor infos, padding to the data section).
@@ -191,13 +215,21 @@ impl GgufWriter {
     pub fn tensor_bytes(&self, i: usize, values: &[f32]) -> Result<Vec<u8>> {
         let t = &self.tensors[i];
         if values.len() != t.shape.iter().product::<usize>() {
-            return Err(Error::ShapeMismatch { name: t.hf_name.clone(), expected: t.shape.clone(), found: vec![values.len()] });
+            return Err(Error::ShapeMismatch {
+                name: t.hf_name.clone(),
+                expected: t.shape.clone(),
+                found: vec![values.len()],
+            });
         }
-        let rotary = t.hf_name.contains(".self_attn.q_proj.") || t.hf_name.contains(".self_attn.k_proj.");
+        let rotary =
+            t.hf_name.contains(".self_attn.q_proj.") || t.hf_name.contains(".self_attn.k_proj.");
         let mut bytes = match rotary {
             true => {
                 let cols = if t.shape.len() == 2 { t.shape[1] } else { 1 };
-                quantize(t.ggml_type, &permute_rotary(values, cols, self.head_dim, true))
+                quantize(
+                    t.ggml_type,
+                    &permute_rotary(values, cols, self.head_dim, true),
+                )
             }
             false => quantize(t.ggml_type, values),
         };

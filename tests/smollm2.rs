@@ -1,0 +1,230 @@
+//! The real model (SmolLM2-135M-Instruct from its GGUF; `models/smollm2/fetch` must have run — `scripts/test`
+//! runs it): tokenizer from GGUF metadata, dense logits and perplexity against the reference, GGUF → HF → GGUF
+//! round trip, and our GGUF read by the `gguf` Python package.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use prunelab::eval::perplexity::{batch_tensor, perplexity, PerplexityOptions};
+use prunelab::io::gguf::reader::Value;
+use prunelab::io::gguf::tokenizer::tokenizer;
+use prunelab::io::gguf::GgufModel;
+use prunelab::io::SafetensorsWeights;
+use prunelab::model::{Llama, WeightSource};
+use prunelab::progress::Silent;
+use prunelab::readback::to_vec;
+
+type Cpu = prunelab::backend::Cpu;
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn gguf_bytes() -> memmap2::Mmap {
+    let path = models().join("smollm2-135m.gguf");
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} — run models/smollm2/fetch first", path.display()));
+    unsafe { memmap2::Mmap::map(&file) }.unwrap()
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_slice(&read(&shared_dir().join("reference/smollm2-135m.json"))).unwrap()
+}
+
+fn eval_text() -> String {
+    String::from_utf8(read(&shared_dir().join("data/eval-python-faq.txt"))).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn tokenizer_from_gguf_matches_reference_counts() {
+    let bytes = gguf_bytes();
+    let model = GgufModel::parse(&bytes).unwrap();
+    let tok = tokenizer(&model.file).unwrap();
+    let r = reference();
+    let got = tok.encode(&eval_text()).unwrap();
+    assert_eq!(got.len(), 48_621);
+    assert_eq!(
+        got[..32],
+        ids(&r["tokenizer"]["eval_text_first_32_ids"])[..]
+    );
+    let calib =
+        String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
+    assert_eq!(
+        tok.encode(&calib).unwrap().len() as u64,
+        r["tokenizer"]["calib_text_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        tok.encode(r["dense"]["probe"]["text"].as_str().unwrap())
+            .unwrap(),
+        ids(&r["dense"]["probe"]["input_ids"])
+    );
+}
+
+#[test]
+fn dense_probe_and_perplexity_match_reference() {
+    let bytes = gguf_bytes();
+    let gguf = GgufModel::parse(&bytes).unwrap();
+    let device = Default::default();
+    let model = Llama::<Cpu>::load(&gguf.config, &gguf, &device).unwrap();
+    let r = reference();
+    let probe = ids(&r["dense"]["probe"]["input_ids"]);
+    let logits = pollster::block_on(to_vec(
+        model.forward(batch_tensor::<Cpu>(&[&probe], &device)),
+    ))
+    .unwrap();
+    let vocab = gguf.config.vocab_size;
+    let last = &logits[(probe.len() - 1) * vocab..];
+    let mut order: Vec<usize> = (0..vocab).collect();
+    order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+    let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
+    assert_eq!(top5, ids(&r["dense"]["probe"]["last_position_top5_ids"]));
+    for (i, want) in r["dense"]["probe"]["last_position_top5_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let got = last[order[i]] as f64;
+        assert!(
+            (got - want.as_f64().unwrap()).abs() < 0.05,
+            "top-{i} logit {got} vs {want}"
+        );
+    }
+
+    let tok = tokenizer(&gguf.file).unwrap();
+    let opts = PerplexityOptions {
+        seq_len: 128,
+        max_windows: Some(64),
+        batch: 8,
+    };
+    let ppl = pollster::block_on(perplexity(
+        &model,
+        &tok.encode(&eval_text()).unwrap(),
+        &opts,
+        &device,
+        &Silent,
+    ))
+    .unwrap();
+    let want = r["dense"]["ppl_eval_128x64"].as_f64().unwrap();
+    assert!(
+        (ppl.ppl - want).abs() / want < 0.005,
+        "dense perplexity {} vs reference {want}",
+        ppl.ppl
+    );
+    assert_eq!(ppl.tokens, 64 * 127);
+}
+
+fn prunelab(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn gguf_to_hf_to_gguf_round_trip_keeps_tensors_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hf, back) = (dir.path().join("hf"), dir.path().join("back.gguf"));
+    let src = models().join("smollm2-135m.gguf");
+    prunelab(&[
+        "convert",
+        src.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+    ]);
+    prunelab(&[
+        "convert",
+        hf.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+
+    let orig_bytes = gguf_bytes();
+    let orig = GgufModel::parse(&orig_bytes).unwrap();
+    let back_bytes = read(&back);
+    let round = GgufModel::parse(&back_bytes).unwrap();
+    assert_eq!(round.config, orig.config);
+    for key in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.rope.freq_base",
+        "llama.attention.layer_norm_rms_epsilon",
+        "llama.context_length",
+        "llama.vocab_size",
+        "llama.rope.dimension_count",
+    ] {
+        let (a, b) = (orig.file.get(key), round.file.get(key));
+        let same = match (a, b) {
+            (Some(Value::Array(x)), Some(Value::Array(y))) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|(p, q)| p == q || p.as_u64() == q.as_u64())
+            }
+            (Some(x), Some(y)) => x == y || (x.as_u64().is_some() && x.as_u64() == y.as_u64()),
+            _ => false,
+        };
+        assert!(same, "metadata {key}: {a:?} vs {b:?}");
+    }
+    let hf_bytes = read(&hf.join("model.safetensors"));
+    let st =
+        SafetensorsWeights::from_files(&[("model.safetensors".into(), &hf_bytes)], None).unwrap();
+    for (name, _) in orig.inventory() {
+        let want = orig.read_f32(&name).unwrap();
+        assert_eq!(st.read_f32(&name).unwrap(), want, "HF {name}");
+        assert_eq!(round.read_f32(&name).unwrap(), want, "GGUF {name}");
+    }
+
+    // The `gguf` Python package reads what we wrote, with the expected metadata and shapes.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/gguf_read.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gguf package: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["block_count"], 30);
+    assert_eq!(v["tensors"], 272);
+    assert_eq!(
+        v["shapes"]["blk.0.attn_k.weight"],
+        serde_json::json!([576, 192])
+    );
+    assert_eq!(
+        v["shapes"]["token_embd.weight"],
+        serde_json::json!([576, 49152])
+    );
+    assert_eq!(v["tokens"], 49152);
+}
