@@ -10,6 +10,7 @@ pub mod eval;
 pub mod io;
 pub mod model;
 pub mod progress;
+pub mod prune;
 pub mod readback;
 
 #[cfg(feature = "cli")]

@@ -6,6 +6,7 @@ mod files;
 mod inspect;
 mod output;
 mod progress;
+mod prune;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure perplexity on a text (methods.md §5).
     Eval(eval::EvalArgs),
+    /// Prune a model: score, allocate, slice, evaluate, write.
+    Prune(Box<prune::PruneArgs>),
     /// Convert between an HF folder and GGUF.
     Convert(convert::ConvertArgs),
 }
@@ -38,6 +41,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Prune(args) => prune::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,434 @@
+//! `prunelab prune MODEL --out PATH [...]`: score, allocate, slice, evaluate, and write the smaller model with its
+//! `report.json`, `plan.json` and `recipe.json`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::Args;
+use web_time::Instant;
+
+use super::convert::dtypes;
+use super::files::{read, read_text, ModelInput};
+use super::output::{write_model, Extras, Format};
+use super::progress::Bars;
+use crate::backend::{run_on, BackendJob, BackendKind};
+use crate::error::{Error, Result};
+use crate::eval::{perplexity, Perplexity, PerplexityOptions};
+use crate::model::named::Weight;
+use crate::model::params::count_params;
+use crate::model::{Llama, WeightSource};
+use crate::prune::calib::{check_windows, sample_windows, CalibSource};
+use crate::prune::pipeline::prune;
+use crate::prune::plan::{apply, Plan};
+use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
+use crate::prune::report::{summarise, EvalReport, Report, StageTime, REPORT_SCHEMA_VERSION};
+use crate::prune::structure::{Aggregation, StructureKind};
+use crate::prune::Importance;
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// HF model folder or .gguf file.
+    model: PathBuf,
+    /// Output: a new folder (hf) or file (gguf); with --plan-only, the plan file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Recipe JSON; the flags below override its fields.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix.
+    #[arg(long)]
+    importance: Option<String>,
+    /// Comma-separated: kv-groups, mlp.
+    #[arg(long)]
+    structures: Option<String>,
+    /// Fraction of each pruned layer's KV groups and MLP channels to remove.
+    #[arg(long)]
+    ratio: Option<f64>,
+    /// Pruned layers START..END (default: LLM-Pruner's proportions, 4..30 of 32).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Fraction of all parameters to remove (the ratio is searched).
+    #[arg(long)]
+    target_params: Option<f64>,
+    /// Calibration text (sampled: --calib-samples windows of --calib-len tokens).
+    #[arg(long, conflicts_with = "calib_ids")]
+    calib: Option<PathBuf>,
+    /// Calibration windows as JSON [[ids…]…] (reproduces a published run exactly).
+    #[arg(long)]
+    calib_ids: Option<PathBuf>,
+    #[arg(long)]
+    calib_samples: Option<usize>,
+    #[arg(long)]
+    calib_len: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `llm-pruner`: score GQA heads as the published code does (query head h → KV group h mod n_kv).
+    #[arg(long)]
+    compat: Option<String>,
+    /// Output format (default: gguf for a .gguf path, else hf).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Storage type of the output (f32, f16, bf16 for hf; f32, f16, q8_0 for gguf).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Evaluation text: perplexity before and after (128-token windows).
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Evaluate only the first N windows (default 64, as the reference numbers).
+    #[arg(long, default_value_t = 64)]
+    eval_windows: usize,
+    /// Write only the plan (JSON) to --out; apply it later with --plan.
+    #[arg(long)]
+    plan_only: bool,
+    /// Apply a saved plan instead of scoring.
+    #[arg(long, conflicts_with = "plan_only")]
+    plan: Option<PathBuf>,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(value: &str, flag: &str, options: &str) -> Result<T> {
+    serde_json::from_value(value.into())
+        .map_err(|_| Error::Invalid(format!("{flag} {value:?}: expected one of {options}")))
+}
+
+/// The recipe the flags spell (on top of `--recipe`).
+fn recipe(args: &PruneArgs) -> Result<Recipe> {
+    let mut r = match &args.recipe {
+        Some(p) => Recipe::from_json(&read(p)?)?,
+        None => Recipe::default(),
+    };
+    if let Some(k) = &args.importance {
+        r.importance = parse_enum::<Importance>(
+            k,
+            "--importance",
+            "random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix",
+        )?;
+    }
+    if let Some(s) = &args.structures {
+        r.structures = s
+            .split(',')
+            .map(|x| {
+                StructureKind::parse(x).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--structures: unknown structure {x:?} (kv-groups, mlp)"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if args.ratio.is_some() || args.target_params.is_some() {
+        r.ratio = args.ratio;
+        r.target_params = args.target_params;
+    }
+    if let Some(l) = &args.layers {
+        r.layers = Some(LayerRange::parse(l)?);
+    }
+    if let Some(c) = &args.compat {
+        r.aggregation = match c.as_str() {
+            "llm-pruner" => Aggregation::LlmPruner,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "--compat {other:?}: the only compatibility mode is llm-pruner"
+                )))
+            }
+        };
+    }
+    if let Some(s) = args.seed {
+        r.seed = s;
+    }
+    if let CalibSource::Sampled { samples, length } = &mut r.calibration {
+        *samples = args.calib_samples.unwrap_or(*samples);
+        *length = args.calib_len.unwrap_or(*length);
+    }
+    if let Some(p) = &args.calib_ids {
+        let v: serde_json::Value = serde_json::from_slice(&read(p)?).map_err(|e| Error::Json {
+            what: p.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let windows: Vec<Vec<u32>> = serde_json::from_value(v).map_err(|e| Error::Json {
+            what: p.display().to_string(),
+            message: format!("expected [[id, …], …]: {e}"),
+        })?;
+        check_windows(&windows)?;
+        r.calibration = CalibSource::Ids { windows };
+    }
+    if args.eval.is_some() {
+        r.eval = Some(EvalSpec {
+            seq_len: 128,
+            max_windows: Some(args.eval_windows),
+        });
+    }
+    Ok(r)
+}
+
+/// The pruned model's weights, read back one tensor at a time for export.
+struct ModelWeights<B: Backend> {
+    weights: HashMap<String, Weight<B>>,
+}
+
+impl<B: Backend> WeightSource for ModelWeights<B> {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        self.weights
+            .iter()
+            .map(|(n, w)| (n.clone(), w.shape()))
+            .collect()
+    }
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let w = self.weights.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.into(),
+            expected: vec![],
+        })?;
+        pollster::block_on(crate::readback::to_vec(w.clone().flatten()))
+    }
+}
+
+struct PruneJob<'a> {
+    args: &'a PruneArgs,
+    input: &'a ModelInput,
+    recipe: Recipe,
+    calib: Vec<Vec<u32>>,
+    eval_ids: Option<Vec<u32>>,
+}
+
+fn eval<B: Backend>(
+    model: &Llama<B>,
+    ids: &[u32],
+    spec: &EvalSpec,
+    device: &B::Device,
+) -> Result<Perplexity> {
+    let opts = PerplexityOptions {
+        seq_len: spec.seq_len,
+        max_windows: spec.max_windows,
+        batch: 8,
+    };
+    pollster::block_on(perplexity(model, ids, &opts, device, &Bars::default()))
+}
+
+impl BackendJob for PruneJob<'_> {
+    type Output = Report;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
+        let (args, cfg) = (self.args, &self.input.config);
+        self.recipe.check(cfg)?;
+        let start = Instant::now();
+        let model = self
+            .input
+            .with_weights(|w| Llama::<B>::load(cfg, w, &device))?;
+        let mut timings = vec![StageTime {
+            stage: "load".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        }];
+        let spec = self.recipe.eval;
+        let before = match (&self.eval_ids, &spec) {
+            (Some(ids), Some(spec)) => Some(eval(&model.valid(), ids, spec, &device)?),
+            _ => None,
+        };
+        let (pruned, plan, ratio, scores) = match &args.plan {
+            Some(p) => {
+                let plan = Plan::from_json(&read(p)?)?;
+                (
+                    apply(model.valid(), &plan)?,
+                    plan,
+                    self.recipe.ratio.unwrap_or(0.0),
+                    vec![],
+                )
+            }
+            None => {
+                let out = pollster::block_on(prune(
+                    model,
+                    &self.recipe,
+                    &self.calib,
+                    &device,
+                    &Bars::default(),
+                ))?;
+                timings.extend(out.timings);
+                (out.model, out.plan, out.ratio, out.scores)
+            }
+        };
+        if args.plan_only {
+            std::fs::write(
+                &args.out,
+                serde_json::to_vec_pretty(&plan).expect("serialisable"),
+            )
+            .map_err(|source| Error::Io {
+                path: args.out.display().to_string(),
+                source,
+            })?;
+        }
+        let after = match (&self.eval_ids, &spec) {
+            (Some(ids), Some(spec)) => Some(eval(&pruned, ids, spec, &device)?),
+            _ => None,
+        };
+        let (pb, pa) = (count_params(cfg), count_params(&pruned.config));
+        let mut report = Report {
+            schema_version: REPORT_SCHEMA_VERSION,
+            recipe: self.recipe.clone(),
+            ratio,
+            removed_fraction: 1.0 - pa.total as f64 / pb.total as f64,
+            params_before: pb,
+            params_after: pa,
+            layers_before: cfg.layers.clone(),
+            layers_after: pruned.config.layers.clone(),
+            plan,
+            scores: summarise(&scores),
+            timings,
+            eval: before
+                .zip(after)
+                .map(|(before, after)| EvalReport { before, after }),
+        };
+        if !args.plan_only {
+            let start = Instant::now();
+            let format = Format::resolve(args.format, &args.out);
+            let (hf_dtype, gguf_dtype) = dtypes(format, &args.dtype)?;
+            report.timings.push(StageTime {
+                stage: "write".into(),
+                seconds: 0.0,
+            });
+            let extras = Extras {
+                base_config: self.input.hf_config_json()?,
+                tokenizer_json: self.input.tokenizer_json()?,
+                gguf_metadata: self.input.gguf_metadata()?,
+                files: vec![
+                    (
+                        "report.json".into(),
+                        serde_json::to_vec_pretty(&report).expect("serialisable"),
+                    ),
+                    (
+                        "plan.json".into(),
+                        serde_json::to_vec_pretty(&report.plan).expect("serialisable"),
+                    ),
+                    (
+                        "recipe.json".into(),
+                        serde_json::to_vec_pretty(&report.recipe).expect("serialisable"),
+                    ),
+                ],
+            };
+            let src = ModelWeights {
+                weights: pruned.named_weights().into_iter().collect(),
+            };
+            write_model(
+                &args.out,
+                format,
+                &pruned.config,
+                &src,
+                &extras,
+                hf_dtype,
+                gguf_dtype,
+                &Bars::default(),
+            )?;
+            if let Some(t) = report.timings.last_mut() {
+                t.seconds = start.elapsed().as_secs_f64();
+            }
+        }
+        Ok(report)
+    }
+}
+
+pub fn run(args: PruneArgs) -> Result<()> {
+    let kind = BackendKind::parse(&args.backend)?;
+    let input = ModelInput::open(&args.model)?;
+    let recipe = recipe(&args)?;
+    recipe.check(&input.config)?;
+    if args.out.exists() {
+        return Err(Error::Invalid(format!(
+            "{} exists; choose a new output path (prunelab never overwrites)",
+            args.out.display()
+        )));
+    }
+    let needs_text = args.eval.is_some() || (args.calib.is_some() && args.plan.is_none());
+    let tokenizer = match needs_text {
+        true => Some(input.tokenizer()?.ok_or_else(|| {
+            Error::Tokenizer(format!("{} has no tokenizer", args.model.display()))
+        })?),
+        false => None,
+    };
+    let calib = match (&recipe.calibration, &args.calib) {
+        (CalibSource::Ids { windows }, _) => windows.clone(),
+        (CalibSource::Sampled { samples, length }, Some(text)) => {
+            let ids = tokenizer
+                .as_ref()
+                .expect("tokenizer loaded")
+                .encode(&read_text(text)?)?;
+            sample_windows(&ids, *samples, *length, recipe.seed)?
+        }
+        (CalibSource::Sampled { .. }, None) => {
+            if (recipe.importance.needs_gradient() || recipe.importance.needs_fisher())
+                && args.plan.is_none()
+            {
+                return Err(Error::Invalid(format!(
+                    "{} needs calibration text: pass --calib FILE or --calib-ids FILE.json",
+                    serde_json::to_value(recipe.importance)
+                        .expect("serialisable")
+                        .as_str()
+                        .unwrap_or_default()
+                )));
+            }
+            vec![]
+        }
+    };
+    let eval_ids = match &args.eval {
+        Some(p) => Some(
+            tokenizer
+                .as_ref()
+                .expect("tokenizer loaded")
+                .encode(&read_text(p)?)?,
+        ),
+        None => None,
+    };
+    let report = run_on(
+        kind,
+        PruneJob {
+            args: &args,
+            input: &input,
+            recipe,
+            calib,
+            eval_ids,
+        },
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print_summary(&report, &args.out);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &Report, out: &std::path::Path) {
+    println!(
+        "parameters {} → {} ({:.2}% removed; per-layer ratio {:.4})",
+        r.params_before.total,
+        r.params_after.total,
+        r.removed_fraction * 100.0,
+        r.ratio
+    );
+    let col = |f: fn(&crate::model::LayerShape) -> usize| {
+        r.layers_after
+            .iter()
+            .map(f)
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("query heads  {}", col(|l| l.num_heads));
+    println!("kv heads     {}", col(|l| l.num_kv_heads));
+    println!("mlp width    {}", col(|l| l.intermediate_size));
+    if let Some(e) = &r.eval {
+        println!(
+            "perplexity   {:.3} → {:.3} ({} windows of 128)",
+            e.before.ppl, e.after.ppl, e.after.windows
+        );
+    }
+    for t in &r.timings {
+        println!("{:<12} {:.2} s", t.stage, t.seconds);
+    }
+    println!("wrote {}", out.display());
+}

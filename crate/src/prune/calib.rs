@@ -1,0 +1,54 @@
+//! Calibration windows: sampled from a text (seeded), or given explicitly (to reproduce a published run).
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where calibration tokens come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum CalibSource {
+    /// `samples` windows of `length` tokens at seeded random offsets of the tokenized text.
+    Sampled { samples: usize, length: usize },
+    /// Windows of token ids given verbatim.
+    Ids { windows: Vec<Vec<u32>> },
+}
+
+/// Samples `samples` windows of `length` tokens from `ids` at offsets drawn uniformly with `seed`.
+pub fn sample_windows(
+    ids: &[u32],
+    samples: usize,
+    length: usize,
+    seed: u64,
+) -> Result<Vec<Vec<u32>>> {
+    if samples == 0 || length < 2 {
+        return Err(Error::Invalid(format!(
+            "calibration needs ≥ 1 sample of ≥ 2 tokens (got {samples} × {length})"
+        )));
+    }
+    if ids.len() < length {
+        return Err(Error::Text(format!(
+            "calibration text has {} tokens, fewer than one window of {length}",
+            ids.len()
+        )));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Ok((0..samples)
+        .map(|_| {
+            let start = rng.random_range(0..=ids.len() - length);
+            ids[start..start + length].to_vec()
+        })
+        .collect())
+}
+
+/// Checks explicit windows: non-empty, equal lengths of at least 2 tokens.
+pub fn check_windows(windows: &[Vec<u32>]) -> Result<()> {
+    let len = windows.first().map(Vec::len).unwrap_or(0);
+    if len < 2 || windows.iter().any(|w| w.len() != len) {
+        return Err(Error::Invalid(
+            "calibration windows must be non-empty and all of one length ≥ 2".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Gradients of the calibration loss for Taylor scores: one batched backward for `∂L/∂W`, and N per-sample
+//! backwards for the Fisher diagonal `F = (1/N) Σ_n (∂L_n/∂W)²` (LLM-Pruner's `acc_grad`).
+
+use std::ops::Range;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::importance::GradStats;
+use crate::error::{Error, Result};
+use crate::eval::perplexity::batch_tensor;
+use crate::model::named::Weight;
+use crate::model::Llama;
+use crate::progress::{Progress, ProgressEvent};
+
+fn in_layers(name: &str, layers: &Range<usize>) -> bool {
+    name.strip_prefix("model.layers.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| layers.contains(&l))
+}
+
+/// Gradient statistics of the matrices of `layers` on the calibration `windows` (all the same length).
+pub fn gradient_stats<B: AutodiffBackend>(
+    model: &Llama<B>,
+    windows: &[Vec<u32>],
+    layers: Range<usize>,
+    need_grad: bool,
+    need_fisher: bool,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<GradStats<B::InnerBackend>> {
+    let mut stats = GradStats::default();
+    let weights: Vec<_> = model
+        .named_weights()
+        .into_iter()
+        .filter(|(n, w)| in_layers(n, &layers) && matches!(w, Weight::Matrix(_)))
+        .collect();
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    if need_grad {
+        progress.report(ProgressEvent {
+            stage: "backward",
+            done: 0,
+            total: 1,
+        });
+        let grads = model.loss(batch_tensor::<B>(&refs, device)).backward();
+        for (name, w) in &weights {
+            if let Some(Weight::Matrix(g)) = w.grad(&grads) {
+                stats.grad.insert(name.clone(), g);
+            }
+        }
+        progress.report(ProgressEvent {
+            stage: "backward",
+            done: 1,
+            total: 1,
+        });
+    }
+    if need_fisher {
+        let n = refs.len();
+        for (i, window) in refs.iter().enumerate() {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let grads = model.loss(batch_tensor::<B>(&[window], device)).backward();
+            for (name, w) in &weights {
+                if let Some(Weight::Matrix(g)) = w.grad(&grads) {
+                    let sq = g.powi_scalar(2) / n as f64;
+                    let acc = match stats.fisher.remove(name) {
+                        Some(acc) => acc + sq,
+                        None => sq,
+                    };
+                    stats.fisher.insert(name.clone(), acc);
+                }
+            }
+            progress.report(ProgressEvent {
+                stage: "fisher",
+                done: i + 1,
+                total: n,
+            });
+        }
+    }
+    Ok(stats)
+}

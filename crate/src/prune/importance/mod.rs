@@ -1,0 +1,240 @@
+//! Importance scores: how much each structure matters. One file per family, one entry per score in
+//! [`Importance`]; [`score_layer`] turns per-channel member scores into scores per KV group and MLP channel.
+
+pub mod magnitude;
+pub mod random;
+pub mod taylor;
+
+use std::collections::HashMap;
+
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::structure::{fold_query_channels, Aggregation};
+use crate::error::Result;
+use crate::model::llama::Block;
+use crate::model::tensors::layer_tensor;
+use crate::model::LayerShape;
+use crate::readback::to_vec;
+
+/// The registry of scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Importance {
+    Random,
+    L1,
+    L2,
+    TaylorVector,
+    TaylorFirst,
+    TaylorSecond,
+    TaylorMix,
+}
+
+impl Importance {
+    /// Every score, in the order the page lists them.
+    pub const ALL: [Importance; 7] = [
+        Importance::Random,
+        Importance::L1,
+        Importance::L2,
+        Importance::TaylorVector,
+        Importance::TaylorFirst,
+        Importance::TaylorSecond,
+        Importance::TaylorMix,
+    ];
+
+    /// One line for a user choosing a score.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Importance::Random => "seeded random draw per structure (baseline)",
+            Importance::L1 => "sum of |W| over the structure's weights",
+            Importance::L2 => "sum of W² over the structure's weights",
+            Importance::TaylorVector => "LLM-Pruner Vector: |Σ W·∂L/∂W| per channel",
+            Importance::TaylorFirst => "LLM-Pruner Element¹: Σ |W·∂L/∂W| (its default)",
+            Importance::TaylorSecond => "Hessian term alone: Σ W²·F, F from per-sample gradients",
+            Importance::TaylorMix => "LLM-Pruner Element²: Σ |W·∂L/∂W − ½W²·F|",
+        }
+    }
+
+    /// Whether the score needs the gradient of the calibration loss.
+    pub fn needs_gradient(self) -> bool {
+        matches!(
+            self,
+            Importance::TaylorVector | Importance::TaylorFirst | Importance::TaylorMix
+        )
+    }
+
+    /// Whether the score needs the Fisher diagonal (N per-sample backward passes).
+    pub fn needs_fisher(self) -> bool {
+        matches!(self, Importance::TaylorSecond | Importance::TaylorMix)
+    }
+
+    fn member<B: Backend>(self, m: &Member<B>) -> Result<Option<Tensor<B, 1>>> {
+        use taylor::Term;
+        Ok(Some(match self {
+            Importance::Random => return Ok(None),
+            Importance::L1 => magnitude::score(m, 1),
+            Importance::L2 => magnitude::score(m, 2),
+            Importance::TaylorVector => taylor::score(m, Term::Vector)?,
+            Importance::TaylorFirst => taylor::score(m, Term::First)?,
+            Importance::TaylorSecond => taylor::score(m, Term::Second)?,
+            Importance::TaylorMix => taylor::score(m, Term::Mix)?,
+        }))
+    }
+}
+
+/// Which axis of a weight the structure's channels index: output rows (q/k/v/gate/up) or input columns (o/down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Rows,
+    Cols,
+}
+
+/// One weight of a structure with what the scores may need.
+pub struct Member<B: Backend> {
+    /// `[d_out, d_in]`
+    pub weight: Tensor<B, 2>,
+    /// `∂L/∂W`, same shape
+    pub grad: Option<Tensor<B, 2>>,
+    /// `(1/N) Σ_n (∂L_n/∂W)²`, same shape
+    pub fisher: Option<Tensor<B, 2>>,
+    pub axis: Axis,
+}
+
+/// Sums over the axis that is not the channel axis: `[d_out, d_in]` → `[d_out]` (rows) or `[d_in]` (columns).
+pub fn reduce<B: Backend>(t: Tensor<B, 2>, axis: Axis) -> Tensor<B, 1> {
+    let [r, c] = t.dims();
+    match axis {
+        Axis::Rows => t.sum_dim(1).reshape([r]),
+        Axis::Cols => t.sum_dim(0).reshape([c]),
+    }
+}
+
+/// Gradient statistics by HF weight name (matrices of the decoder layers).
+#[derive(Default)]
+pub struct GradStats<B: Backend> {
+    pub grad: HashMap<String, Tensor<B, 2>>,
+    pub fisher: HashMap<String, Tensor<B, 2>>,
+}
+
+/// Scores of one layer's structures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerScores {
+    pub layer: usize,
+    /// One per KV group.
+    pub kv_groups: Vec<f32>,
+    /// One per MLP channel.
+    pub mlp_channels: Vec<f32>,
+}
+
+/// How member scores are combined into a structure's score.
+fn mean_over_members(kind: Importance, agg: Aggregation) -> bool {
+    // The published code averages magnitude scores across a group's members and sums Taylor ones.
+    agg == Aggregation::LlmPruner && matches!(kind, Importance::L1 | Importance::L2)
+}
+
+fn combine(members: Vec<Vec<f32>>, mean: bool) -> Vec<f32> {
+    let n = members.len() as f32;
+    let mut out = vec![0.0; members[0].len()];
+    for m in &members {
+        for (o, v) in out.iter_mut().zip(m) {
+            *o += v;
+        }
+    }
+    if mean {
+        out.iter_mut().for_each(|o| *o /= n);
+    }
+    out
+}
+
+/// Scores every KV group and MLP channel of layer `layer` (methods.md §2: member scores per channel, query
+/// channels folded onto their KV group, combined over members, summed over a head's `head_dim` channels).
+pub async fn score_layer<B: Backend>(
+    layer: usize,
+    block: &Block<B>,
+    shape: &LayerShape,
+    stats: &GradStats<B>,
+    kind: Importance,
+    agg: Aggregation,
+    seed: u64,
+) -> Result<LayerScores> {
+    let hd = block.self_attn.head_dim;
+    if kind == Importance::Random {
+        return Ok(LayerScores {
+            layer,
+            kv_groups: random::scores(seed, layer, 1, shape.num_kv_heads),
+            mlp_channels: random::scores(seed, layer, 2, shape.intermediate_size),
+        });
+    }
+    let member = |suffix: &str, w: &Tensor<B, 2>, axis| {
+        let name = layer_tensor(layer, suffix);
+        Member {
+            weight: w.clone(),
+            grad: stats.grad.get(&name).cloned(),
+            fisher: stats.fisher.get(&name).cloned(),
+            axis,
+        }
+    };
+    let channel = |m: Member<B>| async move {
+        let t = kind.member(&m)?.expect("random handled above");
+        to_vec(t).await
+    };
+    let a = &block.self_attn;
+    let q = channel(member(
+        "self_attn.q_proj.weight",
+        &a.q_proj.weight.val(),
+        Axis::Rows,
+    ))
+    .await?;
+    let k = channel(member(
+        "self_attn.k_proj.weight",
+        &a.k_proj.weight.val(),
+        Axis::Rows,
+    ))
+    .await?;
+    let v = channel(member(
+        "self_attn.v_proj.weight",
+        &a.v_proj.weight.val(),
+        Axis::Rows,
+    ))
+    .await?;
+    let o = channel(member(
+        "self_attn.o_proj.weight",
+        &a.o_proj.weight.val(),
+        Axis::Cols,
+    ))
+    .await?;
+    let mean = mean_over_members(kind, agg);
+    let kv = combine(
+        vec![
+            fold_query_channels(&q, shape, hd, agg),
+            k,
+            v,
+            fold_query_channels(&o, shape, hd, agg),
+        ],
+        mean,
+    );
+    let m = &block.mlp;
+    let gate = channel(member(
+        "mlp.gate_proj.weight",
+        &m.gate_proj.weight.val(),
+        Axis::Rows,
+    ))
+    .await?;
+    let up = channel(member(
+        "mlp.up_proj.weight",
+        &m.up_proj.weight.val(),
+        Axis::Rows,
+    ))
+    .await?;
+    let down = channel(member(
+        "mlp.down_proj.weight",
+        &m.down_proj.weight.val(),
+        Axis::Cols,
+    ))
+    .await?;
+    Ok(LayerScores {
+        layer,
+        kv_groups: kv.chunks(hd).map(|c| c.iter().sum()).collect(),
+        mlp_channels: combine(vec![gate, up, down], mean),
+    })
+}

@@ -1,0 +1,17 @@
+//! Structured pruning: coupled structures, importance scores, calibration, allocation, plans and the pipeline
+//! that ties them together.
+
+pub mod allocate;
+pub mod calib;
+pub mod gradients;
+pub mod importance;
+pub mod pipeline;
+pub mod plan;
+pub mod recipe;
+pub mod report;
+pub mod structure;
+
+pub use importance::Importance;
+pub use plan::Plan;
+pub use recipe::Recipe;
+pub use report::Report;

@@ -1,0 +1,127 @@
+//! The orchestrator: gradients (when the score needs them) → scores per layer → allocation → plan → apply.
+//! Backend-generic and asynchronous, so the CLI and the browser worker run the same code.
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use web_time::Instant;
+
+use super::allocate::{ratio_for_target, uniform_plan};
+use super::gradients::gradient_stats;
+use super::importance::{score_layer, GradStats, LayerScores};
+use super::plan::{apply, Plan};
+use super::recipe::Recipe;
+use super::report::StageTime;
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use crate::progress::{Progress, ProgressEvent};
+
+/// What a pruning run returns besides the report's bookkeeping.
+pub struct Pruned<B: AutodiffBackend> {
+    pub model: Llama<B::InnerBackend>,
+    pub plan: Plan,
+    pub ratio: f64,
+    pub scores: Vec<LayerScores>,
+    pub timings: Vec<StageTime>,
+}
+
+/// Scores every structure of the recipe's layers and makes the plan (nothing is applied).
+pub async fn make_plan<B: AutodiffBackend>(
+    model: &Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+    timings: &mut Vec<StageTime>,
+) -> Result<(Plan, f64, Vec<LayerScores>)> {
+    let cfg = &model.config;
+    recipe.check(cfg)?;
+    let layers = recipe.layer_range(cfg);
+    let ratio = match (recipe.ratio, recipe.target_params) {
+        (Some(r), _) => r,
+        (None, Some(t)) => ratio_for_target(cfg, &layers, t, &recipe.structures)?,
+        (None, None) => unreachable!("Recipe::check requires one"),
+    };
+    let kind = recipe.importance;
+    let start = Instant::now();
+    let stats = match kind.needs_gradient() || kind.needs_fisher() {
+        true => {
+            if calib.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{kind:?} needs calibration windows"
+                )));
+            }
+            crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
+            gradient_stats(
+                model,
+                calib,
+                layers.clone(),
+                kind.needs_gradient(),
+                kind.needs_fisher(),
+                device,
+                progress,
+            )?
+        }
+        false => GradStats::default(),
+    };
+    timings.push(StageTime {
+        stage: "gradients".into(),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    let start = Instant::now();
+    let inner = model.valid();
+    let mut scores = Vec::with_capacity(layers.len());
+    for (i, l) in layers.clone().enumerate() {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        scores.push(
+            score_layer(
+                l,
+                &inner.layers[l],
+                &cfg.layers[l],
+                &stats,
+                kind,
+                recipe.aggregation,
+                recipe.seed,
+            )
+            .await?,
+        );
+        progress.report(ProgressEvent {
+            stage: "score",
+            done: i + 1,
+            total: layers.len(),
+        });
+    }
+    timings.push(StageTime {
+        stage: "score".into(),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    let plan = uniform_plan(cfg, &scores, ratio, &recipe.structures);
+    Ok((plan, ratio, scores))
+}
+
+/// Runs the recipe on `model`: plan, then apply.
+pub async fn prune<B: AutodiffBackend>(
+    model: Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Pruned<B>> {
+    let mut timings = Vec::new();
+    let (plan, ratio, scores) =
+        make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
+    let start = Instant::now();
+    let pruned = apply(model.valid(), &plan)?;
+    timings.push(StageTime {
+        stage: "apply".into(),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    Ok(Pruned {
+        model: pruned,
+        plan,
+        ratio,
+        scores,
+        timings,
+    })
+}

@@ -1,0 +1,218 @@
+//! A [`Plan`] says, per layer, which KV groups and MLP channels go. It is JSON (saved with every output, editable,
+//! applied later) and is checked against the model before anything is sliced. [`apply`] slices every tensor a
+//! removed structure owns and updates the per-layer config in the same step.
+
+use burn::module::Param;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::structure::{expand, query_heads, Aggregation};
+use crate::error::{Error, Result};
+use crate::model::linear::Linear;
+use crate::model::{LayerShape, Llama, ModelConfig};
+
+/// Format tag and version of plan files.
+pub const PLAN_FORMAT: &str = "prunelab-plan";
+pub const PLAN_VERSION: u32 = 1;
+
+/// What is removed from one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerPlan {
+    pub layer: usize,
+    /// KV groups removed (each with its query heads).
+    pub kv_groups: Vec<usize>,
+    /// MLP channels removed.
+    pub mlp_channels: Vec<usize>,
+}
+
+/// The shapes a plan was made for: a plan only applies to the model it was made for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub hidden_size: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub layers: Vec<LayerShape>,
+}
+
+/// Which structures go, per layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: String,
+    pub version: u32,
+    pub model: Fingerprint,
+    pub layers: Vec<LayerPlan>,
+}
+
+/// Rows and columns a layer keeps.
+pub struct Kept {
+    /// Query heads kept (rows of q, columns of o in units of `head_dim`).
+    pub heads: Vec<usize>,
+    pub kv_groups: Vec<usize>,
+    pub mlp: Vec<usize>,
+}
+
+impl Plan {
+    /// A plan for `cfg`.
+    pub fn new(cfg: &ModelConfig, layers: Vec<LayerPlan>) -> Self {
+        Self {
+            format: PLAN_FORMAT.into(),
+            version: PLAN_VERSION,
+            model: Fingerprint {
+                hidden_size: cfg.hidden_size,
+                head_dim: cfg.head_dim,
+                vocab_size: cfg.vocab_size,
+                layers: cfg.layers.clone(),
+            },
+            layers,
+        }
+    }
+
+    /// Parses a plan file.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let plan: Plan = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+            what: "plan".into(),
+            message: e.to_string(),
+        })?;
+        if plan.format != PLAN_FORMAT || plan.version != PLAN_VERSION {
+            return Err(Error::Invalid(format!(
+                "plan: format {} version {} (expected {PLAN_FORMAT} version {PLAN_VERSION})",
+                plan.format, plan.version
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// Checks the plan fits `cfg`: same shapes, indices in range and unique, no layer emptied.
+    pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        let fp = Plan::new(cfg, vec![]).model;
+        if fp != self.model {
+            return Err(Error::Invalid(format!(
+                "the plan was made for another model (hidden {}, {} layers; this model: hidden {}, {} layers, or other widths)",
+                self.model.hidden_size,
+                self.model.layers.len(),
+                cfg.hidden_size,
+                cfg.num_layers()
+            )));
+        }
+        let mut seen = vec![false; cfg.num_layers()];
+        for lp in &self.layers {
+            let s = cfg.layers.get(lp.layer).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "plan names layer {} but the model has {}",
+                    lp.layer,
+                    cfg.num_layers()
+                ))
+            })?;
+            if std::mem::replace(&mut seen[lp.layer], true) {
+                return Err(Error::Invalid(format!(
+                    "plan names layer {} twice",
+                    lp.layer
+                )));
+            }
+            let check = |v: &[usize], n: usize, what: &str| -> Result<()> {
+                let mut sorted = v.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != v.len() || v.iter().any(|&i| i >= n) || v.len() >= n {
+                    return Err(Error::Invalid(format!(
+                        "plan layer {}: {what} {v:?} must be distinct indices below {n}, leaving at least one",
+                        lp.layer
+                    )));
+                }
+                Ok(())
+            };
+            check(&lp.kv_groups, s.num_kv_heads, "KV groups")?;
+            check(&lp.mlp_channels, s.intermediate_size, "MLP channels")?;
+        }
+        Ok(())
+    }
+
+    /// What layer `layer` keeps.
+    pub fn kept(&self, cfg: &ModelConfig, layer: usize) -> Kept {
+        let s = &cfg.layers[layer];
+        let lp = self.layers.iter().find(|p| p.layer == layer);
+        let (groups, mlp) = lp
+            .map(|p| (p.kv_groups.as_slice(), p.mlp_channels.as_slice()))
+            .unwrap_or((&[], &[]));
+        // A KV group always takes the query heads HF pairs with it (h / n_rep), whatever the scores credited:
+        // the published LLM-Pruner code does the same, and any other choice would re-pair the heads that stay.
+        let removed_heads: Vec<usize> = groups
+            .iter()
+            .flat_map(|&g| query_heads(s, g, Aggregation::Correct))
+            .collect();
+        Kept {
+            heads: (0..s.num_heads)
+                .filter(|h| !removed_heads.contains(h))
+                .collect(),
+            kv_groups: (0..s.num_kv_heads)
+                .filter(|g| !groups.contains(g))
+                .collect(),
+            mlp: (0..s.intermediate_size)
+                .filter(|c| !mlp.contains(c))
+                .collect(),
+        }
+    }
+
+    /// The configuration after the plan.
+    pub fn pruned_config(&self, cfg: &ModelConfig) -> ModelConfig {
+        let mut out = cfg.clone();
+        for l in 0..cfg.num_layers() {
+            let k = self.kept(cfg, l);
+            out.layers[l] = LayerShape {
+                num_heads: k.heads.len(),
+                num_kv_heads: k.kv_groups.len(),
+                intermediate_size: k.mlp.len(),
+            };
+        }
+        out
+    }
+}
+
+fn index<B: Backend>(idx: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
+}
+
+/// Keeps output rows `rows` of a linear (and of its bias).
+fn keep_rows<B: Backend>(lin: Linear<B>, rows: &Tensor<B, 1, Int>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(lin.weight.val().select(0, rows.clone())),
+        bias: lin
+            .bias
+            .map(|b| Param::from_tensor(b.val().select(0, rows.clone()))),
+    }
+}
+
+/// Keeps input columns `cols` of a linear (its bias is per output row and stays).
+fn keep_cols<B: Backend>(lin: Linear<B>, cols: &Tensor<B, 1, Int>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(lin.weight.val().select(1, cols.clone())),
+        bias: lin.bias,
+    }
+}
+
+/// Applies `plan` to `model`: slices q/k/v/gate/up rows, o/down columns (and biases) and updates the config.
+pub fn apply<B: Backend>(mut model: Llama<B>, plan: &Plan) -> Result<Llama<B>> {
+    plan.check(&model.config)?;
+    let cfg = model.config.clone();
+    let hd = cfg.head_dim;
+    for lp in &plan.layers {
+        let device = model.embed_tokens.val().device();
+        let k = plan.kept(&cfg, lp.layer);
+        let q_rows = index::<B>(&expand(&k.heads, hd), &device);
+        let kv_rows = index::<B>(&expand(&k.kv_groups, hd), &device);
+        let mlp = index::<B>(&k.mlp, &device);
+        let block = &mut model.layers[lp.layer];
+        let a = &mut block.self_attn;
+        a.q_proj = keep_rows(a.q_proj.clone(), &q_rows);
+        a.k_proj = keep_rows(a.k_proj.clone(), &kv_rows);
+        a.v_proj = keep_rows(a.v_proj.clone(), &kv_rows);
+        a.o_proj = keep_cols(a.o_proj.clone(), &q_rows);
+        let m = &mut block.mlp;
+        m.gate_proj = keep_rows(m.gate_proj.clone(), &mlp);
+        m.up_proj = keep_rows(m.up_proj.clone(), &mlp);
+        m.down_proj = keep_cols(m.down_proj.clone(), &mlp);
+    }
+    model.config = plan.pruned_config(&cfg);
+    Ok(model)
+}

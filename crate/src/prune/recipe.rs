@@ -1,0 +1,155 @@
+//! The [`Recipe`]: the one description of a run (structures, score, allocation, layers, calibration, seed,
+//! evaluation). CLI flags and recipe files are two spellings of it; every report embeds it.
+
+use serde::{Deserialize, Serialize};
+
+use super::calib::CalibSource;
+use super::importance::Importance;
+use super::structure::{Aggregation, StructureKind};
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+
+/// Layers `[start, end)` that are pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRange {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl LayerRange {
+    /// Parses `START..END`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("--layers {s:?}: expected START..END, e.g. 4..28"));
+        let (a, b) = s.split_once("..").ok_or_else(bad)?;
+        Ok(Self {
+            start: a.trim().parse().map_err(|_| bad())?,
+            end: b.trim().parse().map_err(|_| bad())?,
+        })
+    }
+
+    /// LLM-Pruner's default proportions: keep the first eighth and the last sixteenth of the layers
+    /// (layers 4..30 of LLaMA-7B's 32).
+    pub fn default_for(n_layers: usize) -> Self {
+        Self {
+            start: n_layers / 8,
+            end: n_layers - n_layers / 16,
+        }
+    }
+}
+
+/// Perplexity measured before and after pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalSpec {
+    pub seq_len: usize,
+    pub max_windows: Option<usize>,
+}
+
+/// Everything that defines a pruning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recipe {
+    pub structures: Vec<StructureKind>,
+    pub importance: Importance,
+    pub aggregation: Aggregation,
+    /// Fraction of each pruned layer's KV groups and MLP channels to remove (LLM-Pruner's ratio).
+    pub ratio: Option<f64>,
+    /// Fraction of all parameters to remove (the ratio is searched to reach it). Excludes `ratio`.
+    pub target_params: Option<f64>,
+    /// Pruned layers; default [`LayerRange::default_for`].
+    pub layers: Option<LayerRange>,
+    pub calibration: CalibSource,
+    pub seed: u64,
+    pub eval: Option<EvalSpec>,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            structures: vec![StructureKind::KvGroups, StructureKind::Mlp],
+            importance: Importance::TaylorFirst,
+            aggregation: Aggregation::Correct,
+            ratio: None,
+            target_params: None,
+            layers: None,
+            calibration: CalibSource::Sampled {
+                samples: 10,
+                length: 64,
+            },
+            seed: 42,
+            eval: None,
+        }
+    }
+}
+
+impl Recipe {
+    /// Parses a recipe file.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Json {
+            what: "recipe".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The pruned layer range for `cfg`.
+    pub fn layer_range(&self, cfg: &ModelConfig) -> std::ops::Range<usize> {
+        let r = self
+            .layers
+            .unwrap_or(LayerRange::default_for(cfg.num_layers()));
+        r.start..r.end
+    }
+
+    /// Checks the recipe against the model before any work starts.
+    pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        match (self.ratio, self.target_params) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "give either a ratio or a parameter target, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "give a ratio (--ratio) or a parameter target (--target-params)".into(),
+                ))
+            }
+            (Some(r), None) if !(0.0..1.0).contains(&r) => {
+                return Err(Error::Invalid(format!("ratio {r} is outside [0, 1)")))
+            }
+            (None, Some(t)) if !(t > 0.0 && t < 1.0) => {
+                return Err(Error::Invalid(format!(
+                    "parameter target {t} is outside (0, 1)"
+                )))
+            }
+            _ => {}
+        }
+        if self.structures.is_empty() {
+            return Err(Error::Invalid(
+                "no structures to prune (kv-groups, mlp)".into(),
+            ));
+        }
+        let r = self.layer_range(cfg);
+        if r.start >= r.end || r.end > cfg.num_layers() {
+            return Err(Error::Invalid(format!(
+                "layer range {}..{} is outside the model's {} layers",
+                r.start,
+                r.end,
+                cfg.num_layers()
+            )));
+        }
+        if self.structures.contains(&StructureKind::KvGroups)
+            && cfg.layers[r.clone()].iter().all(|s| s.num_kv_heads < 2)
+        {
+            return Err(Error::Invalid(
+                "the pruned layers have a single KV group each: there is no KV group to remove"
+                    .into(),
+            ));
+        }
+        if let CalibSource::Sampled { samples, length } = self.calibration {
+            if samples == 0 || length < 2 {
+                return Err(Error::Invalid(format!(
+                    "calibration of {samples} × {length} tokens is empty"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

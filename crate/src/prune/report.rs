@@ -1,0 +1,86 @@
+//! The [`Report`] of a run: recipe, plan, parameters before/after (total and per module), per-layer shapes, score
+//! summaries, time per stage and evaluation. Written as `report.json` (`schema_version` 1).
+
+use serde::Serialize;
+
+use super::importance::LayerScores;
+use super::plan::Plan;
+use super::recipe::Recipe;
+use crate::eval::Perplexity;
+use crate::model::params::ParamCount;
+use crate::model::LayerShape;
+
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Wall time of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+/// Min / mean / max of a layer's scores of one structure kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub min: f32,
+    pub mean: f32,
+    pub max: f32,
+}
+
+impl Summary {
+    fn of(v: &[f32]) -> Self {
+        let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Self {
+            min,
+            mean: v.iter().sum::<f32>() / v.len().max(1) as f32,
+            max,
+        }
+    }
+}
+
+/// Score summary of one layer (the full scores are in the page's heatmap).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerSummary {
+    pub layer: usize,
+    pub kv_groups: Vec<f32>,
+    pub mlp_channels: Summary,
+}
+
+/// Perplexity before and after.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    pub before: Perplexity,
+    pub after: Perplexity,
+}
+
+/// Everything a run produced, except the weights.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub recipe: Recipe,
+    /// The per-layer ratio used (given, or found for the parameter target).
+    pub ratio: f64,
+    pub params_before: ParamCount,
+    pub params_after: ParamCount,
+    /// Fraction of all parameters removed.
+    pub removed_fraction: f64,
+    pub layers_before: Vec<LayerShape>,
+    pub layers_after: Vec<LayerShape>,
+    pub plan: Plan,
+    pub scores: Vec<LayerSummary>,
+    pub timings: Vec<StageTime>,
+    pub eval: Option<EvalReport>,
+}
+
+/// Summaries of the per-layer scores.
+pub fn summarise(scores: &[LayerScores]) -> Vec<LayerSummary> {
+    scores
+        .iter()
+        .map(|s| LayerSummary {
+            layer: s.layer,
+            kv_groups: s.kv_groups.clone(),
+            mlp_channels: Summary::of(&s.mlp_channels),
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+//! Grouped pruning against the published LLM-Pruner code (`golden.json` of both fixtures): every importance
+//! score per KV group and MLP channel, with the published GQA aggregation and with the correct one; the pruned
+//! shapes, parameter count and logits of its `param_first` run; plans and bad recipes.
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use common::*;
+use prunelab::eval::perplexity::batch_tensor;
+use prunelab::model::params::count_params;
+use prunelab::progress::Silent;
+use prunelab::prune::calib::CalibSource;
+use prunelab::prune::gradients::gradient_stats;
+use prunelab::prune::importance::{score_layer, Importance};
+use prunelab::prune::pipeline::prune;
+use prunelab::prune::plan::{apply, LayerPlan, Plan};
+use prunelab::prune::recipe::{LayerRange, Recipe};
+use prunelab::prune::structure::Aggregation;
+use prunelab::readback::{scalar, to_vec};
+
+type Cpu = prunelab::backend::Cpu;
+type Ad = Autodiff<Cpu>;
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let rel = (g - w).abs() / w.abs().max(1e-12);
+        assert!(rel < 1e-3, "{what}[{i}]: {g} vs {w} (relative {rel:e})");
+    }
+}
+
+fn check_scores(name: &str) {
+    let golden = golden_json(name);
+    let calib = id_windows(&golden["calibration_input_ids"]);
+    let device = Default::default();
+    let model = load_fixture::<Ad>(name, &device);
+    let stats = gradient_stats(&model, &calib, 1..3, true, true, &device, &Silent).unwrap();
+    let inner = model.valid();
+    let kinds = [
+        ("vectorize", Importance::TaylorVector),
+        ("param_first", Importance::TaylorFirst),
+        ("param_second", Importance::TaylorSecond),
+        ("param_mix", Importance::TaylorMix),
+        ("l1", Importance::L1),
+        ("l2", Importance::L2),
+    ];
+    for (key, kind) in kinds {
+        for layer in [1usize, 2] {
+            let shape = &inner.config.layers[layer];
+            let official = &golden["scores"][key]["llm_pruner_official"][layer.to_string()];
+            let s = pollster::block_on(score_layer(
+                layer,
+                &inner.layers[layer],
+                shape,
+                &stats,
+                kind,
+                Aggregation::LlmPruner,
+                0,
+            ))
+            .unwrap();
+            assert_close(
+                &s.kv_groups,
+                &floats(&official["attn_kv_groups"]),
+                &format!("{name} {key} layer {layer} kv (compat)"),
+            );
+            assert_close(
+                &s.mlp_channels,
+                &floats(&official["mlp_channels"]),
+                &format!("{name} {key} layer {layer} mlp (compat)"),
+            );
+            if let Some(correct) = golden["scores"][key].get("gqa_query_head_h_in_group_h_div_nrep")
+            {
+                let s = pollster::block_on(score_layer(
+                    layer,
+                    &inner.layers[layer],
+                    shape,
+                    &stats,
+                    kind,
+                    Aggregation::Correct,
+                    0,
+                ))
+                .unwrap();
+                assert_close(
+                    &s.kv_groups,
+                    &floats(&correct[layer.to_string()]),
+                    &format!("{name} {key} layer {layer} kv (correct)"),
+                );
+                assert_close(
+                    &s.mlp_channels,
+                    &floats(&official["mlp_channels"]),
+                    &format!("{name} {key} layer {layer} mlp (correct)"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn scores_match_llm_pruner_tiny_mha() {
+    check_scores("tiny-mha");
+}
+
+#[test]
+fn scores_match_llm_pruner_tiny_gqa() {
+    check_scores("tiny-gqa");
+}
+
+fn compat_recipe(golden: &serde_json::Value) -> Recipe {
+    Recipe {
+        importance: Importance::TaylorFirst,
+        aggregation: Aggregation::LlmPruner,
+        ratio: Some(0.5),
+        layers: Some(LayerRange { start: 1, end: 3 }),
+        calibration: CalibSource::Ids {
+            windows: id_windows(&golden["calibration_input_ids"]),
+        },
+        ..Recipe::default()
+    }
+}
+
+#[test]
+fn param_first_prune_reproduces_llm_pruner() {
+    for name in ["tiny-mha", "tiny-gqa"] {
+        let golden = golden_json(name);
+        let tensors = golden_tensors(name);
+        let device = Default::default();
+        let model = load_fixture::<Ad>(name, &device);
+        let calib = id_windows(&golden["calibration_input_ids"]);
+        let out = pollster::block_on(prune(
+            model,
+            &compat_recipe(&golden),
+            &calib,
+            &device,
+            &Silent,
+        ))
+        .unwrap();
+        let want = &golden["pruned_param_first"];
+        let cfg = &out.model.config;
+        let col = |f: fn(&prunelab::model::LayerShape) -> usize| {
+            serde_json::json!(cfg.layers.iter().map(f).collect::<Vec<_>>())
+        };
+        assert_eq!(col(|l| l.num_heads), want["q_heads"], "{name} query heads");
+        assert_eq!(col(|l| l.num_kv_heads), want["kv_heads"], "{name} kv heads");
+        assert_eq!(
+            col(|l| l.intermediate_size),
+            want["intermediate"],
+            "{name} mlp widths"
+        );
+        assert_eq!(
+            serde_json::json!(count_params(cfg).total),
+            want["params"],
+            "{name} parameters"
+        );
+        let probe = id_windows(&golden["probe_input_ids"]);
+        let refs: Vec<&[u32]> = probe.iter().map(|w| w.as_slice()).collect();
+        let ids = batch_tensor::<Cpu>(&refs, &device);
+        let logits = pollster::block_on(to_vec(out.model.forward(ids.clone()))).unwrap();
+        let diff = max_abs_diff(&logits, &tensors["pruned_param_first.probe_logits"].1);
+        assert!(
+            diff < 1e-4,
+            "{name}: pruned probe logits differ by {diff:e}"
+        );
+        let loss = pollster::block_on(scalar(out.model.loss(ids))).unwrap();
+        let want_loss = want["probe_loss"].as_f64().unwrap();
+        assert!(
+            (loss - want_loss).abs() / want_loss < 1e-5,
+            "{name}: pruned probe loss {loss} vs {want_loss}"
+        );
+    }
+}
+
+#[test]
+fn plans_round_trip_and_refuse_other_models() {
+    let device = Default::default();
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let plan = Plan::new(
+        &model.config,
+        vec![LayerPlan {
+            layer: 2,
+            kv_groups: vec![1],
+            mlp_channels: vec![0, 5, 7],
+        }],
+    );
+    let json = serde_json::to_vec(&plan).unwrap();
+    assert_eq!(Plan::from_json(&json).unwrap(), plan);
+    let pruned = apply(model, &plan).unwrap();
+    assert_eq!(pruned.config.layers[2].num_heads, 3);
+    assert_eq!(pruned.config.layers[2].intermediate_size, 189);
+    let other = load_fixture::<Cpu>("tiny-mha", &device);
+    let err = apply(other, &plan).err().unwrap().to_string();
+    assert!(err.contains("the plan was made for another model"), "{err}");
+    let bad = Plan::new(
+        &pruned.config,
+        vec![LayerPlan {
+            layer: 9,
+            kv_groups: vec![],
+            mlp_channels: vec![],
+        }],
+    );
+    assert!(apply(pruned, &bad)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("plan names layer 9 but the model has 4"));
+}
+
+#[test]
+fn bad_recipes_are_refused_before_any_work() {
+    let (cfg, _) = fixture_files("tiny-gqa");
+    let base = Recipe {
+        ratio: Some(0.2),
+        ..Recipe::default()
+    };
+    let cases: Vec<(Recipe, &str)> = vec![
+        (
+            Recipe {
+                ratio: Some(1.0),
+                ..base.clone()
+            },
+            "ratio 1 is outside [0, 1)",
+        ),
+        (
+            Recipe {
+                ratio: Some(-0.1),
+                ..base.clone()
+            },
+            "ratio -0.1 is outside [0, 1)",
+        ),
+        (
+            Recipe {
+                layers: Some(LayerRange { start: 2, end: 9 }),
+                ..base.clone()
+            },
+            "layer range 2..9 is outside the model's 4 layers",
+        ),
+        (
+            Recipe {
+                ratio: None,
+                ..base.clone()
+            },
+            "give a ratio (--ratio) or a parameter target",
+        ),
+        (
+            Recipe {
+                target_params: Some(0.2),
+                ..base.clone()
+            },
+            "either a ratio or a parameter target, not both",
+        ),
+        (
+            Recipe {
+                structures: vec![],
+                ..base.clone()
+            },
+            "no structures to prune",
+        ),
+    ];
+    for (recipe, msg) in cases {
+        let err = recipe.check(&cfg).unwrap_err().to_string();
+        assert!(err.contains(msg), "{err} (expected {msg})");
+    }
+    let mut mqa = cfg.clone();
+    for l in &mut mqa.layers {
+        l.num_kv_heads = 1;
+    }
+    assert!(base
+        .check(&mqa)
+        .unwrap_err()
+        .to_string()
+        .contains("there is no KV group to remove"));
+    assert!(Recipe::from_json(br#"{"ratio": 0.2, "colour": "red"}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `colour`"));
+}
