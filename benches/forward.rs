@@ -70,7 +70,10 @@ fn bench<B: Backend>(label: &str, model: &Llama<B>, batch: usize, seq: usize, de
 
 fn run_backend<B: Backend>(backend: &str) {
     let device = B::Device::default();
-    let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let shared = match std::env::var_os("PRUNELAB_SHARED") {
+        Some(p) => std::path::PathBuf::from(p).join("fixtures"),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
+    };
     for name in ["tiny-mha", "tiny-gqa"] {
         let dir = shared.join(name);
         let cfg = ModelConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();

@@ -111,3 +111,22 @@ mod wgpu {
         check_gradients::<Autodiff<Wgpu>>("tiny-gqa", &Default::default());
     }
 }
+
+/// Runs on a lent GPU (`benches/` explains how); CI builds it but has no GPU to run it on.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    type Cuda = prunelab::backend::Cuda;
+
+    #[test]
+    fn cuda_tiny_mha_matches_transformers() {
+        check_forward::<Cuda>("tiny-mha", &Default::default());
+        check_gradients::<Autodiff<Cuda>>("tiny-mha", &Default::default());
+    }
+
+    #[test]
+    fn cuda_tiny_gqa_matches_transformers() {
+        check_forward::<Cuda>("tiny-gqa", &Default::default());
+        check_gradients::<Autodiff<Cuda>>("tiny-gqa", &Default::default());
+    }
+}
