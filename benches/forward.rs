@@ -98,10 +98,22 @@ fn run_backend<B: Backend>(backend: &str) {
     bench(&format!("{backend} random-30M"), &model, 8, 128, &device);
 }
 
+/// `cargo bench --bench forward [-- cpu wgpu cuda]`: the named backends, or every compiled one.
 fn main() {
-    run_backend::<prunelab::backend::Cpu>("cpu");
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |b: &str| args.is_empty() || args.iter().any(|a| a == b);
+    if wanted("cpu") {
+        run_backend::<prunelab::backend::Cpu>("cpu");
+    }
     #[cfg(feature = "wgpu")]
-    run_backend::<prunelab::backend::Wgpu>("wgpu");
+    if wanted("wgpu") {
+        run_backend::<prunelab::backend::Wgpu>("wgpu");
+    }
     #[cfg(feature = "cuda")]
-    run_backend::<prunelab::backend::Cuda>("cuda");
+    if wanted("cuda") {
+        run_backend::<prunelab::backend::Cuda>("cuda");
+    }
 }

@@ -246,15 +246,25 @@ fn probe_logits(model: &Path) -> Vec<f32> {
     let probe = id_windows(&golden["probe_input_ids"]);
     let refs: Vec<&[u32]> = probe.iter().map(|w| w.as_slice()).collect();
     let device = Default::default();
-    let logits = |m: prunelab::model::Llama<Cpu>| pollster::block_on(prunelab::readback::to_vec(m.forward(batch_tensor::<Cpu>(&refs, &device)))).unwrap();
+    let logits = |m: prunelab::model::Llama<Cpu>| {
+        pollster::block_on(prunelab::readback::to_vec(
+            m.forward(batch_tensor::<Cpu>(&refs, &device)),
+        ))
+        .unwrap()
+    };
     if model.extension().is_some_and(|e| e == "gguf") {
         let bytes = read(model);
         let g = prunelab::io::gguf::GgufModel::parse(&bytes).unwrap();
         logits(prunelab::model::Llama::load(&g.config, &g, &device).unwrap())
     } else {
-        let cfg = prunelab::model::ModelConfig::from_json(&read(&model.join("config.json"))).unwrap();
+        let cfg =
+            prunelab::model::ModelConfig::from_json(&read(&model.join("config.json"))).unwrap();
         let bytes = read(&model.join("model.safetensors"));
-        let st = prunelab::io::SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+        let st = prunelab::io::SafetensorsWeights::from_files(
+            &[("model.safetensors".into(), &bytes)],
+            None,
+        )
+        .unwrap();
         logits(prunelab::model::Llama::load(&cfg, &st, &device).unwrap())
     }
 }
@@ -264,22 +274,45 @@ fn prune_writes_models_that_load_back_with_identical_logits() {
     let golden = golden_json("tiny-gqa");
     let dir = tempfile::tempdir().unwrap();
     let calib = dir.path().join("calib.json");
-    write(&calib, golden["calibration_input_ids"].to_string().as_bytes());
+    write(
+        &calib,
+        golden["calibration_input_ids"].to_string().as_bytes(),
+    );
     let model = fixture("tiny-gqa");
     let (hf, gguf) = (dir.path().join("pruned"), dir.path().join("pruned.gguf"));
     let before = read(&model.join("model.safetensors"));
     let mut reports = vec![];
     for out in [&hf, &gguf] {
         let v = json_stdout(&prunelab(&[
-            "prune", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--importance", "taylor-first",
-            "--ratio", "0.5", "--layers", "1..3", "--calib-ids", calib.to_str().unwrap(), "--compat", "llm-pruner", "--json",
+            "prune",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--importance",
+            "taylor-first",
+            "--ratio",
+            "0.5",
+            "--layers",
+            "1..3",
+            "--calib-ids",
+            calib.to_str().unwrap(),
+            "--compat",
+            "llm-pruner",
+            "--json",
         ]));
         reports.push(v);
     }
-    assert_eq!(read(&model.join("model.safetensors")), before, "the input is never touched");
+    assert_eq!(
+        read(&model.join("model.safetensors")),
+        before,
+        "the input is never touched"
+    );
     let want = &golden["pruned_param_first"];
     assert_eq!(reports[0]["params_after"]["total"], want["params"]);
-    assert_eq!(reports[0]["plan"], reports[1]["plan"], "the same recipe gives the same plan");
+    assert_eq!(
+        reports[0]["plan"], reports[1]["plan"],
+        "the same recipe gives the same plan"
+    );
     let cfg: Value = serde_json::from_slice(&read(&hf.join("config.json"))).unwrap();
     assert_eq!(cfg["intermediate_size_per_layer"], want["intermediate"]);
     assert_eq!(cfg["num_key_value_heads_per_layer"], want["kv_heads"]);
@@ -289,24 +322,63 @@ fn prune_writes_models_that_load_back_with_identical_logits() {
     let from_hf = probe_logits(&hf);
     let tensors = golden_tensors("tiny-gqa");
     assert!(max_abs_diff(&from_hf, &tensors["pruned_param_first.probe_logits"].1) < 1e-4);
-    assert_eq!(probe_logits(&gguf), from_hf, "HF folder and GGUF give identical logits");
+    assert_eq!(
+        probe_logits(&gguf),
+        from_hf,
+        "HF folder and GGUF give identical logits"
+    );
 
     // The saved plan applies to the original model and gives the same model.
     let replay = dir.path().join("replay");
     json_stdout(&prunelab(&[
-        "prune", model.to_str().unwrap(), "--out", replay.to_str().unwrap(), "--plan", hf.join("plan.json").to_str().unwrap(),
-        "--ratio", "0.5", "--json",
+        "prune",
+        model.to_str().unwrap(),
+        "--out",
+        replay.to_str().unwrap(),
+        "--plan",
+        hf.join("plan.json").to_str().unwrap(),
+        "--ratio",
+        "0.5",
+        "--json",
     ]));
     assert_eq!(probe_logits(&replay), from_hf);
 
     // Outputs are never overwritten, and a bad recipe fails before any work.
-    let out = prunelab(&["prune", model.to_str().unwrap(), "--out", hf.to_str().unwrap(), "--ratio", "0.5", "--importance", "l2"]);
+    let out = prunelab(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+        "--ratio",
+        "0.5",
+        "--importance",
+        "l2",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists; choose a new output path"));
-    let out = prunelab(&["prune", model.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--ratio", "0.5"]);
+    let out = prunelab(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--ratio",
+        "0.5",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("taylor-first needs calibration text"));
-    let out = prunelab(&["prune", model.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--ratio", "0.5", "--importance", "l1", "--layers", "0..7"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("layer range 0..7 is outside the model's 4 layers"));
+    let out = prunelab(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--ratio",
+        "0.5",
+        "--importance",
+        "l1",
+        "--layers",
+        "0..7",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("layer range 0..7 is outside the model's 4 layers"));
     assert!(!dir.path().join("x").exists());
 }
 
@@ -315,8 +387,17 @@ fn parameter_target_is_met() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p");
     let v = json_stdout(&prunelab(&[
-        "prune", fixture("tiny-mha").to_str().unwrap(), "--out", out.to_str().unwrap(), "--importance", "l2",
-        "--target-params", "0.2", "--layers", "0..4", "--json",
+        "prune",
+        fixture("tiny-mha").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--importance",
+        "l2",
+        "--target-params",
+        "0.2",
+        "--layers",
+        "0..4",
+        "--json",
     ]));
     let removed = v["removed_fraction"].as_f64().unwrap();
     assert!(removed >= 0.2 && removed < 0.25, "removed {removed}");

@@ -235,7 +235,9 @@ fn lp_calibration() -> Vec<Vec<u32>> {
 
 /// LLM-Pruner's run on SmolLM2 (taylor-first, ratio 0.34, layers [4, 28), its exact calibration windows):
 /// returns (parameters, per-layer shapes, perplexity on the shared eval text).
-fn lp_run(agg: prunelab::prune::structure::Aggregation) -> (usize, Vec<prunelab::model::LayerShape>, f64) {
+fn lp_run(
+    agg: prunelab::prune::structure::Aggregation,
+) -> (usize, Vec<prunelab::model::LayerShape>, f64) {
     use prunelab::prune::calib::CalibSource;
     use prunelab::prune::recipe::{LayerRange, Recipe};
     let bytes = gguf_bytes();
@@ -248,15 +250,35 @@ fn lp_run(agg: prunelab::prune::structure::Aggregation) -> (usize, Vec<prunelab:
         aggregation: agg,
         ratio: Some(0.34),
         layers: Some(LayerRange { start: 4, end: 28 }),
-        calibration: CalibSource::Ids { windows: calib.clone() },
+        calibration: CalibSource::Ids {
+            windows: calib.clone(),
+        },
         ..Recipe::default()
     };
-    let out = pollster::block_on(prunelab::prune::pipeline::prune(model, &recipe, &calib, &device, &Silent)).unwrap();
+    let out = pollster::block_on(prunelab::prune::pipeline::prune(
+        model, &recipe, &calib, &device, &Silent,
+    ))
+    .unwrap();
     let tok = tokenizer(&gguf.file).unwrap();
-    let opts = PerplexityOptions { seq_len: 128, max_windows: Some(64), batch: 8 };
-    let ppl = pollster::block_on(perplexity(&out.model, &tok.encode(&eval_text()).unwrap(), &opts, &device, &Silent)).unwrap();
+    let opts = PerplexityOptions {
+        seq_len: 128,
+        max_windows: Some(64),
+        batch: 8,
+    };
+    let ppl = pollster::block_on(perplexity(
+        &out.model,
+        &tok.encode(&eval_text()).unwrap(),
+        &opts,
+        &device,
+        &Silent,
+    ))
+    .unwrap();
     let cfg = &out.model.config;
-    (prunelab::model::params::count_params(cfg).total, cfg.layers.clone(), ppl.ppl)
+    (
+        prunelab::model::params::count_params(cfg).total,
+        cfg.layers.clone(),
+        ppl.ppl,
+    )
 }
 
 #[test]
@@ -264,12 +286,17 @@ fn llm_pruner_taylor_first_run_is_reproduced() {
     let (params, layers, ppl) = lp_run(prunelab::prune::structure::Aggregation::LlmPruner);
     let r = &reference()["llm_pruner_official"]["runs"][0];
     assert_eq!(params as u64, r["params_after"].as_u64().unwrap());
-    let col = |f: fn(&prunelab::model::LayerShape) -> usize| serde_json::json!(layers.iter().map(f).collect::<Vec<_>>());
+    let col = |f: fn(&prunelab::model::LayerShape) -> usize| {
+        serde_json::json!(layers.iter().map(f).collect::<Vec<_>>())
+    };
     assert_eq!(col(|l| l.num_heads), r["q_heads"]);
     assert_eq!(col(|l| l.num_kv_heads), r["kv_heads"]);
     assert_eq!(col(|l| l.intermediate_size), r["intermediate"]);
     let want = r["ppl_eval_128x64"].as_f64().unwrap();
-    assert!((ppl - want).abs() / want < 0.02, "perplexity {ppl} vs the official code's {want}");
+    assert!(
+        (ppl - want).abs() / want < 0.02,
+        "perplexity {ppl} vs the official code's {want}"
+    );
     eprintln!("LLM-Pruner compat: perplexity {ppl:.3} (official {want})");
 }
 
