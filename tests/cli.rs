@@ -400,7 +400,7 @@ fn parameter_target_is_met() {
         "--json",
     ]));
     let removed = v["removed_fraction"].as_f64().unwrap();
-    assert!(removed >= 0.2 && removed < 0.25, "removed {removed}");
+    assert!((0.2..0.25).contains(&removed), "removed {removed}");
     assert_eq!(v["params_after"]["total"], json!(count(&out)));
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::files::ModelInput;
-use super::output::{write_model, Extras, Format};
+use super::output::{write_model, Extras, Format, Target};
 use super::progress::Bars;
 use crate::error::{Error, Result};
 use crate::io::gguf::GgufDtype;
@@ -57,13 +57,15 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     input.with_weights(|src| {
         check_inventory(&input.config, src)?;
         write_model(
-            &args.out,
-            format,
+            &Target {
+                out: &args.out,
+                format,
+                hf_dtype,
+                gguf_dtype,
+            },
             &input.config,
             src,
             &extras,
-            hf_dtype,
-            gguf_dtype,
             &Bars::default(),
         )
     })?;

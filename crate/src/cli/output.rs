@@ -71,17 +71,28 @@ fn temp_sibling(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-/// Writes `cfg` with the weights of `src` to `out`.
+/// Where and how to write: path, format and storage type.
+pub struct Target<'a> {
+    pub out: &'a Path,
+    pub format: Format,
+    pub hf_dtype: StDtype,
+    pub gguf_dtype: GgufDtype,
+}
+
+/// Writes `cfg` with the weights of `src` to `target`.
 pub fn write_model(
-    out: &Path,
-    format: Format,
+    target: &Target,
     cfg: &ModelConfig,
     src: &dyn WeightSource,
     extras: &Extras,
-    hf_dtype: StDtype,
-    gguf_dtype: GgufDtype,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let Target {
+        out,
+        format,
+        hf_dtype,
+        gguf_dtype,
+    } = *target;
     if out.exists() {
         return Err(Error::Invalid(format!(
             "{} exists; choose a new output path (prunelab never overwrites)",

@@ -11,7 +11,7 @@ use web_time::Instant;
 
 use super::convert::dtypes;
 use super::files::{read, read_text, ModelInput};
-use super::output::{write_model, Extras, Format};
+use super::output::{write_model, Extras, Format, Target};
 use super::progress::Bars;
 use crate::backend::{run_on, BackendJob, BackendKind};
 use crate::error::{Error, Result};
@@ -313,13 +313,15 @@ impl BackendJob for PruneJob<'_> {
                 weights: pruned.named_weights().into_iter().collect(),
             };
             write_model(
-                &args.out,
-                format,
+                &Target {
+                    out: &args.out,
+                    format,
+                    hf_dtype,
+                    gguf_dtype,
+                },
                 &pruned.config,
                 &src,
                 &extras,
-                hf_dtype,
-                gguf_dtype,
                 &Bars::default(),
             )?;
             if let Some(t) = report.timings.last_mut() {

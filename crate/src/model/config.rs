@@ -268,7 +268,7 @@ impl HfConfig {
             });
         }
         let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(unsupported(
                 "head_dim",
                 head_dim,
