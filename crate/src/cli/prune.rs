@@ -64,6 +64,12 @@ pub struct PruneArgs {
     calib_len: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Repair after removal: none, ls (least squares on calibration inputs; sequential pipeline).
+    #[arg(long)]
+    compensation: Option<String>,
+    /// Ridge of least squares / obs, as a fraction of mean(diag G) (default 0.01).
+    #[arg(long)]
+    ridge: Option<f64>,
     /// `llm-pruner`: score GQA heads as the published code does (query head h → KV group h mod n_kv).
     #[arg(long)]
     compat: Option<String>,
@@ -108,7 +114,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         r.importance = parse_enum::<Importance>(
             k,
             "--importance",
-            "random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix",
+            "random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs",
         )?;
     }
     if let Some(s) = &args.structures {
@@ -139,6 +145,12 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
                 )))
             }
         };
+    }
+    if let Some(c) = &args.compensation {
+        r.compensation = parse_enum(c, "--compensation", "none, ls")?;
+    }
+    if let Some(x) = args.ridge {
+        r.ridge = x;
     }
     if let Some(s) = args.seed {
         r.seed = s;
@@ -229,13 +241,14 @@ impl BackendJob for PruneJob<'_> {
             (Some(ids), Some(spec)) => Some(eval(&model.valid(), ids, spec, &device)?),
             _ => None,
         };
-        let (pruned, plan, ratio, scores) = match &args.plan {
+        let (pruned, plan, ratio, scores, reconstruction) = match &args.plan {
             Some(p) => {
                 let plan = Plan::from_json(&read(p)?)?;
                 (
                     apply(model.valid(), &plan)?,
                     plan,
                     self.recipe.ratio.unwrap_or(0.0),
+                    vec![],
                     vec![],
                 )
             }
@@ -248,7 +261,13 @@ impl BackendJob for PruneJob<'_> {
                     &Bars::default(),
                 ))?;
                 timings.extend(out.timings);
-                (out.model, out.plan, out.ratio, out.scores)
+                (
+                    out.model,
+                    out.plan,
+                    out.ratio,
+                    out.scores,
+                    out.reconstruction,
+                )
             }
         };
         if args.plan_only {
@@ -277,6 +296,7 @@ impl BackendJob for PruneJob<'_> {
             layers_after: pruned.config.layers.clone(),
             plan,
             scores: summarise(&scores),
+            reconstruction,
             timings,
             eval: before
                 .zip(after)
@@ -360,7 +380,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
             sample_windows(&ids, *samples, *length, recipe.seed)?
         }
         (CalibSource::Sampled { .. }, None) => {
-            if (recipe.importance.needs_gradient() || recipe.importance.needs_fisher())
+            if (recipe.importance.needs_gradient()
+                || recipe.importance.needs_fisher()
+                || recipe.importance.needs_activations()
+                || recipe.compensation != crate::prune::compensate::Compensation::None)
                 && args.plan.is_none()
             {
                 return Err(Error::Invalid(format!(

@@ -3,12 +3,15 @@
 
 pub mod allocate;
 pub mod calib;
+pub mod compensate;
 pub mod gradients;
 pub mod importance;
 pub mod pipeline;
 pub mod plan;
 pub mod recipe;
 pub mod report;
+pub mod sequential;
+pub mod stats;
 pub mod structure;
 
 pub use importance::Importance;

@@ -6,11 +6,13 @@ use burn::tensor::backend::AutodiffBackend;
 use web_time::Instant;
 
 use super::allocate::{ratio_for_target, uniform_plan};
+use super::compensate::Compensation;
 use super::gradients::gradient_stats;
 use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
+use super::sequential::{prune_sequential, Reconstruction};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::progress::{Progress, ProgressEvent};
@@ -21,6 +23,7 @@ pub struct Pruned<B: AutodiffBackend> {
     pub plan: Plan,
     pub ratio: f64,
     pub scores: Vec<LayerScores>,
+    pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
 }
 
@@ -42,6 +45,9 @@ pub async fn make_plan<B: AutodiffBackend>(
         (None, None) => unreachable!("Recipe::check requires one"),
     };
     let kind = recipe.importance;
+    if kind.needs_activations() {
+        return Ok((Plan::new(cfg, vec![]), ratio, vec![]));
+    }
     let start = Instant::now();
     let stats = match kind.needs_gradient() || kind.needs_fisher() {
         true => {
@@ -112,6 +118,24 @@ pub async fn prune<B: AutodiffBackend>(
     let (plan, ratio, scores) =
         make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
     let start = Instant::now();
+    if recipe.importance.needs_activations() || recipe.compensation != Compensation::None {
+        let fixed = (!recipe.importance.needs_activations()).then_some(&plan);
+        let seq =
+            prune_sequential(model.valid(), recipe, ratio, calib, fixed, device, progress).await?;
+        timings.push(StageTime {
+            stage: "sequential".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        let scores = if fixed.is_some() { scores } else { seq.scores };
+        return Ok(Pruned {
+            model: seq.model,
+            plan: seq.plan,
+            ratio,
+            scores,
+            reconstruction: seq.reconstruction,
+            timings,
+        });
+    }
     let pruned = apply(model.valid(), &plan)?;
     timings.push(StageTime {
         stage: "apply".into(),
@@ -122,6 +146,7 @@ pub async fn prune<B: AutodiffBackend>(
         plan,
         ratio,
         scores,
+        reconstruction: vec![],
         timings,
     })
 }

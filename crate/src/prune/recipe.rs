@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::calib::CalibSource;
+use super::compensate::Compensation;
 use super::importance::Importance;
 use super::structure::{Aggregation, StructureKind};
 use crate::error::{Error, Result};
@@ -58,6 +59,13 @@ pub struct Recipe {
     /// Pruned layers; default [`LayerRange::default_for`].
     pub layers: Option<LayerRange>,
     pub calibration: CalibSource,
+    /// Repair of `o_proj` / `down_proj` after removal (sequential pipeline when not `none`).
+    pub compensation: Compensation,
+    /// Ridge of least squares (and of `obs`) as a fraction of mean(diag G).
+    pub ridge: f64,
+    /// Gather the MLP's statistics after the same layer's attention was pruned and repaired (else from the
+    /// layer as it came, like the attention's).
+    pub mlp_stats_after_attention: bool,
     pub seed: u64,
     pub eval: Option<EvalSpec>,
 }
@@ -75,6 +83,9 @@ impl Default for Recipe {
                 samples: 10,
                 length: 64,
             },
+            compensation: Compensation::None,
+            ridge: 0.01,
+            mlp_stats_after_attention: false,
             seed: 42,
             eval: None,
         }
@@ -142,6 +153,12 @@ impl Recipe {
                 "the pruned layers have a single KV group each: there is no KV group to remove"
                     .into(),
             ));
+        }
+        if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "ridge {} must be a finite number ≥ 0",
+                self.ridge
+            )));
         }
         if let CalibSource::Sampled { samples, length } = self.calibration {
             if samples == 0 || length < 2 {

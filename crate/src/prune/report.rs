@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::importance::LayerScores;
 use super::plan::Plan;
 use super::recipe::Recipe;
+use super::sequential::Reconstruction;
 use crate::eval::Perplexity;
 use crate::model::params::ParamCount;
 use crate::model::LayerShape;
@@ -69,6 +70,8 @@ pub struct Report {
     pub layers_after: Vec<LayerShape>,
     pub plan: Plan,
     pub scores: Vec<LayerSummary>,
+    /// Per layer and compensated module: relative output error before and after the repair.
+    pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
     pub eval: Option<EvalReport>,
 }

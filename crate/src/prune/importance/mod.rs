@@ -1,6 +1,7 @@
 //! Importance scores: how much each structure matters. One file per family, one entry per score in
 //! [`Importance`]; [`score_layer`] turns per-channel member scores into scores per KV group and MLP channel.
 
+pub mod activation;
 pub mod magnitude;
 pub mod random;
 pub mod taylor;
@@ -28,11 +29,15 @@ pub enum Importance {
     TaylorFirst,
     TaylorSecond,
     TaylorMix,
+    /// Training-free, from calibration activations of o_proj / down_proj inputs (sequential pipeline).
+    WandaSp,
+    Flap,
+    Obs,
 }
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 7] = [
+    pub const ALL: [Importance; 10] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -40,6 +45,9 @@ impl Importance {
         Importance::TaylorFirst,
         Importance::TaylorSecond,
         Importance::TaylorMix,
+        Importance::WandaSp,
+        Importance::Flap,
+        Importance::Obs,
     ];
 
     /// One line for a user choosing a score.
@@ -52,6 +60,11 @@ impl Importance {
             Importance::TaylorFirst => "LLM-Pruner Element¹: Σ |W·∂L/∂W| (its default)",
             Importance::TaylorSecond => "Hessian term alone: Σ W²·F, F from per-sample gradients",
             Importance::TaylorMix => "LLM-Pruner Element²: Σ |W·∂L/∂W − ½W²·F|",
+            Importance::WandaSp => "Wanda-sp: mean |W_ij| · ‖x_j‖ per input column",
+            Importance::Flap => "FLAP fluctuation: var(x_j) · ‖W[:,j]‖²",
+            Importance::Obs => {
+                "OBS: error of removing column j after an optimal refit, Σ W_ij² / [(G+λI)⁻¹]_jj"
+            }
         }
     }
 
@@ -63,6 +76,14 @@ impl Importance {
         )
     }
 
+    /// Whether the score is computed from calibration activations, layer by layer on the pruned prefix.
+    pub fn needs_activations(self) -> bool {
+        matches!(
+            self,
+            Importance::WandaSp | Importance::Flap | Importance::Obs
+        )
+    }
+
     /// Whether the score needs the Fisher diagonal (N per-sample backward passes).
     pub fn needs_fisher(self) -> bool {
         matches!(self, Importance::TaylorSecond | Importance::TaylorMix)
@@ -71,7 +92,9 @@ impl Importance {
     fn member<B: Backend>(self, m: &Member<B>) -> Result<Option<Tensor<B, 1>>> {
         use taylor::Term;
         Ok(Some(match self {
-            Importance::Random => return Ok(None),
+            Importance::Random | Importance::WandaSp | Importance::Flap | Importance::Obs => {
+                return Ok(None)
+            }
             Importance::L1 => magnitude::score(m, 1),
             Importance::L2 => magnitude::score(m, 2),
             Importance::TaylorVector => taylor::score(m, Term::Vector)?,
@@ -175,7 +198,11 @@ pub async fn score_layer<B: Backend>(
         }
     };
     let channel = |m: Member<B>| async move {
-        let t = kind.member(&m)?.expect("random handled above");
+        let t = kind.member(&m)?.ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "{kind:?} is an activation score: it is computed by the sequential pipeline"
+            ))
+        })?;
         to_vec(t).await
     };
     let a = &block.self_attn;
