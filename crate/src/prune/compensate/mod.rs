@@ -37,11 +37,37 @@ fn gram_block(stats: &InputStats, rows: &[usize], cols: &[usize]) -> Mat<f64> {
     Mat::from_fn(rows.len(), cols.len(), |i, j| stats.g(rows[i], cols[j]))
 }
 
-fn columns(w: &[f32], n: usize, d_out: usize, cols: &[usize]) -> Mat<f64> {
-    Mat::from_fn(d_out, cols.len(), |i, j| w[i * n + cols[j]] as f64)
+/// The kept columns after least squares: `[d_out, |K|]` row-major, from `w` `[d_out, n]` row-major (f64):
+/// `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the minimiser of `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`.
+pub fn least_squares_f64(
+    w: &[f64],
+    d_out: usize,
+    stats: &InputStats,
+    kept: &[usize],
+    pruned: &[usize],
+    lambda: f64,
+    solver: &dyn SpdSolver,
+) -> Result<Vec<f64>> {
+    let n = stats.n;
+    let k = kept.len();
+    let cols = |idx: &[usize]| Mat::from_fn(d_out, idx.len(), |i, j| w[i * n + idx[j]]);
+    let wk = cols(kept);
+    if pruned.is_empty() {
+        return Ok((0..d_out * k).map(|x| wk[(x / k, x % k)]).collect());
+    }
+    let mut a = gram_block(stats, kept, kept);
+    (0..k).for_each(|i| a[(i, i)] += lambda);
+    // B = G_KP W_Pᵀ  ([k, d_out]); Y = A⁻¹ B; W'_K = W_K + Yᵀ.
+    let b = gram_block(stats, kept, pruned) * cols(pruned).transpose();
+    let a_flat: Vec<f64> = (0..k * k).map(|x| a[(x / k, x % k)]).collect();
+    let b_flat: Vec<f64> = (0..k * d_out).map(|x| b[(x / d_out, x % d_out)]).collect();
+    let y = solver.solve(&a_flat, k, &b_flat, d_out)?;
+    Ok((0..d_out * k)
+        .map(|x| wk[(x / k, x % k)] + y[(x % k) * d_out + x / k])
+        .collect())
 }
 
-/// The kept columns after least squares: `[d_out, |K|]` row-major, from `w` `[d_out, n]` row-major.
+/// [`least_squares_f64`] for f32 weights (statistics and the solve stay in f64).
 pub fn least_squares(
     w: &[f32],
     d_out: usize,
@@ -51,22 +77,13 @@ pub fn least_squares(
     lambda: f64,
     solver: &dyn SpdSolver,
 ) -> Result<Vec<f32>> {
-    let n = stats.n;
-    let (k, p) = (kept.len(), pruned.len());
-    let wk = columns(w, n, d_out, kept);
-    if p == 0 {
-        return Ok((0..d_out * k).map(|x| wk[(x / k, x % k)] as f32).collect());
-    }
-    let mut a = gram_block(stats, kept, kept);
-    (0..k).for_each(|i| a[(i, i)] += lambda);
-    // B = G_KP W_Pᵀ  ([k, d_out]); Y = A⁻¹ B; W'_K = W_K + Yᵀ.
-    let b = gram_block(stats, kept, pruned) * columns(w, n, d_out, pruned).transpose();
-    let a_flat: Vec<f64> = (0..k * k).map(|x| a[(x / k, x % k)]).collect();
-    let b_flat: Vec<f64> = (0..k * d_out).map(|x| b[(x / d_out, x % d_out)]).collect();
-    let y = solver.solve(&a_flat, k, &b_flat, d_out)?;
-    Ok((0..d_out * k)
-        .map(|x| (wk[(x / k, x % k)] + y[(x % k) * d_out + x / k]) as f32)
-        .collect())
+    let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    Ok(
+        least_squares_f64(&w, d_out, stats, kept, pruned, lambda, solver)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+    )
 }
 
 /// Relative output error `‖W X − W' X_K‖² / ‖W X‖²` on the calibration inputs, through the Gram matrix.
