@@ -162,3 +162,46 @@ fn reported_reconstruction_error_matches_the_inputs() {
         "inverse diagonal"
     );
 }
+
+#[test]
+fn bias_compensation_is_the_mean_contribution_of_removed_columns() {
+    use prunelab::prune::compensate::{bias_update, relative_error_with_bias};
+    let (n, t, d_out) = (10, 80, 3);
+    let (x, stats, w) = problem(n, t, d_out, 5);
+    let (kept, pruned) = split(n);
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let delta = bias_update(&w32, d_out, &stats, &pruned);
+    for (o, d) in delta.iter().enumerate() {
+        // W[:,P] · μ_P, with μ measured on the inputs directly.
+        let direct: f64 = pruned
+            .iter()
+            .map(|&j| w[o * n + j] * (0..t).map(|s| x[(j, s)]).sum::<f64>() / t as f64)
+            .sum();
+        assert!(
+            (*d as f64 - direct).abs() < 1e-5 * direct.abs().max(1.0),
+            "{d} vs {direct}"
+        );
+    }
+    // The reported error with the bias equals the one measured on the inputs, and the bias helps.
+    let plain: Vec<f32> = (0..d_out)
+        .flat_map(|o| kept.iter().map(move |&j| (o, j)))
+        .map(|(o, j)| w32[o * n + j])
+        .collect();
+    let mut direct = 0.0;
+    for o in 0..d_out {
+        for s in 0..t {
+            let removed: f64 = pruned.iter().map(|&j| w[o * n + j] * x[(j, s)]).sum();
+            direct += (removed - delta[o] as f64).powi(2);
+        }
+    }
+    let total = objective(&x, &w, d_out, &[], &[], 0.0);
+    let via_gram = relative_error_with_bias(&w32, d_out, &stats, &kept, &plain, Some(&delta));
+    assert!(
+        (via_gram - direct / total).abs() < 1e-4 * (direct / total),
+        "{via_gram} vs {}",
+        direct / total
+    );
+    assert!(
+        via_gram < prunelab::prune::compensate::relative_error(&w32, d_out, &stats, &kept, &plain)
+    );
+}

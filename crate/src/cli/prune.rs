@@ -147,7 +147,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         };
     }
     if let Some(c) = &args.compensation {
-        r.compensation = parse_enum(c, "--compensation", "none, ls")?;
+        r.compensation = parse_enum(c, "--compensation", "none, ls, bias")?;
     }
     if let Some(x) = args.ridge {
         r.ridge = x;

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::allocate::{lowest, uniform_counts};
 use super::compensate::solver::Cholesky;
-use super::compensate::{least_squares, relative_error, Compensation};
+use super::compensate::{
+    bias_update, least_squares, relative_error, relative_error_with_bias, Compensation,
+};
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
 use super::plan::{apply, LayerPlan, Plan};
@@ -59,20 +61,33 @@ async fn repair<B: Backend>(
         .flat_map(|i| kept.iter().map(move |&j| original[i * n + j]))
         .collect();
     let before = relative_error(original, d_out, stats, kept, &plain);
+    let pruned: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
+    if comp == Compensation::Bias {
+        let delta = bias_update(original, d_out, stats, &pruned);
+        let after = relative_error_with_bias(original, d_out, stats, kept, &plain, Some(&delta));
+        let old = match &lin.bias {
+            Some(b) => to_vec(b.val()).await?,
+            None => vec![0.0; d_out],
+        };
+        let new_bias: Vec<f32> = old.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        lin.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(new_bias, [d_out]),
+            device,
+        )));
+        set_weight(lin, plain, [d_out, kept.len()], device);
+        return Ok((before, after));
+    }
     let new = match comp {
-        Compensation::None => plain,
-        Compensation::Ls => {
-            let pruned: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
-            least_squares(
-                original,
-                d_out,
-                stats,
-                kept,
-                &pruned,
-                stats.ridge(ridge),
-                &Cholesky,
-            )?
-        }
+        Compensation::None | Compensation::Bias => plain,
+        Compensation::Ls => least_squares(
+            original,
+            d_out,
+            stats,
+            kept,
+            &pruned,
+            stats.ridge(ridge),
+            &Cholesky,
+        )?,
     };
     let after = relative_error(original, d_out, stats, kept, &new);
     set_weight(lin, new, [d_out, kept.len()], device);
@@ -261,10 +276,39 @@ pub async fn prune_sequential<B: Backend>(
             total: layers.len(),
         });
     }
+    if recipe.compensation == Compensation::Bias {
+        add_zero_biases(&mut model, device);
+    }
     Ok(Sequential {
         model,
         plan: Plan::new(&orig, plans),
         scores,
         reconstruction: recon,
     })
+}
+
+/// Biases exist model-wide or not at all (HF `attention_bias` covers q/k/v/o, `mlp_bias` gate/up/down): after
+/// bias compensation gave some `o_proj`/`down_proj` a bias, every other projection gets a zero one.
+fn add_zero_biases<B: Backend>(model: &mut Llama<B>, device: &B::Device) {
+    for block in &mut model.layers {
+        let a = &mut block.self_attn;
+        let m = &mut block.mlp;
+        for lin in [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ] {
+            if lin.bias.is_none() {
+                let d_out = lin.weight.dims()[0];
+                lin.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+            }
+        }
+    }
+    model.config.qkv_bias = true;
+    model.config.o_bias = true;
+    model.config.mlp_bias = true;
 }

@@ -19,6 +19,8 @@ pub enum Compensation {
     None,
     /// Least squares: `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`.
     Ls,
+    /// FLAP's bias: `b += W[:,P] μ_P` (the mean contribution of the removed columns). Adds biases to the model.
+    Bias,
 }
 
 impl Compensation {
@@ -28,6 +30,9 @@ impl Compensation {
             Compensation::None => "no repair: the removed columns simply vanish",
             Compensation::Ls => {
                 "least squares refit of the kept columns on calibration inputs (ridge λ)"
+            }
+            Compensation::Bias => {
+                "FLAP: add the removed columns' mean contribution to the output bias"
             }
         }
     }
@@ -95,6 +100,18 @@ pub fn relative_error(
     kept: &[usize],
     new_kept: &[f32],
 ) -> f64 {
+    relative_error_with_bias(w, d_out, stats, kept, new_kept, None)
+}
+
+/// [`relative_error`] when the repair also adds `bias` (`[d_out]`) to the output.
+pub fn relative_error_with_bias(
+    w: &[f32],
+    d_out: usize,
+    stats: &InputStats,
+    kept: &[usize],
+    new_kept: &[f32],
+    bias: Option<&[f32]>,
+) -> f64 {
     let n = stats.n;
     let g = Mat::from_fn(n, n, |i, j| stats.g(i, j));
     let full = Mat::from_fn(d_out, n, |i, j| w[i * n + j] as f64);
@@ -110,5 +127,25 @@ pub fn relative_error(
             .map(|i| (0..n).map(|j| mg[(i, j)] * m[(i, j)]).sum::<f64>())
             .sum::<f64>()
     };
-    energy(&delta) / energy(&full).max(f64::MIN_POSITIVE)
+    // ‖D x − Δb‖² summed over tokens = tr(D G Dᵀ) − 2 Δbᵀ D s + T ‖Δb‖².
+    let bias_terms = bias.map_or(0.0, |b| {
+        let ds: f64 = (0..d_out)
+            .map(|i| b[i] as f64 * (0..n).map(|j| delta[(i, j)] * stats.sum[j]).sum::<f64>())
+            .sum();
+        -2.0 * ds + stats.tokens as f64 * b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>()
+    });
+    (energy(&delta) + bias_terms) / energy(&full).max(f64::MIN_POSITIVE)
+}
+
+/// FLAP's bias update `Δb = W[:,P] μ_P` (`[d_out]`), from `w` `[d_out, n]` row-major.
+pub fn bias_update(w: &[f32], d_out: usize, stats: &InputStats, pruned: &[usize]) -> Vec<f32> {
+    let (n, mu) = (stats.n, stats.mean());
+    (0..d_out)
+        .map(|i| {
+            pruned
+                .iter()
+                .map(|&j| w[i * n + j] as f64 * mu[j])
+                .sum::<f64>() as f32
+        })
+        .collect()
 }
