@@ -8,19 +8,11 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-/// Parses a `config.json` and returns the resolved per-layer configuration as JSON, or the error message.
+/// Parses a `config.json` and returns the resolved per-layer configuration and parameter counts as JSON;
+/// a bad config becomes a JavaScript error with the core's message.
 #[wasm_bindgen]
 pub fn resolve_config(bytes: &[u8]) -> Result<String, JsError> {
-    let cfg =
-        prunelab::model::ModelConfig::from_json(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+    let cfg = prunelab::model::ModelConfig::from_json(bytes).map_err(|e| JsError::new(&e.to_string()))?;
     let params = prunelab::model::params::count_params(&cfg);
-    Ok(serde_json_string(&cfg, params.total))
-}
-
-fn serde_json_string(cfg: &prunelab::model::ModelConfig, params: usize) -> String {
-    format!(
-        "{{\"layers\":{},\"hidden_size\":{},\"params\":{params}}}",
-        cfg.num_layers(),
-        cfg.hidden_size
-    )
+    Ok(serde_json::json!({ "config": cfg, "params": params }).to_string())
 }
