@@ -12,7 +12,8 @@ pub fn version() -> String {
 /// a bad config becomes a JavaScript error with the core's message.
 #[wasm_bindgen]
 pub fn resolve_config(bytes: &[u8]) -> Result<String, JsError> {
-    let cfg = prunelab::model::ModelConfig::from_json(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+    let cfg =
+        prunelab::model::ModelConfig::from_json(bytes).map_err(|e| JsError::new(&e.to_string()))?;
     let params = prunelab::model::params::count_params(&cfg);
     Ok(serde_json::json!({ "config": cfg, "params": params }).to_string())
 }

@@ -1,7 +1,7 @@
 //! The one linear-algebra interface compensation needs: solve `A X = B` for a symmetric positive definite `A`.
 //! [`Cholesky`] does it on the CPU with faer (also in wasm); a device-side solver can implement the same trait.
 
-use faer::linalg::solvers::Solve;
+use faer::linalg::solvers::{DenseSolveCore, Solve};
 use faer::{Mat, Side};
 
 use crate::error::{Error, Result};
@@ -34,5 +34,16 @@ impl SpdSolver for Cholesky {
         })?;
         let x = llt.solve(&b);
         Ok((0..n * m).map(|k| x[(k / m, k % m)]).collect())
+    }
+
+    fn inverse_diagonal(&self, a: &[f64], n: usize) -> Result<Vec<f64>> {
+        let a = Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
+        let llt = a.llt(Side::Lower).map_err(|e| {
+            Error::Invalid(format!(
+                "the calibration Gram matrix is not positive definite ({e:?}); raise the ridge"
+            ))
+        })?;
+        let inv = llt.inverse();
+        Ok((0..n).map(|i| inv[(i, i)]).collect())
     }
 }
