@@ -233,10 +233,11 @@ fn lp_calibration() -> Vec<Vec<u32>> {
     id_windows(&reference()["llm_pruner_official"]["calibration_ids"])
 }
 
-/// LLM-Pruner's run on SmolLM2 (taylor-first, ratio 0.34, layers [4, 28), its exact calibration windows):
-/// returns (parameters, per-layer shapes, perplexity on the shared eval text).
-fn lp_run(
-    agg: prunelab::prune::structure::Aggregation,
+/// Prunes SmolLM2 on the reference shapes (ratio 0.34, layers [4, 28)) with `recipe` (its ratio, layers and
+/// calibration are set here) and `windows`; returns (parameters, per-layer shapes, eval perplexity 64 × 128).
+fn prune_reference_shapes(
+    recipe: prunelab::prune::recipe::Recipe,
+    windows: Vec<Vec<u32>>,
 ) -> (usize, Vec<prunelab::model::LayerShape>, f64) {
     use prunelab::prune::calib::CalibSource;
     use prunelab::prune::recipe::{LayerRange, Recipe};
@@ -244,19 +245,16 @@ fn lp_run(
     let gguf = GgufModel::parse(&bytes).unwrap();
     let device = Default::default();
     let model = Llama::<burn::backend::Autodiff<Cpu>>::load(&gguf.config, &gguf, &device).unwrap();
-    let calib = lp_calibration();
     let recipe = Recipe {
-        importance: prunelab::prune::Importance::TaylorFirst,
-        aggregation: agg,
         ratio: Some(0.34),
         layers: Some(LayerRange { start: 4, end: 28 }),
         calibration: CalibSource::Ids {
-            windows: calib.clone(),
+            windows: windows.clone(),
         },
-        ..Recipe::default()
+        ..recipe
     };
     let out = pollster::block_on(prunelab::prune::pipeline::prune(
-        model, &recipe, &calib, &device, &Silent,
+        model, &recipe, &windows, &device, &Silent,
     ))
     .unwrap();
     let tok = tokenizer(&gguf.file).unwrap();
@@ -279,6 +277,18 @@ fn lp_run(
         cfg.layers.clone(),
         ppl.ppl,
     )
+}
+
+/// LLM-Pruner's run (taylor-first, its exact 10 × 64 calibration windows) with the given GQA aggregation.
+fn lp_run(
+    agg: prunelab::prune::structure::Aggregation,
+) -> (usize, Vec<prunelab::model::LayerShape>, f64) {
+    let recipe = prunelab::prune::recipe::Recipe {
+        importance: prunelab::prune::Importance::TaylorFirst,
+        aggregation: agg,
+        ..Default::default()
+    };
+    prune_reference_shapes(recipe, lp_calibration())
 }
 
 #[test]
@@ -310,17 +320,14 @@ fn correct_gqa_aggregation_on_the_same_shapes() {
     eprintln!("correct aggregation: perplexity {ppl:.3}");
 }
 
-/// Training-free pruning on the least-squares reference shapes (layers [4, 28) each lose 1 KV group and 523 MLP
-/// channels), 32 windows × 128 tokens of the calibration text at the reference offsets.
+/// Training-free pruning with the least-squares reference's calibration: 32 windows × 128 tokens of the
+/// calibration text at the reference offsets. Returns (parameters, eval perplexity).
 fn ls_run(
     importance: prunelab::prune::Importance,
     comp: prunelab::prune::compensate::Compensation,
 ) -> (usize, f64) {
-    use prunelab::prune::calib::CalibSource;
-    use prunelab::prune::recipe::{LayerRange, Recipe};
     let bytes = gguf_bytes();
-    let gguf = GgufModel::parse(&bytes).unwrap();
-    let tok = tokenizer(&gguf.file).unwrap();
+    let tok = tokenizer(&GgufModel::parse(&bytes).unwrap().file).unwrap();
     let calib_text =
         String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
     let ids = tok.encode(&calib_text).unwrap();
@@ -332,39 +339,13 @@ fn ls_run(
         .map(|s| s.as_u64().unwrap() as usize)
         .map(|s| ids[s..s + 128].to_vec())
         .collect();
-    let device = Default::default();
-    let model = Llama::<burn::backend::Autodiff<Cpu>>::load(&gguf.config, &gguf, &device).unwrap();
-    let recipe = Recipe {
+    let recipe = prunelab::prune::recipe::Recipe {
         importance,
         compensation: comp,
-        ratio: Some(0.34),
-        layers: Some(LayerRange { start: 4, end: 28 }),
-        calibration: CalibSource::Ids {
-            windows: windows.clone(),
-        },
-        ..Recipe::default()
+        ..Default::default()
     };
-    let out = pollster::block_on(prunelab::prune::pipeline::prune(
-        model, &recipe, &windows, &device, &Silent,
-    ))
-    .unwrap();
-    let opts = PerplexityOptions {
-        seq_len: 128,
-        max_windows: Some(64),
-        batch: 8,
-    };
-    let ppl = pollster::block_on(perplexity(
-        &out.model,
-        &tok.encode(&eval_text()).unwrap(),
-        &opts,
-        &device,
-        &Silent,
-    ))
-    .unwrap();
-    (
-        prunelab::model::params::count_params(&out.model.config).total,
-        ppl.ppl,
-    )
+    let (params, _, ppl) = prune_reference_shapes(recipe, windows);
+    (params, ppl)
 }
 
 #[test]
