@@ -1,6 +1,7 @@
 //! Compensation identities on random data (f64): least squares equals the closed form of "Numerical Pruning"
 //! Theorem 3, it minimises the (ridge) reconstruction objective, and the reconstruction error the report gives
-//! equals the error measured on the inputs themselves.
+//! equals the error measured on the inputs themselves; least squares with a bias minimises the same objective
+//! with an intercept; the `numerical` score ranks columns as `A⁻¹1` does.
 
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
@@ -35,7 +36,9 @@ fn least_squares_equals_theorem_3() {
     let (_, stats, w) = problem(n, t, d_out, 1);
     let (kept, pruned) = split(n);
     for lambda in [0.0, stats.ridge(0.01)] {
-        let ours = least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, &Cholesky).unwrap();
+        let ours = least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, false, &Cholesky)
+            .unwrap()
+            .kept;
         // Paper layout: W_paper = Wᵀ [n, d_out]; δW = −(2Ĝ)⁻¹ M_p (M_pᵀ (2Ĝ)⁻¹ M_p)⁻¹ M_pᵀ W_paper, Ĝ = G + λI.
         let g2 = Mat::<f64>::from_fn(n, n, |i, j| {
             2.0 * (stats.g(i, j) + if i == j { lambda } else { 0.0 })
@@ -112,7 +115,9 @@ fn least_squares_minimises_the_reconstruction_error() {
     let (kept, pruned) = split(n);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     for lambda in [0.0, stats.ridge(0.01)] {
-        let best = least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, &Cholesky).unwrap();
+        let best = least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, false, &Cholesky)
+            .unwrap()
+            .kept;
         let at_best = objective(&x, &w, d_out, &kept, &best, lambda);
         let plain: Vec<f64> = (0..d_out)
             .flat_map(|o| kept.iter().map(move |&j| (o, j)))
@@ -142,7 +147,9 @@ fn reported_reconstruction_error_matches_the_inputs() {
     let (n, t, d_out) = (12, 90, 4);
     let (x, stats, w) = problem(n, t, d_out, 4);
     let (kept, pruned) = split(n);
-    let new = least_squares_f64(&w, d_out, &stats, &kept, &pruned, 0.0, &Cholesky).unwrap();
+    let new = least_squares_f64(&w, d_out, &stats, &kept, &pruned, 0.0, false, &Cholesky)
+        .unwrap()
+        .kept;
     let new32: Vec<f32> = new.iter().map(|&v| v as f32).collect();
     let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
     let direct =
@@ -204,4 +211,119 @@ fn bias_compensation_is_the_mean_contribution_of_removed_columns() {
     assert!(
         via_gram < prunelab::prune::compensate::relative_error(&w32, d_out, &stats, &kept, &plain)
     );
+}
+
+#[test]
+fn least_squares_with_bias_minimises_the_error_with_an_intercept() {
+    let (n, t, d_out) = (14, 150, 4);
+    let (x, stats, w) = problem(n, t, d_out, 6);
+    let (kept, pruned) = split(n);
+    let k = kept.len();
+    // ‖WX − W'X_K − b1ᵀ‖² + λ‖W' − W_K‖² (the intercept is not penalised).
+    let objective_b = |new: &[f64], b: &[f64], lambda: f64| {
+        let mut total = 0.0;
+        for o in 0..d_out {
+            for s in 0..t {
+                let full: f64 = (0..n).map(|j| w[o * n + j] * x[(j, s)]).sum();
+                let part: f64 = (0..k).map(|c| new[o * k + c] * x[(kept[c], s)]).sum();
+                total += (full - part - b[o]).powi(2);
+            }
+            total += lambda
+                * (0..k)
+                    .map(|c| (new[o * k + c] - w[o * n + kept[c]]).powi(2))
+                    .sum::<f64>();
+        }
+        total
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for lambda in [0.0, stats.ridge(0.01)] {
+        let fit =
+            least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, true, &Cholesky).unwrap();
+        let bias = fit.bias.clone().expect("ls-bias returns a bias");
+        let at_best = objective_b(&fit.kept, &bias, lambda);
+        let plain_ls =
+            least_squares_f64(&w, d_out, &stats, &kept, &pruned, lambda, false, &Cholesky)
+                .unwrap()
+                .kept;
+        let without = objective_b(&plain_ls, &vec![0.0; d_out], lambda);
+        assert!(
+            at_best < without,
+            "the intercept lowers the error: {at_best} vs {without}"
+        );
+        for _ in 0..200 {
+            let scale = 10f64.powi(rng.random_range(-6..0));
+            let mut jitter = |v: &[f64]| -> Vec<f64> {
+                v.iter()
+                    .map(|x| x + scale * (rng.random::<f64>() - 0.5))
+                    .collect()
+            };
+            let (moved, moved_b) = (jitter(&fit.kept), jitter(&bias));
+            let at_moved = objective_b(&moved, &moved_b, lambda);
+            assert!(
+                at_moved >= at_best * (1.0 - 1e-12),
+                "a perturbation lowered the objective: {at_moved} < {at_best}"
+            );
+        }
+        // The report's error (through the Gram matrix) equals the one on the inputs.
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let k32: Vec<f32> = fit.kept.iter().map(|&v| v as f32).collect();
+        let b32: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
+        let via_gram = prunelab::prune::compensate::relative_error_with_bias(
+            &w32,
+            d_out,
+            &stats,
+            &kept,
+            &k32,
+            Some(&b32),
+        );
+        let direct = (at_best
+            - lambda
+                * (0..d_out)
+                    .map(|o| {
+                        (0..k)
+                            .map(|c| (fit.kept[o * k + c] - w[o * n + kept[c]]).powi(2))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>())
+            / objective(&x, &w, d_out, &[], &[], 0.0);
+        assert!(
+            (via_gram - direct).abs() < 1e-4 * direct,
+            "{via_gram} vs {direct}"
+        );
+    }
+}
+
+#[test]
+fn numerical_ranking_equals_that_of_a_inverse_ones() {
+    use prunelab::prune::importance::activation::{column_scores, NUMERICAL_DAMPING};
+    use prunelab::prune::Importance;
+    let (n, t, d_out) = (20, 160, 6);
+    let (x, stats, w) = problem(n, t, d_out, 8);
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let scores = column_scores(Importance::Numerical, &w32, d_out, &stats, 0.0, &Cholesky).unwrap();
+    // A = (WᵀW) ∘ (X Xᵀ) from the inputs themselves, solved by LU.
+    let wm = Mat::<f64>::from_fn(d_out, n, |i, j| w32[i * n + j] as f64);
+    let (wtw, g) = (wm.transpose() * &wm, &x * x.transpose());
+    let mut a = Mat::<f64>::from_fn(n, n, |i, j| wtw[(i, j)] * g[(i, j)]);
+    let damping = NUMERICAL_DAMPING * (0..n).map(|j| a[(j, j)]).sum::<f64>() / n as f64;
+    (0..n).for_each(|j| a[(j, j)] += damping);
+    use faer::linalg::solvers::Solve;
+    let u = a
+        .partial_piv_lu()
+        .solve(Mat::<f64>::from_fn(n, 1, |_, _| 1.0));
+    // Larger u = pruned first; a lower score = pruned first.
+    let mut by_u: Vec<usize> = (0..n).collect();
+    by_u.sort_by(|&i, &j| u[(j, 0)].total_cmp(&u[(i, 0)]));
+    let by_score = prunelab::prune::allocate::lowest_order(&scores);
+    assert_eq!(by_score, by_u, "pruning order");
+    for j in 0..n {
+        assert!(
+            (scores[j] + u[(j, 0)]).abs() < 1e-6 * u[(j, 0)].abs().max(1e-12),
+            "u[{j}]"
+        );
+    }
+    // Not a trivial order: u is not a function of the diagonal alone here.
+    let mut by_diag: Vec<usize> = (0..n).collect();
+    by_diag.sort_by(|&i, &j| a[(i, i)].total_cmp(&a[(j, j)]));
+    assert_ne!(by_u, by_diag);
 }

@@ -19,7 +19,9 @@ use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::model::named::Weight;
 use crate::model::params::count_params;
 use crate::model::{Llama, WeightSource};
+use crate::prune::allocate::Allocation;
 use crate::prune::calib::{check_windows, sample_windows, CalibSource};
+use crate::prune::compensate::Compensation;
 use crate::prune::pipeline::prune;
 use crate::prune::plan::{apply, Plan};
 use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
@@ -37,9 +39,15 @@ pub struct PruneArgs {
     /// Recipe JSON; the flags below override its fields.
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix.
+    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs, numerical.
     #[arg(long)]
     importance: Option<String>,
+    /// uniform, global (needs --target-params) or attn-mlp-ratio (with --gamma).
+    #[arg(long)]
+    allocation: Option<String>,
+    /// attn-mlp-ratio: MLP pruned fraction = γ × attention pruned fraction.
+    #[arg(long)]
+    gamma: Option<f64>,
     /// Comma-separated: kv-groups, mlp.
     #[arg(long)]
     structures: Option<String>,
@@ -64,7 +72,7 @@ pub struct PruneArgs {
     calib_len: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Repair after removal: none, ls (least squares on calibration inputs; sequential pipeline).
+    /// Repair after removal: none, ls, bias, ls-bias (sequential pipeline unless none).
     #[arg(long)]
     compensation: Option<String>,
     /// Ridge of least squares / obs, as a fraction of mean(diag G) (default 0.01).
@@ -99,9 +107,23 @@ pub struct PruneArgs {
     json: bool,
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(value: &str, flag: &str, options: &str) -> Result<T> {
-    serde_json::from_value(value.into())
-        .map_err(|_| Error::Invalid(format!("{flag} {value:?}: expected one of {options}")))
+/// Parses a kebab-case name of one of `all`.
+fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
+    value: &str,
+    flag: &str,
+    all: &[T],
+) -> Result<T> {
+    serde_json::from_value(value.into()).map_err(|_| {
+        let names: Vec<String> = all
+            .iter()
+            .filter_map(|x| serde_json::to_value(x).ok())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        Error::Invalid(format!(
+            "{flag} {value:?}: expected one of {}",
+            names.join(", ")
+        ))
+    })
 }
 
 /// The recipe the flags spell (on top of `--recipe`).
@@ -111,11 +133,31 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         None => Recipe::default(),
     };
     if let Some(k) = &args.importance {
-        r.importance = parse_enum::<Importance>(
-            k,
-            "--importance",
-            "random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs",
-        )?;
+        r.importance = parse_enum(k, "--importance", &Importance::ALL)?;
+    }
+    match (args.allocation.as_deref(), args.gamma) {
+        (Some("uniform"), None) => r.allocation = Allocation::Uniform,
+        (Some("global"), None) => r.allocation = Allocation::Global,
+        (Some("attn-mlp-ratio") | None, Some(gamma)) => {
+            r.allocation = Allocation::AttnMlpRatio { gamma }
+        }
+        (Some("attn-mlp-ratio"), None) => {
+            return Err(Error::Invalid(
+                "--allocation attn-mlp-ratio needs --gamma (MLP fraction = γ × attention fraction)"
+                    .into(),
+            ))
+        }
+        (Some(a @ ("uniform" | "global")), Some(_)) => {
+            return Err(Error::Invalid(format!(
+                "--gamma applies to --allocation attn-mlp-ratio, not {a}"
+            )))
+        }
+        (Some(other), _) => {
+            return Err(Error::Invalid(format!(
+                "--allocation {other:?}: expected one of uniform, global, attn-mlp-ratio"
+            )))
+        }
+        (None, None) => {}
     }
     if let Some(s) = &args.structures {
         r.structures = s
@@ -147,7 +189,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         };
     }
     if let Some(c) = &args.compensation {
-        r.compensation = parse_enum(c, "--compensation", "none, ls, bias")?;
+        r.compensation = parse_enum(c, "--compensation", &Compensation::ALL)?;
     }
     if let Some(x) = args.ridge {
         r.ridge = x;
@@ -247,7 +289,7 @@ impl BackendJob for PruneJob<'_> {
                 (
                     apply(model.valid(), &plan)?,
                     plan,
-                    self.recipe.ratio.unwrap_or(0.0),
+                    self.recipe.ratio,
                     vec![],
                     vec![],
                 )
@@ -429,11 +471,14 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
 fn print_summary(r: &Report, out: &std::path::Path) {
     println!(
-        "parameters {} → {} ({:.2}% removed; per-layer ratio {:.4})",
+        "parameters {} → {} ({:.2}% removed; {})",
         r.params_before.total,
         r.params_after.total,
         r.removed_fraction * 100.0,
-        r.ratio
+        match r.ratio {
+            Some(x) => format!("per-layer ratio {x:.4}"),
+            None => "global allocation".into(),
+        }
     );
     let col = |f: fn(&crate::model::LayerShape) -> usize| {
         r.layers_after

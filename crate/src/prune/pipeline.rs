@@ -5,14 +5,14 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use web_time::Instant;
 
-use super::allocate::{ratio_for_target, uniform_plan};
+use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::compensate::Compensation;
 use super::gradients::gradient_stats;
 use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
-use super::sequential::{prune_sequential, Reconstruction};
+use super::sequential::{activation_scores, prune_sequential, Reconstruction};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::progress::{Progress, ProgressEvent};
@@ -21,13 +21,16 @@ use crate::progress::{Progress, ProgressEvent};
 pub struct Pruned<B: AutodiffBackend> {
     pub model: Llama<B::InnerBackend>,
     pub plan: Plan,
-    pub ratio: f64,
+    /// The per-layer fraction (given or searched); `None` for `global`.
+    pub ratio: Option<f64>,
     pub scores: Vec<LayerScores>,
     pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
 }
 
-/// Scores every structure of the recipe's layers and makes the plan (nothing is applied).
+/// Scores every structure of the recipe's layers and makes the plan (nothing is applied). Activation scores
+/// under a per-layer allocation are left to the sequential pass (each layer scored on the pruned prefix): the
+/// plan is then empty.
 pub async fn make_plan<B: AutodiffBackend>(
     model: &Llama<B>,
     recipe: &Recipe,
@@ -35,18 +38,33 @@ pub async fn make_plan<B: AutodiffBackend>(
     device: &B::Device,
     progress: &dyn Progress,
     timings: &mut Vec<StageTime>,
-) -> Result<(Plan, f64, Vec<LayerScores>)> {
+) -> Result<(Plan, Option<f64>, Vec<LayerScores>)> {
     let cfg = &model.config;
     recipe.check(cfg)?;
     let layers = recipe.layer_range(cfg);
-    let ratio = match (recipe.ratio, recipe.target_params) {
-        (Some(r), _) => r,
-        (None, Some(t)) => ratio_for_target(cfg, &layers, t, &recipe.structures)?,
-        (None, None) => unreachable!("Recipe::check requires one"),
+    let (alloc, kinds) = (recipe.allocation, &recipe.structures);
+    let ratio = match (alloc, recipe.ratio, recipe.target_params) {
+        (Allocation::Global, _, _) => None,
+        (_, Some(r), _) => Some(r),
+        (_, None, Some(t)) => Some(ratio_for_target(cfg, &layers, t, kinds, alloc)?),
+        (_, None, None) => unreachable!("Recipe::check requires one"),
     };
     let kind = recipe.importance;
+    let plan_of = |scores: &[LayerScores]| match ratio {
+        Some(r) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
+        None => global_plan(cfg, scores, recipe.target_params.unwrap_or(0.0), kinds),
+    };
     if kind.needs_activations() {
-        return Ok((Plan::new(cfg, vec![]), ratio, vec![]));
+        if ratio.is_some() {
+            return Ok((Plan::new(cfg, vec![]), ratio, vec![]));
+        }
+        let start = Instant::now();
+        let scores = activation_scores(&model.valid(), recipe, calib, device, progress).await?;
+        timings.push(StageTime {
+            stage: "score".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        return Ok((plan_of(&scores)?, ratio, scores));
     }
     let start = Instant::now();
     let stats = match kind.needs_gradient() || kind.needs_fisher() {
@@ -102,8 +120,7 @@ pub async fn make_plan<B: AutodiffBackend>(
         stage: "score".into(),
         seconds: start.elapsed().as_secs_f64(),
     });
-    let plan = uniform_plan(cfg, &scores, ratio, &recipe.structures);
-    Ok((plan, ratio, scores))
+    Ok((plan_of(&scores)?, ratio, scores))
 }
 
 /// Runs the recipe on `model`: plan, then apply.
@@ -119,7 +136,8 @@ pub async fn prune<B: AutodiffBackend>(
         make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
     let start = Instant::now();
     if recipe.importance.needs_activations() || recipe.compensation != Compensation::None {
-        let fixed = (!recipe.importance.needs_activations()).then_some(&plan);
+        // Activation scores under a per-layer allocation are computed in the pass; anything else is a plan.
+        let fixed = (!recipe.importance.needs_activations() || ratio.is_none()).then_some(&plan);
         let seq =
             prune_sequential(model.valid(), recipe, ratio, calib, fixed, device, progress).await?;
         timings.push(StageTime {

@@ -168,7 +168,8 @@ impl Plan {
     }
 }
 
-fn index<B: Backend>(idx: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+/// `idx` as an index tensor.
+pub(crate) fn index<B: Backend>(idx: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [idx.len()]), device)
 }

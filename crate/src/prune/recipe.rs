@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::allocate::Allocation;
 use super::calib::CalibSource;
 use super::compensate::Compensation;
 use super::importance::Importance;
@@ -52,7 +53,9 @@ pub struct Recipe {
     pub structures: Vec<StructureKind>,
     pub importance: Importance,
     pub aggregation: Aggregation,
-    /// Fraction of each pruned layer's KV groups and MLP channels to remove (LLM-Pruner's ratio).
+    /// How removals are spread over layers and modules.
+    pub allocation: Allocation,
+    /// Fraction of each pruned layer's KV groups (and, uniform, MLP channels) to remove (LLM-Pruner's ratio).
     pub ratio: Option<f64>,
     /// Fraction of all parameters to remove (the ratio is searched to reach it). Excludes `ratio`.
     pub target_params: Option<f64>,
@@ -76,6 +79,7 @@ impl Default for Recipe {
             structures: vec![StructureKind::KvGroups, StructureKind::Mlp],
             importance: Importance::TaylorFirst,
             aggregation: Aggregation::Correct,
+            allocation: Allocation::Uniform,
             ratio: None,
             target_params: None,
             layers: None,
@@ -128,6 +132,20 @@ impl Recipe {
             (None, Some(t)) if !(t > 0.0 && t < 1.0) => {
                 return Err(Error::Invalid(format!(
                     "parameter target {t} is outside (0, 1)"
+                )))
+            }
+            _ => {}
+        }
+        match self.allocation {
+            Allocation::Global if self.target_params.is_none() => {
+                return Err(Error::Invalid(
+                    "global allocation needs a parameter target (--target-params), not a ratio"
+                        .into(),
+                ))
+            }
+            Allocation::AttnMlpRatio { gamma } if !(gamma > 0.0 && gamma.is_finite()) => {
+                return Err(Error::Invalid(format!(
+                    "attention:MLP ratio γ = {gamma} must be a finite number > 0"
                 )))
             }
             _ => {}

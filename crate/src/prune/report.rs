@@ -60,8 +60,8 @@ pub struct EvalReport {
 pub struct Report {
     pub schema_version: u32,
     pub recipe: Recipe,
-    /// The per-layer ratio used (given, or found for the parameter target).
-    pub ratio: f64,
+    /// The per-layer ratio used (given, or found for the parameter target); `None` for global allocation.
+    pub ratio: Option<f64>,
     pub params_before: ParamCount,
     pub params_after: ParamCount,
     /// Fraction of all parameters removed.

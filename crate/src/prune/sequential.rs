@@ -7,21 +7,22 @@ use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::Serialize;
 
-use super::allocate::{lowest, uniform_counts};
+use super::allocate::lowest;
 use super::compensate::solver::Cholesky;
 use super::compensate::{
     bias_update, least_squares, relative_error, relative_error_with_bias, Compensation,
 };
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
-use super::plan::{apply, LayerPlan, Plan};
+use super::plan::{apply, index, LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::stats::InputStats;
 use super::structure::{expand, query_heads, Aggregation};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::linear::Linear;
-use crate::model::Llama;
+use crate::model::llama::{Block, Positions};
+use crate::model::{LayerShape, Llama};
 use crate::progress::{Progress, ProgressEvent};
 use crate::readback::to_vec;
 
@@ -35,12 +36,6 @@ pub struct Reconstruction {
     pub after: f64,
 }
 
-/// What to remove from one module: given per-column scores, or a plan made beforehand.
-enum Choice<'a> {
-    Scores,
-    Fixed(&'a [usize]),
-}
-
 /// Replaces a linear's weight with `w` (`[d_out, d_in]` row-major).
 fn set_weight<B: Backend>(lin: &mut Linear<B>, w: Vec<f32>, shape: [usize; 2], device: &B::Device) {
     lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), device));
@@ -52,19 +47,33 @@ async fn repair<B: Backend>(
     original: &[f32],
     stats: &InputStats,
     kept: &[usize],
-    comp: Compensation,
-    ridge: f64,
+    recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(f64, f64)> {
+    let (comp, ridge) = (recipe.compensation, recipe.ridge);
     let (d_out, n) = (original.len() / stats.n, stats.n);
     let plain: Vec<f32> = (0..d_out)
         .flat_map(|i| kept.iter().map(move |&j| original[i * n + j]))
         .collect();
     let before = relative_error(original, d_out, stats, kept, &plain);
     let pruned: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
-    if comp == Compensation::Bias {
-        let delta = bias_update(original, d_out, stats, &pruned);
-        let after = relative_error_with_bias(original, d_out, stats, kept, &plain, Some(&delta));
+    let (new, delta) = match comp {
+        Compensation::None => (plain, None),
+        Compensation::Bias => {
+            let delta = bias_update(original, d_out, stats, &pruned);
+            (plain, Some(delta))
+        }
+        Compensation::Ls | Compensation::LsBias => {
+            let with_bias = comp == Compensation::LsBias;
+            let lambda = stats.ridge(ridge);
+            let r = least_squares(
+                original, d_out, stats, kept, &pruned, lambda, with_bias, &Cholesky,
+            )?;
+            (r.kept, r.bias)
+        }
+    };
+    let after = relative_error_with_bias(original, d_out, stats, kept, &new, delta.as_deref());
+    if let Some(delta) = delta {
         let old = match &lin.bias {
             Some(b) => to_vec(b.val()).await?,
             None => vec![0.0; d_out],
@@ -74,22 +83,7 @@ async fn repair<B: Backend>(
             TensorData::new(new_bias, [d_out]),
             device,
         )));
-        set_weight(lin, plain, [d_out, kept.len()], device);
-        return Ok((before, after));
     }
-    let new = match comp {
-        Compensation::None | Compensation::Bias => plain,
-        Compensation::Ls => least_squares(
-            original,
-            d_out,
-            stats,
-            kept,
-            &pruned,
-            stats.ridge(ridge),
-            &Cholesky,
-        )?,
-    };
-    let after = relative_error(original, d_out, stats, kept, &new);
     set_weight(lin, new, [d_out, kept.len()], device);
     Ok((before, after))
 }
@@ -102,12 +96,144 @@ pub struct Sequential<B: Backend> {
     pub reconstruction: Vec<Reconstruction>,
 }
 
-/// Prunes the recipe's layers in order. Activation scores are computed here; any other score comes as `fixed`
-/// (a plan made beforehand), and this pass only applies and repairs it.
+/// Calibration activations entering the first pruned layer: `h [windows, len, hidden]` and the positions.
+fn prefix<B: Backend>(
+    model: &Llama<B>,
+    calib: &[Vec<u32>],
+    start: usize,
+    device: &B::Device,
+) -> Result<(Tensor<B, 3>, Positions<B>)> {
+    if calib.is_empty() {
+        return Err(Error::Invalid(
+            "the sequential pipeline needs calibration windows".into(),
+        ));
+    }
+    crate::eval::perplexity::check_ids(&calib.concat(), model.config.vocab_size)?;
+    let refs: Vec<&[u32]> = calib.iter().map(|w| w.as_slice()).collect();
+    let pos = model.positions(refs[0].len(), device);
+    let mut h = model.embed(batch_tensor::<B>(&refs, device));
+    for block in &model.layers[..start] {
+        h = block.forward(h, &pos);
+    }
+    Ok((h, pos))
+}
+
+/// One layer run on `h` as it comes: the inputs of `o_proj` (`heads`) and `down_proj` (`hidden`) and their
+/// statistics.
+struct DenseLayer<B: Backend> {
+    /// The layer's input `[windows, len, hidden]`.
+    h: Tensor<B, 3>,
+    /// `[windows, len, heads·head_dim]`
+    heads: Tensor<B, 3>,
+    /// `h` after the attention, `[windows, len, hidden]`.
+    h_mid: Tensor<B, 3>,
+    /// `[windows, len, intermediate]`
+    hidden: Tensor<B, 3>,
+    attn: InputStats,
+    mlp: InputStats,
+}
+
+async fn statistics<B: Backend>(t: Tensor<B, 3>) -> Result<InputStats> {
+    let [b, s, n] = t.dims();
+    let mut stats = InputStats::new(n);
+    stats.add(t.reshape([b * s, n])).await?;
+    Ok(stats)
+}
+
+async fn dense_layer<B: Backend>(
+    block: &Block<B>,
+    h: Tensor<B, 3>,
+    pos: &Positions<B>,
+) -> Result<DenseLayer<B>> {
+    let x = block.input_layernorm.forward(h.clone());
+    let heads = block.self_attn.heads(x, &pos.cos, &pos.sin, &pos.mask);
+    let h_mid = h.clone() + block.self_attn.o_proj.forward(heads.clone());
+    let hidden = block
+        .mlp
+        .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
+    Ok(DenseLayer {
+        attn: statistics(heads.clone()).await?,
+        mlp: statistics(hidden.clone()).await?,
+        h,
+        heads,
+        h_mid,
+        hidden,
+    })
+}
+
+/// The recipe's activation score of each input column of `lin` (o_proj or down_proj).
+async fn column_scores_of<B: Backend>(
+    lin: &Linear<B>,
+    stats: &InputStats,
+    recipe: &Recipe,
+) -> Result<Vec<f64>> {
+    let w = to_vec(lin.weight.val()).await?;
+    let d_out = lin.weight.dims()[0];
+    let lambda = stats.ridge(recipe.ridge);
+    column_scores(recipe.importance, &w, d_out, stats, lambda, &Cholesky)
+}
+
+/// Per-KV-group scores from per-column scores of `o_proj`: a group sums its query heads' columns.
+fn group_scores(columns: &[f64], shape: &LayerShape, hd: usize) -> Vec<f32> {
+    (0..shape.num_kv_heads)
+        .map(|g| {
+            let heads = query_heads(shape, g, Aggregation::Correct);
+            expand(&heads, hd).iter().map(|&j| columns[j]).sum::<f64>() as f32
+        })
+        .collect()
+}
+
+fn to_f32(v: Vec<f64>) -> Vec<f32> {
+    v.into_iter().map(|x| x as f32).collect()
+}
+
+/// `t[..., idx]` along the last axis.
+fn columns<B: Backend>(t: Tensor<B, 3>, idx: &[usize], device: &B::Device) -> Tensor<B, 3> {
+    t.select(2, index(idx, device))
+}
+
+/// Activation scores of every layer of the recipe's range on the unpruned model (for allocations that need all
+/// layers' scores before anything is removed, e.g. `global`).
+pub async fn activation_scores<B: Backend>(
+    model: &Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerScores>> {
+    let layers = recipe.layer_range(&model.config);
+    let (mut h, pos) = prefix(model, calib, layers.start, device)?;
+    let mut out = vec![];
+    for (step, l) in layers.clone().enumerate() {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let block = &model.layers[l];
+        let dense = dense_layer(block, h, &pos).await?;
+        let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
+        let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;
+        out.push(LayerScores {
+            layer: l,
+            kv_groups: group_scores(&attn, &model.config.layers[l], model.config.head_dim),
+            mlp_channels: to_f32(mlp),
+        });
+        h = dense.h_mid + block.mlp.down_proj.forward(dense.hidden);
+        progress.report(ProgressEvent {
+            stage: "score",
+            done: step + 1,
+            total: layers.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Prunes the recipe's layers in order. Activation scores are computed here (each layer on the pruned prefix)
+/// with the allocation's counts at fraction `ratio`; any other plan comes as `fixed`, and this pass only applies
+/// and repairs it.
 pub async fn prune_sequential<B: Backend>(
     mut model: Llama<B>,
     recipe: &Recipe,
-    ratio: f64,
+    ratio: Option<f64>,
     calib: &[Vec<u32>],
     fixed: Option<&Plan>,
     device: &B::Device,
@@ -115,148 +241,123 @@ pub async fn prune_sequential<B: Backend>(
 ) -> Result<Sequential<B>> {
     let orig = model.config.clone();
     let layers = recipe.layer_range(&orig);
-    let kind = recipe.importance;
-    if calib.is_empty() {
-        return Err(Error::Invalid(
-            "the sequential pipeline needs calibration windows".into(),
-        ));
-    }
-    crate::eval::perplexity::check_ids(&calib.concat(), orig.vocab_size)?;
-    let refs: Vec<&[u32]> = calib.iter().map(|w| w.as_slice()).collect();
-    let (n_win, len) = (refs.len(), refs[0].len());
-    let tokens = n_win * len;
-    let pos = model.positions(len, device);
-    let mut h = model.embed(batch_tensor::<B>(&refs, device));
-    for l in 0..layers.start {
-        h = model.layers[l].forward(h, &pos);
-    }
-    let (hd, d) = (orig.head_dim, orig.hidden_size);
+    let counts = |l: usize| match (fixed, ratio) {
+        (None, Some(r)) => Ok(recipe.allocation.counts(&orig, l, r, &recipe.structures)),
+        (None, None) => Err(Error::Invalid(
+            "the sequential pipeline needs a plan or a per-layer ratio".into(),
+        )),
+        (Some(_), _) => Ok((0, 0)),
+    };
+    let fixed_layer = |l: usize| {
+        fixed.map(|p| {
+            p.layers
+                .iter()
+                .find(|lp| lp.layer == l)
+                .cloned()
+                .unwrap_or(LayerPlan {
+                    layer: l,
+                    kv_groups: vec![],
+                    mlp_channels: vec![],
+                })
+        })
+    };
+    let (mut h, pos) = prefix(&model, calib, layers.start, device)?;
+    let hd = orig.head_dim;
     let (mut plans, mut scores, mut recon) = (vec![], vec![], vec![]);
     for (step, l) in layers.clone().enumerate() {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
         let shape = orig.layers[l];
-        let (n_kv, n_mlp) = uniform_counts(&orig, l, ratio, &recipe.structures);
-        let fixed_layer = fixed.and_then(|p| p.layers.iter().find(|lp| lp.layer == l));
-        let choice = |v: Option<&'static str>| -> Choice<'_> {
-            match (fixed_layer, v) {
-                (Some(lp), Some("kv")) => Choice::Fixed(&lp.kv_groups),
-                (Some(lp), _) => Choice::Fixed(&lp.mlp_channels),
-                (None, _) => Choice::Scores,
-            }
-        };
+        let (n_kv, n_mlp) = counts(l)?;
+        let dense = dense_layer(&model.layers[l], h, &pos).await?;
 
-        // Attention: statistics of o_proj's input, scores per KV group, slice, repair o_proj.
-        let x = model.layers[l].input_layernorm.forward(h.clone());
-        let heads = model.layers[l]
-            .self_attn
-            .heads(x.clone(), &pos.cos, &pos.sin, &pos.mask);
-        let x2_dense = model.layers[l]
-            .post_attention_layernorm
-            .forward(h.clone() + model.layers[l].self_attn.o_proj.forward(heads.clone()));
-        let hidden_dense = model.layers[l].mlp.hidden(x2_dense);
-        let qd = shape.num_heads * hd;
-        let mut so = InputStats::new(qd);
-        so.add(heads.reshape([tokens, qd])).await?;
-        let w_o = to_vec(model.layers[l].self_attn.o_proj.weight.val()).await?;
+        // Attention: choose KV groups, slice, repair o_proj on the kept heads' outputs (already computed).
+        let block = &model.layers[l];
         let mut kv_scores = vec![];
-        let groups = match choice(Some("kv")) {
-            Choice::Fixed(g) => g.to_vec(),
-            Choice::Scores => {
-                let col = column_scores(kind, &w_o, d, &so, so.ridge(recipe.ridge), &Cholesky)?;
-                kv_scores = (0..shape.num_kv_heads)
-                    .map(|g| {
-                        let heads = query_heads(&shape, g, Aggregation::Correct);
-                        expand(&heads, hd).iter().map(|&j| col[j]).sum::<f64>() as f32
-                    })
-                    .collect();
+        let groups = match fixed_layer(l) {
+            Some(lp) => lp.kv_groups,
+            None => {
+                let cols = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
+                kv_scores = group_scores(&cols, &shape, hd);
                 lowest(&kv_scores, n_kv)
             }
         };
-        let lp = LayerPlan {
-            layer: l,
-            kv_groups: groups.clone(),
-            mlp_channels: vec![],
-        };
-        let kept_heads = Plan::new(&model.config, vec![lp.clone()])
-            .kept(&model.config, l)
-            .heads;
-        let step_plan = Plan::new(&model.config, vec![lp]);
+        let w_o = to_vec(block.self_attn.o_proj.weight.val()).await?;
+        let step_plan = Plan::new(
+            &model.config,
+            vec![LayerPlan {
+                layer: l,
+                kv_groups: groups.clone(),
+                mlp_channels: vec![],
+            }],
+        );
+        let kept = expand(&step_plan.kept(&model.config, l).heads, hd);
         model = apply(model, &step_plan)?;
-        let kept = expand(&kept_heads, hd);
-        let (b, a) = repair(
-            &mut model.layers[l].self_attn.o_proj,
-            &w_o,
-            &so,
-            &kept,
-            recipe.compensation,
-            recipe.ridge,
-            device,
-        )
-        .await?;
+        let o_proj = &mut model.layers[l].self_attn.o_proj;
+        let (before, after) = repair(o_proj, &w_o, &dense.attn, &kept, recipe, device).await?;
         recon.push(Reconstruction {
             layer: l,
             module: "o_proj",
-            before: b,
-            after: a,
+            before,
+            after,
         });
-        let h_mid = h + model.layers[l]
-            .self_attn
-            .forward(x, &pos.cos, &pos.sin, &pos.mask);
+        let h_mid = dense.h + o_proj.forward(columns(dense.heads, &kept, device));
 
-        // MLP: statistics of down_proj's input on the repaired attention, scores per channel, slice, repair.
-        let x2 = model.layers[l]
-            .post_attention_layernorm
-            .forward(h_mid.clone());
-        let m = shape.intermediate_size;
-        let mut sd = InputStats::new(m);
-        sd.add(
-            match recipe.mlp_stats_after_attention {
-                true => model.layers[l].mlp.hidden(x2.clone()),
-                false => hidden_dense,
+        // MLP: statistics of the layer as it came (default) or after the repaired attention; choose, slice,
+        // repair down_proj.
+        let block = &model.layers[l];
+        let x2 = block.post_attention_layernorm.forward(h_mid.clone());
+        let (hidden, mlp_stats) = match recipe.mlp_stats_after_attention {
+            true => {
+                let hidden = block.mlp.hidden(x2.clone());
+                (Some(hidden.clone()), statistics(hidden).await?)
             }
-            .reshape([tokens, m]),
-        )
-        .await?;
-        let w_down = to_vec(model.layers[l].mlp.down_proj.weight.val()).await?;
+            false => (None, dense.mlp),
+        };
         let mut mlp_scores = vec![];
-        let channels = match choice(None) {
-            Choice::Fixed(c) => c.to_vec(),
-            Choice::Scores => {
-                mlp_scores =
-                    column_scores(kind, &w_down, d, &sd, sd.ridge(recipe.ridge), &Cholesky)?
-                        .into_iter()
-                        .map(|x| x as f32)
-                        .collect();
+        let channels = match fixed_layer(l) {
+            Some(lp) => lp.mlp_channels,
+            None => {
+                let cols = column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?;
+                mlp_scores = to_f32(cols);
                 lowest(&mlp_scores, n_mlp)
             }
         };
-        let lp = LayerPlan {
-            layer: l,
-            kv_groups: vec![],
-            mlp_channels: channels.clone(),
-        };
-        let step_plan = Plan::new(&model.config, vec![lp]);
+        let w_down = to_vec(block.mlp.down_proj.weight.val()).await?;
+        let step_plan = Plan::new(
+            &model.config,
+            vec![LayerPlan {
+                layer: l,
+                kv_groups: vec![],
+                mlp_channels: channels.clone(),
+            }],
+        );
+        let kept: Vec<usize> = (0..shape.intermediate_size)
+            .filter(|c| !channels.contains(c))
+            .collect();
         model = apply(model, &step_plan)?;
-        let kept: Vec<usize> = (0..m).filter(|c| !channels.contains(c)).collect();
-        let (b, a) = repair(
-            &mut model.layers[l].mlp.down_proj,
+        let mlp = &mut model.layers[l].mlp;
+        let (before, after) = repair(
+            &mut mlp.down_proj,
             &w_down,
-            &sd,
+            &mlp_stats,
             &kept,
-            recipe.compensation,
-            recipe.ridge,
+            recipe,
             device,
         )
         .await?;
         recon.push(Reconstruction {
             layer: l,
             module: "down_proj",
-            before: b,
-            after: a,
+            before,
+            after,
         });
-        h = h_mid + model.layers[l].mlp.forward(x2);
+        let hidden = match hidden {
+            Some(full) => columns(full, &kept, device),
+            None => mlp.hidden(x2),
+        };
+        h = h_mid + mlp.down_proj.forward(hidden);
 
         plans.push(LayerPlan {
             layer: l,
@@ -276,7 +377,7 @@ pub async fn prune_sequential<B: Backend>(
             total: layers.len(),
         });
     }
-    if recipe.compensation == Compensation::Bias {
+    if recipe.compensation.adds_bias() {
         add_zero_biases(&mut model, device);
     }
     Ok(Sequential {

@@ -21,9 +21,24 @@ pub enum Compensation {
     Ls,
     /// FLAP's bias: `b += W[:,P] μ_P` (the mean contribution of the removed columns). Adds biases to the model.
     Bias,
+    /// Least squares on `[x_K; 1]`: refits the kept columns and the output bias together. Adds biases.
+    LsBias,
 }
 
 impl Compensation {
+    /// Every repair, in the order the page lists them.
+    pub const ALL: [Compensation; 4] = [
+        Compensation::None,
+        Compensation::Ls,
+        Compensation::Bias,
+        Compensation::LsBias,
+    ];
+
+    /// Whether the repair gives `o_proj` / `down_proj` an output bias.
+    pub fn adds_bias(self) -> bool {
+        matches!(self, Compensation::Bias | Compensation::LsBias)
+    }
+
     /// One line for a user choosing a repair.
     pub fn describe(self) -> &'static str {
         match self {
@@ -34,16 +49,26 @@ impl Compensation {
             Compensation::Bias => {
                 "FLAP: add the removed columns' mean contribution to the output bias"
             }
+            Compensation::LsBias => {
+                "least squares of the kept columns and the output bias together (ridge λ on the weights)"
+            }
         }
     }
 }
 
-fn gram_block(stats: &InputStats, rows: &[usize], cols: &[usize]) -> Mat<f64> {
-    Mat::from_fn(rows.len(), cols.len(), |i, j| stats.g(rows[i], cols[j]))
+/// What a least-squares refit returns (f64 or f32 alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refit<T> {
+    /// The kept columns after the refit, `[d_out, |K|]` row-major.
+    pub kept: Vec<T>,
+    /// The output-bias change `[d_out]` (`ls-bias` only).
+    pub bias: Option<Vec<T>>,
 }
 
-/// The kept columns after least squares: `[d_out, |K|]` row-major, from `w` `[d_out, n]` row-major (f64):
-/// `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the minimiser of `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`.
+/// Least squares on `[d_out, n]` row-major `w` (f64): `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the
+/// minimiser of `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`. With `with_bias` the regression is on `[x_K; 1]` with the
+/// augmented Gram `[[G_KK + λI, s_K], [s_Kᵀ, T]]` (the intercept is not penalised) and also returns `Δb`.
+#[allow(clippy::too_many_arguments)]
 pub fn least_squares_f64(
     w: &[f64],
     d_out: usize,
@@ -51,28 +76,49 @@ pub fn least_squares_f64(
     kept: &[usize],
     pruned: &[usize],
     lambda: f64,
+    with_bias: bool,
     solver: &dyn SpdSolver,
-) -> Result<Vec<f64>> {
+) -> Result<Refit<f64>> {
     let n = stats.n;
     let k = kept.len();
-    let cols = |idx: &[usize]| Mat::from_fn(d_out, idx.len(), |i, j| w[i * n + idx[j]]);
-    let wk = cols(kept);
+    let kept_w = |y: Option<&[f64]>| -> Vec<f64> {
+        (0..d_out * k)
+            .map(|x| w[(x / k) * n + kept[x % k]] + y.map_or(0.0, |y| y[(x % k) * d_out + x / k]))
+            .collect()
+    };
     if pruned.is_empty() {
-        return Ok((0..d_out * k).map(|x| wk[(x / k, x % k)]).collect());
+        return Ok(Refit {
+            kept: kept_w(None),
+            bias: with_bias.then(|| vec![0.0; d_out]),
+        });
     }
-    let mut a = gram_block(stats, kept, kept);
-    (0..k).for_each(|i| a[(i, i)] += lambda);
-    // B = G_KP W_Pᵀ  ([k, d_out]); Y = A⁻¹ B; W'_K = W_K + Yᵀ.
-    let b = gram_block(stats, kept, pruned) * cols(pruned).transpose();
-    let a_flat: Vec<f64> = (0..k * k).map(|x| a[(x / k, x % k)]).collect();
-    let b_flat: Vec<f64> = (0..k * d_out).map(|x| b[(x / d_out, x % d_out)]).collect();
-    let y = solver.solve(&a_flat, k, &b_flat, d_out)?;
-    Ok((0..d_out * k)
-        .map(|x| wk[(x / k, x % k)] + y[(x % k) * d_out + x / k])
-        .collect())
+    // Unknowns: k weights (+ the intercept). A = G_KK + λI (bordered by s_K and T); B = [G_KP; s_Pᵀ] W_Pᵀ.
+    let m = k + usize::from(with_bias);
+    let row = |i: usize, j: usize| match (i < k, j) {
+        (true, j) => stats.g(kept[i], j),
+        (false, j) => stats.sum[j],
+    };
+    let a = Mat::from_fn(m, m, |i, j| match (i < k, j < k) {
+        (true, true) => stats.g(kept[i], kept[j]) + if i == j { lambda } else { 0.0 },
+        (true, false) => stats.sum[kept[i]],
+        (false, true) => stats.sum[kept[j]],
+        (false, false) => stats.tokens as f64,
+    });
+    let g_rp = Mat::from_fn(m, pruned.len(), |i, j| row(i, pruned[j]));
+    let w_p = Mat::from_fn(d_out, pruned.len(), |i, j| w[i * n + pruned[j]]);
+    let b = g_rp * w_p.transpose();
+    let a_flat: Vec<f64> = (0..m * m).map(|x| a[(x / m, x % m)]).collect();
+    let b_flat: Vec<f64> = (0..m * d_out).map(|x| b[(x / d_out, x % d_out)]).collect();
+    // Y = A⁻¹ B ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k].
+    let y = solver.solve(&a_flat, m, &b_flat, d_out)?;
+    Ok(Refit {
+        kept: kept_w(Some(&y)),
+        bias: with_bias.then(|| y[k * d_out..].to_vec()),
+    })
 }
 
 /// [`least_squares_f64`] for f32 weights (statistics and the solve stay in f64).
+#[allow(clippy::too_many_arguments)]
 pub fn least_squares(
     w: &[f32],
     d_out: usize,
@@ -80,15 +126,16 @@ pub fn least_squares(
     kept: &[usize],
     pruned: &[usize],
     lambda: f64,
+    with_bias: bool,
     solver: &dyn SpdSolver,
-) -> Result<Vec<f32>> {
+) -> Result<Refit<f32>> {
     let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-    Ok(
-        least_squares_f64(&w, d_out, stats, kept, pruned, lambda, solver)?
-            .into_iter()
-            .map(|x| x as f32)
-            .collect(),
-    )
+    let r = least_squares_f64(&w, d_out, stats, kept, pruned, lambda, with_bias, solver)?;
+    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    Ok(Refit {
+        kept: f32s(r.kept),
+        bias: r.bias.map(f32s),
+    })
 }
 
 /// Relative output error `‖W X − W' X_K‖² / ‖W X‖²` on the calibration inputs, through the Gram matrix.

@@ -33,11 +33,12 @@ pub enum Importance {
     WandaSp,
     Flap,
     Obs,
+    Numerical,
 }
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 10] = [
+    pub const ALL: [Importance; 11] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -48,6 +49,7 @@ impl Importance {
         Importance::WandaSp,
         Importance::Flap,
         Importance::Obs,
+        Importance::Numerical,
     ];
 
     /// One line for a user choosing a score.
@@ -65,6 +67,9 @@ impl Importance {
             Importance::Obs => {
                 "OBS: error of removing column j after an optimal refit, Σ W_ij² / [(G+λI)⁻¹]_jj"
             }
+            Importance::Numerical => {
+                "Numerical Pruning: u = A⁻¹1, A = (WᵀW)∘G; the columns with the largest u go first"
+            }
         }
     }
 
@@ -80,7 +85,7 @@ impl Importance {
     pub fn needs_activations(self) -> bool {
         matches!(
             self,
-            Importance::WandaSp | Importance::Flap | Importance::Obs
+            Importance::WandaSp | Importance::Flap | Importance::Obs | Importance::Numerical
         )
     }
 
@@ -92,9 +97,11 @@ impl Importance {
     fn member<B: Backend>(self, m: &Member<B>) -> Result<Option<Tensor<B, 1>>> {
         use taylor::Term;
         Ok(Some(match self {
-            Importance::Random | Importance::WandaSp | Importance::Flap | Importance::Obs => {
-                return Ok(None)
-            }
+            Importance::Random
+            | Importance::WandaSp
+            | Importance::Flap
+            | Importance::Obs
+            | Importance::Numerical => return Ok(None),
             Importance::L1 => magnitude::score(m, 1),
             Importance::L2 => magnitude::score(m, 2),
             Importance::TaylorVector => taylor::score(m, Term::Vector)?,
