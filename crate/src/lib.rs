@@ -12,6 +12,7 @@ pub mod model;
 pub mod progress;
 pub mod prune;
 pub mod readback;
+pub mod train;
 
 #[cfg(feature = "cli")]
 pub mod cli;

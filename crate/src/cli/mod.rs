@@ -7,6 +7,9 @@ mod inspect;
 mod output;
 mod progress;
 mod prune;
+mod stream;
+mod synth;
+mod train;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,10 @@ enum Command {
     Prune(Box<prune::PruneArgs>),
     /// Convert between an HF folder and GGUF.
     Convert(convert::ConvertArgs),
+    /// Train a tokenizer and a small model from scratch (the built-in demo model).
+    Train(train::TrainArgs),
+    /// Write a checkpoint of a real model's shapes with random weights (scale and speed checks).
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure.
@@ -42,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Prune(args) => prune::run(*args),
+        Command::Train(args) => train::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,12 @@
 //! Writing a model to disk as an HF folder or a GGUF file: whole or not at all (a temporary sibling renamed into
 //! place at the end), never over an existing path, one tensor in memory at a time.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use burn::tensor::backend::Backend;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -12,8 +14,9 @@ use crate::io::gguf::reader::Value;
 use crate::io::gguf::tokenizer::gguf_metadata;
 use crate::io::gguf::{GgufDtype, GgufWriter};
 use crate::io::safetensors_out::{SafetensorsLayout, StDtype};
+use crate::model::named::Weight;
 use crate::model::tensors::tensor_specs;
-use crate::model::{ModelConfig, WeightSource};
+use crate::model::{Llama, ModelConfig, WeightSource};
 use crate::progress::{Progress, ProgressEvent};
 
 /// HF folder or GGUF file.
@@ -87,6 +90,19 @@ pub fn write_model(
     extras: &Extras,
     progress: &dyn Progress,
 ) -> Result<()> {
+    write_model_with(target, cfg, src, extras, &Vec::new, progress)
+}
+
+/// [`write_model`] with more files made by `late` once every tensor was read (a streamed run's report), still
+/// before the output appears.
+pub fn write_model_with(
+    target: &Target,
+    cfg: &ModelConfig,
+    src: &dyn WeightSource,
+    extras: &Extras,
+    late: &dyn Fn() -> Vec<(String, Vec<u8>)>,
+    progress: &dyn Progress,
+) -> Result<()> {
     let Target {
         out,
         format,
@@ -105,8 +121,14 @@ pub fn write_model(
         Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress),
     };
     let finish = result.and_then(|()| {
+        let late = late();
+        if format == Format::Hf {
+            for (name, bytes) in &late {
+                std::fs::write(tmp.join(name), bytes).map_err(io(&tmp.join(name)))?;
+            }
+        }
         if format == Format::Gguf {
-            for (name, bytes) in &extras.files {
+            for (name, bytes) in extras.files.iter().chain(&late) {
                 let p = out.with_file_name(format!(
                     "{}.{name}",
                     out.file_name().unwrap_or_default().to_string_lossy()
@@ -242,4 +264,33 @@ fn write_gguf(
         });
     }
     w.flush().map_err(io(path))
+}
+
+/// A model's weights, read back one tensor at a time for export.
+pub struct ModelWeights<B: Backend> {
+    weights: HashMap<String, Weight<B>>,
+}
+
+impl<B: Backend> WeightSource for ModelWeights<B> {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        self.weights
+            .iter()
+            .map(|(n, w)| (n.clone(), w.shape()))
+            .collect()
+    }
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let w = self.weights.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.into(),
+            expected: vec![],
+        })?;
+        pollster::block_on(crate::readback::to_vec(w.clone().flatten()))
+    }
+}
+
+impl<B: Backend> ModelWeights<B> {
+    pub fn of(model: &Llama<B>) -> Self {
+        Self {
+            weights: model.named_weights().into_iter().collect(),
+        }
+    }
 }

@@ -22,7 +22,7 @@ impl Progress for Bars {
             let bar = ProgressBar::new(e.total as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise}",
+                    "{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise} {msg}",
                 )
                 .expect("static template")
                 .progress_chars("=> "),
@@ -33,6 +33,15 @@ impl Progress for Bars {
         if let Some((_, bar)) = cur.as_ref() {
             bar.set_length(e.total as u64);
             bar.set_position(e.done as u64);
+        }
+    }
+}
+
+impl Bars {
+    /// Shows `msg` after the current bar (e.g. the training loss).
+    pub fn message(&self, msg: String) {
+        if let Some((_, bar)) = self.current.borrow().as_ref() {
+            bar.set_message(msg);
         }
     }
 }

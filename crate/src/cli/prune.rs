@@ -1,7 +1,6 @@
 //! `prunelab prune MODEL --out PATH [...]`: score, allocate, slice, evaluate, and write the smaller model with its
 //! `report.json`, `plan.json` and `recipe.json`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
@@ -11,21 +10,19 @@ use web_time::Instant;
 
 use super::convert::dtypes;
 use super::files::{read, read_text, ModelInput};
-use super::output::{write_model, Extras, Format, Target};
+use super::output::{write_model, Extras, Format, ModelWeights, Target};
 use super::progress::Bars;
 use crate::backend::{run_on, BackendJob, BackendKind};
 use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
-use crate::model::named::Weight;
-use crate::model::params::count_params;
-use crate::model::{Llama, WeightSource};
+use crate::model::Llama;
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{check_windows, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
 use crate::prune::pipeline::prune;
 use crate::prune::plan::{apply, Plan};
 use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
-use crate::prune::report::{summarise, EvalReport, Report, StageTime, REPORT_SCHEMA_VERSION};
+use crate::prune::report::{EvalReport, Report, StageTime};
 use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
 
@@ -105,6 +102,10 @@ pub struct PruneArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations
+    /// (training-free scores, uniform or attn-mlp-ratio allocation or --plan; no --eval).
+    #[arg(long, conflicts_with_all = ["eval", "plan_only"])]
+    pub(super) stream: bool,
 }
 
 /// Parses a kebab-case name of one of `all`.
@@ -222,27 +223,6 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
     Ok(r)
 }
 
-/// The pruned model's weights, read back one tensor at a time for export.
-struct ModelWeights<B: Backend> {
-    weights: HashMap<String, Weight<B>>,
-}
-
-impl<B: Backend> WeightSource for ModelWeights<B> {
-    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
-        self.weights
-            .iter()
-            .map(|(n, w)| (n.clone(), w.shape()))
-            .collect()
-    }
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let w = self.weights.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.into(),
-            expected: vec![],
-        })?;
-        pollster::block_on(crate::readback::to_vec(w.clone().flatten()))
-    }
-}
-
 struct PruneJob<'a> {
     args: &'a PruneArgs,
     input: &'a ModelInput,
@@ -326,24 +306,20 @@ impl BackendJob for PruneJob<'_> {
             (Some(ids), Some(spec)) => Some(eval(&pruned, ids, spec, &device)?),
             _ => None,
         };
-        let (pb, pa) = (count_params(cfg), count_params(&pruned.config));
-        let mut report = Report {
-            schema_version: REPORT_SCHEMA_VERSION,
-            recipe: self.recipe.clone(),
+        let eval = before
+            .zip(after)
+            .map(|(before, after)| EvalReport { before, after });
+        let mut report = Report::new(
+            &self.recipe,
             ratio,
-            removed_fraction: 1.0 - pa.total as f64 / pb.total as f64,
-            params_before: pb,
-            params_after: pa,
-            layers_before: cfg.layers.clone(),
-            layers_after: pruned.config.layers.clone(),
+            cfg,
+            &pruned.config,
             plan,
-            scores: summarise(&scores),
+            &scores,
             reconstruction,
             timings,
-            eval: before
-                .zip(after)
-                .map(|(before, after)| EvalReport { before, after }),
-        };
+            eval,
+        );
         if !args.plan_only {
             let start = Instant::now();
             let format = Format::resolve(args.format, &args.out);
@@ -353,27 +329,10 @@ impl BackendJob for PruneJob<'_> {
                 seconds: 0.0,
             });
             let extras = Extras {
-                base_config: self.input.hf_config_json()?,
-                tokenizer_json: self.input.tokenizer_json()?,
-                gguf_metadata: self.input.gguf_metadata()?,
-                files: vec![
-                    (
-                        "report.json".into(),
-                        serde_json::to_vec_pretty(&report).expect("serialisable"),
-                    ),
-                    (
-                        "plan.json".into(),
-                        serde_json::to_vec_pretty(&report.plan).expect("serialisable"),
-                    ),
-                    (
-                        "recipe.json".into(),
-                        serde_json::to_vec_pretty(&report.recipe).expect("serialisable"),
-                    ),
-                ],
+                files: report_files(&report),
+                ..extras_of(self.input)?
             };
-            let src = ModelWeights {
-                weights: pruned.named_weights().into_iter().collect(),
-            };
+            let src = ModelWeights::of(&pruned);
             write_model(
                 &Target {
                     out: &args.out,
@@ -448,16 +407,30 @@ pub fn run(args: PruneArgs) -> Result<()> {
         ),
         None => None,
     };
-    let report = run_on(
-        kind,
-        PruneJob {
-            args: &args,
-            input: &input,
-            recipe,
-            calib,
-            eval_ids,
-        },
-    )?;
+    let report = match args.stream {
+        true => run_on(
+            kind,
+            super::stream::StreamJob {
+                input: &input,
+                recipe,
+                calib,
+                plan: args.plan.as_deref(),
+                out: &args.out,
+                format: args.format,
+                dtype: &args.dtype,
+            },
+        )?,
+        false => run_on(
+            kind,
+            PruneJob {
+                args: &args,
+                input: &input,
+                recipe,
+                calib,
+                eval_ids,
+            },
+        )?,
+    };
     if args.json {
         println!(
             "{}",
@@ -467,6 +440,29 @@ pub fn run(args: PruneArgs) -> Result<()> {
         print_summary(&report, &args.out);
     }
     Ok(())
+}
+
+/// What a pruned model carries from its input: config fields, tokenizer, GGUF metadata.
+pub(super) fn extras_of(input: &ModelInput) -> Result<Extras> {
+    Ok(Extras {
+        base_config: input.hf_config_json()?,
+        tokenizer_json: input.tokenizer_json()?,
+        gguf_metadata: input.gguf_metadata()?,
+        files: vec![],
+    })
+}
+
+/// `report.json`, `plan.json` and `recipe.json`.
+pub(super) fn report_files(report: &Report) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("report.json".into(), pretty(report)),
+        ("plan.json".into(), pretty(&report.plan)),
+        ("recipe.json".into(), pretty(&report.recipe)),
+    ]
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("serialisable")
 }
 
 fn print_summary(r: &Report, out: &std::path::Path) {

@@ -34,7 +34,52 @@ pub struct Positions<B: Backend> {
     pub mask: Tensor<B, 2, burn::tensor::Bool>,
 }
 
+fn load_norm<B: Backend>(
+    cfg: &ModelConfig,
+    src: &dyn WeightSource,
+    name: &str,
+    device: &B::Device,
+) -> Result<RmsNorm<B>> {
+    Ok(RmsNorm {
+        weight: load_param(src, name, [cfg.hidden_size], device)?,
+        eps: cfg.rms_norm_eps,
+    })
+}
+
 impl<B: Backend> Block<B> {
+    /// Loads decoder layer `l` of `cfg` from `src` (names and shapes are checked by the caller or on read).
+    pub fn load(
+        cfg: &ModelConfig,
+        l: usize,
+        src: &dyn WeightSource,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (d, hd, s) = (cfg.hidden_size, cfg.head_dim, &cfg.layers[l]);
+        let (q, kv, m) = (s.num_heads * hd, s.num_kv_heads * hd, s.intermediate_size);
+        let p = |suffix: &str| layer_tensor(l, suffix);
+        Ok(Block {
+            input_layernorm: load_norm(cfg, src, &p("input_layernorm.weight"), device)?,
+            self_attn: Attention {
+                q_proj: linear(src, &p("self_attn.q_proj"), [q, d], cfg.qkv_bias, device)?,
+                k_proj: linear(src, &p("self_attn.k_proj"), [kv, d], cfg.qkv_bias, device)?,
+                v_proj: linear(src, &p("self_attn.v_proj"), [kv, d], cfg.qkv_bias, device)?,
+                o_proj: linear(src, &p("self_attn.o_proj"), [d, q], cfg.o_bias, device)?,
+                head_dim: hd,
+            },
+            post_attention_layernorm: load_norm(
+                cfg,
+                src,
+                &p("post_attention_layernorm.weight"),
+                device,
+            )?,
+            mlp: Mlp {
+                gate_proj: linear(src, &p("mlp.gate_proj"), [m, d], cfg.mlp_bias, device)?,
+                up_proj: linear(src, &p("mlp.up_proj"), [m, d], cfg.mlp_bias, device)?,
+                down_proj: linear(src, &p("mlp.down_proj"), [d, m], cfg.mlp_bias, device)?,
+            },
+        })
+    }
+
     /// # Shapes
     /// `x [batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
@@ -87,34 +132,10 @@ impl<B: Backend> Llama<B> {
     /// Loads the weights `cfg` describes from `src`, after checking every name and shape.
     pub fn load(cfg: &ModelConfig, src: &dyn WeightSource, device: &B::Device) -> Result<Self> {
         check_inventory(cfg, src)?;
-        let (d, hd, eps) = (cfg.hidden_size, cfg.head_dim, cfg.rms_norm_eps);
-        let norm = |name: String| -> Result<RmsNorm<B>> {
-            Ok(RmsNorm {
-                weight: load_param(src, &name, [d], device)?,
-                eps,
-            })
-        };
-        let mut layers = Vec::with_capacity(cfg.num_layers());
-        for (l, s) in cfg.layers.iter().enumerate() {
-            let (q, kv, m) = (s.num_heads * hd, s.num_kv_heads * hd, s.intermediate_size);
-            let p = |suffix: &str| layer_tensor(l, suffix);
-            layers.push(Block {
-                input_layernorm: norm(p("input_layernorm.weight"))?,
-                self_attn: Attention {
-                    q_proj: linear(src, &p("self_attn.q_proj"), [q, d], cfg.qkv_bias, device)?,
-                    k_proj: linear(src, &p("self_attn.k_proj"), [kv, d], cfg.qkv_bias, device)?,
-                    v_proj: linear(src, &p("self_attn.v_proj"), [kv, d], cfg.qkv_bias, device)?,
-                    o_proj: linear(src, &p("self_attn.o_proj"), [d, q], cfg.o_bias, device)?,
-                    head_dim: hd,
-                },
-                post_attention_layernorm: norm(p("post_attention_layernorm.weight"))?,
-                mlp: Mlp {
-                    gate_proj: linear(src, &p("mlp.gate_proj"), [m, d], cfg.mlp_bias, device)?,
-                    up_proj: linear(src, &p("mlp.up_proj"), [m, d], cfg.mlp_bias, device)?,
-                    down_proj: linear(src, &p("mlp.down_proj"), [d, m], cfg.mlp_bias, device)?,
-                },
-            });
-        }
+        let d = cfg.hidden_size;
+        let layers = (0..cfg.num_layers())
+            .map(|l| Block::load(cfg, l, src, device))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
             embed_tokens: load_param(
                 src,
@@ -123,7 +144,7 @@ impl<B: Backend> Llama<B> {
                 device,
             )?,
             layers,
-            norm: norm("model.norm.weight".into())?,
+            norm: load_norm(cfg, src, "model.norm.weight", device)?,
             lm_head: match cfg.tie_word_embeddings {
                 true => None,
                 false => Some(load_param(
@@ -139,7 +160,12 @@ impl<B: Backend> Llama<B> {
 
     /// Rotary tables and causal mask for sequences of length `seq`.
     pub fn positions(&self, seq: usize, device: &B::Device) -> Positions<B> {
-        let (cos, sin) = rope::tables(&self.config.rope, self.config.head_dim, seq, device);
+        Self::positions_for(&self.config, seq, device)
+    }
+
+    /// Rotary tables and causal mask of `cfg` for sequences of length `seq` (no weights needed).
+    pub fn positions_for(cfg: &ModelConfig, seq: usize, device: &B::Device) -> Positions<B> {
+        let (cos, sin) = rope::tables(&cfg.rope, cfg.head_dim, seq, device);
         Positions {
             cos,
             sin,

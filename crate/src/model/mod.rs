@@ -8,7 +8,9 @@ pub mod mlp;
 pub mod named;
 pub mod norm;
 pub mod params;
+pub mod random;
 pub mod rope;
+pub mod shapes;
 pub mod tensors;
 pub mod weights;
 

@@ -5,7 +5,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
 use super::linear::Linear;
-use super::llama::Llama;
+use super::llama::{Block, Llama};
 use super::tensors::layer_tensor;
 
 /// A weight of rank 1 (norms, biases) or 2 (linears, embeddings).
@@ -50,6 +50,39 @@ fn push_linear<B: Backend>(out: &mut Vec<(String, Weight<B>)>, prefix: String, l
     }
 }
 
+impl<B: Backend> Block<B> {
+    /// The weights of decoder layer `l` with their HF names, in module order.
+    pub fn named_weights(&self, l: usize) -> Vec<(String, Weight<B>)> {
+        let p = |s: &str| layer_tensor(l, s);
+        let mut out = vec![(
+            p("input_layernorm.weight"),
+            Weight::Vector(self.input_layernorm.weight.val()),
+        )];
+        let a = &self.self_attn;
+        for (name, lin) in [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+        ] {
+            push_linear(&mut out, p(&format!("self_attn.{name}")), lin);
+        }
+        out.push((
+            p("post_attention_layernorm.weight"),
+            Weight::Vector(self.post_attention_layernorm.weight.val()),
+        ));
+        let m = &self.mlp;
+        for (name, lin) in [
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ] {
+            push_linear(&mut out, p(&format!("mlp.{name}")), lin);
+        }
+        out
+    }
+}
+
 impl<B: Backend> Llama<B> {
     /// Every weight with its HF name, in module order. A tied `lm_head` is
     /// not listed: it is `model.embed_tokens.weight`.
@@ -59,32 +92,7 @@ impl<B: Backend> Llama<B> {
             Weight::Matrix(self.embed_tokens.val()),
         )];
         for (l, block) in self.layers.iter().enumerate() {
-            let p = |s: &str| layer_tensor(l, s);
-            out.push((
-                p("input_layernorm.weight"),
-                Weight::Vector(block.input_layernorm.weight.val()),
-            ));
-            let a = &block.self_attn;
-            for (name, lin) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                push_linear(&mut out, p(&format!("self_attn.{name}")), lin);
-            }
-            out.push((
-                p("post_attention_layernorm.weight"),
-                Weight::Vector(block.post_attention_layernorm.weight.val()),
-            ));
-            let m = &block.mlp;
-            for (name, lin) in [
-                ("gate_proj", &m.gate_proj),
-                ("up_proj", &m.up_proj),
-                ("down_proj", &m.down_proj),
-            ] {
-                push_linear(&mut out, p(&format!("mlp.{name}")), lin);
-            }
+            out.extend(block.named_weights(l));
         }
         out.push((
             "model.norm.weight".to_string(),

@@ -12,6 +12,8 @@ pub mod recipe;
 pub mod report;
 pub mod sequential;
 pub mod stats;
+#[cfg(feature = "cli")]
+pub mod streaming;
 pub mod structure;
 
 pub use importance::Importance;

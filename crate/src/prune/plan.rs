@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::structure::{expand, query_heads, Aggregation};
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
+use crate::model::llama::Block;
 use crate::model::{LayerShape, Llama, ModelConfig};
 
 /// Format tag and version of plan files.
@@ -49,6 +50,38 @@ pub struct Kept {
     pub heads: Vec<usize>,
     pub kv_groups: Vec<usize>,
     pub mlp: Vec<usize>,
+}
+
+impl Kept {
+    /// What a layer of shape `s` keeps after losing KV `groups` and MLP channels `mlp`.
+    pub fn of(s: &LayerShape, groups: &[usize], mlp: &[usize]) -> Self {
+        // A KV group always takes the query heads HF pairs with it (h / n_rep), whatever the scores credited:
+        // the published LLM-Pruner code does the same, and any other choice would re-pair the heads that stay.
+        let removed_heads: Vec<usize> = groups
+            .iter()
+            .flat_map(|&g| query_heads(s, g, Aggregation::Correct))
+            .collect();
+        Kept {
+            heads: (0..s.num_heads)
+                .filter(|h| !removed_heads.contains(h))
+                .collect(),
+            kv_groups: (0..s.num_kv_heads)
+                .filter(|g| !groups.contains(g))
+                .collect(),
+            mlp: (0..s.intermediate_size)
+                .filter(|c| !mlp.contains(c))
+                .collect(),
+        }
+    }
+
+    /// The layer's shape afterwards.
+    pub fn shape(&self) -> LayerShape {
+        LayerShape {
+            num_heads: self.heads.len(),
+            num_kv_heads: self.kv_groups.len(),
+            intermediate_size: self.mlp.len(),
+        }
+    }
 }
 
 impl Plan {
@@ -129,42 +162,43 @@ impl Plan {
 
     /// What layer `layer` keeps.
     pub fn kept(&self, cfg: &ModelConfig, layer: usize) -> Kept {
-        let s = &cfg.layers[layer];
         let lp = self.layers.iter().find(|p| p.layer == layer);
         let (groups, mlp) = lp
             .map(|p| (p.kv_groups.as_slice(), p.mlp_channels.as_slice()))
             .unwrap_or((&[], &[]));
-        // A KV group always takes the query heads HF pairs with it (h / n_rep), whatever the scores credited:
-        // the published LLM-Pruner code does the same, and any other choice would re-pair the heads that stay.
-        let removed_heads: Vec<usize> = groups
-            .iter()
-            .flat_map(|&g| query_heads(s, g, Aggregation::Correct))
-            .collect();
-        Kept {
-            heads: (0..s.num_heads)
-                .filter(|h| !removed_heads.contains(h))
-                .collect(),
-            kv_groups: (0..s.num_kv_heads)
-                .filter(|g| !groups.contains(g))
-                .collect(),
-            mlp: (0..s.intermediate_size)
-                .filter(|c| !mlp.contains(c))
-                .collect(),
-        }
+        Kept::of(&cfg.layers[layer], groups, mlp)
     }
 
     /// The configuration after the plan.
     pub fn pruned_config(&self, cfg: &ModelConfig) -> ModelConfig {
         let mut out = cfg.clone();
         for l in 0..cfg.num_layers() {
-            let k = self.kept(cfg, l);
-            out.layers[l] = LayerShape {
-                num_heads: k.heads.len(),
-                num_kv_heads: k.kv_groups.len(),
-                intermediate_size: k.mlp.len(),
-            };
+            out.layers[l] = self.kept(cfg, l).shape();
         }
         out
+    }
+}
+
+/// Slices one decoder layer to what it keeps: rows of q/k/v/gate/up, columns of o/down (and biases).
+/// A module that keeps all its heads or channels is left untouched.
+pub fn apply_layer<B: Backend>(block: &mut Block<B>, kept: &Kept) {
+    let device = block.self_attn.q_proj.weight.device();
+    let hd = block.self_attn.head_dim;
+    let a = &mut block.self_attn;
+    if kept.heads.len() < a.num_heads() {
+        let q_rows = index::<B>(&expand(&kept.heads, hd), &device);
+        let kv_rows = index::<B>(&expand(&kept.kv_groups, hd), &device);
+        a.q_proj = keep_rows(a.q_proj.clone(), &q_rows);
+        a.k_proj = keep_rows(a.k_proj.clone(), &kv_rows);
+        a.v_proj = keep_rows(a.v_proj.clone(), &kv_rows);
+        a.o_proj = keep_cols(a.o_proj.clone(), &q_rows);
+    }
+    let m = &mut block.mlp;
+    if kept.mlp.len() < m.gate_proj.weight.dims()[0] {
+        let mlp = index::<B>(&kept.mlp, &device);
+        m.gate_proj = keep_rows(m.gate_proj.clone(), &mlp);
+        m.up_proj = keep_rows(m.up_proj.clone(), &mlp);
+        m.down_proj = keep_cols(m.down_proj.clone(), &mlp);
     }
 }
 
@@ -196,23 +230,8 @@ fn keep_cols<B: Backend>(lin: Linear<B>, cols: &Tensor<B, 1, Int>) -> Linear<B> 
 pub fn apply<B: Backend>(mut model: Llama<B>, plan: &Plan) -> Result<Llama<B>> {
     plan.check(&model.config)?;
     let cfg = model.config.clone();
-    let hd = cfg.head_dim;
     for lp in &plan.layers {
-        let device = model.embed_tokens.val().device();
-        let k = plan.kept(&cfg, lp.layer);
-        let q_rows = index::<B>(&expand(&k.heads, hd), &device);
-        let kv_rows = index::<B>(&expand(&k.kv_groups, hd), &device);
-        let mlp = index::<B>(&k.mlp, &device);
-        let block = &mut model.layers[lp.layer];
-        let a = &mut block.self_attn;
-        a.q_proj = keep_rows(a.q_proj.clone(), &q_rows);
-        a.k_proj = keep_rows(a.k_proj.clone(), &kv_rows);
-        a.v_proj = keep_rows(a.v_proj.clone(), &kv_rows);
-        a.o_proj = keep_cols(a.o_proj.clone(), &q_rows);
-        let m = &mut block.mlp;
-        m.gate_proj = keep_rows(m.gate_proj.clone(), &mlp);
-        m.up_proj = keep_rows(m.up_proj.clone(), &mlp);
-        m.down_proj = keep_cols(m.down_proj.clone(), &mlp);
+        apply_layer(&mut model.layers[lp.layer], &plan.kept(&cfg, lp.layer));
     }
     model.config = plan.pruned_config(&cfg);
     Ok(model)

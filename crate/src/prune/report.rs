@@ -8,8 +8,9 @@ use super::plan::Plan;
 use super::recipe::Recipe;
 use super::sequential::Reconstruction;
 use crate::eval::Perplexity;
-use crate::model::params::ParamCount;
+use crate::model::params::{count_params, ParamCount};
 use crate::model::LayerShape;
+use crate::model::ModelConfig;
 
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
@@ -74,6 +75,39 @@ pub struct Report {
     pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
     pub eval: Option<EvalReport>,
+}
+
+impl Report {
+    /// The report of a run on a model of config `before` that produced `after`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        recipe: &Recipe,
+        ratio: Option<f64>,
+        before: &ModelConfig,
+        after: &ModelConfig,
+        plan: Plan,
+        scores: &[LayerScores],
+        reconstruction: Vec<Reconstruction>,
+        timings: Vec<StageTime>,
+        eval: Option<EvalReport>,
+    ) -> Self {
+        let (pb, pa) = (count_params(before), count_params(after));
+        Report {
+            schema_version: REPORT_SCHEMA_VERSION,
+            recipe: recipe.clone(),
+            ratio,
+            removed_fraction: 1.0 - pa.total as f64 / pb.total as f64,
+            params_before: pb,
+            params_after: pa,
+            layers_before: before.layers.clone(),
+            layers_after: after.layers.clone(),
+            plan,
+            scores: summarise(scores),
+            reconstruction,
+            timings,
+            eval,
+        }
+    }
 }
 
 /// Summaries of the per-layer scores.

@@ -14,7 +14,7 @@ use super::compensate::{
 };
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
-use super::plan::{apply, index, LayerPlan, Plan};
+use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::stats::InputStats;
 use super::structure::{expand, query_heads, Aggregation};
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::linear::Linear;
 use crate::model::llama::{Block, Positions};
-use crate::model::{LayerShape, Llama};
+use crate::model::{LayerShape, Llama, ModelConfig};
 use crate::progress::{Progress, ProgressEvent};
 use crate::readback::to_vec;
 
@@ -227,6 +227,160 @@ pub async fn activation_scores<B: Backend>(
     Ok(out)
 }
 
+/// Which structures one layer loses: the lowest scores up to a count, or a plan made beforehand.
+#[derive(Debug, Clone)]
+pub enum LayerChoice {
+    Count {
+        kv_groups: usize,
+        mlp_channels: usize,
+    },
+    Fixed(LayerPlan),
+}
+
+/// What pruning one layer produced.
+pub struct LayerOutcome<B: Backend> {
+    /// The calibration activations after the pruned layer.
+    pub h: Tensor<B, 3>,
+    pub plan: LayerPlan,
+    /// The activation scores (`Count` choices only).
+    pub scores: Option<LayerScores>,
+    pub reconstruction: [Reconstruction; 2],
+    pub shape: LayerShape,
+}
+
+/// Prunes and repairs decoder layer `l` (of shape `shape`) in place, given the calibration activations `h`
+/// entering it: attention first (its KV groups, then `o_proj` refit on the kept heads' outputs, already
+/// computed), then the MLP (its statistics from the layer as it came, or after the repaired attention).
+#[allow(clippy::too_many_arguments)]
+pub async fn prune_layer<B: Backend>(
+    block: &mut Block<B>,
+    l: usize,
+    shape: LayerShape,
+    h: Tensor<B, 3>,
+    pos: &Positions<B>,
+    choice: &LayerChoice,
+    recipe: &Recipe,
+    device: &B::Device,
+) -> Result<LayerOutcome<B>> {
+    let hd = block.self_attn.head_dim;
+    let dense = dense_layer(block, h, pos).await?;
+
+    let mut kv_scores = vec![];
+    let groups = match choice {
+        LayerChoice::Fixed(lp) => lp.kv_groups.clone(),
+        LayerChoice::Count { kv_groups, .. } => {
+            let cols = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
+            kv_scores = group_scores(&cols, &shape, hd);
+            lowest(&kv_scores, *kv_groups)
+        }
+    };
+    let w_o = to_vec(block.self_attn.o_proj.weight.val()).await?;
+    let kept_attn = Kept::of(&shape, &groups, &[]);
+    apply_layer(block, &kept_attn);
+    let kept = expand(&kept_attn.heads, hd);
+    let o_proj = &mut block.self_attn.o_proj;
+    let (before, after) = repair(o_proj, &w_o, &dense.attn, &kept, recipe, device).await?;
+    let recon_o = Reconstruction {
+        layer: l,
+        module: "o_proj",
+        before,
+        after,
+    };
+    let h_mid = dense.h + o_proj.forward(columns(dense.heads, &kept, device));
+
+    let x2 = block.post_attention_layernorm.forward(h_mid.clone());
+    let (hidden, mlp_stats) = match recipe.mlp_stats_after_attention {
+        true => {
+            let hidden = block.mlp.hidden(x2.clone());
+            (Some(hidden.clone()), statistics(hidden).await?)
+        }
+        false => (None, dense.mlp),
+    };
+    let mut mlp_scores = vec![];
+    let channels = match choice {
+        LayerChoice::Fixed(lp) => lp.mlp_channels.clone(),
+        LayerChoice::Count { mlp_channels, .. } => {
+            let cols = column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?;
+            mlp_scores = to_f32(cols);
+            lowest(&mlp_scores, *mlp_channels)
+        }
+    };
+    let w_down = to_vec(block.mlp.down_proj.weight.val()).await?;
+    let kept_mlp = Kept::of(&kept_attn.shape(), &[], &channels);
+    apply_layer(block, &kept_mlp);
+    let mlp = &mut block.mlp;
+    let (before, after) = repair(
+        &mut mlp.down_proj,
+        &w_down,
+        &mlp_stats,
+        &kept_mlp.mlp,
+        recipe,
+        device,
+    )
+    .await?;
+    let recon_d = Reconstruction {
+        layer: l,
+        module: "down_proj",
+        before,
+        after,
+    };
+    let hidden = match hidden {
+        Some(full) => columns(full, &kept_mlp.mlp, device),
+        None => mlp.hidden(x2),
+    };
+    let h = h_mid + mlp.down_proj.forward(hidden);
+    let scores = matches!(choice, LayerChoice::Count { .. }).then(|| LayerScores {
+        layer: l,
+        kv_groups: kv_scores,
+        mlp_channels: mlp_scores,
+    });
+    Ok(LayerOutcome {
+        h,
+        plan: LayerPlan {
+            layer: l,
+            kv_groups: groups,
+            mlp_channels: channels,
+        },
+        scores,
+        reconstruction: [recon_o, recon_d],
+        shape: kept_mlp.shape(),
+    })
+}
+
+/// The choice for layer `l`: from a fixed plan (a layer it does not name loses nothing), or the allocation's
+/// counts at fraction `ratio`.
+pub fn layer_choice(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    l: usize,
+    ratio: Option<f64>,
+    fixed: Option<&Plan>,
+) -> Result<LayerChoice> {
+    match (fixed, ratio) {
+        (Some(plan), _) => Ok(LayerChoice::Fixed(
+            plan.layers
+                .iter()
+                .find(|lp| lp.layer == l)
+                .cloned()
+                .unwrap_or(LayerPlan {
+                    layer: l,
+                    kv_groups: vec![],
+                    mlp_channels: vec![],
+                }),
+        )),
+        (None, Some(r)) => {
+            let (kv, mlp) = recipe.allocation.counts(cfg, l, r, &recipe.structures);
+            Ok(LayerChoice::Count {
+                kv_groups: kv,
+                mlp_channels: mlp,
+            })
+        }
+        (None, None) => Err(Error::Invalid(
+            "the sequential pipeline needs a plan or a per-layer ratio".into(),
+        )),
+    }
+}
+
 /// Prunes the recipe's layers in order. Activation scores are computed here (each layer on the pruned prefix)
 /// with the allocation's counts at fraction `ratio`; any other plan comes as `fixed`, and this pass only applies
 /// and repairs it.
@@ -241,136 +395,29 @@ pub async fn prune_sequential<B: Backend>(
 ) -> Result<Sequential<B>> {
     let orig = model.config.clone();
     let layers = recipe.layer_range(&orig);
-    let counts = |l: usize| match (fixed, ratio) {
-        (None, Some(r)) => Ok(recipe.allocation.counts(&orig, l, r, &recipe.structures)),
-        (None, None) => Err(Error::Invalid(
-            "the sequential pipeline needs a plan or a per-layer ratio".into(),
-        )),
-        (Some(_), _) => Ok((0, 0)),
-    };
-    let fixed_layer = |l: usize| {
-        fixed.map(|p| {
-            p.layers
-                .iter()
-                .find(|lp| lp.layer == l)
-                .cloned()
-                .unwrap_or(LayerPlan {
-                    layer: l,
-                    kv_groups: vec![],
-                    mlp_channels: vec![],
-                })
-        })
-    };
     let (mut h, pos) = prefix(&model, calib, layers.start, device)?;
-    let hd = orig.head_dim;
     let (mut plans, mut scores, mut recon) = (vec![], vec![], vec![]);
     for (step, l) in layers.clone().enumerate() {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let shape = orig.layers[l];
-        let (n_kv, n_mlp) = counts(l)?;
-        let dense = dense_layer(&model.layers[l], h, &pos).await?;
-
-        // Attention: choose KV groups, slice, repair o_proj on the kept heads' outputs (already computed).
-        let block = &model.layers[l];
-        let mut kv_scores = vec![];
-        let groups = match fixed_layer(l) {
-            Some(lp) => lp.kv_groups,
-            None => {
-                let cols = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
-                kv_scores = group_scores(&cols, &shape, hd);
-                lowest(&kv_scores, n_kv)
-            }
-        };
-        let w_o = to_vec(block.self_attn.o_proj.weight.val()).await?;
-        let step_plan = Plan::new(
-            &model.config,
-            vec![LayerPlan {
-                layer: l,
-                kv_groups: groups.clone(),
-                mlp_channels: vec![],
-            }],
-        );
-        let kept = expand(&step_plan.kept(&model.config, l).heads, hd);
-        model = apply(model, &step_plan)?;
-        let o_proj = &mut model.layers[l].self_attn.o_proj;
-        let (before, after) = repair(o_proj, &w_o, &dense.attn, &kept, recipe, device).await?;
-        recon.push(Reconstruction {
-            layer: l,
-            module: "o_proj",
-            before,
-            after,
-        });
-        let h_mid = dense.h + o_proj.forward(columns(dense.heads, &kept, device));
-
-        // MLP: statistics of the layer as it came (default) or after the repaired attention; choose, slice,
-        // repair down_proj.
-        let block = &model.layers[l];
-        let x2 = block.post_attention_layernorm.forward(h_mid.clone());
-        let (hidden, mlp_stats) = match recipe.mlp_stats_after_attention {
-            true => {
-                let hidden = block.mlp.hidden(x2.clone());
-                (Some(hidden.clone()), statistics(hidden).await?)
-            }
-            false => (None, dense.mlp),
-        };
-        let mut mlp_scores = vec![];
-        let channels = match fixed_layer(l) {
-            Some(lp) => lp.mlp_channels,
-            None => {
-                let cols = column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?;
-                mlp_scores = to_f32(cols);
-                lowest(&mlp_scores, n_mlp)
-            }
-        };
-        let w_down = to_vec(block.mlp.down_proj.weight.val()).await?;
-        let step_plan = Plan::new(
-            &model.config,
-            vec![LayerPlan {
-                layer: l,
-                kv_groups: vec![],
-                mlp_channels: channels.clone(),
-            }],
-        );
-        let kept: Vec<usize> = (0..shape.intermediate_size)
-            .filter(|c| !channels.contains(c))
-            .collect();
-        model = apply(model, &step_plan)?;
-        let mlp = &mut model.layers[l].mlp;
-        let (before, after) = repair(
-            &mut mlp.down_proj,
-            &w_down,
-            &mlp_stats,
-            &kept,
+        let choice = layer_choice(&orig, recipe, l, ratio, fixed)?;
+        let out = prune_layer(
+            &mut model.layers[l],
+            l,
+            orig.layers[l],
+            h,
+            &pos,
+            &choice,
             recipe,
             device,
         )
         .await?;
-        recon.push(Reconstruction {
-            layer: l,
-            module: "down_proj",
-            before,
-            after,
-        });
-        let hidden = match hidden {
-            Some(full) => columns(full, &kept, device),
-            None => mlp.hidden(x2),
-        };
-        h = h_mid + mlp.down_proj.forward(hidden);
-
-        plans.push(LayerPlan {
-            layer: l,
-            kv_groups: groups,
-            mlp_channels: channels,
-        });
-        if fixed.is_none() {
-            scores.push(LayerScores {
-                layer: l,
-                kv_groups: kv_scores,
-                mlp_channels: mlp_scores,
-            });
-        }
+        model.config.layers[l] = out.shape;
+        h = out.h;
+        plans.push(out.plan);
+        scores.extend(out.scores);
+        recon.extend(out.reconstruction);
         progress.report(ProgressEvent {
             stage: "layers",
             done: step + 1,
@@ -392,24 +439,34 @@ pub async fn prune_sequential<B: Backend>(
 /// bias compensation gave some `o_proj`/`down_proj` a bias, every other projection gets a zero one.
 fn add_zero_biases<B: Backend>(model: &mut Llama<B>, device: &B::Device) {
     for block in &mut model.layers {
-        let a = &mut block.self_attn;
-        let m = &mut block.mlp;
-        for lin in [
-            &mut a.q_proj,
-            &mut a.k_proj,
-            &mut a.v_proj,
-            &mut a.o_proj,
-            &mut m.gate_proj,
-            &mut m.up_proj,
-            &mut m.down_proj,
-        ] {
-            if lin.bias.is_none() {
-                let d_out = lin.weight.dims()[0];
-                lin.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-            }
+        add_zero_biases_to_block(block, device);
+    }
+    with_biases(&mut model.config);
+}
+
+/// Gives every projection of `block` that lacks a bias a zero one.
+pub fn add_zero_biases_to_block<B: Backend>(block: &mut Block<B>, device: &B::Device) {
+    let a = &mut block.self_attn;
+    let m = &mut block.mlp;
+    for lin in [
+        &mut a.q_proj,
+        &mut a.k_proj,
+        &mut a.v_proj,
+        &mut a.o_proj,
+        &mut m.gate_proj,
+        &mut m.up_proj,
+        &mut m.down_proj,
+    ] {
+        if lin.bias.is_none() {
+            let d_out = lin.weight.dims()[0];
+            lin.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
         }
     }
-    model.config.qkv_bias = true;
-    model.config.o_bias = true;
-    model.config.mlp_bias = true;
+}
+
+/// The config of a model whose projections all carry biases.
+pub fn with_biases(cfg: &mut ModelConfig) {
+    cfg.qkv_bias = true;
+    cfg.o_bias = true;
+    cfg.mlp_bias = true;
 }

@@ -1,0 +1,99 @@
+//! `prunelab prune --stream`: the training-free pipeline layer by layer from the input files to the output
+//! files ([`Streamed`]), for models that do not fit in memory twice (or at all).
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use web_time::Instant;
+
+use super::convert::dtypes;
+use super::files::{read, ModelInput};
+use super::output::{write_model_with, Extras, Format, Target};
+use super::progress::Bars;
+use super::prune::{extras_of, report_files};
+use crate::backend::BackendJob;
+use crate::error::{Error, Result};
+use crate::prune::allocate::{ratio_for_target, Allocation};
+use crate::prune::plan::Plan;
+use crate::prune::recipe::Recipe;
+use crate::prune::report::{Report, StageTime};
+use crate::prune::streaming::Streamed;
+
+pub(super) struct StreamJob<'a> {
+    pub input: &'a ModelInput,
+    pub recipe: Recipe,
+    pub calib: Vec<Vec<u32>>,
+    pub plan: Option<&'a Path>,
+    pub out: &'a Path,
+    pub format: Option<Format>,
+    pub dtype: &'a str,
+}
+
+impl BackendJob for StreamJob<'_> {
+    type Output = Report;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
+        let (cfg, recipe) = (&self.input.config, &self.recipe);
+        let fixed = self.plan.map(|p| Plan::from_json(&read(p)?)).transpose()?;
+        let layers = recipe.layer_range(cfg);
+        let ratio = match (fixed.is_some(), recipe.allocation, recipe.ratio) {
+            (true, _, _) => None,
+            (false, Allocation::Global, _) => {
+                return Err(Error::Invalid(
+                    "global allocation ranks every layer before pruning: it is not streamed (drop --stream, or \
+                     make a plan with --plan-only and stream it with --plan)"
+                        .into(),
+                ))
+            }
+            (false, _, Some(r)) => Some(r),
+            (false, alloc, None) => Some(ratio_for_target(
+                cfg,
+                &layers,
+                recipe.target_params.unwrap_or(0.0),
+                &recipe.structures,
+                alloc,
+            )?),
+        };
+        let format = Format::resolve(self.format, self.out);
+        let (hf_dtype, gguf_dtype) = dtypes(format, self.dtype)?;
+        let extras: Extras = extras_of(self.input)?;
+        let bars = Bars::default();
+        let start = Instant::now();
+        self.input.with_weights(|src| {
+            let streamed = Streamed::<B::InnerBackend>::new(
+                src,
+                cfg,
+                recipe,
+                ratio,
+                fixed.as_ref(),
+                &self.calib,
+                device.clone(),
+                &bars,
+            )?;
+            let out_cfg = streamed.config().clone();
+            let report = std::cell::RefCell::new(None);
+            let late = || {
+                let (plan, scores, recon) = streamed.take_results();
+                let timings = vec![StageTime {
+                    stage: "stream".into(),
+                    seconds: start.elapsed().as_secs_f64(),
+                }];
+                let r = Report::new(
+                    recipe, ratio, cfg, &out_cfg, plan, &scores, recon, timings, None,
+                );
+                let files = report_files(&r);
+                *report.borrow_mut() = Some(r);
+                files
+            };
+            let target = Target {
+                out: self.out,
+                format,
+                hf_dtype,
+                gguf_dtype,
+            };
+            write_model_with(&target, &out_cfg, &streamed, &extras, &late, &bars)?;
+            Ok(report
+                .into_inner()
+                .expect("the report is made before the output appears"))
+        })
+    }
+}

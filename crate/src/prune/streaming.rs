@@ -1,0 +1,310 @@
+//! Layer-by-layer pruning from disk to disk, for models larger than memory: [`Streamed`] is a
+//! [`WeightSource`] of the pruned model that a writer pulls tensor by tensor in file order. Asking for a tensor
+//! of layer `l` loads layer `l` from the input source, prunes and repairs it on the calibration activations of
+//! the pruned prefix, reads it back and drops it; embeddings, the final norm and the head pass straight through.
+//! Memory: the calibration activations, one decoder layer on the device and one on the host — the input's
+//! other layers are never held. Training-free recipes only (gradient scores need the whole model's backward).
+//! Native only: a writer pulls synchronously, so reads block on the device (the browser keeps small models
+//! whole).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Range;
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use super::importance::LayerScores;
+use super::plan::{LayerPlan, Plan};
+use super::recipe::Recipe;
+use super::sequential::{
+    add_zero_biases_to_block, layer_choice, prune_layer, with_biases, Reconstruction,
+};
+use crate::error::{Error, Result};
+use crate::model::llama::{Block, Positions};
+use crate::model::tensors::tensor_specs;
+use crate::model::weights::check_inventory;
+use crate::model::{Llama, ModelConfig, WeightSource};
+use crate::progress::{Progress, ProgressEvent};
+use crate::readback::to_vec;
+
+/// Bytes of decoder-layer weights held at once, for the memory accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// On the device (the layer being pruned).
+    pub device: usize,
+    /// On the host (the pruned layer waiting to be written).
+    pub host: usize,
+}
+
+struct State<B: Backend> {
+    /// The next layer whose calibration activations are to be computed.
+    next: usize,
+    h: Option<Tensor<B, 3>>,
+    pos: Option<Positions<B>>,
+    /// The last pruned layer, read back, by HF name; taken as it is written.
+    ready: HashMap<String, Vec<f32>>,
+    plans: Vec<LayerPlan>,
+    scores: Vec<LayerScores>,
+    reconstruction: Vec<Reconstruction>,
+    held: Held,
+    peak: Held,
+}
+
+/// The pruned model as a pull-driven weight source (see the module docs).
+pub struct Streamed<'a, B: Backend> {
+    src: &'a dyn WeightSource,
+    cfg: ModelConfig,
+    out: ModelConfig,
+    recipe: &'a Recipe,
+    ratio: Option<f64>,
+    fixed: Option<&'a Plan>,
+    calib: &'a [Vec<u32>],
+    layers: Range<usize>,
+    device: B::Device,
+    progress: &'a dyn Progress,
+    state: RefCell<State<B>>,
+}
+
+/// The layer a tensor name belongs to (`model.layers.{l}.…`).
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl<'a, B: Backend> Streamed<'a, B> {
+    /// Checks `src` against `cfg` and the recipe, and works out the output's shapes (from the allocation's
+    /// counts at `ratio`, or from `fixed`). Nothing is loaded yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        src: &'a dyn WeightSource,
+        cfg: &ModelConfig,
+        recipe: &'a Recipe,
+        ratio: Option<f64>,
+        fixed: Option<&'a Plan>,
+        calib: &'a [Vec<u32>],
+        device: B::Device,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        check_inventory(cfg, src)?;
+        recipe.check(cfg)?;
+        if recipe.importance.needs_gradient() || recipe.importance.needs_fisher() {
+            return Err(Error::Invalid(
+                "streamed pruning is training-free: gradient scores need the whole model (drop --stream)"
+                    .into(),
+            ));
+        }
+        let layers = recipe.layer_range(cfg);
+        let mut out = cfg.clone();
+        for l in layers.clone() {
+            let choice = layer_choice(cfg, recipe, l, ratio, fixed)?;
+            let lp = match choice {
+                super::sequential::LayerChoice::Fixed(lp) => lp,
+                super::sequential::LayerChoice::Count {
+                    kv_groups,
+                    mlp_channels,
+                } => LayerPlan {
+                    layer: l,
+                    kv_groups: (0..kv_groups).collect(),
+                    mlp_channels: (0..mlp_channels).collect(),
+                },
+            };
+            out.layers[l] = Plan::new(cfg, vec![lp]).kept(cfg, l).shape();
+        }
+        if let Some(plan) = fixed {
+            plan.check(cfg)?;
+        }
+        if recipe.compensation.adds_bias() {
+            with_biases(&mut out);
+        }
+        crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
+        if calib.is_empty() {
+            return Err(Error::Invalid(
+                "the sequential pipeline needs calibration windows".into(),
+            ));
+        }
+        Ok(Self {
+            src,
+            cfg: cfg.clone(),
+            out,
+            recipe,
+            ratio,
+            fixed,
+            calib,
+            layers,
+            device,
+            progress,
+            state: RefCell::new(State {
+                next: 0,
+                h: None,
+                pos: None,
+                ready: HashMap::new(),
+                plans: vec![],
+                scores: vec![],
+                reconstruction: vec![],
+                held: Held::default(),
+                peak: Held::default(),
+            }),
+        })
+    }
+
+    /// The output's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.out
+    }
+
+    /// After everything was read: the plan, the scores and the reconstruction errors (taken out).
+    pub fn take_results(&self) -> (Plan, Vec<LayerScores>, Vec<Reconstruction>) {
+        let mut s = self.state.borrow_mut();
+        let plans = std::mem::take(&mut s.plans);
+        (
+            Plan::new(&self.cfg, plans),
+            std::mem::take(&mut s.scores),
+            std::mem::take(&mut s.reconstruction),
+        )
+    }
+
+    /// The most decoder-layer bytes held at once so far.
+    pub fn peak(&self) -> Held {
+        self.state.borrow().peak
+    }
+
+    fn layer_bytes(cfg: &ModelConfig, l: usize) -> usize {
+        tensor_specs(cfg)
+            .iter()
+            .filter(|s| s.layer == Some(l))
+            .map(|s| s.numel() * 4)
+            .sum()
+    }
+
+    fn account(s: &mut State<B>, device: isize, host: isize) {
+        s.held.device = (s.held.device as isize + device) as usize;
+        s.held.host = (s.held.host as isize + host) as usize;
+        s.peak.device = s.peak.device.max(s.held.device);
+        s.peak.host = s.peak.host.max(s.held.host);
+    }
+
+    /// Calibration activations entering layer 0: embedding rows gathered on the host (the embedding matrix never
+    /// goes to the device).
+    fn embed(&self) -> Result<(Tensor<B, 3>, Positions<B>)> {
+        let table = self.src.read_f32("model.embed_tokens.weight")?;
+        let d = self.cfg.hidden_size;
+        let (n, len) = (self.calib.len(), self.calib[0].len());
+        let rows: Vec<f32> = self
+            .calib
+            .iter()
+            .flatten()
+            .flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied())
+            .collect();
+        let h = Tensor::from_data(TensorData::new(rows, [n, len, d]), &self.device);
+        let pos = Llama::<B>::positions_for(&self.cfg, len, &self.device);
+        Ok((h, pos))
+    }
+
+    /// Runs layers up to and including `target` (those before the range only move the activations).
+    fn advance(&self, target: usize) -> Result<()> {
+        let mut s = self.state.borrow_mut();
+        while s.next <= target && s.next < self.layers.end {
+            if self.progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let l = s.next;
+            if s.h.is_none() {
+                let (h, pos) = self.embed()?;
+                s.h = Some(h);
+                s.pos = Some(pos);
+            }
+            let bytes = Self::layer_bytes(&self.cfg, l) as isize;
+            let mut block = Block::<B>::load(&self.cfg, l, self.src, &self.device)?;
+            Self::account(&mut s, bytes, 0);
+            let h = s.h.take().expect("activations");
+            let pos = s.pos.take().expect("positions");
+            if l < self.layers.start {
+                s.h = Some(block.forward(h, &pos));
+            } else {
+                let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
+                let out = pollster::block_on(prune_layer(
+                    &mut block,
+                    l,
+                    self.cfg.layers[l],
+                    h,
+                    &pos,
+                    &choice,
+                    self.recipe,
+                    &self.device,
+                ))?;
+                if self.recipe.compensation.adds_bias() {
+                    add_zero_biases_to_block(&mut block, &self.device);
+                }
+                let leftover: usize = s.ready.values().map(|v| v.len() * 4).sum();
+                s.ready.clear();
+                Self::account(&mut s, 0, -(leftover as isize));
+                for (name, w) in block.named_weights(l) {
+                    let v = pollster::block_on(to_vec(w.flatten()))?;
+                    let b = (v.len() * 4) as isize;
+                    s.ready.insert(name, v);
+                    Self::account(&mut s, 0, b);
+                }
+                s.h = Some(out.h);
+                s.plans.push(out.plan);
+                s.scores.extend(out.scores);
+                s.reconstruction.extend(out.reconstruction);
+                self.progress.report(ProgressEvent {
+                    stage: "layers",
+                    done: l + 1 - self.layers.start,
+                    total: self.layers.len(),
+                });
+            }
+            s.pos = Some(pos);
+            drop(block);
+            Self::account(&mut s, -bytes, 0);
+            s.next = l + 1;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> WeightSource for Streamed<'_, B> {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        tensor_specs(&self.out)
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect()
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let Some(l) = layer_of(name).filter(|l| self.layers.contains(l)) else {
+            // Outside the pruned range: as in the input (zero biases where the output gained them).
+            let has = self.src.inventory().iter().any(|(n, _)| n == name);
+            return match has {
+                true => self.src.read_f32(name),
+                false => {
+                    let spec = tensor_specs(&self.out).into_iter().find(|s| s.name == name);
+                    spec.filter(|_| name.ends_with(".bias"))
+                        .map(|s| vec![0.0; s.numel()])
+                        .ok_or_else(|| Error::MissingTensor {
+                            name: name.into(),
+                            expected: vec![],
+                        })
+                }
+            };
+        };
+        self.advance(l)?;
+        let mut s = self.state.borrow_mut();
+        if s.next != l + 1 {
+            return Err(Error::Invalid(format!(
+                "streamed tensors are read once, in layer order: {name} was asked after layer {}",
+                s.next.saturating_sub(1)
+            )));
+        }
+        let v = s.ready.remove(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "streamed tensor {name} was already read or does not exist"
+            ))
+        })?;
+        Self::account(&mut s, 0, -((v.len() * 4) as isize));
+        Ok(v)
+    }
+}

@@ -1,0 +1,281 @@
+//! Streamed pruning (`prune --stream`) on a synthetic checkpoint of the `tiny` shape: it writes the same model as
+//! the in-memory pipeline, reads each input layer once and only after the previous output layer was written,
+//! and never holds more than one decoder layer on the device and one on the host.
+
+use std::cell::RefCell;
+use std::process::Command;
+
+use burn::backend::Flex;
+use prunelab::model::random::RandomWeights;
+use prunelab::model::shapes::known_shape;
+use prunelab::model::tensors::tensor_specs;
+use prunelab::model::{Llama, ModelConfig, WeightSource};
+use prunelab::progress::Silent;
+use prunelab::prune::calib::sample_windows;
+use prunelab::prune::compensate::Compensation;
+use prunelab::prune::recipe::{LayerRange, Recipe};
+use prunelab::prune::sequential::prune_sequential;
+use prunelab::prune::streaming::Streamed;
+use prunelab::prune::Importance;
+
+fn tiny() -> ModelConfig {
+    ModelConfig::from_json(&serde_json::to_vec(&known_shape("tiny").unwrap()).unwrap()).unwrap()
+}
+
+fn recipe(compensation: Compensation) -> Recipe {
+    Recipe {
+        importance: Importance::Obs,
+        compensation,
+        ratio: Some(0.5),
+        layers: Some(LayerRange { start: 1, end: 3 }),
+        ..Recipe::default()
+    }
+}
+
+fn calib(cfg: &ModelConfig) -> Vec<Vec<u32>> {
+    let ids: Vec<u32> = (0..4000u32)
+        .map(|i| (i * 7919 + i / 3) % cfg.vocab_size as u32)
+        .collect();
+    sample_windows(&ids, 8, 32, 1).unwrap()
+}
+
+/// Records every tensor read from the input and from the streamed output, in order.
+struct Logged<'a> {
+    inner: &'a dyn WeightSource,
+    log: &'a RefCell<Vec<String>>,
+}
+
+impl WeightSource for Logged<'_> {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        self.inner.inventory()
+    }
+    fn read_f32(&self, name: &str) -> prunelab::Result<Vec<f32>> {
+        self.log.borrow_mut().push(format!("in {name}"));
+        self.inner.read_f32(name)
+    }
+}
+
+fn layer_of(name: &str) -> Option<usize> {
+    name.split("model.layers.")
+        .nth(1)?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
+    for comp in [Compensation::Ls, Compensation::LsBias] {
+        let cfg = tiny();
+        let weights = RandomWeights::new(&cfg, 5, 0.05);
+        let (recipe, calib) = (recipe(comp), calib(&cfg));
+        let device = Default::default();
+
+        let model = Llama::<Flex>::load(&cfg, &weights, &device).unwrap();
+        let whole = pollster::block_on(prune_sequential(
+            model,
+            &recipe,
+            recipe.ratio,
+            &calib,
+            None,
+            &device,
+            &Silent,
+        ))
+        .unwrap();
+        let expected: Vec<(String, Vec<f32>)> = whole
+            .model
+            .named_weights()
+            .into_iter()
+            .map(|(n, w)| {
+                (
+                    n,
+                    pollster::block_on(prunelab::readback::to_vec(w.flatten())).unwrap(),
+                )
+            })
+            .collect();
+
+        let log = RefCell::new(vec![]);
+        let input = Logged {
+            inner: &weights,
+            log: &log,
+        };
+        let streamed = Streamed::<Flex>::new(
+            &input,
+            &cfg,
+            &recipe,
+            recipe.ratio,
+            None,
+            &calib,
+            device,
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(streamed.config(), &whole.model.config);
+        // A writer's order: the output's tensors as the config lists them.
+        for spec in tensor_specs(streamed.config()) {
+            let got = streamed.read_f32(&spec.name).unwrap();
+            log.borrow_mut().push(format!("out {}", spec.name));
+            let want = &expected.iter().find(|(n, _)| *n == spec.name).unwrap().1;
+            let diff = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "{comp:?} {}: differs by {diff}", spec.name);
+        }
+        let (plan, _, recon) = streamed.take_results();
+        assert_eq!(plan, whole.plan);
+        assert_eq!(recon.len(), 4);
+
+        // Input layers in the range are read once each, and only after every output tensor of the layers before
+        // them was written (no read-ahead, nothing pending).
+        let log = log.borrow().clone();
+        for (i, entry) in log.iter().enumerate() {
+            let Some(name) = entry.strip_prefix("in ") else {
+                continue;
+            };
+            let Some(l) = layer_of(name).filter(|l| (1..3).contains(l)) else {
+                continue;
+            };
+            let reads = log.iter().filter(|e| *e == entry).count();
+            assert_eq!(reads, 1, "{name} read {reads} times");
+            let pending = tensor_specs(streamed.config())
+                .iter()
+                .filter(|s| s.layer.is_some_and(|k| k < l))
+                .filter(|s| !log[..i].contains(&format!("out {}", s.name)))
+                .count();
+            assert_eq!(
+                pending, 0,
+                "{name} was read with {pending} earlier output tensors unwritten"
+            );
+        }
+        // Peak memory of decoder-layer weights: one layer on the device, one pruned layer on the host.
+        let layer_bytes = |c: &ModelConfig, l: usize| -> usize {
+            tensor_specs(c)
+                .iter()
+                .filter(|s| s.layer == Some(l))
+                .map(|s| s.numel() * 4)
+                .sum()
+        };
+        let max_in = (0..4).map(|l| layer_bytes(&cfg, l)).max().unwrap();
+        let max_out = (0..4)
+            .map(|l| layer_bytes(streamed.config(), l))
+            .max()
+            .unwrap();
+        let peak = streamed.peak();
+        assert!(
+            peak.device <= max_in,
+            "device peak {} > one layer {max_in}",
+            peak.device
+        );
+        assert!(
+            peak.host <= max_out,
+            "host peak {} > one layer {max_out}",
+            peak.host
+        );
+        assert!(peak.device > 0 && peak.host > 0);
+    }
+}
+
+#[test]
+fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_prunelab");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let synth = dir.path().join("tiny");
+    run(&[
+        "synth",
+        "--shape",
+        "tiny",
+        "--out",
+        synth.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    let ids = dir.path().join("calib.json");
+    std::fs::write(&ids, serde_json::to_vec(&calib(&tiny())).unwrap()).unwrap();
+    let common = [
+        "--importance",
+        "flap",
+        "--compensation",
+        "ls",
+        "--target-params",
+        "0.15",
+        "--layers",
+        "1..4",
+        "--calib-ids",
+        ids.to_str().unwrap(),
+        "--json",
+    ];
+    let (a, b) = (dir.path().join("whole"), dir.path().join("streamed"));
+    let mut args = vec![
+        "prune",
+        synth.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let whole: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+    args[3] = b.to_str().unwrap();
+    args.push("--stream");
+    let streamed: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+    assert_eq!(whole["params_after"], streamed["params_after"]);
+    assert_eq!(whole["plan"], streamed["plan"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["plan"], streamed["plan"]);
+    let (x, y) = (
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap(),
+    );
+    assert_eq!(x.len(), y.len());
+    let (sx, sy) = (
+        safetensors::SafeTensors::deserialize(&x).unwrap(),
+        safetensors::SafeTensors::deserialize(&y).unwrap(),
+    );
+    for (name, t) in sx.tensors() {
+        let u = sy.tensor(&name).unwrap();
+        assert_eq!(t.shape(), u.shape(), "{name}");
+        let f = |b: &[u8]| -> Vec<f32> {
+            b.chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let diff = f(t.data())
+            .iter()
+            .zip(f(u.data()))
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+    // Recipes that need the whole model are refused up front, and nothing is written.
+    let c = dir.path().join("refused");
+    let out = Command::new(bin)
+        .args([
+            "prune",
+            synth.to_str().unwrap(),
+            "--out",
+            c.to_str().unwrap(),
+            "--importance",
+            "taylor-first",
+            "--ratio",
+            "0.2",
+            "--calib-ids",
+            ids.to_str().unwrap(),
+            "--stream",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("training-free"));
+    assert!(!c.exists());
+}
