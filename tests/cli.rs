@@ -298,6 +298,8 @@ fn prune_writes_models_that_load_back_with_identical_logits() {
             calib.to_str().unwrap(),
             "--compat",
             "llm-pruner",
+            "--compensation",
+            "none",
             "--json",
         ]));
         reports.push(v);
@@ -364,7 +366,8 @@ fn prune_writes_models_that_load_back_with_identical_logits() {
         "--ratio",
         "0.5",
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("taylor-first needs calibration text"));
+    // The default recipe (numerical + least squares) is training-free but needs calibration text.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("numerical + ls needs calibration text"));
     let out = prunelab(&[
         "prune",
         model.to_str().unwrap(),
@@ -393,6 +396,8 @@ fn parameter_target_is_met() {
         out.to_str().unwrap(),
         "--importance",
         "l2",
+        "--compensation",
+        "none",
         "--target-params",
         "0.2",
         "--layers",

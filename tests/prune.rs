@@ -123,6 +123,7 @@ fn compat_recipe(golden: &serde_json::Value) -> Recipe {
         calibration: CalibSource::Ids {
             windows: id_windows(&golden["calibration_input_ids"]),
         },
+        compensation: prunelab::prune::compensate::Compensation::None,
         ..Recipe::default()
     }
 }

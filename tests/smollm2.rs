@@ -286,6 +286,7 @@ fn lp_run(
     let recipe = prunelab::prune::recipe::Recipe {
         importance: prunelab::prune::Importance::TaylorFirst,
         aggregation: agg,
+        compensation: prunelab::prune::compensate::Compensation::None,
         ..Default::default()
     };
     prune_reference_shapes(recipe, lp_calibration())

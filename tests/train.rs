@@ -104,6 +104,9 @@ fn a_tiny_model_learns_from_a_trained_tokenizer() {
     // It learns more than token frequencies: below the unigram model's cross-entropy on the same text.
     let windows: Vec<&[u32]> = ids.chunks_exact(32).collect();
     let unigram = unigram_perplexity(&ids, 512, &windows).ln();
-    assert!(last < unigram, "loss {first:.3} → {last:.3}, unigram {unigram:.3}");
+    assert!(
+        last < unigram,
+        "loss {first:.3} → {last:.3}, unigram {unigram:.3}"
+    );
     eprintln!("tiny model: loss {first:.3} → {last:.3} (unigram {unigram:.3})");
 }

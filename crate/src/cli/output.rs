@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::io::gguf::reader::Value;
 use crate::io::gguf::tokenizer::gguf_metadata;
 use crate::io::gguf::{GgufDtype, GgufWriter};
-use crate::io::safetensors_out::{SafetensorsLayout, StDtype};
+use crate::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use crate::model::named::Weight;
 use crate::model::tensors::tensor_specs;
 use crate::model::{Llama, ModelConfig, WeightSource};
@@ -153,19 +153,7 @@ fn write_hf(
     progress: &dyn Progress,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut config = cfg.to_hf_json(extras.base_config.as_ref());
-    config["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
-    config["torch_dtype"] = serde_json::json!(match dtype {
-        StDtype::F32 => "float32",
-        StDtype::F16 => "float16",
-        StDtype::BF16 => "bfloat16",
-    });
-    if let Some(id) = cfg.bos_token_id {
-        config["bos_token_id"] = id.into();
-    }
-    if let Some(id) = cfg.eos_token_id {
-        config["eos_token_id"] = id.into();
-    }
+    let mut config = hf_config(cfg, extras.base_config.as_ref(), dtype);
     if let Some((_, pre)) = extras
         .gguf_metadata
         .iter()

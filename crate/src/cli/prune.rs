@@ -387,12 +387,11 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 || recipe.compensation != crate::prune::compensate::Compensation::None)
                 && args.plan.is_none()
             {
+                let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
                 return Err(Error::Invalid(format!(
-                    "{} needs calibration text: pass --calib FILE or --calib-ids FILE.json",
-                    serde_json::to_value(recipe.importance)
-                        .expect("serialisable")
-                        .as_str()
-                        .unwrap_or_default()
+                    "{} + {} needs calibration text: pass --calib FILE or --calib-ids FILE.json",
+                    name(serde_json::to_value(recipe.importance).expect("serialisable")),
+                    name(serde_json::to_value(recipe.compensation).expect("serialisable")),
                 )));
             }
             vec![]

@@ -109,27 +109,30 @@ impl WeightSource for SafetensorsWeights<'_> {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        let bytes = view.data();
-        let out = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::Dtype {
-                    name: name.into(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
-        Ok(out)
+        decode(view.dtype(), view.data(), name)
     }
+}
+
+/// Little-endian F32 / F16 / BF16 bytes of tensor `name` as f32.
+pub(crate) fn decode(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Dtype {
+                name: name.into(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    })
 }

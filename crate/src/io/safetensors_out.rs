@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::error::Result;
+use crate::model::ModelConfig;
 
 /// Storage type of written tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -129,4 +130,27 @@ impl SafetensorsLayout {
             index,
         })
     }
+}
+
+/// The `config.json` of an HF folder written with `dtype` weights (fields of `base` that prunelab does not
+/// model are kept).
+pub fn hf_config(
+    cfg: &ModelConfig,
+    base: Option<&serde_json::Value>,
+    dtype: StDtype,
+) -> serde_json::Value {
+    let mut config = cfg.to_hf_json(base);
+    config["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    config["torch_dtype"] = serde_json::json!(match dtype {
+        StDtype::F32 => "float32",
+        StDtype::F16 => "float16",
+        StDtype::BF16 => "bfloat16",
+    });
+    if let Some(id) = cfg.bos_token_id {
+        config["bos_token_id"] = id.into();
+    }
+    if let Some(id) = cfg.eos_token_id {
+        config["eos_token_id"] = id.into();
+    }
+    config
 }

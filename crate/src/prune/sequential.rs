@@ -9,9 +9,7 @@ use serde::Serialize;
 
 use super::allocate::lowest;
 use super::compensate::solver::Cholesky;
-use super::compensate::{
-    bias_update, least_squares, relative_error, relative_error_with_bias, Compensation,
-};
+use super::compensate::{bias_update, error_energy, least_squares, output_energy, Compensation};
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
@@ -55,7 +53,8 @@ async fn repair<B: Backend>(
     let plain: Vec<f32> = (0..d_out)
         .flat_map(|i| kept.iter().map(move |&j| original[i * n + j]))
         .collect();
-    let before = relative_error(original, d_out, stats, kept, &plain);
+    let full = output_energy(original, d_out, stats).max(f64::MIN_POSITIVE);
+    let before = error_energy(original, d_out, stats, kept, &plain, None) / full;
     let pruned: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
     let (new, delta) = match comp {
         Compensation::None => (plain, None),
@@ -72,7 +71,7 @@ async fn repair<B: Backend>(
             (r.kept, r.bias)
         }
     };
-    let after = relative_error_with_bias(original, d_out, stats, kept, &new, delta.as_deref());
+    let after = error_energy(original, d_out, stats, kept, &new, delta.as_deref()) / full;
     if let Some(delta) = delta {
         let old = match &lin.bias {
             Some(b) => to_vec(b.val()).await?,

@@ -159,29 +159,65 @@ pub fn relative_error_with_bias(
     new_kept: &[f32],
     bias: Option<&[f32]>,
 ) -> f64 {
+    let all: Vec<usize> = (0..stats.n).collect();
+    error_energy(w, d_out, stats, kept, new_kept, bias)
+        / energy(&|i, j| w[i * stats.n + j] as f64, d_out, stats, &all).max(f64::MIN_POSITIVE)
+}
+
+/// `tr(M_S G_SS M_Sᵀ)` for the columns `cols` of `m` (`m(i, j)` = row `i`, input column `j`).
+fn energy(
+    m: &dyn Fn(usize, usize) -> f64,
+    d_out: usize,
+    stats: &InputStats,
+    cols: &[usize],
+) -> f64 {
+    let s = cols.len();
+    let ms = Mat::from_fn(d_out, s, |i, c| m(i, cols[c]));
+    let g = Mat::from_fn(s, s, |a, b| stats.g(cols[a], cols[b]));
+    let mg = &ms * &g;
+    (0..d_out)
+        .map(|i| (0..s).map(|c| mg[(i, c)] * ms[(i, c)]).sum::<f64>())
+        .sum()
+}
+
+/// `‖W X‖²` summed over the calibration tokens: the denominator of every relative error of this module.
+pub fn output_energy(w: &[f32], d_out: usize, stats: &InputStats) -> f64 {
+    let all: Vec<usize> = (0..stats.n).collect();
+    energy(&|i, j| w[i * stats.n + j] as f64, d_out, stats, &all)
+}
+
+/// `‖W X − W' X_K − Δb‖²` summed over the calibration tokens. Only the columns the repair changed enter the
+/// Gram product (the removed ones, plus the kept ones for least squares).
+pub fn error_energy(
+    w: &[f32],
+    d_out: usize,
+    stats: &InputStats,
+    kept: &[usize],
+    new_kept: &[f32],
+    bias: Option<&[f32]>,
+) -> f64 {
     let n = stats.n;
-    let g = Mat::from_fn(n, n, |i, j| stats.g(i, j));
-    let full = Mat::from_fn(d_out, n, |i, j| w[i * n + j] as f64);
-    let mut delta = full.clone();
-    for (c, &j) in kept.iter().enumerate() {
-        for i in 0..d_out {
-            delta[(i, j)] -= new_kept[i * kept.len() + c] as f64;
+    let mut delta = vec![0.0f64; d_out * n];
+    for i in 0..d_out {
+        for j in 0..n {
+            delta[i * n + j] = w[i * n + j] as f64;
+        }
+        for (c, &j) in kept.iter().enumerate() {
+            delta[i * n + j] -= new_kept[i * kept.len() + c] as f64;
         }
     }
-    let energy = |m: &Mat<f64>| {
-        let mg = m * &g;
-        (0..d_out)
-            .map(|i| (0..n).map(|j| mg[(i, j)] * m[(i, j)]).sum::<f64>())
-            .sum::<f64>()
-    };
+    let support: Vec<usize> = (0..n)
+        .filter(|&j| (0..d_out).any(|i| delta[i * n + j] != 0.0))
+        .collect();
+    let d = |i: usize, j: usize| delta[i * n + j];
     // ‖D x − Δb‖² summed over tokens = tr(D G Dᵀ) − 2 Δbᵀ D s + T ‖Δb‖².
     let bias_terms = bias.map_or(0.0, |b| {
         let ds: f64 = (0..d_out)
-            .map(|i| b[i] as f64 * (0..n).map(|j| delta[(i, j)] * stats.sum[j]).sum::<f64>())
+            .map(|i| b[i] as f64 * support.iter().map(|&j| d(i, j) * stats.sum[j]).sum::<f64>())
             .sum();
         -2.0 * ds + stats.tokens as f64 * b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>()
     });
-    (energy(&delta) + bias_terms) / energy(&full).max(f64::MIN_POSITIVE)
+    energy(&d, d_out, stats, &support) + bias_terms
 }
 
 /// FLAP's bias update `Δb = W[:,P] μ_P` (`[d_out]`), from `w` `[d_out, n]` row-major.

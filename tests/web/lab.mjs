@@ -1,0 +1,127 @@
+// End-to-end test of the browser lab in Debian's chromium (headless, WebGPU through SwiftShader), driven by
+// playwright-core. Usage: node lab.mjs DIST PRUNELAB_BIN SHOTS_DIR
+// 1. WebGPU: load the demo, run obs + ls at 20%, check the page's perplexity against the CLI's for the same
+//    recipe, download the zip and check the CLI evaluates it to the same perplexity; a garbled safetensors
+//    upload shows an error and a following run still works.
+// 2. WebGPU disabled: the CPU fallback gives the same numbers.
+// Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { readFile, mkdir, writeFile, mkdtemp, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { join, extname, resolve } from "node:path";
+import { tmpdir } from "node:os";
+
+const [dist, bin, shots] = process.argv.slice(2).map((p) => resolve(p));
+const repo = resolve(new URL("../..", import.meta.url).pathname);
+await mkdir(shots, { recursive: true });
+const tmp = await mkdtemp(join(tmpdir(), "prunelab-web-"));
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
+  ".css": "text/css", ".txt": "text/plain", ".md": "text/plain", ".safetensors": "application/octet-stream" };
+const server = createServer(async (req, res) => {
+  const path = join(dist, decodeURIComponent(new URL(req.url, "http://x").pathname).replace(/\/$/, "/index.html"));
+  try { const body = await readFile(path); res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream" }); res.end(body); }
+  catch { res.writeHead(404); res.end(); }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+const BASE = ["--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--no-first-run"];
+const WEBGPU = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+  "--use-webgpu-adapter=swiftshader", "--disable-vulkan-surface"];
+const close = (a, b, what) => { const rel = Math.abs(a - b) / Math.abs(b);
+  if (!(rel < 1e-3)) throw new Error(`${what}: ${a} vs ${b} (relative ${rel.toExponential(2)})`);
+  console.log(`ok  ${what}: ${a.toFixed(4)} vs ${b.toFixed(4)}`); };
+const cli = (...args) => JSON.parse(execFileSync(bin, args, { encoding: "utf8", maxBuffer: 1 << 26 }));
+
+async function session(name, args) {
+  const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args, headless: true });
+  const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1200, height: 1600 } });
+  const foreign = [];
+  page.on("request", (r) => { if (!r.url().startsWith(origin) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) foreign.push(r.url()); });
+  page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  const shot = (step) => page.screenshot({ path: join(shots, `${name}-${step}.png`), fullPage: true });
+  await page.goto(origin + "/index.html");
+  await page.waitForSelector("body[data-ready='1']", { timeout: 120000 });
+  await shot("1-start");
+  const backend = await page.textContent("#backend");
+  console.log(`[${name}] ${backend}`);
+  return { browser, page, shot, foreign, backend };
+}
+
+async function demoRun(s, step) {
+  const { page, shot } = s;
+  await page.click("#demo");
+  await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo:"), null, { timeout: 120000 });
+  await page.selectOption("#importance", "obs");
+  await page.selectOption("#compensation", "ls");
+  await page.$eval("#target", (el) => { el.value = "0.2"; el.dispatchEvent(new Event("input")); });
+  await page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
+  await shot(`${step}-recipe`);
+  const recipe = await page.inputValue("#recipe");
+  const t0 = Date.now();
+  await page.click("#run");
+  await page.waitForSelector("#ppl-after", { timeout: 900000 });
+  const seconds = (Date.now() - t0) / 1000;
+  await shot(`${step}-result`);
+  const ppl = Number(await page.textContent("#ppl-after"));
+  return { recipe, ppl, seconds };
+}
+
+let failed = false;
+try {
+  // ---- WebGPU ------------------------------------------------------------------------------------------
+  const gpu = await session("webgpu", [...BASE, ...WEBGPU]);
+  if (!gpu.backend.startsWith("WebGPU:")) throw new Error("WebGPU was not available with SwiftShader: " + gpu.backend);
+  const first = await demoRun(gpu, 2);
+  await writeFile(join(tmp, "recipe.json"), first.recipe);
+  const out = join(tmp, "cli-pruned");
+  const report = cli("prune", join(repo, "models/demo"), "--out", out, "--recipe", join(tmp, "recipe.json"),
+    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"), "--json");
+  close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
+
+  const [download] = await Promise.all([gpu.page.waitForEvent("download"), gpu.page.click("#download-zip")]);
+  const zipPath = join(tmp, "pruned.zip");
+  await download.saveAs(zipPath);
+  execFileSync("python3", ["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])", zipPath, join(tmp, "zip")]);
+  const evalOut = cli("eval", join(tmp, "zip/pruned"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", "64", "--json");
+  close(evalOut.ppl, first.ppl, "downloaded zip evaluated by the CLI vs the page");
+
+  // A garbled upload: the error is shown, the page keeps working.
+  const bad = join(tmp, "bad");
+  await mkdir(bad);
+  await writeFile(join(bad, "config.json"), await readFile(join(repo, "models/demo/config.json")));
+  await writeFile(join(bad, "tokenizer.json"), await readFile(join(repo, "models/demo/tokenizer.json")));
+  const garbage = Buffer.from(await readFile(join(repo, "models/demo/model.safetensors"))).subarray(0, 4096);
+  garbage.writeBigUInt64LE(123456789n, 0);
+  await writeFile(join(bad, "model.safetensors"), garbage);
+  await gpu.page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors"].map((f) => join(bad, f)));
+  await gpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("safetensors"), null, { timeout: 60000 });
+  console.log("ok  garbled upload: " + (await gpu.page.textContent("#error")));
+  await gpu.shot("4-garbled");
+  const again = await demoRun(gpu, 5);
+  close(again.ppl, first.ppl, "a run after the error");
+  const rows = await gpu.page.$$eval("#runs tbody tr", (r) => r.length);
+  if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
+  if (gpu.foreign.length) throw new Error("requests outside the page's origin: " + gpu.foreign.join(", "));
+  console.log(`ok  no request left ${origin}`);
+  await gpu.browser.close();
+
+  // ---- CPU fallback ------------------------------------------------------------------------------------
+  const cpu = await session("cpu", BASE);
+  if (!cpu.backend.includes("CPU")) throw new Error("expected the CPU notice, got: " + cpu.backend);
+  const fallback = await demoRun(cpu, 2);
+  close(fallback.ppl, report.eval.after.ppl, "CPU fallback vs CLI perplexity");
+  if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
+  await cpu.browser.close();
+  console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +
+    `${fallback.seconds.toFixed(1)} s (CPU fallback)`);
+} catch (e) {
+  failed = true;
+  console.error("FAILED: " + e.message);
+} finally {
+  server.close();
+  await rm(tmp, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,276 @@
+// The lab's main thread: UI, files, downloads. The core runs in worker.js; messages carry request ids.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { worker: null, next: 1, pending: new Map(), methods: null, webgpu: null, model: null,
+  modelName: "", parts: null, lastReport: null, runs: [], running: null };
+
+// ---- worker -------------------------------------------------------------------------------------------
+function startWorker() {
+  state.worker = new Worker("worker.js");
+  state.worker.onmessage = (e) => {
+    const m = e.data, p = state.pending.get(m.id);
+    if (!p) return;
+    if (m.type === "progress") return p.onProgress?.(m);
+    if (m.type === "part") return p.onPart?.(m);
+    state.pending.delete(m.id);
+    m.type === "result" ? p.resolve(m.value) : p.reject(new Error(m.message));
+  };
+  state.worker.onerror = (e) => showError("the core stopped: " + (e.message || "worker error") + " — restarting it");
+}
+function call(type, args = {}, hooks = {}) {
+  const id = state.next++;
+  return new Promise((resolve, reject) => {
+    state.pending.set(id, { resolve, reject, ...hooks });
+    state.worker.postMessage({ id, type, ...args }, hooks.transfer || []);
+  });
+}
+function showError(msg) { $("error").textContent = msg ? "Error: " + msg : ""; }
+
+// ---- model ---------------------------------------------------------------------------------------------
+const FITS = 1.5 * 2 ** 30; // bytes of f32 weights a tab can hold twice (model + pruned copy) in 4 GiB wasm
+function checkFits(summary) {
+  const limit = state.webgpu ? state.webgpu.max_storage_buffer_binding_size : Infinity;
+  if (summary.largest_tensor_bytes > limit)
+    throw new Error(`its largest tensor is ${mb(summary.largest_tensor_bytes)}, over this GPU's storage binding ` +
+      `limit of ${mb(limit)}: models up to that tensor size fit`);
+  if (summary.total_f32_bytes > FITS)
+    throw new Error(`it needs ${mb(summary.total_f32_bytes)} of f32 weights; this tab can hold about ${mb(FITS)} ` +
+      `(≈ ${Math.floor(FITS / 4 / 1e6)}M parameters): use the CLI for larger models`);
+}
+const mb = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
+
+function modelLoaded(summary, name) {
+  try { checkFits(summary); } catch (e) { state.model = null; $("run").disabled = true; throw e; }
+  state.model = summary; state.modelName = name;
+  const c = summary.config;
+  $("model-summary").textContent = `${name}: ${summary.params.total.toLocaleString()} parameters, ` +
+    `${c.layers.length} layers, hidden ${c.hidden_size}, vocab ${c.vocab_size}` +
+    (summary.has_tokenizer ? "" : " — no tokenizer.json: texts cannot be used");
+  $("layer-end").value = c.layers.length; $("layer-end").max = c.layers.length;
+  $("layer-start").max = c.layers.length - 1;
+  $("run").disabled = false;
+  syncRecipe();
+}
+
+async function loadDemo() {
+  showError("");
+  try {
+    const get = async (f) => { const r = await fetch("demo/" + f); if (!r.ok) throw new Error(`demo/${f}: ${r.status}`);
+      return new Uint8Array(await r.arrayBuffer()); };
+    const [config, tokenizer, weights] = await Promise.all(["config.json", "tokenizer.json", "model.safetensors"].map(get));
+    modelLoaded(await call("loadBytes", { config, tokenizer, names: ["model.safetensors"], shards: [weights] }), "demo");
+  } catch (e) { showError("demo model: " + e.message); }
+}
+
+async function loadFiles(list) {
+  showError("");
+  try {
+    const files = [...list];
+    const byName = (n) => files.find((f) => f.name === n);
+    const config = byName("config.json");
+    if (!config) throw new Error("no config.json among the files");
+    const shards = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => a.name.localeCompare(b.name));
+    if (!shards.length) throw new Error("no *.safetensors file among the files");
+    const tok = byName("tokenizer.json");
+    const summary = await call("loadFiles", {
+      config: new Uint8Array(await config.arrayBuffer()),
+      tokenizer: tok ? new Uint8Array(await tok.arrayBuffer()) : null,
+      names: shards.map((f) => f.name), files: shards,
+    });
+    modelLoaded(summary, shards.length > 1 ? `${shards.length} shards` : shards[0].name);
+  } catch (e) { showError("model files: " + e.message); }
+}
+
+// ---- texts ---------------------------------------------------------------------------------------------
+const builtin = {};
+async function text(kind) {
+  const paste = $(kind + "-paste").value, file = $(kind + "-file").files[0];
+  if (paste.trim()) return paste;
+  if (file) return await file.text();
+  const name = kind === "calib" ? "calib-python-tutorial.txt" : "eval-python-faq.txt";
+  if (!builtin[name]) builtin[name] = await (await fetch("data/" + name)).text();
+  return builtin[name];
+}
+
+// ---- recipe --------------------------------------------------------------------------------------------
+function recipeFromControls() {
+  const alloc = $("allocation").value;
+  const r = JSON.parse(JSON.stringify(state.methods.default_recipe));
+  r.importance = $("importance").value;
+  r.compensation = $("compensation").value;
+  r.allocation = alloc === "attn-mlp-ratio" ? { kind: alloc, gamma: Number($("gamma").value) } : { kind: alloc };
+  r.structures = [$("kv").checked && "kv-groups", $("mlp").checked && "mlp"].filter(Boolean);
+  r.ratio = null; r.target_params = Number($("target").value);
+  r.layers = { start: Number($("layer-start").value), end: Number($("layer-end").value) };
+  r.calibration = { kind: "sampled", samples: Number($("calib-samples").value), length: Number($("calib-len").value) };
+  r.eval = { seq_len: 128, max_windows: 64 };
+  return r;
+}
+async function syncRecipe() {
+  if (!state.methods) return;
+  const r = recipeFromControls();
+  $("recipe").value = JSON.stringify(r, null, 2);
+  $("target-value").textContent = (Number($("target").value) * 100).toFixed(0) + "%";
+  explain();
+  await showPlanned();
+}
+async function showPlanned() {
+  if (!state.model) return ($("planned").textContent = "load a model to see the parameter count");
+  try {
+    const p = await call("planned", { recipe: $("recipe").value });
+    $("planned").textContent = `${Math.round(p.params).toLocaleString()} parameters left (of ` +
+      `${state.model.params.total.toLocaleString()})` + (p.ratio == null ? " — global: exact count after scoring" :
+      `, per-layer ratio ${p.ratio.toFixed(3)}`);
+  } catch (e) { $("planned").textContent = e.message; }
+}
+const PAPERS = {
+  "taylor-first": "https://arxiv.org/abs/2305.11627", "taylor-vector": "https://arxiv.org/abs/2305.11627",
+  "taylor-second": "https://arxiv.org/abs/2305.11627", "taylor-mix": "https://arxiv.org/abs/2305.11627",
+  "wanda-sp": "https://arxiv.org/abs/2306.11695", flap: "https://arxiv.org/abs/2312.11983",
+  obs: "https://arxiv.org/abs/2410.07807", numerical: "https://arxiv.org/abs/2410.07807",
+  ls: "https://arxiv.org/abs/2410.07807", "ls-bias": "https://arxiv.org/abs/2410.07807", bias: "https://arxiv.org/abs/2312.11983",
+};
+function explain() {
+  const s = state.methods.scores.find((x) => x.name === $("importance").value);
+  const c = state.methods.compensations.find((x) => x.name === $("compensation").value);
+  const a = state.methods.allocations.find((x) => x.value.kind === $("allocation").value);
+  const link = (n) => PAPERS[n] ? ` <a href="${PAPERS[n]}" rel="noreferrer">paper</a>` : "";
+  $("explain").innerHTML = `<b>${s.name}</b>: ${s.describe}${link(s.name)}<br><b>${c.name}</b>: ${c.describe}` +
+    `${link(c.name)}<br><b>${a.value.kind}</b>: ${a.describe}`;
+}
+function fillMenus() {
+  const opt = (sel, items, label) => { $(sel).innerHTML = items.map((x) => `<option>${label(x)}</option>`).join(""); };
+  opt("importance", state.methods.scores, (s) => s.name);
+  opt("compensation", state.methods.compensations, (c) => c.name);
+  opt("allocation", state.methods.allocations, (a) => a.value.kind);
+  $("importance").value = "obs"; $("compensation").value = "ls";
+}
+
+// ---- run -----------------------------------------------------------------------------------------------
+async function run() {
+  showError("");
+  let recipe;
+  try { recipe = JSON.parse($("recipe").value); } catch (e) { return showError("recipe JSON: " + e.message); }
+  const useGpu = !!state.webgpu;
+  const parts = new Map();
+  $("run").disabled = true; $("cancel").disabled = false;
+  const started = performance.now();
+  state.running = call("run", { recipe: JSON.stringify(recipe), calib: await text("calib"), evalText: await text("eval"), useGpu }, {
+    onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total}`; },
+    onPart: (m) => { if (!parts.has(m.file)) parts.set(m.file, []); parts.get(m.file).push(m.bytes); },
+  });
+  try {
+    const out = await state.running;
+    state.parts = parts; state.lastReport = out.report;
+    const seconds = (performance.now() - started) / 1000;
+    showResult(out, useGpu, seconds);
+    $("download-zip").disabled = false; $("download-report").disabled = false;
+  } catch (e) {
+    if (e.message !== "cancelled") showError(e.message);
+  } finally {
+    $("run").disabled = !state.model; $("cancel").disabled = true; $("stage").textContent = ""; state.running = null;
+  }
+}
+function cancel() {
+  // The core checks for cancellation between layers only when it is asked; the worker is simply replaced, and
+  // the page keeps its model files and results.
+  state.worker.terminate();
+  for (const p of state.pending.values()) p.reject(new Error("cancelled"));
+  state.pending.clear();
+  startWorker();
+  showError("run cancelled");
+  reloadModel();
+}
+let reloadModel = () => {};
+
+function showResult(out, useGpu, seconds) {
+  const r = out.report, e = r.eval;
+  $("result").innerHTML = `<table class="result"><tr><th></th><th>before</th><th>after</th></tr>` +
+    `<tr><td>perplexity</td><td id="ppl-before">${e.before.ppl.toFixed(3)}</td><td id="ppl-after">${e.after.ppl.toFixed(3)}</td></tr>` +
+    `<tr><td>parameters</td><td>${r.params_before.total.toLocaleString()}</td><td id="params-after">${r.params_after.total.toLocaleString()}</td></tr></table>` +
+    `<p>Time: ${r.timings.map((t) => `${t.stage} ${t.seconds.toFixed(2)} s`).join(", ")} — ${useGpu ? "WebGPU" : "CPU"}</p>`;
+  drawChart(r); drawHeatmap(out.scores, r);
+  state.runs.push({ model: state.modelName, r, backend: useGpu ? "WebGPU" : "CPU", seconds });
+  const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
+    `<td>${x.r.recipe.allocation.kind}</td><td>${x.backend}</td><td>${x.r.params_after.total.toLocaleString()}</td>` +
+    `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td><td>${x.seconds.toFixed(1)} s</td></tr>`;
+  document.querySelector("#runs tbody").innerHTML = state.runs.map(row).join("");
+}
+function drawChart(r) {
+  const n = r.layers_before.length, w = 28, h = 120;
+  const bars = r.layers_after.map((l, i) => {
+    const b = r.layers_before[i], kv = l.num_kv_heads / b.num_kv_heads, m = l.intermediate_size / b.intermediate_size;
+    return `<rect x="${i * w + 2}" y="${h - kv * h}" width="${w / 2 - 3}" height="${kv * h}" class="kv"><title>layer ${i}: ${l.num_kv_heads}/${b.num_kv_heads} KV groups, ${l.num_heads} heads</title></rect>` +
+      `<rect x="${i * w + w / 2}" y="${h - m * h}" width="${w / 2 - 3}" height="${m * h}" class="mlp"><title>layer ${i}: MLP ${l.intermediate_size}/${b.intermediate_size}</title></rect>`;
+  }).join("");
+  $("chart").innerHTML = `<h3>Kept per layer (KV groups | MLP width, fraction of original)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
+}
+function drawHeatmap(scores, r) {
+  if (!scores.length || !scores[0].kv_groups.length) return ($("heatmap").innerHTML = "");
+  const cell = 18, rows = scores.map((s) => {
+    const v = s.kv_groups, lo = Math.min(...v), hi = Math.max(...v);
+    const removed = new Set((r.plan.layers.find((p) => p.layer === s.layer) || { kv_groups: [] }).kv_groups);
+    return v.map((x, g) => {
+      const t = hi > lo ? (x - lo) / (hi - lo) : 0.5;
+      return `<rect x="${g * cell}" y="${s.layer * cell}" width="${cell - 1}" height="${cell - 1}" fill="hsl(${200 - 200 * t},70%,50%)" ${removed.has(g) ? 'stroke="black" stroke-width="2"' : ""}><title>layer ${s.layer}, KV group ${g}: ${x.toPrecision(4)}${removed.has(g) ? " (removed)" : ""}</title></rect>`;
+    }).join("");
+  }).join("");
+  const width = Math.max(...scores.map((s) => s.kv_groups.length)) * cell, height = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
+  $("heatmap").innerHTML = `<h3>KV group scores (layers × groups; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
+}
+
+// ---- downloads (assembled from parts; a stored zip needs only CRC-32) ---------------------------------------
+const CRC = new Uint32Array(256).map((_, n) => { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c >>> 0; });
+function crc32(parts) { let c = 0xffffffff; for (const p of parts) for (let i = 0; i < p.length; i++) c = CRC[(c ^ p[i]) & 255] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; }
+function zip(files) {
+  const enc = new TextEncoder(), out = [], central = []; let offset = 0;
+  for (const [name, parts] of files) {
+    const n = enc.encode(name), size = parts.reduce((s, p) => s + p.length, 0), crc = crc32(parts);
+    const h = new DataView(new ArrayBuffer(30));
+    h.setUint32(0, 0x04034b50, true); h.setUint16(4, 20, true); h.setUint32(14, crc, true);
+    h.setUint32(18, size, true); h.setUint32(22, size, true); h.setUint16(26, n.length, true);
+    out.push(h.buffer, n, ...parts);
+    const c = new DataView(new ArrayBuffer(46));
+    c.setUint32(0, 0x02014b50, true); c.setUint16(4, 20, true); c.setUint16(6, 20, true); c.setUint32(16, crc, true);
+    c.setUint32(20, size, true); c.setUint32(24, size, true); c.setUint16(28, n.length, true); c.setUint32(42, offset, true);
+    central.push(c.buffer, n);
+    offset += 30 + n.length + size;
+  }
+  const cdSize = central.reduce((s, p) => s + (p.byteLength ?? p.length), 0);
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true); end.setUint16(8, files.length, true); end.setUint16(10, files.length, true);
+  end.setUint32(12, cdSize, true); end.setUint32(16, offset, true);
+  return new Blob([...out, ...central, end.buffer], { type: "application/zip" });
+}
+function save(blob, name) {
+  const a = document.createElement("a"); a.href = URL.createObjectURL(blob); a.download = name; a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+// ---- wiring --------------------------------------------------------------------------------------------
+async function main() {
+  startWorker();
+  const hello = await call("hello");
+  state.methods = hello.methods; state.webgpu = hello.webgpu;
+  $("version").textContent = "prunelab " + hello.version;
+  $("backend").textContent = hello.webgpu
+    ? `WebGPU: ${hello.webgpu.name || "adapter"} (${hello.webgpu.backend}; max buffer ${mb(hello.webgpu.max_buffer_size)}, storage binding ${mb(hello.webgpu.max_storage_buffer_binding_size)})`
+    : "WebGPU is not available in this browser: running on the CPU backend (slower, same results).";
+  $("backend").className = hello.webgpu ? "ok" : "notice";
+  fillMenus();
+  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "layer-start", "layer-end", "calib-samples", "calib-len", "target"])
+    $(id).addEventListener("input", syncRecipe);
+  $("apply-recipe").onclick = showPlanned;
+  $("copy-recipe").onclick = () => navigator.clipboard?.writeText($("recipe").value);
+  $("demo").onclick = loadDemo;
+  $("files").onchange = (e) => loadFiles(e.target.files);
+  $("drop").ondragover = (e) => e.preventDefault();
+  $("drop").ondrop = (e) => { e.preventDefault(); loadFiles(e.dataTransfer.files); };
+  $("run").onclick = run; $("cancel").onclick = cancel;
+  $("download-zip").onclick = () => save(zip([...state.parts].map(([n, p]) => ["pruned/" + n, p])), "pruned-model.zip");
+  $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
+  reloadModel = () => { if (state.modelName === "demo") loadDemo(); else if (state.model) $("files").files.length && loadFiles($("files").files); };
+  syncRecipe();
+  document.body.dataset.ready = "1";
+}
+main().catch((e) => showError("starting the core: " + e.message));

@@ -1,0 +1,219 @@
+//! One run of the lab: load the model on WebGPU or the CPU, perplexity before, prune (the same core pipeline as
+//! the CLI), perplexity after, and hand the pruned model's files to the page in parts.
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use prunelab::error::{Error, Result};
+use prunelab::eval::{perplexity, PerplexityOptions};
+use prunelab::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
+use prunelab::io::Tokenizer;
+use prunelab::model::tensors::tensor_specs;
+use prunelab::model::Llama;
+use prunelab::progress::{Progress, ProgressEvent};
+use prunelab::prune::calib::{sample_windows, CalibSource};
+use prunelab::prune::pipeline::prune;
+use prunelab::prune::recipe::EvalSpec;
+use prunelab::prune::report::{EvalReport, Report, StageTime};
+use prunelab::prune::Recipe;
+use prunelab::readback::to_vec;
+use wasm_bindgen::JsValue;
+use web_time::Instant;
+
+use crate::files::ModelFiles;
+
+/// Progress reported to the page: `progress(stage, done, total)`.
+struct JsProgress(js_sys::Function);
+
+impl Progress for JsProgress {
+    fn report(&self, e: ProgressEvent<'_>) {
+        let _ = self.0.call3(
+            &JsValue::NULL,
+            &e.stage.into(),
+            &(e.done as u32).into(),
+            &(e.total as u32).into(),
+        );
+    }
+}
+
+/// Files to the page: `emit(file, bytes)`, called several times per file for the weights.
+struct Emit(js_sys::Function);
+
+impl Emit {
+    fn part(&self, file: &str, bytes: &[u8]) -> Result<()> {
+        self.0
+            .call2(
+                &JsValue::NULL,
+                &file.into(),
+                &js_sys::Uint8Array::from(bytes),
+            )
+            .map(|_| ())
+            .map_err(|e| Error::Invalid(format!("the page refused {file}: {e:?}")))
+    }
+}
+
+/// Initialises burn's wgpu device on the browser's WebGPU adapter; returns its name and limits as JSON.
+pub async fn init_webgpu() -> std::result::Result<String, String> {
+    use burn::backend::wgpu::{graphics::WebGpu, init_setup_async, RuntimeOptions, WgpuDevice};
+    let setup = init_setup_async::<WebGpu>(&WgpuDevice::default(), RuntimeOptions::default()).await;
+    let (info, limits) = (setup.adapter.get_info(), setup.adapter.limits());
+    Ok(serde_json::json!({
+        "name": info.name,
+        "driver": info.driver,
+        "backend": format!("{:?}", info.backend),
+        "max_buffer_size": limits.max_buffer_size,
+        "max_storage_buffer_binding_size": limits.max_storage_buffer_binding_size,
+    })
+    .to_string())
+}
+
+/// Everything one run needs besides the backend.
+struct Inputs<'a> {
+    files: &'a ModelFiles,
+    recipe: Recipe,
+    calib: Vec<Vec<u32>>,
+    eval: Vec<u32>,
+    spec: EvalSpec,
+    tokenizer: &'a [u8],
+}
+
+pub async fn run(
+    files: &ModelFiles,
+    recipe: &str,
+    calib: &str,
+    eval: &str,
+    gpu: bool,
+    progress: js_sys::Function,
+    emit: js_sys::Function,
+) -> Result<String> {
+    let recipe = Recipe::from_json(recipe.as_bytes())?;
+    recipe.check(&files.config)?;
+    let tokenizer = files.tokenizer.as_deref().ok_or_else(|| {
+        Error::Tokenizer("the model has no tokenizer.json: texts cannot be tokenized".into())
+    })?;
+    let tok = Tokenizer::from_json(tokenizer)?;
+    let calib = match &recipe.calibration {
+        CalibSource::Ids { windows } => windows.clone(),
+        CalibSource::Sampled { samples, length } => {
+            sample_windows(&tok.encode(calib)?, *samples, *length, recipe.seed)?
+        }
+    };
+    let inputs = Inputs {
+        files,
+        spec: recipe.eval.unwrap_or(EvalSpec {
+            seq_len: 128,
+            max_windows: Some(64),
+        }),
+        eval: tok.encode(eval)?,
+        recipe,
+        calib,
+        tokenizer,
+    };
+    let (progress, emit) = (JsProgress(progress), Emit(emit));
+    match gpu {
+        true => {
+            let device = burn::backend::wgpu::WgpuDevice::default();
+            go::<burn::backend::Autodiff<prunelab::backend::Wgpu>>(inputs, device, &progress, &emit)
+                .await
+        }
+        false => {
+            go::<burn::backend::Autodiff<prunelab::backend::Cpu>>(
+                inputs,
+                Default::default(),
+                &progress,
+                &emit,
+            )
+            .await
+        }
+    }
+}
+
+async fn go<B: AutodiffBackend>(
+    inp: Inputs<'_>,
+    device: B::Device,
+    progress: &JsProgress,
+    emit: &Emit,
+) -> Result<String> {
+    let cfg = &inp.files.config;
+    let mut timings = vec![];
+    let mut stage = |name: &str, start: Instant| {
+        timings.push(StageTime {
+            stage: name.into(),
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    };
+    let start = Instant::now();
+    let model = inp
+        .files
+        .with_source(|src| Llama::<B>::load(cfg, src, &device))?;
+    stage("load", start);
+    let opts = PerplexityOptions {
+        seq_len: inp.spec.seq_len,
+        max_windows: inp.spec.max_windows,
+        batch: 8,
+    };
+    let start = Instant::now();
+    let before = perplexity(&model.valid(), &inp.eval, &opts, &device, progress).await?;
+    stage("eval before", start);
+    let start = Instant::now();
+    let out = prune(model, &inp.recipe, &inp.calib, &device, progress).await?;
+    stage("prune", start);
+    let start = Instant::now();
+    let after = perplexity(&out.model, &inp.eval, &opts, &device, progress).await?;
+    stage("eval after", start);
+    let mut timings_all = out.timings.clone();
+    timings_all.extend(timings);
+    let report = Report::new(
+        &inp.recipe,
+        out.ratio,
+        cfg,
+        &out.model.config,
+        out.plan.clone(),
+        &out.scores,
+        out.reconstruction.clone(),
+        timings_all,
+        Some(EvalReport { before, after }),
+    );
+    let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
+    emit.part(
+        "config.json",
+        &pretty(hf_config(
+            &out.model.config,
+            Some(&inp.files.base_config),
+            StDtype::F32,
+        )),
+    )?;
+    emit.part("tokenizer.json", inp.tokenizer)?;
+    emit.part(
+        "report.json",
+        &pretty(serde_json::to_value(&report).expect("json")),
+    )?;
+    emit.part(
+        "plan.json",
+        &pretty(serde_json::to_value(&report.plan).expect("json")),
+    )?;
+    emit.part(
+        "recipe.json",
+        &pretty(serde_json::to_value(&report.recipe).expect("json")),
+    )?;
+    // The weights: one safetensors file, header first, then one tensor at a time.
+    let specs: Vec<(String, Vec<usize>)> = tensor_specs(&out.model.config)
+        .into_iter()
+        .map(|s| (s.name, s.shape))
+        .collect();
+    let layout = SafetensorsLayout::new(&specs, StDtype::F32, usize::MAX)?;
+    let weights: std::collections::HashMap<_, _> = out.model.named_weights().into_iter().collect();
+    for shard in &layout.shards {
+        emit.part(&shard.file, &shard.header)?;
+        for name in &shard.tensors {
+            let w = weights.get(name).ok_or_else(|| Error::MissingTensor {
+                name: name.clone(),
+                expected: vec![],
+            })?;
+            emit.part(
+                &shard.file,
+                &StDtype::F32.encode(&to_vec(w.clone().flatten()).await?),
+            )?;
+        }
+    }
+    Ok(serde_json::json!({ "report": report, "scores": out.scores }).to_string())
+}
