@@ -103,7 +103,7 @@ function recipeFromControls() {
   r.ratio = null; r.target_params = Number($("target").value);
   r.layers = { start: Number($("layer-start").value), end: Number($("layer-end").value) };
   r.calibration = { kind: "sampled", samples: Number($("calib-samples").value), length: Number($("calib-len").value) };
-  r.eval = { seq_len: 128, max_windows: 64 };
+  r.eval = { seq_len: 128, max_windows: Number($("eval-windows").value) };
   return r;
 }
 async function syncRecipe() {
@@ -258,7 +258,7 @@ async function main() {
     : "WebGPU is not available in this browser: running on the CPU backend (slower, same results).";
   $("backend").className = hello.webgpu ? "ok" : "notice";
   fillMenus();
-  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "layer-start", "layer-end", "calib-samples", "calib-len", "target"])
+  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
     $(id).addEventListener("input", syncRecipe);
   $("apply-recipe").onclick = showPlanned;
   $("copy-recipe").onclick = () => navigator.clipboard?.writeText($("recipe").value);

@@ -1,9 +1,9 @@
 // End-to-end test of the browser lab in Debian's chromium (headless, WebGPU through SwiftShader), driven by
 // playwright-core. Usage: node lab.mjs DIST PRUNELAB_BIN SHOTS_DIR
 // 1. WebGPU: load the demo, run obs + ls at 20%, check the page's perplexity against the CLI's for the same
-//    recipe, download the zip and check the CLI evaluates it to the same perplexity; a garbled safetensors
-//    upload shows an error and a following run still works.
-// 2. WebGPU disabled: the CPU fallback gives the same numbers.
+//    recipe, download the zip and check the CLI evaluates it to the same perplexity.
+// 2. WebGPU disabled: the CPU fallback gives the same numbers; a garbled safetensors upload shows an error and
+//    a following run still works.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -50,12 +50,17 @@ async function session(name, args) {
   return { browser, page, shot, foreign, backend };
 }
 
+// SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
+// (8 calibration windows, 8 evaluation windows); the CLI gets exactly the same recipe.
+const WINDOWS = "8";
 async function demoRun(s, step) {
   const { page, shot } = s;
   await page.click("#demo");
   await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo:"), null, { timeout: 120000 });
   await page.selectOption("#importance", "obs");
   await page.selectOption("#compensation", "ls");
+  await page.fill("#calib-samples", WINDOWS);
+  await page.fill("#eval-windows", WINDOWS);
   await page.$eval("#target", (el) => { el.value = "0.2"; el.dispatchEvent(new Event("input")); });
   await page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
   await shot(`${step}-recipe`);
@@ -78,32 +83,17 @@ try {
   await writeFile(join(tmp, "recipe.json"), first.recipe);
   const out = join(tmp, "cli-pruned");
   const report = cli("prune", join(repo, "models/demo"), "--out", out, "--recipe", join(tmp, "recipe.json"),
-    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"), "--json");
+    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
+    "--eval-windows", WINDOWS, "--json");
   close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
 
   const [download] = await Promise.all([gpu.page.waitForEvent("download"), gpu.page.click("#download-zip")]);
   const zipPath = join(tmp, "pruned.zip");
   await download.saveAs(zipPath);
   execFileSync("python3", ["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])", zipPath, join(tmp, "zip")]);
-  const evalOut = cli("eval", join(tmp, "zip/pruned"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", "64", "--json");
+  const evalOut = cli("eval", join(tmp, "zip/pruned"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
   close(evalOut.ppl, first.ppl, "downloaded zip evaluated by the CLI vs the page");
 
-  // A garbled upload: the error is shown, the page keeps working.
-  const bad = join(tmp, "bad");
-  await mkdir(bad);
-  await writeFile(join(bad, "config.json"), await readFile(join(repo, "models/demo/config.json")));
-  await writeFile(join(bad, "tokenizer.json"), await readFile(join(repo, "models/demo/tokenizer.json")));
-  const garbage = Buffer.from(await readFile(join(repo, "models/demo/model.safetensors"))).subarray(0, 4096);
-  garbage.writeBigUInt64LE(123456789n, 0);
-  await writeFile(join(bad, "model.safetensors"), garbage);
-  await gpu.page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors"].map((f) => join(bad, f)));
-  await gpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("safetensors"), null, { timeout: 60000 });
-  console.log("ok  garbled upload: " + (await gpu.page.textContent("#error")));
-  await gpu.shot("4-garbled");
-  const again = await demoRun(gpu, 5);
-  close(again.ppl, first.ppl, "a run after the error");
-  const rows = await gpu.page.$$eval("#runs tbody tr", (r) => r.length);
-  if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
   if (gpu.foreign.length) throw new Error("requests outside the page's origin: " + gpu.foreign.join(", "));
   console.log(`ok  no request left ${origin}`);
   await gpu.browser.close();
@@ -113,10 +103,27 @@ try {
   if (!cpu.backend.includes("CPU")) throw new Error("expected the CPU notice, got: " + cpu.backend);
   const fallback = await demoRun(cpu, 2);
   close(fallback.ppl, report.eval.after.ppl, "CPU fallback vs CLI perplexity");
+  // A garbled upload: the error is shown, the page keeps working.
+  const bad = join(tmp, "bad");
+  await mkdir(bad);
+  await writeFile(join(bad, "config.json"), await readFile(join(repo, "models/demo/config.json")));
+  await writeFile(join(bad, "tokenizer.json"), await readFile(join(repo, "models/demo/tokenizer.json")));
+  const garbage = Buffer.from(await readFile(join(repo, "models/demo/model.safetensors"))).subarray(0, 4096);
+  garbage.writeBigUInt64LE(123456789n, 0);
+  await writeFile(join(bad, "model.safetensors"), garbage);
+  await cpu.page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors"].map((f) => join(bad, f)));
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("safetensors"), null, { timeout: 60000 });
+  console.log("ok  garbled upload: " + (await cpu.page.textContent("#error")));
+  await cpu.shot("4-garbled");
+  const again = await demoRun(cpu, 5);
+  close(again.ppl, fallback.ppl, "a run after the error");
+  const rows = await cpu.page.$$eval("#runs tbody tr", (r) => r.length);
+  if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +
     `${fallback.seconds.toFixed(1)} s (CPU fallback)`);
+  await writeFile(join(shots, "timings.json"), JSON.stringify({ webgpu_seconds: first.seconds, cpu_seconds: fallback.seconds, recipe: JSON.parse(first.recipe) }, null, 2));
 } catch (e) {
   failed = true;
   console.error("FAILED: " + e.message);
