@@ -65,9 +65,10 @@ async function demoRun(s, step) {
   await page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
   await shot(`${step}-recipe`);
   const recipe = await page.inputValue("#recipe");
+  const runsBefore = await page.$$eval("#runs tbody tr", (r) => r.length);
   const t0 = Date.now();
   await page.click("#run");
-  await page.waitForSelector("#ppl-after", { timeout: 900000 });
+  await page.waitForFunction((n) => document.querySelectorAll("#runs tbody tr").length > n, runsBefore, { timeout: 900000 });
   const seconds = (Date.now() - t0) / 1000;
   await shot(`${step}-result`);
   const ppl = Number(await page.textContent("#ppl-after"));
