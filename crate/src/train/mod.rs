@@ -58,7 +58,7 @@ impl Schedule {
                 self.steps, self.batch, self.seq_len
             ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && (0.0..=1.0).contains(&self.min_lr_ratio)) {
             return bad(format!(
                 "learning rate {} / min ratio {} is not usable",
                 self.lr, self.min_lr_ratio
