@@ -127,3 +127,34 @@ fn on_the_demo_least_squares_beats_no_compensation() {
     assert!(ls < none, "obs + ls {ls} vs obs + none {none}");
     eprintln!("demo at 20%: obs + none {none:.3}, obs + ls {ls:.3}");
 }
+
+#[test]
+fn greedy_samples_follow_the_logits() {
+    use burn::module::AutodiffModule;
+    use prunelab::eval::generate::greedy;
+    use prunelab::readback::to_vec;
+    let d = demo();
+    let model = d.model.valid();
+    let device = Default::default();
+    let prompt = heldout_ids(&d.tok)[..16].to_vec();
+    let sample = pollster::block_on(greedy(&model, &prompt, 8, &device)).unwrap();
+    assert_eq!(sample.len(), 8);
+    // Each token is the argmax of the model's logits after the prompt and the tokens before it.
+    let mut ids = prompt.clone();
+    for &t in &sample {
+        let logits = model.forward(prunelab::eval::perplexity::batch_tensor(
+            &[ids.as_slice()],
+            &device,
+        ));
+        let [_, s, v] = logits.dims();
+        let last = pollster::block_on(to_vec(logits.narrow(1, s - 1, 1).reshape([v]))).unwrap();
+        let best = last.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(last[t as usize], best, "token {t}");
+        ids.push(t);
+    }
+    assert!(
+        pollster::block_on(greedy(&model, &[], 4, &device)).is_err(),
+        "empty prompt"
+    );
+    eprintln!("demo sample: {:?}", d.tok.decode(&sample).unwrap());
+}

@@ -188,7 +188,9 @@ function showResult(out, useGpu, seconds) {
   $("result").innerHTML = `<table class="result"><tr><th></th><th>before</th><th>after</th></tr>` +
     `<tr><td>perplexity</td><td id="ppl-before">${e.before.ppl.toFixed(3)}</td><td id="ppl-after">${e.after.ppl.toFixed(3)}</td></tr>` +
     `<tr><td>parameters</td><td>${r.params_before.total.toLocaleString()}</td><td id="params-after">${r.params_after.total.toLocaleString()}</td></tr></table>` +
-    `<p>Time: ${r.timings.map((t) => `${t.stage} ${t.seconds.toFixed(2)} s`).join(", ")} — ${useGpu ? "WebGPU" : "CPU"}</p>`;
+    `<p>Time: ${r.timings.map((t) => `${t.stage} ${t.seconds.toFixed(2)} s`).join(", ")} — ${useGpu ? "WebGPU" : "CPU"}</p>` +
+    `<p>Greedy continuation of <q>${esc(out.sample.prompt)}</q>:</p><pre id="sample-before">before: ${esc(out.sample.before)}</pre>` +
+    `<pre id="sample-after">after:  ${esc(out.sample.after)}</pre>`;
   drawChart(r); drawHeatmap(out.scores, r);
   state.runs.push({ model: state.modelName, r, backend: useGpu ? "WebGPU" : "CPU", seconds });
   const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
@@ -196,6 +198,7 @@ function showResult(out, useGpu, seconds) {
     `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td><td>${x.seconds.toFixed(1)} s</td></tr>`;
   document.querySelector("#runs tbody").innerHTML = state.runs.map(row).join("");
 }
+const esc = (t) => t.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 function drawChart(r) {
   const n = r.layers_before.length, w = 28, h = 120;
   const bars = r.layers_after.map((l, i) => {
@@ -271,6 +274,7 @@ async function main() {
   $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
   reloadModel = () => { if (state.modelName === "demo") loadDemo(); else if (state.model) $("files").files.length && loadFiles($("files").files); };
   syncRecipe();
+  window.labState = state; // for the console and the end-to-end test
   document.body.dataset.ready = "1";
 }
 main().catch((e) => showError("starting the core: " + e.message));

@@ -47,7 +47,7 @@ async function session(name, args) {
   await shot("1-start");
   const backend = await page.textContent("#backend");
   console.log(`[${name}] ${backend}`);
-  return { browser, page, shot, foreign, backend };
+  return { name, browser, page, shot, foreign, backend };
 }
 
 // SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
@@ -69,9 +69,14 @@ async function demoRun(s, step) {
   const t0 = Date.now();
   await page.click("#run");
   await page.waitForFunction((n) => document.querySelectorAll("#runs tbody tr").length > n, runsBefore, { timeout: 900000 });
-  const seconds = (Date.now() - t0) / 1000;
+  // The run's own stages (load, eval before, prune, eval after): what the CLI's --eval run does too.
+  const seconds = await page.evaluate(() => window.labState.lastReport.timings
+    .filter((t) => ["load", "eval before", "prune", "eval after"].includes(t.stage)).reduce((a, t) => a + t.seconds, 0));
+  console.log(`[${s.name}] run ${(Date.now() - t0) / 1000} s in the page, ${seconds.toFixed(1)} s in its stages`);
   await shot(`${step}-result`);
   const ppl = Number(await page.textContent("#ppl-after"));
+  const sample = await page.textContent("#sample-after");
+  if (!(sample.length > "after:  ".length)) throw new Error("no generation sample after pruning");
   return { recipe, ppl, seconds };
 }
 

@@ -4,6 +4,7 @@
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use prunelab::error::{Error, Result};
+use prunelab::eval::generate::greedy;
 use prunelab::eval::{perplexity, PerplexityOptions};
 use prunelab::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use prunelab::io::Tokenizer;
@@ -74,7 +75,14 @@ struct Inputs<'a> {
     eval: Vec<u32>,
     spec: EvalSpec,
     tokenizer: &'a [u8],
+    /// The first tokens of the evaluation text: the generation samples continue them.
+    prompt: Vec<u32>,
 }
+
+/// Tokens of each greedy sample, before and after pruning.
+const SAMPLE_TOKENS: usize = 24;
+/// Tokens of the evaluation text that prompt the samples.
+const PROMPT_TOKENS: usize = 16;
 
 pub async fn run(
     files: &ModelFiles,
@@ -97,13 +105,16 @@ pub async fn run(
             sample_windows(&tok.encode(calib)?, *samples, *length, recipe.seed)?
         }
     };
+    let eval = tok.encode(eval)?;
+    let prompt = eval[..eval.len().min(PROMPT_TOKENS)].to_vec();
     let inputs = Inputs {
         files,
+        prompt,
         spec: recipe.eval.unwrap_or(EvalSpec {
             seq_len: 128,
             max_windows: Some(64),
         }),
-        eval: tok.encode(eval)?,
+        eval,
         recipe,
         calib,
         tokenizer,
@@ -154,8 +165,11 @@ async fn go<B: AutodiffBackend>(
     let start = Instant::now();
     let before = perplexity(&model.valid(), &inp.eval, &opts, &device, progress).await?;
     stage("eval before", start);
+    let prompt = &inp.prompt;
+    let sample_before = greedy(&model.valid(), prompt, SAMPLE_TOKENS, &device).await?;
     let start = Instant::now();
     let out = prune(model, &inp.recipe, &inp.calib, &device, progress).await?;
+    let sample_after = greedy(&out.model, prompt, SAMPLE_TOKENS, &device).await?;
     stage("prune", start);
     let start = Instant::now();
     let after = perplexity(&out.model, &inp.eval, &opts, &device, progress).await?;
@@ -215,5 +229,15 @@ async fn go<B: AutodiffBackend>(
             )?;
         }
     }
-    Ok(serde_json::json!({ "report": report, "scores": out.scores }).to_string())
+    let tok = Tokenizer::from_json(inp.tokenizer)?;
+    Ok(serde_json::json!({
+        "report": report,
+        "scores": out.scores,
+        "sample": {
+            "prompt": tok.decode(prompt)?,
+            "before": tok.decode(&sample_before)?,
+            "after": tok.decode(&sample_after)?,
+        },
+    })
+    .to_string())
 }

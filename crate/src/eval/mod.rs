@@ -1,5 +1,6 @@
-//! Measuring a model: perplexity (more evaluations join here).
+//! Measuring a model: perplexity, and greedy samples to read.
 
+pub mod generate;
 pub mod perplexity;
 
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions};
