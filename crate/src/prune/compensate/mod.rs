@@ -159,9 +159,8 @@ pub fn relative_error_with_bias(
     new_kept: &[f32],
     bias: Option<&[f32]>,
 ) -> f64 {
-    let all: Vec<usize> = (0..stats.n).collect();
     error_energy(w, d_out, stats, kept, new_kept, bias)
-        / energy(&|i, j| w[i * stats.n + j] as f64, d_out, stats, &all).max(f64::MIN_POSITIVE)
+        / output_energy(w, d_out, stats).max(f64::MIN_POSITIVE)
 }
 
 /// `tr(M_S G_SS M_Sᵀ)` for the columns `cols` of `m` (`m(i, j)` = row `i`, input column `j`).
