@@ -1,9 +1,11 @@
 //! The real model (SmolLM2-135M-Instruct from its GGUF; `models/smollm2/fetch` must have run — `scripts/test`
 //! runs it): tokenizer from GGUF metadata, dense logits and perplexity against the reference, GGUF → HF → GGUF
-//! round trip, and our GGUF read by the `gguf` Python package.
+//! round trip, the GGUF read by byte ranges (as the page reads a `File`), and our GGUF read by the `gguf` Python
+//! package.
 
 mod common;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -12,6 +14,7 @@ use prunelab::eval::perplexity::{batch_tensor, perplexity, PerplexityOptions};
 use prunelab::io::gguf::reader::Value;
 use prunelab::io::gguf::tokenizer::tokenizer;
 use prunelab::io::gguf::GgufModel;
+use prunelab::io::ranges::ByteRanges;
 use prunelab::io::SafetensorsWeights;
 use prunelab::model::{Llama, WeightSource};
 use prunelab::progress::Silent;
@@ -123,6 +126,70 @@ fn dense_probe_and_perplexity_match_reference() {
         ppl.ppl
     );
     assert_eq!(ppl.tokens, 64 * 127);
+}
+
+/// Bytes that record every read made of them.
+struct Recorded<'a> {
+    bytes: &'a [u8],
+    reads: RefCell<Vec<(u64, usize)>>,
+}
+
+impl ByteRanges for Recorded<'_> {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read(&self, offset: u64, len: usize) -> prunelab::error::Result<Vec<u8>> {
+        self.reads.borrow_mut().push((offset, len));
+        self.bytes.read(offset, len)
+    }
+}
+
+#[test]
+fn gguf_by_ranges_reads_the_header_then_one_tensor_at_a_time() {
+    let bytes = gguf_bytes();
+    let whole = GgufModel::parse(&bytes).unwrap();
+    let recorded = Recorded {
+        bytes: &bytes,
+        reads: RefCell::new(vec![]),
+    };
+    let ranged = GgufModel::open(&recorded).unwrap();
+    assert_eq!(ranged.config, whole.config);
+    assert_eq!(ranged.file.metadata, whole.file.metadata);
+    // The 1.7 MiB header (49,152 tokens and their merges) runs past the first 1 MiB read: read again, ×4.
+    let data_start = whole.file.tensors.iter().map(|t| t.offset).min().unwrap();
+    assert!(data_start > 1 << 20, "{data_start}");
+    assert_eq!(*recorded.reads.borrow(), [(0, 1 << 20), (0, 4 << 20)]);
+    recorded.reads.borrow_mut().clear();
+    let name = "model.layers.3.self_attn.k_proj.weight";
+    assert_eq!(
+        ranged.read_f32(name).unwrap(),
+        whole.read_f32(name).unwrap()
+    );
+    let info = whole.file.tensor("blk.3.attn_k.weight").unwrap();
+    assert_eq!(
+        *recorded.reads.borrow(),
+        [(info.offset as u64, info.size)],
+        "exactly the tensor's bytes"
+    );
+    // A file cut in its data or inside its header is refused, whatever the prefix read so far.
+    let cut = Recorded {
+        bytes: &bytes[..data_start + 1000],
+        reads: RefCell::new(vec![]),
+    };
+    let err = GgufModel::open(&cut)
+        .err()
+        .expect("cut file refused")
+        .to_string();
+    assert!(err.contains("lies past the end of the file"), "{err}");
+    let cut = Recorded {
+        bytes: &bytes[..(3 << 20) / 2],
+        reads: RefCell::new(vec![]),
+    };
+    let err = GgufModel::open(&cut)
+        .err()
+        .expect("cut file refused")
+        .to_string();
+    assert!(err.starts_with("GGUF: truncated:"), "{err}");
 }
 
 fn prunelab(args: &[&str]) {

@@ -7,6 +7,7 @@ use memmap2::Mmap;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::io::gguf::metadata::carried;
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
 use crate::io::{SafetensorsWeights, Tokenizer};
 use crate::model::{ModelConfig, WeightSource};
@@ -143,21 +144,7 @@ impl ModelInput {
     /// Metadata a GGUF input carries that outputs keep (general.* and tokenizer.*).
     pub fn gguf_metadata(&self) -> Result<Vec<(String, Value)>> {
         match &self.files {
-            Files::Gguf(m) => Ok(GgufModel::parse(m)?
-                .file
-                .metadata
-                .into_iter()
-                .filter(|(k, _)| {
-                    (k.starts_with("general.") || k.starts_with("tokenizer."))
-                        && !matches!(
-                            k.as_str(),
-                            "general.architecture"
-                                | "general.alignment"
-                                | "general.file_type"
-                                | "general.quantization_version"
-                        )
-                })
-                .collect()),
+            Files::Gguf(m) => Ok(carried(&GgufModel::parse(m)?.file)),
             Files::Hf { .. } => Ok(vec![]),
         }
     }

@@ -10,8 +10,8 @@ use burn::tensor::backend::Backend;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::io::gguf::metadata::{keep_pre, output_metadata};
 use crate::io::gguf::reader::Value;
-use crate::io::gguf::tokenizer::gguf_metadata;
 use crate::io::gguf::{GgufDtype, GgufWriter};
 use crate::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use crate::model::named::Weight;
@@ -39,10 +39,6 @@ impl Format {
         })
     }
 }
-
-/// `config.json` key that keeps a GGUF input's `tokenizer.ggml.pre` (llama.cpp's pre-tokenizer name, which
-/// `tokenizer.json` cannot always express) so that converting back to GGUF restores it.
-pub const GGUF_PRE_KEY: &str = "gguf_tokenizer_pre";
 
 /// Shard size of written safetensors (transformers' default `max_shard_size`).
 pub const MAX_SHARD_BYTES: usize = 5 << 30;
@@ -154,13 +150,7 @@ fn write_hf(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut config = hf_config(cfg, extras.base_config.as_ref(), dtype);
-    if let Some((_, pre)) = extras
-        .gguf_metadata
-        .iter()
-        .find(|(k, _)| k == "tokenizer.ggml.pre")
-    {
-        config[GGUF_PRE_KEY] = pre.as_str().unwrap_or_default().into();
-    }
+    keep_pre(&mut config, &extras.gguf_metadata);
     let put = |name: &str, bytes: &[u8]| {
         std::fs::write(dir.join(name), bytes).map_err(io(&dir.join(name)))
     };
@@ -214,30 +204,12 @@ fn write_gguf(
     dtype: GgufDtype,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut meta = extras.gguf_metadata.clone();
-    if meta.is_empty() {
-        if let Some(tok) = &extras.tokenizer_json {
-            meta.extend(gguf_metadata(tok)?);
-        }
-        let pre = extras
-            .base_config
-            .as_ref()
-            .and_then(|c| c[GGUF_PRE_KEY].as_str());
-        if let (Some(pre), Some(slot)) = (
-            pre,
-            meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.pre"),
-        ) {
-            slot.1 = Value::String(pre.to_string());
-        }
-        let ids = [
-            ("tokenizer.ggml.bos_token_id", cfg.bos_token_id),
-            ("tokenizer.ggml.eos_token_id", cfg.eos_token_id),
-        ];
-        meta.extend(
-            ids.into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::U32(v)))),
-        );
-    }
+    let meta = output_metadata(
+        cfg,
+        &extras.gguf_metadata,
+        extras.tokenizer_json.as_ref(),
+        extras.base_config.as_ref(),
+    )?;
     let writer = GgufWriter::new(cfg, &meta, dtype)?;
     let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
     w.write_all(writer.header()).map_err(io(path))?;

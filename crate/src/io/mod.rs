@@ -2,6 +2,7 @@
 //! CLI maps files, the page slices `File`s.
 
 pub mod gguf;
+pub mod ranges;
 pub mod safetensors;
 pub mod safetensors_out;
 pub mod safetensors_ranges;

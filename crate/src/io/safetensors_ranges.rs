@@ -6,17 +6,10 @@ use std::collections::HashMap;
 use safetensors::Dtype;
 use serde::Deserialize;
 
+pub use super::ranges::ByteRanges;
 use super::safetensors::decode;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
-
-/// Random access to the bytes of one file.
-pub trait ByteRanges {
-    /// The file's size in bytes.
-    fn size(&self) -> u64;
-    /// `len` bytes from `offset`.
-    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
-}
 
 #[derive(Deserialize)]
 struct Entry {
@@ -149,18 +142,5 @@ impl<R: ByteRanges> WeightSource for RangedSafetensors<R> {
             return Err(bad(&shard.file, format!("tensor {name}: short read")));
         }
         decode(e.dtype, &bytes, name)
-    }
-}
-
-/// Bytes in memory as ranges (tests, and files the page already holds).
-impl ByteRanges for &[u8] {
-    fn size(&self) -> u64 {
-        self.len() as u64
-    }
-    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let start = offset as usize;
-        self.get(start..start + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::Invalid(format!("read of {len} bytes at {offset} past the end")))
     }
 }

@@ -1,8 +1,9 @@
 //! The `llama` (uniform layers) and `deci` (per-layer widths) GGUF architectures ↔ our config and HF tensor
 //! names, and llama.cpp's rotary row permutation of `q_proj` / `k_proj`.
 
-use super::reader::{GgufFile, Value};
+use super::reader::{GgufFile, GgufHeader, Value};
 use crate::error::{Error, Result};
+use crate::io::ranges::ByteRanges;
 use crate::model::config::{LayerShape, RopeConfig};
 use crate::model::{ModelConfig, WeightSource};
 
@@ -89,7 +90,7 @@ fn missing(key: &str) -> Error {
 }
 
 /// A value that is either one number for every layer or an array with one entry per layer.
-fn per_layer(file: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
+fn per_layer(file: &GgufHeader, key: &str, n: usize) -> Result<Vec<usize>> {
     let v = file.get(key).ok_or_else(|| missing(key))?;
     match v {
         Value::Array(items) => {
@@ -119,17 +120,24 @@ fn per_layer(file: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
 
 /// A LLaMA-family model inside a GGUF file: its config and its weights under HF names (dequantised to f32,
 /// rotary permutation undone).
-pub struct GgufModel<'a> {
-    pub file: GgufFile<'a>,
+pub struct GgufModel<R> {
+    pub file: GgufFile<R>,
     pub config: ModelConfig,
     /// `llama` or `deci`.
     pub architecture: String,
 }
 
-impl<'a> GgufModel<'a> {
-    /// Parses `bytes` and maps the `llama` / `deci` metadata to a config.
+impl<'a> GgufModel<&'a [u8]> {
+    /// Parses a file held in memory (or mapped).
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let file = GgufFile::parse(bytes)?;
+        Self::open(bytes)
+    }
+}
+
+impl<R: ByteRanges> GgufModel<R> {
+    /// Reads the header of `data` and maps the `llama` / `deci` metadata to a config.
+    pub fn open(data: R) -> Result<Self> {
+        let file = GgufFile::open(data)?;
         let arch = file
             .get("general.architecture")
             .and_then(Value::as_str)
@@ -260,7 +268,7 @@ impl<'a> GgufModel<'a> {
     }
 }
 
-impl WeightSource for GgufModel<'_> {
+impl<R: ByteRanges> WeightSource for GgufModel<R> {
     fn inventory(&self) -> Vec<(String, Vec<usize>)> {
         self.file
             .tensors
@@ -283,7 +291,7 @@ impl WeightSource for GgufModel<'_> {
                 name: name.into(),
                 expected: vec![],
             })?;
-        let data = self.file.read_f32(info);
+        let data = self.file.read_f32(info)?;
         Ok(match is_rotary(name) {
             true => {
                 let cols = if info.dims.len() == 2 {

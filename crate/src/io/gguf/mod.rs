@@ -1,11 +1,12 @@
 //! GGUF in and out: the container, ggml block formats, the llama/deci architectures, tokenizers from metadata.
 
 pub mod llama;
+pub mod metadata;
 pub mod quant;
 pub mod reader;
 pub mod tokenizer;
 pub mod writer;
 
 pub use llama::GgufModel;
-pub use reader::GgufFile;
+pub use reader::{GgufFile, GgufHeader};
 pub use writer::{GgufDtype, GgufWriter};

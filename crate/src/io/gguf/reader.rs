@@ -1,10 +1,11 @@
-//! The GGUF container (v2 and v3) from bytes: header, typed metadata, tensor infos, alignment, and every
-//! offset checked against the byte length before any tensor is read.
+//! The GGUF container (v2 and v3) by byte ranges: header, typed metadata, tensor infos, alignment, and every
+//! offset checked against the file's length before any tensor is read; tensors are read one at a time.
 
 use std::collections::HashMap;
 
 use super::quant::{dequantize, GgmlType};
 use crate::error::{Error, Result};
+use crate::io::ranges::ByteRanges;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 /// Default data alignment when `general.alignment` is absent.
@@ -90,41 +91,60 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file borrowing its bytes.
-pub struct GgufFile<'a> {
+/// What a GGUF file says before its data: version, metadata and where each tensor lies.
+pub struct GgufHeader {
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(String, Value)>,
     pub tensors: Vec<TensorInfo>,
     index: HashMap<String, usize>,
-    bytes: &'a [u8],
+}
+
+/// A GGUF file: its header, read up front, and its bytes, read one tensor at a time.
+pub struct GgufFile<R> {
+    header: GgufHeader,
+    data: R,
+}
+
+impl<R> std::ops::Deref for GgufFile<R> {
+    type Target = GgufHeader;
+    fn deref(&self) -> &GgufHeader {
+        &self.header
+    }
 }
 
 fn err(msg: impl Into<String>) -> Error {
     Error::Gguf(msg.into())
 }
 
+/// Bytes read first when looking for the end of the header; grown ×4 while the header runs on (SmolLM2's,
+/// with a 49,152-token vocabulary and its merges, is ≈ 3 MB).
+const FIRST_READ: u64 = 1 << 20;
+
+/// Reads a header from a prefix of a `file_len`-byte file.
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
+    file_len: u64,
+    /// Set when the header runs past the prefix but not past the file: read more and parse again.
+    short: bool,
 }
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| {
-                err(format!(
-                    "truncated: {what} at byte {} needs {n} bytes but the file has {}",
-                    self.pos,
-                    self.b.len()
-                ))
-            })?;
-        let s = &self.b[self.pos..end];
-        self.pos = end;
-        Ok(s)
+        let end = self.pos.checked_add(n);
+        if let Some(end) = end.filter(|&e| e <= self.b.len()) {
+            let s = &self.b[self.pos..end];
+            self.pos = end;
+            return Ok(s);
+        }
+        if end.is_some_and(|e| (e as u64) <= self.file_len) {
+            self.short = true;
+        }
+        Err(err(format!(
+            "truncated: {what} at byte {} needs {n} bytes but the file has {}",
+            self.pos, self.file_len
+        )))
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
         Ok(u32::from_le_bytes(
@@ -156,7 +176,7 @@ impl<'a> Cursor<'a> {
             9 => {
                 let item = self.u32(key)?;
                 let n = self.u64(key)? as usize;
-                if n > self.b.len() {
+                if n as u64 > self.file_len {
                     return Err(err(format!(
                         "metadata {key}: array of {n} items is longer than the file"
                     )));
@@ -175,10 +195,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-impl<'a> GgufFile<'a> {
-    /// Parses the header, metadata and tensor infos of `bytes`, checking every tensor's data lies in the file.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let mut c = Cursor { b: bytes, pos: 0 };
+impl GgufHeader {
+    /// Parses the header, metadata and tensor infos, checking every tensor's data lies in the file.
+    fn parse(c: &mut Cursor) -> Result<Self> {
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
             return Err(err(format!(
@@ -246,11 +265,14 @@ impl<'a> GgufFile<'a> {
                     "tensor {name}: offset {offset} is not aligned to {alignment}"
                 )));
             }
-            if offset.checked_add(size).is_none_or(|end| end > bytes.len()) {
+            if offset
+                .checked_add(size)
+                .is_none_or(|end| end as u64 > c.file_len)
+            {
                 return Err(err(format!(
                     "tensor {name}: data [{offset}, {}) lies past the end of the file ({} bytes); truncated?",
                     offset + size,
-                    bytes.len()
+                    c.file_len
                 )));
             }
             index.insert(name.clone(), tensors.len());
@@ -267,7 +289,6 @@ impl<'a> GgufFile<'a> {
             metadata,
             tensors,
             index,
-            bytes,
         })
     }
 
@@ -280,12 +301,40 @@ impl<'a> GgufFile<'a> {
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
+}
+
+impl<R: ByteRanges> GgufFile<R> {
+    /// Reads the header of `data` (a prefix, grown until the header ends), checking every tensor's data lies in
+    /// the file; no tensor is read.
+    pub fn open(data: R) -> Result<Self> {
+        let size = data.size();
+        let mut prefix_len = size.min(FIRST_READ);
+        loop {
+            let prefix = data.read(0, prefix_len as usize)?;
+            let mut c = Cursor {
+                b: &prefix,
+                pos: 0,
+                file_len: size,
+                short: false,
+            };
+            match GgufHeader::parse(&mut c) {
+                Ok(header) => return Ok(Self { header, data }),
+                Err(_) if c.short && prefix_len < size => prefix_len = size.min(prefix_len * 4),
+                Err(e) => return Err(e),
+            }
+        }
+    }
 
     /// A tensor dequantised to f32, in ggml order (row-major over the reversed dims).
-    pub fn read_f32(&self, info: &TensorInfo) -> Vec<f32> {
-        dequantize(
-            info.ggml_type,
-            &self.bytes[info.offset..info.offset + info.size],
-        )
+    pub fn read_f32(&self, info: &TensorInfo) -> Result<Vec<f32>> {
+        let bytes = self.data.read(info.offset as u64, info.size)?;
+        Ok(dequantize(info.ggml_type, &bytes))
+    }
+}
+
+impl<'a> GgufFile<&'a [u8]> {
+    /// Parses a file held in memory (or mapped).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::open(bytes)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 
-use super::reader::{GgufFile, Value};
+use super::reader::{GgufHeader, Value};
 use crate::error::{Error, Result};
 use crate::io::Tokenizer;
 
@@ -52,7 +52,7 @@ fn pre_tokenizer(pre: &str) -> Result<Json> {
     })
 }
 
-fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>> {
+fn strings(file: &GgufHeader, key: &str) -> Result<Vec<String>> {
     let arr = file
         .get(key)
         .and_then(Value::as_array)
@@ -66,7 +66,7 @@ fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn numbers(file: &GgufFile, key: &str, n: usize) -> Vec<f64> {
+fn numbers(file: &GgufHeader, key: &str, n: usize) -> Vec<f64> {
     match file.get(key).and_then(Value::as_array) {
         Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
         None => vec![NORMAL as f64; n],
@@ -87,7 +87,7 @@ fn added_tokens(tokens: &[String], types: &[f64]) -> Vec<Json> {
 }
 
 /// The tokenizer a GGUF file describes, as HF `tokenizer.json`.
-pub fn tokenizer_json(file: &GgufFile) -> Result<Json> {
+pub fn tokenizer_json(file: &GgufHeader) -> Result<Json> {
     let model = file
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
@@ -179,7 +179,7 @@ fn spm_merges(tokens: &[String], scores: &[f64], types: &[f64]) -> Vec<String> {
 }
 
 /// The tokenizer of a GGUF file.
-pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer> {
+pub fn tokenizer(file: &GgufHeader) -> Result<Tokenizer> {
     Tokenizer::from_json(tokenizer_json(file)?.to_string().as_bytes())
 }
 
