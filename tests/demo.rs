@@ -1,6 +1,7 @@
 //! The committed demo model (`models/demo`, trained by `prunelab train`): within the limits of the issue, it
 //! reproduces its recorded held-out perplexity, beats the unigram baseline at least 3×, and at ~20% of the
-//! parameters removed, `obs` + least squares beats `obs` without compensation.
+//! parameters removed, `obs` + least squares beats `obs` without compensation; a cancel stops a run between
+//! layers.
 
 mod common;
 
@@ -12,7 +13,7 @@ use prunelab::eval::perplexity::{perplexity, PerplexityOptions};
 use prunelab::io::{SafetensorsWeights, Tokenizer};
 use prunelab::model::params::count_params;
 use prunelab::model::{Llama, ModelConfig};
-use prunelab::progress::Silent;
+use prunelab::progress::{Progress, ProgressEvent, Silent, Turn};
 use prunelab::prune::calib::sample_windows;
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::recipe::Recipe;
@@ -157,4 +158,57 @@ fn greedy_samples_follow_the_logits() {
         "empty prompt"
     );
     eprintln!("demo sample: {:?}", d.tok.decode(&sample).unwrap());
+}
+
+/// Asks to stop once `after` layers were pruned, and records what the run reported.
+struct CancelAfter {
+    after: usize,
+    layers_done: std::cell::Cell<usize>,
+    turns: std::cell::Cell<usize>,
+}
+
+impl Progress for CancelAfter {
+    fn report(&self, e: ProgressEvent<'_>) {
+        if e.stage == "layers" {
+            self.layers_done.set(e.done);
+        }
+    }
+    fn turn(&self) -> Turn<'_> {
+        self.turns.set(self.turns.get() + 1);
+        Box::pin(std::future::ready(self.layers_done.get() >= self.after))
+    }
+}
+
+#[test]
+fn a_cancel_stops_the_run_at_the_next_layer() {
+    let d = demo();
+    let windows = sample_windows(&heldout_ids(&d.tok), 4, 64, 1).unwrap();
+    let recipe = Recipe {
+        importance: Importance::Obs,
+        compensation: Compensation::Ls,
+        target_params: Some(0.2),
+        ..Recipe::default()
+    };
+    let progress = CancelAfter {
+        after: 2,
+        layers_done: Default::default(),
+        turns: Default::default(),
+    };
+    let out = pollster::block_on(prunelab::prune::pipeline::prune(
+        d.model,
+        &recipe,
+        &windows,
+        &Default::default(),
+        &progress,
+    ));
+    assert!(
+        matches!(out, Err(prunelab::error::Error::Cancelled)),
+        "expected a cancelled run"
+    );
+    assert_eq!(
+        progress.layers_done.get(),
+        2,
+        "stopped before layer 3 began"
+    );
+    assert_eq!(progress.turns.get(), 3, "one checkpoint before each layer");
 }

@@ -6,7 +6,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::Llama;
-use crate::progress::{Progress, ProgressEvent};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback;
 
 /// How to cut the token stream.
@@ -101,9 +101,7 @@ pub async fn perplexity<B: Backend>(
         total,
     });
     for (i, chunk) in windows.chunks(opts.batch).enumerate() {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
+        checkpoint(progress).await?;
         let sum = model.token_nll(batch_tensor::<B>(chunk, device)).sum();
         nll += readback::scalar(sum).await?;
         progress.report(ProgressEvent {

@@ -15,7 +15,7 @@ use super::report::StageTime;
 use super::sequential::{activation_scores, prune_sequential, Reconstruction};
 use crate::error::{Error, Result};
 use crate::model::Llama;
-use crate::progress::{Progress, ProgressEvent};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
 
 /// What a pruning run returns besides the report's bookkeeping.
 pub struct Pruned<B: AutodiffBackend> {
@@ -95,9 +95,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     let inner = model.valid();
     let mut scores = Vec::with_capacity(layers.len());
     for (i, l) in layers.clone().enumerate() {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
+        checkpoint(progress).await?;
         scores.push(
             score_layer(
                 l,

@@ -21,7 +21,7 @@ use crate::eval::perplexity::batch_tensor;
 use crate::model::linear::Linear;
 use crate::model::llama::{Block, Positions};
 use crate::model::{LayerShape, Llama, ModelConfig};
-use crate::progress::{Progress, ProgressEvent};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback::to_vec;
 
 /// How well one module's output survived: relative error `‖WX − W'X_K‖² / ‖WX‖²` on the calibration inputs
@@ -204,9 +204,7 @@ pub async fn activation_scores<B: Backend>(
     let (mut h, pos) = prefix(model, calib, layers.start, device)?;
     let mut out = vec![];
     for (step, l) in layers.clone().enumerate() {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
+        checkpoint(progress).await?;
         let block = &model.layers[l];
         let dense = dense_layer(block, h, &pos).await?;
         let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
@@ -397,9 +395,7 @@ pub async fn prune_sequential<B: Backend>(
     let (mut h, pos) = prefix(&model, calib, layers.start, device)?;
     let (mut plans, mut scores, mut recon) = (vec![], vec![], vec![]);
     for (step, l) in layers.clone().enumerate() {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
+        checkpoint(progress).await?;
         let choice = layer_choice(&orig, recipe, l, ratio, fixed)?;
         let out = prune_layer(
             &mut model.layers[l],

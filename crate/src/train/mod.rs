@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::Llama;
-use crate::progress::{Progress, ProgressEvent};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback::scalar;
 
 /// Optimisation settings.
@@ -105,9 +105,7 @@ pub async fn train<B: AutodiffBackend>(
     let last_start = ids.len() - schedule.seq_len;
     let mut log = Vec::with_capacity(schedule.steps);
     for step in 0..schedule.steps {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
+        checkpoint(progress).await?;
         let windows: Vec<&[u32]> = (0..schedule.batch)
             .map(|_| rng.random_range(0..=last_start))
             .map(|s| &ids[s..s + schedule.seq_len])
