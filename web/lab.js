@@ -7,22 +7,38 @@ const state = { worker: null, next: 1, pending: new Map(), methods: null, webgpu
 // ---- worker -------------------------------------------------------------------------------------------
 function startWorker() {
   state.worker = new Worker("worker.js");
+  state.workerStarts = (state.workerStarts || 0) + 1;
   state.worker.onmessage = (e) => {
     const m = e.data, p = state.pending.get(m.id);
     if (!p) return;
     if (m.type === "progress") return p.onProgress?.(m);
     if (m.type === "part") return p.onPart?.(m);
+    if (m.fatal) return restartWorker(m.message);
     state.pending.delete(m.id);
     m.type === "result" ? p.resolve(m.value) : p.reject(new Error(m.message));
   };
-  state.worker.onerror = (e) => showError("the core stopped: " + (e.message || "worker error") + " — restarting it");
+  state.worker.onerror = (e) => restartWorker(e.message || "worker error");
+}
+// A fresh worker after the core stopped (a trap, or a Cancel it did not answer): pending calls fail, the model
+// is loaded again, results and the run table stay.
+function restartWorker(why) {
+  const msg = why + " — the core was restarted; earlier results are kept";
+  state.worker.terminate();
+  const pending = [...state.pending.values()];
+  state.pending.clear();
+  startWorker();
+  reloadModel();
+  showError(msg);
+  for (const p of pending) p.reject(new Error(msg));
 }
 function call(type, args = {}, hooks = {}) {
   const id = state.next++;
-  return new Promise((resolve, reject) => {
+  const promise = new Promise((resolve, reject) => {
     state.pending.set(id, { resolve, reject, ...hooks });
     state.worker.postMessage({ id, type, ...args }, hooks.transfer || []);
   });
+  promise.id = id;
+  return promise;
 }
 function showError(msg) { $("error").textContent = msg ? "Error: " + msg : ""; }
 
@@ -66,9 +82,12 @@ async function loadFiles(list) {
   showError("");
   try {
     const files = [...list];
+    const gguf = files.filter((f) => f.name.endsWith(".gguf"));
+    if (gguf.length > 1) throw new Error("more than one .gguf file: choose one");
+    if (gguf.length) return modelLoaded(await call("loadGguf", { file: gguf[0] }), gguf[0].name);
     const byName = (n) => files.find((f) => f.name === n);
     const config = byName("config.json");
-    if (!config) throw new Error("no config.json among the files");
+    if (!config) throw new Error("no config.json among the files (or give one .gguf)");
     const shards = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => a.name.localeCompare(b.name));
     if (!shards.length) throw new Error("no *.safetensors file among the files");
     const tok = byName("tokenizer.json");
@@ -164,22 +183,23 @@ async function run() {
     state.parts = parts; state.lastReport = out.report;
     const seconds = (performance.now() - started) / 1000;
     showResult(out, useGpu, seconds);
-    $("download-zip").disabled = false; $("download-report").disabled = false;
+    for (const b of ["download-zip", "download-gguf", "download-report"]) $(b).disabled = false;
   } catch (e) {
-    if (e.message !== "cancelled") showError(e.message);
+    showError(e.message === "cancelled" ? "run cancelled" : e.message);
   } finally {
+    clearTimeout(state.cancelTimer);
     $("run").disabled = !state.model; $("cancel").disabled = true; $("stage").textContent = ""; state.running = null;
   }
 }
+// Cancel asks the worker; the core stops at its next checkpoint (between layers and evaluation windows) and
+// the model stays loaded. A worker that does not answer within CANCEL_GRACE_MS is replaced.
+const CANCEL_GRACE_MS = 30000;
 function cancel() {
-  // The core checks for cancellation between layers only when it is asked; the worker is simply replaced, and
-  // the page keeps its model files and results.
-  state.worker.terminate();
-  for (const p of state.pending.values()) p.reject(new Error("cancelled"));
-  state.pending.clear();
-  startWorker();
-  showError("run cancelled");
-  reloadModel();
+  if (!state.running) return;
+  const run = state.running;
+  $("cancel").disabled = true; $("stage").textContent = "cancelling at the next layer…";
+  call("cancel", { target: run.id });
+  state.cancelTimer = setTimeout(() => { if (state.running === run) restartWorker("the run did not stop in time"); }, CANCEL_GRACE_MS);
 }
 let reloadModel = () => {};
 
@@ -250,6 +270,21 @@ function save(blob, name) {
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
+// The GGUF is written by the core from the run's safetensors parts, one tensor at a time.
+async function downloadGguf() {
+  showError("");
+  const gguf = [];
+  $("download-gguf").disabled = true;
+  try {
+    await call("exportGguf", {
+      config: new Uint8Array(await new Blob(state.parts.get("config.json")).arrayBuffer()),
+      weights: new Blob(state.parts.get("model.safetensors")), dtype: $("gguf-dtype").value,
+    }, { onPart: (m) => gguf.push(m.bytes), onProgress: (m) => ($("stage").textContent = `${m.stage} ${m.done}/${m.total}`) });
+    save(new Blob(gguf, { type: "application/octet-stream" }), "pruned-model.gguf");
+  } catch (e) { showError("GGUF: " + e.message); }
+  finally { $("download-gguf").disabled = false; $("stage").textContent = ""; }
+}
+
 // ---- wiring --------------------------------------------------------------------------------------------
 async function main() {
   startWorker();
@@ -271,6 +306,7 @@ async function main() {
   $("drop").ondrop = (e) => { e.preventDefault(); loadFiles(e.dataTransfer.files); };
   $("run").onclick = run; $("cancel").onclick = cancel;
   $("download-zip").onclick = () => save(zip([...state.parts].map(([n, p]) => ["pruned/" + n, p])), "pruned-model.zip");
+  $("download-gguf").onclick = downloadGguf;
   $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
   reloadModel = () => { if (state.modelName === "demo") loadDemo(); else if (state.model) $("files").files.length && loadFiles($("files").files); };
   syncRecipe();

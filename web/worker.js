@@ -5,6 +5,7 @@ importScripts("./prunelab-web.js");
 const ready = wasm_bindgen("./prunelab-web_bg.wasm");
 let lab = null;
 let gpu = null; // adapter info once WebGPU is initialised
+const cancels = new Set(); // ids of runs the page asked to stop
 
 async function webgpu() {
   if (gpu) return gpu;
@@ -15,6 +16,16 @@ async function webgpu() {
   return gpu;
 }
 
+// A turn of the event loop without timer clamping: the core awaits it between layers and windows, so a
+// "cancel" message that arrived meanwhile is handled before the run goes on.
+const channel = new MessageChannel();
+const waiting = [];
+channel.port1.onmessage = () => waiting.shift()?.();
+const yieldTurn = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
+
+const parts = (id) => (file, bytes) => postMessage({ id, type: "part", file, bytes }, [bytes.buffer]);
+const progress = (id) => (stage, done, total) => postMessage({ id, type: "progress", stage, done, total });
+
 const handlers = {
   async hello() {
     const info = await webgpu().catch(() => null);
@@ -22,6 +33,10 @@ const handlers = {
   },
   async loadFiles({ config, tokenizer, names, files }) {
     lab = wasm_bindgen.Lab.fromFiles(config, tokenizer ?? undefined, names, files);
+    return JSON.parse(lab.summary());
+  },
+  async loadGguf({ file }) {
+    lab = wasm_bindgen.Lab.fromGguf(file);
     return JSON.parse(lab.summary());
   },
   async loadBytes({ config, tokenizer, names, shards }) {
@@ -34,12 +49,34 @@ const handlers = {
   },
   async run({ id, recipe, calib, evalText, useGpu }) {
     if (!lab) throw new Error("load a model first");
-    const onProgress = (stage, done, total) => postMessage({ id, type: "progress", stage, done, total });
-    const onPart = (file, bytes) => postMessage({ id, type: "part", file, bytes }, [bytes.buffer]);
-    const out = await lab.run(recipe, calib, evalText, useGpu && !!(await webgpu()), onProgress, onPart);
-    return JSON.parse(out);
+    const checkpoint = () => yieldTurn().then(() => cancels.has(id));
+    try {
+      const out = await lab.run(recipe, calib, evalText, useGpu && !!(await webgpu()), progress(id), checkpoint, parts(id));
+      return JSON.parse(out);
+    } finally { cancels.delete(id); }
+  },
+  async cancel({ target }) { cancels.add(target); return true; },
+  async exportGguf({ id, config, weights, dtype }) {
+    if (!lab) throw new Error("load a model first");
+    lab.exportGguf(config, weights, dtype, progress(id), parts(id));
+    return true;
   },
 };
+
+// A trap in the core (a Rust panic, memory exhausted, a lost GPU device) leaves its instance unusable: the page
+// is told it is fatal and starts a fresh worker.
+function fatal(err) {
+  let detail = "";
+  try { detail = wasm_bindgen.lastPanic() || ""; } catch { /* the instance may be gone entirely */ }
+  let memory = 0;
+  try { memory = wasm_bindgen.memoryBytes(); } catch { /* idem */ }
+  const text = detail || String(err?.message ?? err);
+  let kind = "the core stopped";
+  if (/device (was )?lost|DeviceLost|lost device/i.test(text)) kind = "the GPU device was lost";
+  else if (/out of memory|allocation|alloc|OutOfMemory|capacity overflow/i.test(text) || memory > 3.5 * 2 ** 30)
+    kind = `out of memory (the core holds ${(memory / 2 ** 30).toFixed(2)} GiB of the 4 GiB a tab allows)`;
+  return `${kind}: ${text}`;
+}
 
 onmessage = async (e) => {
   const msg = e.data;
@@ -48,6 +85,7 @@ onmessage = async (e) => {
     const value = await handlers[msg.type](msg);
     postMessage({ id: msg.id, type: "result", value });
   } catch (err) {
-    postMessage({ id: msg.id, type: "error", message: String(err?.message ?? err) });
+    if (err instanceof WebAssembly.RuntimeError) postMessage({ id: msg.id, type: "error", fatal: true, message: fatal(err) });
+    else postMessage({ id: msg.id, type: "error", message: String(err?.message ?? err) });
   }
 };

@@ -2,8 +2,10 @@
 // playwright-core. Usage: node lab.mjs DIST PRUNELAB_BIN SHOTS_DIR
 // 1. WebGPU: load the demo, run obs + ls at 20%, check the page's perplexity against the CLI's for the same
 //    recipe, download the zip and check the CLI evaluates it to the same perplexity.
-// 2. WebGPU disabled: the CPU fallback gives the same numbers; a garbled safetensors upload shows an error and
-//    a following run still works.
+// 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
+//    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
+//    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
+//    on the GGUF model gives the same numbers.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -53,20 +55,28 @@ async function session(name, args) {
 // SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
 // (8 calibration windows, 8 evaluation windows); the CLI gets exactly the same recipe.
 const WINDOWS = "8";
-async function demoRun(s, step) {
-  const { page, shot } = s;
+async function loadDemo(page) {
   await page.click("#demo");
   await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo:"), null, { timeout: 120000 });
+}
+async function setRecipe(page) {
   await page.selectOption("#importance", "obs");
   await page.selectOption("#compensation", "ls");
   await page.fill("#calib-samples", WINDOWS);
   await page.fill("#eval-windows", WINDOWS);
   await page.$eval("#target", (el) => { el.value = "0.2"; el.dispatchEvent(new Event("input")); });
   await page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
+}
+async function demoRun(s, step, load = loadDemo) {
+  const { page, shot } = s;
+  await load(page);
+  await setRecipe(page);
   await shot(`${step}-recipe`);
   const recipe = await page.inputValue("#recipe");
   const runsBefore = await page.$$eval("#runs tbody tr", (r) => r.length);
   const t0 = Date.now();
+  // Blur the last edited field first: its focus change can scroll the page between mouse down and up.
+  await page.evaluate(() => document.activeElement?.blur());
   await page.click("#run");
   await page.waitForFunction((n) => document.querySelectorAll("#runs tbody tr").length > n, runsBefore, { timeout: 900000 });
   // The run's own stages (load, eval before, prune, eval after): what the CLI's --eval run does too.
@@ -109,6 +119,12 @@ try {
   if (!cpu.backend.includes("CPU")) throw new Error("expected the CPU notice, got: " + cpu.backend);
   const fallback = await demoRun(cpu, 2);
   close(fallback.ppl, report.eval.after.ppl, "CPU fallback vs CLI perplexity");
+  // The GGUF download, written by the core from the run's parts, evaluates to the same perplexity.
+  const [ggufDownload] = await Promise.all([cpu.page.waitForEvent("download", { timeout: 120000 }), cpu.page.click("#download-gguf")]);
+  const ggufPath = join(tmp, "pruned.gguf");
+  await ggufDownload.saveAs(ggufPath);
+  const ggufEval = cli("eval", ggufPath, "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
+  close(ggufEval.ppl, fallback.ppl, "downloaded GGUF evaluated by the CLI vs the page");
   // A garbled upload: the error is shown, the page keeps working.
   const bad = join(tmp, "bad");
   await mkdir(bad);
@@ -121,8 +137,43 @@ try {
   await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("safetensors"), null, { timeout: 60000 });
   console.log("ok  garbled upload: " + (await cpu.page.textContent("#error")));
   await cpu.shot("4-garbled");
-  const again = await demoRun(cpu, 5);
-  close(again.ppl, fallback.ppl, "a run after the error");
+  // Files that do not belong together: a config with one layer more than the weights.
+  const mismatched = join(tmp, "mismatched");
+  await mkdir(mismatched);
+  const config = JSON.parse(await readFile(join(repo, "models/demo/config.json"), "utf8"));
+  config.num_hidden_layers += 1;
+  await writeFile(join(mismatched, "config.json"), JSON.stringify(config));
+  await writeFile(join(mismatched, "model.safetensors"), await readFile(join(repo, "models/demo/model.safetensors")));
+  await cpu.page.setInputFiles("#files", ["config.json", "model.safetensors"].map((f) => join(mismatched, f)));
+  const layer = `model.layers.${config.num_hidden_layers - 1}.`;
+  await cpu.page.waitForFunction((l) => document.getElementById("error").textContent.includes(l), layer, { timeout: 60000 });
+  console.log("ok  mismatched files: " + (await cpu.page.textContent("#error")));
+  // The demo as one .gguf (converted by the CLI), read by byte ranges.
+  const demoGguf = join(tmp, "demo.gguf");
+  execFileSync(bin, ["convert", join(repo, "models/demo"), "--out", demoGguf]);
+  const loadGguf = async (page) => {
+    await page.setInputFiles("#files", [demoGguf]);
+    await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo.gguf:"), null, { timeout: 120000 });
+  };
+  await loadGguf(cpu.page);
+  const summary = await cpu.page.textContent("#model-summary");
+  if (!summary.includes("5,475,584 parameters")) throw new Error("GGUF upload summary: " + summary);
+  console.log("ok  GGUF upload: " + summary);
+  // Cancel: the core stops at its next checkpoint; the worker (and the loaded model) stay.
+  await setRecipe(cpu.page);
+  await cpu.page.fill("#calib-samples", "128"); // long enough to be caught mid-way
+  await cpu.page.$eval("#calib-samples", (el) => el.dispatchEvent(new Event("input")));
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => /^layers [1-9]/.test(document.getElementById("stage").textContent), null, { timeout: 300000 });
+  const cancelAt = Date.now();
+  await cpu.page.click("#cancel");
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("run cancelled"), null, { timeout: 60000 });
+  const starts = await cpu.page.evaluate(() => window.labState.workerStarts);
+  if (starts !== 1) throw new Error(`cancel restarted the core (${starts} workers started)`);
+  console.log(`ok  cancel stopped the run in ${(Date.now() - cancelAt) / 1000} s without restarting the core`);
+  await cpu.shot("5-cancelled");
+  const again = await demoRun(cpu, 6, async () => {});
+  close(again.ppl, fallback.ppl, "a run on the uploaded GGUF after the errors and the cancel");
   const rows = await cpu.page.$$eval("#runs tbody tr", (r) => r.length);
   if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));

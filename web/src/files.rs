@@ -1,55 +1,94 @@
-//! The model files the page hands over: small JSON files as bytes, weight shards either as `File`s read by byte
-//! ranges (`File.slice` + `FileReaderSync`, so a file is never copied whole into wasm memory) or as bytes.
+//! The model files the page hands over: an HF folder's files (small JSON files as bytes, weight shards read by
+//! byte ranges) or one `.gguf`. `Blob`s (and `File`s) are read with `Blob.slice` + `FileReaderSync`, so a file is
+//! never copied whole into wasm memory.
 
 use prunelab::error::{Error, Result};
-use prunelab::io::safetensors_ranges::{ByteRanges, RangedSafetensors};
+use prunelab::io::gguf::metadata::carried;
+use prunelab::io::gguf::reader::Value;
+use prunelab::io::gguf::tokenizer::tokenizer_json;
+use prunelab::io::gguf::GgufModel;
+use prunelab::io::ranges::ByteRanges;
+use prunelab::io::safetensors_ranges::RangedSafetensors;
 use prunelab::model::params::count_params;
 use prunelab::model::weights::check_inventory;
 use prunelab::model::{ModelConfig, WeightSource};
 use wasm_bindgen::JsCast;
 
-/// A `File` read by byte ranges.
-pub struct FileRanges(web_sys::File);
+/// A `Blob` (an uploaded `File`, or parts the page assembled) read by byte ranges.
+pub struct BlobRanges {
+    pub name: String,
+    pub blob: web_sys::Blob,
+}
 
-impl ByteRanges for FileRanges {
+impl ByteRanges for BlobRanges {
     fn size(&self) -> u64 {
-        self.0.size() as u64
+        self.blob.size() as u64
     }
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let fail = |what: &str, e: wasm_bindgen::JsValue| {
-            Error::Invalid(format!("reading {}: {what} failed ({e:?})", self.0.name()))
+            Error::Invalid(format!("reading {}: {what} failed ({e:?})", self.name))
         };
-        let blob = self
-            .0
+        let part = self
+            .blob
             .slice_with_f64_and_f64(offset as f64, (offset + len as u64) as f64)
             .map_err(|e| fail("slice", e))?;
         let reader = web_sys::FileReaderSync::new().map_err(|e| fail("FileReaderSync", e))?;
         let buf = reader
-            .read_as_array_buffer(&blob)
+            .read_as_array_buffer(&part)
             .map_err(|e| fail("read", e))?;
         Ok(js_sys::Uint8Array::new(buf.unchecked_ref()).to_vec())
     }
 }
 
-enum Shards {
-    Files(Vec<(String, web_sys::File)>),
-    Bytes(Vec<(String, Vec<u8>)>),
+/// One weight file: uploaded (read by ranges) or already in memory (the demo, fetched from the page's origin).
+pub enum Data {
+    Blob(BlobRanges),
+    Bytes(Vec<u8>),
+}
+
+impl ByteRanges for Data {
+    fn size(&self) -> u64 {
+        match self {
+            Data::Blob(b) => b.size(),
+            Data::Bytes(b) => b.len() as u64,
+        }
+    }
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match self {
+            Data::Blob(b) => b.read(offset, len),
+            Data::Bytes(b) => b.as_slice().read(offset, len),
+        }
+    }
+}
+
+enum Weights {
+    /// `*.safetensors` shards by file name.
+    Safetensors(Vec<(String, Data)>),
+    Gguf(Data),
 }
 
 /// A model's files.
 pub struct ModelFiles {
     pub config: ModelConfig,
-    /// The input's `config.json` (fields prunelab does not model are carried to the output).
-    pub base_config: serde_json::Value,
+    /// The input's `config.json` (fields prunelab does not model are carried to the output); none for GGUF.
+    pub base_config: Option<serde_json::Value>,
+    /// `tokenizer.json` bytes: uploaded, or built from a GGUF's metadata.
     pub tokenizer: Option<Vec<u8>>,
-    shards: Shards,
+    /// A GGUF input's general.* and tokenizer.* metadata, kept for GGUF downloads.
+    pub gguf_metadata: Vec<(String, Value)>,
+    weights: Weights,
     /// Bytes of the largest tensor in f32 and of all tensors in f32 (what the device must hold).
     pub largest_tensor: u64,
     pub total_f32: u64,
 }
 
 impl ModelFiles {
-    fn new(config: &[u8], tokenizer: Option<Vec<u8>>, shards: Shards) -> Result<Self> {
+    /// An HF folder's files: `config.json`, optional `tokenizer.json`, and the weight shards.
+    pub fn hf(
+        config: &[u8],
+        tokenizer: Option<Vec<u8>>,
+        shards: Vec<(String, Data)>,
+    ) -> Result<Self> {
         let cfg = ModelConfig::from_json(config)?;
         let base_config = serde_json::from_slice(config).map_err(|e| Error::Json {
             what: "config.json".into(),
@@ -58,70 +97,61 @@ impl ModelFiles {
         if let Some(t) = &tokenizer {
             prunelab::io::Tokenizer::from_json(t)?;
         }
-        let mut files = Self {
+        Self {
             config: cfg,
-            base_config,
+            base_config: Some(base_config),
             tokenizer,
-            shards,
+            gguf_metadata: vec![],
+            weights: Weights::Safetensors(shards),
             largest_tensor: 0,
             total_f32: 0,
+        }
+        .checked()
+    }
+
+    /// One `.gguf` file: config, tokenizer and metadata from its header.
+    pub fn gguf(data: Data) -> Result<Self> {
+        let model = GgufModel::open(&data)?;
+        let tokenizer = match model.file.get("tokenizer.ggml.model") {
+            Some(_) => Some(tokenizer_json(&model.file)?.to_string().into_bytes()),
+            None => None,
         };
-        let sizes: Vec<u64> = files.with_source(|src| {
-            check_inventory(&files.config, src)?;
+        let (config, gguf_metadata) = (model.config, carried(&model.file));
+        Self {
+            config,
+            base_config: None,
+            tokenizer,
+            gguf_metadata,
+            weights: Weights::Gguf(data),
+            largest_tensor: 0,
+            total_f32: 0,
+        }
+        .checked()
+    }
+
+    /// Checks names and shapes against the config and records tensor sizes.
+    fn checked(mut self) -> Result<Self> {
+        let sizes: Vec<u64> = self.with_source(|src| {
+            check_inventory(&self.config, src)?;
             Ok(src
                 .inventory()
                 .iter()
                 .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
                 .collect())
         })?;
-        files.largest_tensor = sizes.iter().copied().max().unwrap_or(0);
-        files.total_f32 = sizes.iter().sum();
-        Ok(files)
-    }
-
-    pub fn uploaded(
-        config: &[u8],
-        tokenizer: Option<Vec<u8>>,
-        names: Vec<String>,
-        shards: Vec<web_sys::File>,
-    ) -> Result<Self> {
-        Self::new(
-            config,
-            tokenizer,
-            Shards::Files(names.into_iter().zip(shards).collect()),
-        )
-    }
-
-    pub fn in_memory(
-        config: &[u8],
-        tokenizer: Option<Vec<u8>>,
-        names: Vec<String>,
-        shards: Vec<Vec<u8>>,
-    ) -> Result<Self> {
-        Self::new(
-            config,
-            tokenizer,
-            Shards::Bytes(names.into_iter().zip(shards).collect()),
-        )
+        self.largest_tensor = sizes.iter().copied().max().unwrap_or(0);
+        self.total_f32 = sizes.iter().sum();
+        Ok(self)
     }
 
     /// Runs `f` on the weights (headers are read again each time: they are small).
     pub fn with_source<R>(&self, f: impl FnOnce(&dyn WeightSource) -> Result<R>) -> Result<R> {
-        match &self.shards {
-            Shards::Files(files) => {
-                let ranges = files
-                    .iter()
-                    .map(|(n, f)| (n.clone(), FileRanges(f.clone())))
-                    .collect();
+        match &self.weights {
+            Weights::Safetensors(files) => {
+                let ranges = files.iter().map(|(n, d)| (n.clone(), d)).collect();
                 f(&RangedSafetensors::open(ranges)?)
             }
-            Shards::Bytes(files) => {
-                let ranges = files
-                    .iter()
-                    .map(|(n, b)| (n.clone(), b.as_slice()))
-                    .collect();
-                f(&RangedSafetensors::open(ranges)?)
-            }
+            Weights::Gguf(data) => f(&GgufModel::open(data)?),
         }
     }
 
@@ -132,6 +162,7 @@ impl ModelFiles {
             "largest_tensor_bytes": self.largest_tensor,
             "total_f32_bytes": self.total_f32,
             "has_tokenizer": self.tokenizer.is_some(),
+            "format": match self.weights { Weights::Safetensors(_) => "safetensors", Weights::Gguf(_) => "gguf" },
         })
     }
 }

@@ -1,7 +1,9 @@
 //! Browser bindings of prunelab: what the page's worker calls. The core does the work; this file only adapts
 //! JavaScript values (files, callbacks) to it. Everything runs in one dedicated worker.
 
+mod export;
 mod files;
+mod host;
 mod run;
 
 use std::rc::Rc;
@@ -12,10 +14,36 @@ use prunelab::prune::allocate::{ratio_for_target, shapes_at, Allocation};
 use prunelab::prune::Recipe;
 use wasm_bindgen::prelude::*;
 
-use files::ModelFiles;
+use files::{BlobRanges, Data, ModelFiles};
+use host::{Emit, JsProgress};
 
 fn js(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
+}
+
+thread_local! {
+    /// The message of the panic that stopped the core, for the page to show.
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Keeps a panic's message: the worker reads it with [`last_panic`] after the trap it ends in.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        LAST_PANIC.with(|p| *p.borrow_mut() = info.to_string());
+    }));
+}
+
+/// The message of the panic that stopped the core ("" if none).
+#[wasm_bindgen(js_name = lastPanic)]
+pub fn last_panic() -> String {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+/// Bytes of linear memory the core holds (a tab allows 4 GiB).
+#[wasm_bindgen(js_name = memoryBytes)]
+pub fn memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
 
 /// The library version, shown in the page footer.
@@ -75,11 +103,19 @@ pub struct Lab {
     files: Rc<ModelFiles>,
 }
 
+impl Lab {
+    fn with_files(files: prunelab::error::Result<ModelFiles>) -> Result<Lab, JsError> {
+        Ok(Lab {
+            files: Rc::new(files.map_err(js)?),
+        })
+    }
+}
+
 #[wasm_bindgen]
 impl Lab {
-    /// A model uploaded as files: `config.json` and `tokenizer.json` bytes (small), and the `*.safetensors`
-    /// `File`s, which are read one tensor at a time with `File.slice`. Checks names and shapes before anything
-    /// else; returns the summary JSON (config, parameters, largest tensor in bytes).
+    /// A model uploaded as an HF folder's files: `config.json` and `tokenizer.json` bytes (small), and the
+    /// `*.safetensors` `File`s, which are read one tensor at a time with `File.slice`. Checks names and shapes
+    /// before anything else.
     #[wasm_bindgen(js_name = fromFiles)]
     pub fn from_files(
         config: &[u8],
@@ -87,10 +123,23 @@ impl Lab {
         names: Vec<String>,
         shards: Vec<web_sys::File>,
     ) -> Result<Lab, JsError> {
-        let files = ModelFiles::uploaded(config, tokenizer, names, shards).map_err(js)?;
-        Ok(Lab {
-            files: Rc::new(files),
-        })
+        let shards = names
+            .into_iter()
+            .zip(shards)
+            .map(|(name, f)| {
+                let blob = web_sys::Blob::from(f);
+                (name.clone(), Data::Blob(BlobRanges { name, blob }))
+            })
+            .collect();
+        Lab::with_files(ModelFiles::hf(config, tokenizer, shards))
+    }
+
+    /// A model uploaded as one `.gguf` `File`: config, tokenizer and weights from it, read by byte ranges.
+    #[wasm_bindgen(js_name = fromGguf)]
+    pub fn from_gguf(file: web_sys::File) -> Result<Lab, JsError> {
+        let name = file.name();
+        let blob = web_sys::Blob::from(file);
+        Lab::with_files(ModelFiles::gguf(Data::Blob(BlobRanges { name, blob })))
     }
 
     /// A model whose files the page already holds as bytes (the built-in demo, fetched from its own origin).
@@ -101,11 +150,12 @@ impl Lab {
         names: Vec<String>,
         shards: Vec<js_sys::Uint8Array>,
     ) -> Result<Lab, JsError> {
-        let shards = shards.iter().map(|a| a.to_vec()).collect();
-        let files = ModelFiles::in_memory(config, tokenizer, names, shards).map_err(js)?;
-        Ok(Lab {
-            files: Rc::new(files),
-        })
+        let shards = names
+            .into_iter()
+            .zip(&shards)
+            .map(|(n, a)| (n, Data::Bytes(a.to_vec())))
+            .collect();
+        Lab::with_files(ModelFiles::hf(config, tokenizer, shards))
     }
 
     /// Config, parameter count and tensor sizes of the loaded model (JSON).
@@ -140,8 +190,11 @@ impl Lab {
     }
 
     /// Runs `recipe` (JSON) with calibration and evaluation texts on WebGPU (`gpu`) or the CPU: perplexity
-    /// before, prune, perplexity after. `progress(stage, done, total)` is called as work goes; `emit(file,
-    /// bytes)` receives the pruned model's files in parts (one tensor at a time). Resolves to `report.json`.
+    /// before, prune, perplexity after. `progress(stage, done, total)` is called as work goes; `checkpoint()`
+    /// between layers and windows returns a promise of whether to stop (the run then rejects with "cancelled");
+    /// `emit(file, bytes)` receives the pruned model's files in parts (one tensor at a time). Resolves to the
+    /// report, the scores and the generation samples (JSON).
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         recipe: String,
@@ -149,15 +202,33 @@ impl Lab {
         eval: String,
         gpu: bool,
         progress: js_sys::Function,
+        checkpoint: js_sys::Function,
         emit: js_sys::Function,
     ) -> js_sys::Promise {
         let files = self.files.clone();
+        let (progress, emit) = (JsProgress::new(progress, Some(checkpoint)), Emit(emit));
         wasm_bindgen_futures::future_to_promise(async move {
-            run::run(&files, &recipe, &calib, &eval, gpu, progress, emit)
+            run::run(&files, &recipe, &calib, &eval, gpu, &progress, &emit)
                 .await
                 .map(JsValue::from)
                 .map_err(|e| JsError::new(&e.to_string()).into())
         })
+    }
+
+    /// A run's pruned model (its `config.json` bytes and `model.safetensors` as a `Blob` the page assembled)
+    /// as GGUF with matrices in `dtype` (`f32`, `f16`, `q8_0`), keeping this model's tokenizer and GGUF
+    /// metadata: `emit("model.gguf", bytes)` receives it one tensor at a time.
+    #[wasm_bindgen(js_name = exportGguf)]
+    pub fn export_gguf(
+        &self,
+        config: &[u8],
+        weights: web_sys::Blob,
+        dtype: String,
+        progress: js_sys::Function,
+        emit: js_sys::Function,
+    ) -> Result<(), JsError> {
+        let progress = JsProgress::new(progress, None);
+        export::gguf(&self.files, config, weights, &dtype, &progress, &Emit(emit)).map_err(js)
     }
 }
 

@@ -6,51 +6,21 @@ use burn::tensor::backend::AutodiffBackend;
 use prunelab::error::{Error, Result};
 use prunelab::eval::generate::greedy;
 use prunelab::eval::{perplexity, PerplexityOptions};
+use prunelab::io::gguf::metadata::keep_pre;
 use prunelab::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use prunelab::io::Tokenizer;
 use prunelab::model::tensors::tensor_specs;
 use prunelab::model::Llama;
-use prunelab::progress::{Progress, ProgressEvent};
 use prunelab::prune::calib::{sample_windows, CalibSource};
 use prunelab::prune::pipeline::prune;
 use prunelab::prune::recipe::EvalSpec;
 use prunelab::prune::report::{EvalReport, Report, StageTime};
 use prunelab::prune::Recipe;
 use prunelab::readback::to_vec;
-use wasm_bindgen::JsValue;
 use web_time::Instant;
 
 use crate::files::ModelFiles;
-
-/// Progress reported to the page: `progress(stage, done, total)`.
-struct JsProgress(js_sys::Function);
-
-impl Progress for JsProgress {
-    fn report(&self, e: ProgressEvent<'_>) {
-        let _ = self.0.call3(
-            &JsValue::NULL,
-            &e.stage.into(),
-            &(e.done as u32).into(),
-            &(e.total as u32).into(),
-        );
-    }
-}
-
-/// Files to the page: `emit(file, bytes)`, called several times per file for the weights.
-struct Emit(js_sys::Function);
-
-impl Emit {
-    fn part(&self, file: &str, bytes: &[u8]) -> Result<()> {
-        self.0
-            .call2(
-                &JsValue::NULL,
-                &file.into(),
-                &js_sys::Uint8Array::from(bytes),
-            )
-            .map(|_| ())
-            .map_err(|e| Error::Invalid(format!("the page refused {file}: {e:?}")))
-    }
-}
+use crate::host::{Emit, JsProgress};
 
 /// Initialises burn's wgpu device on the browser's WebGPU adapter; returns its name and limits as JSON.
 pub async fn init_webgpu() -> std::result::Result<String, String> {
@@ -90,8 +60,8 @@ pub async fn run(
     calib: &str,
     eval: &str,
     gpu: bool,
-    progress: js_sys::Function,
-    emit: js_sys::Function,
+    progress: &JsProgress,
+    emit: &Emit,
 ) -> Result<String> {
     let recipe = Recipe::from_json(recipe.as_bytes())?;
     recipe.check(&files.config)?;
@@ -119,19 +89,18 @@ pub async fn run(
         calib,
         tokenizer,
     };
-    let (progress, emit) = (JsProgress(progress), Emit(emit));
     match gpu {
         true => {
             let device = burn::backend::wgpu::WgpuDevice::default();
-            go::<burn::backend::Autodiff<prunelab::backend::Wgpu>>(inputs, device, &progress, &emit)
+            go::<burn::backend::Autodiff<prunelab::backend::Wgpu>>(inputs, device, progress, emit)
                 .await
         }
         false => {
             go::<burn::backend::Autodiff<prunelab::backend::Cpu>>(
                 inputs,
                 Default::default(),
-                &progress,
-                &emit,
+                progress,
+                emit,
             )
             .await
         }
@@ -188,14 +157,13 @@ async fn go<B: AutodiffBackend>(
         Some(EvalReport { before, after }),
     );
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
-    emit.part(
-        "config.json",
-        &pretty(hf_config(
-            &out.model.config,
-            Some(&inp.files.base_config),
-            StDtype::F32,
-        )),
-    )?;
+    let mut config = hf_config(
+        &out.model.config,
+        inp.files.base_config.as_ref(),
+        StDtype::F32,
+    );
+    keep_pre(&mut config, &inp.files.gguf_metadata);
+    emit.part("config.json", &pretty(config))?;
     emit.part("tokenizer.json", inp.tokenizer)?;
     emit.part(
         "report.json",

@@ -1,0 +1,71 @@
+//! The GGUF download: the pruned model the page holds (its `config.json` and `model.safetensors`, assembled from
+//! a run's parts) written as GGUF one tensor at a time, with the input's tokenizer and metadata.
+
+use prunelab::error::{Error, Result};
+use prunelab::io::gguf::metadata::output_metadata;
+use prunelab::io::gguf::{GgufDtype, GgufWriter};
+use prunelab::progress::{Progress, ProgressEvent};
+
+use crate::files::{BlobRanges, Data, ModelFiles};
+use crate::host::Emit;
+
+/// The output file's name in `emit` calls.
+pub const GGUF_FILE: &str = "model.gguf";
+
+/// Writes the pruned model (`config`, `weights`) of `input` as GGUF with matrices stored as `dtype` (`f32`,
+/// `f16` or `q8_0`).
+pub fn gguf(
+    input: &ModelFiles,
+    config: &[u8],
+    weights: web_sys::Blob,
+    dtype: &str,
+    progress: &dyn Progress,
+    emit: &Emit,
+) -> Result<()> {
+    let dtype: GgufDtype = serde_json::from_value(dtype.into()).map_err(|_| {
+        Error::Invalid(format!(
+            "GGUF storage type {dtype:?}: choose f32, f16 or q8_0"
+        ))
+    })?;
+    let weights = Data::Blob(BlobRanges {
+        name: "model.safetensors".into(),
+        blob: weights,
+    });
+    let pruned = ModelFiles::hf(
+        config,
+        input.tokenizer.clone(),
+        vec![("model.safetensors".into(), weights)],
+    )?;
+    let tokenizer = input
+        .tokenizer
+        .as_deref()
+        .map(serde_json::from_slice)
+        .transpose()
+        .map_err(|e| Error::Json {
+            what: "tokenizer.json".into(),
+            message: e.to_string(),
+        })?;
+    let meta = output_metadata(
+        &pruned.config,
+        &input.gguf_metadata,
+        tokenizer.as_ref(),
+        pruned.base_config.as_ref(),
+    )?;
+    let writer = GgufWriter::new(&pruned.config, &meta, dtype)?;
+    emit.part(GGUF_FILE, writer.header())?;
+    let total = writer.tensors.len();
+    pruned.with_source(|src| {
+        for (i, t) in writer.tensors.iter().enumerate() {
+            emit.part(
+                GGUF_FILE,
+                &writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?,
+            )?;
+            progress.report(ProgressEvent {
+                stage: "write gguf",
+                done: i + 1,
+                total,
+            });
+        }
+        Ok(())
+    })
+}
