@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The 7B benchmark, in one call on the lent GPU machine (after benches/gpu/prepare.sh here; carry bench-carry/):
+#   1. the golden fixture tests on the CUDA backend;
+#   2. a synthetic LLaMA-7B (random weights, real shapes, bf16 safetensors shards);
+#   3. prunelab end to end, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
+#      groups and MLP channels, layers [4, 30), 10 × 128 calibration ids) and flap + ls (streamed, 128 × 128);
+#   4. the same pipelines in PyTorch (benches/gpu/pytorch_baseline.py) on the same files and ids;
+#   5. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch.
+# Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
+# Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/prunelab-gpu-out}"
+WORK="${WORK:-/tmp/prunelab-gpu-work}"
+SHAPE="${SHAPE:-llama-7b}"
+LAYERS="${LAYERS:-4..30}"
+BACKEND="${BACKEND:-cuda}"
+TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
+TORCH_DTYPE="${TORCH_DTYPE:-bf16}"
+BIN="${BIN:-bench-carry/prunelab}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT" "$WORK"
+: > "$OUT/runs.jsonl"
+now() { date +%s.%N; }
+smi() { command -v nvidia-smi > /dev/null && [ "$BACKEND" = cuda ]; }
+
+# measure NAME CMD…: runs CMD (stdout → NAME.json, stderr → NAME.err) and records wall time and peak GPU memory.
+measure() {
+    local name=$1 base=0 sampler="" start end rc
+    shift
+    if smi; then
+        base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n 1)
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$OUT/$name.mem" &
+        sampler=$!
+    fi
+    start=$(now)
+    timeout 900 "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+    rc=$?
+    end=$(now)
+    [ -n "$sampler" ] && kill "$sampler" 2> /dev/null && wait "$sampler" 2> /dev/null
+    "$PY" - "$name" "$rc" "$start" "$end" "$base" "$OUT" <<'PY' >> "$OUT/runs.jsonl"
+import json, os, sys
+name, rc, start, end, base, out = sys.argv[1:]
+mem = os.path.join(out, name + ".mem")
+peak = max((int(l) for l in open(mem) if l.strip().isdigit()), default=None) if os.path.exists(mem) else None
+print(json.dumps({"name": name, "rc": int(rc), "wall": float(end) - float(start),
+                  "peak_mib": None if peak is None else peak - int(base)}))
+PY
+    echo "== $name: rc $rc, $(tail -n 1 "$OUT/runs.jsonl")"
+    [ "$rc" = 0 ] || tail -n 20 "$OUT/$name.err"
+}
+
+if [ "${SKIP_GOLDEN:-0}" != 1 ]; then
+    echo "== golden fixture tests on CUDA"
+    PRUNELAB_SHARED=bench-carry/shared bench-carry/golden cuda --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
+fi
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+"$PY" -c 'import torch; print("torch", torch.__version__)' | tee "$OUT/torch.txt"
+
+measure synth "$BIN" synth --shape "$SHAPE" --out "$WORK/model" --dtype bf16
+"$PY" - "$WORK/model/config.json" "$WORK" <<'PY'
+import json, random, sys
+vocab = json.load(open(sys.argv[1]))["vocab_size"]
+rng = random.Random(0)
+for n in (10, 128):
+    json.dump([[rng.randrange(vocab) for _ in range(128)] for _ in range(n)], open(f"{sys.argv[2]}/ids{n}.json", "w"))
+PY
+
+common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --dtype bf16 --json)
+measure ours-taylor-first "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
+    --calib-ids "$WORK/ids10.json" "${common[@]}"
+rm -rf "$WORK/out"
+measure pytorch-taylor-first "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids10.json" "$WORK/out" \
+    --recipe taylor-first --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
+rm -rf "$WORK/out"
+measure ours-flap-ls "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls --stream \
+    --calib-ids "$WORK/ids128.json" "${common[@]}"
+rm -rf "$WORK/out"
+measure pytorch-flap-ls "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids128.json" "$WORK/out" \
+    --recipe flap-ls --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
+rm -rf "$WORK/out"
+cp "$WORK/model/config.json" "$OUT/model-config.json"
+rm -rf "$WORK"
+
+"$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
