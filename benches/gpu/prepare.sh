@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what benches/gpu/run.sh needs on the GPU machine (which has no Rust) into bench-carry/ (git-ignored, to
-# be carried by the device tool; ≤ 64 MiB): the CUDA CLI, the golden test binary built with CUDA, the fixtures.
+# be carried by the device tool; ≤ 64 MiB): the CUDA CLI and the golden test binary built with CUDA (gzipped), and
+# the fixtures.
 # Usage: benches/gpu/prepare.sh   then, on the device: bash benches/gpu/run.sh   (carry: ["bench-carry"])
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -17,5 +18,8 @@ rm -rf bench-carry && mkdir -p bench-carry/shared
 cp "$CARGO_TARGET_DIR/release/prunelab" bench-carry/prunelab
 cp "$golden" bench-carry/golden
 strip bench-carry/prunelab bench-carry/golden
+# Stripped, the two binaries are ≈ 77 MB; gzipped ≈ 30 MB, inside what a device call carries. run.sh unpacks them.
+tar -czf bench-carry/bins.tar.gz -C bench-carry prunelab golden
+rm bench-carry/prunelab bench-carry/golden
 cp -r "$shared/fixtures" bench-carry/shared/fixtures
 du -sh bench-carry

@@ -20,6 +20,7 @@ TORCH_DTYPE="${TORCH_DTYPE:-bf16}"
 BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
+[ -f bench-carry/bins.tar.gz ] && [ ! -x bench-carry/prunelab ] && tar -xzf bench-carry/bins.tar.gz -C bench-carry
 : > "$OUT/runs.jsonl"
 now() { date +%s.%N; }
 smi() { command -v nvidia-smi > /dev/null && [ "$BACKEND" = cuda ]; }
