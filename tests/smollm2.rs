@@ -134,6 +134,15 @@ struct Recorded<'a> {
     reads: RefCell<Vec<(u64, usize)>>,
 }
 
+impl<'a> Recorded<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            reads: RefCell::new(vec![]),
+        }
+    }
+}
+
 impl ByteRanges for Recorded<'_> {
     fn size(&self) -> u64 {
         self.bytes.len() as u64
@@ -148,10 +157,7 @@ impl ByteRanges for Recorded<'_> {
 fn gguf_by_ranges_reads_the_header_then_one_tensor_at_a_time() {
     let bytes = gguf_bytes();
     let whole = GgufModel::parse(&bytes).unwrap();
-    let recorded = Recorded {
-        bytes: &bytes,
-        reads: RefCell::new(vec![]),
-    };
+    let recorded = Recorded::new(&bytes);
     let ranged = GgufModel::open(&recorded).unwrap();
     assert_eq!(ranged.config, whole.config);
     assert_eq!(ranged.file.metadata, whole.file.metadata);
@@ -172,19 +178,13 @@ fn gguf_by_ranges_reads_the_header_then_one_tensor_at_a_time() {
         "exactly the tensor's bytes"
     );
     // A file cut in its data or inside its header is refused, whatever the prefix read so far.
-    let cut = Recorded {
-        bytes: &bytes[..data_start + 1000],
-        reads: RefCell::new(vec![]),
-    };
+    let cut = Recorded::new(&bytes[..data_start + 1000]);
     let err = GgufModel::open(&cut)
         .err()
         .expect("cut file refused")
         .to_string();
     assert!(err.contains("lies past the end of the file"), "{err}");
-    let cut = Recorded {
-        bytes: &bytes[..(3 << 20) / 2],
-        reads: RefCell::new(vec![]),
-    };
+    let cut = Recorded::new(&bytes[..(3 << 20) / 2]);
     let err = GgufModel::open(&cut)
         .err()
         .expect("cut file refused")
