@@ -16,6 +16,7 @@ use prunelab::model::{Llama, ModelConfig};
 use prunelab::progress::{Progress, ProgressEvent, Silent, Turn};
 use prunelab::prune::calib::sample_windows;
 use prunelab::prune::compensate::Compensation;
+use prunelab::prune::linalg::Linalg;
 use prunelab::prune::recipe::Recipe;
 use prunelab::prune::Importance;
 
@@ -102,13 +103,14 @@ fn demo_is_small_and_reproduces_its_recorded_perplexity() {
 fn on_the_demo_least_squares_beats_no_compensation() {
     let calib_text =
         String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
-    let run = |compensation| {
+    let run = |compensation, linalg| {
         let d = demo();
         let windows = sample_windows(&d.tok.encode(&calib_text).unwrap(), 32, 128, 42).unwrap();
         let recipe = Recipe {
             importance: Importance::Obs,
             compensation,
             target_params: Some(0.2),
+            linalg: Some(linalg),
             ..Recipe::default()
         };
         let out = pollster::block_on(prunelab::prune::pipeline::prune(
@@ -122,11 +124,22 @@ fn on_the_demo_least_squares_beats_no_compensation() {
         let removed =
             1.0 - count_params(&out.model.config).total as f64 / count_params(&d.cfg).total as f64;
         assert!((0.2..0.21).contains(&removed), "removed {removed}");
-        ppl(&out.model, &heldout_ids(&d.tok))
+        (ppl(&out.model, &heldout_ids(&d.tok)), out.plan)
     };
-    let (none, ls) = (run(Compensation::None), run(Compensation::Ls));
+    let ((none, _), (ls, plan)) = (
+        run(Compensation::None, Linalg::HostF64),
+        run(Compensation::Ls, Linalg::HostF64),
+    );
     assert!(ls < none, "obs + ls {ls} vs obs + none {none}");
-    eprintln!("demo at 20%: obs + none {none:.3}, obs + ls {ls:.3}");
+    // The same run with the f32 arithmetic a GPU uses (here on the CPU backend) removes the same structures
+    // and lands on the same perplexity.
+    let (ls32, plan32) = run(Compensation::Ls, Linalg::Device);
+    assert_eq!(
+        plan32, plan,
+        "f32 scores rank the structures as f64 ones do"
+    );
+    assert!((ls32 - ls).abs() < 1e-3 * ls, "device {ls32} vs host {ls}");
+    eprintln!("demo at 20%: obs + none {none:.3}, obs + ls {ls:.3} (device f32: {ls32:.3})");
 }
 
 #[test]

@@ -16,10 +16,22 @@ pub async fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f
         .map_err(|e| Error::Readback(format!("{e:?}")))
 }
 
+/// All values of a float tensor as f64 (exact for f64 tensors), row-major.
+pub async fn to_vec_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f64>> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+    data.convert::<f64>()
+        .into_vec::<f64>()
+        .map_err(|e| Error::Readback(format!("{e:?}")))
+}
+
 /// The single value of a one-element float tensor.
 pub async fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<f64> {
-    let v = to_vec(t).await?;
-    v.first()
-        .map(|&x| x as f64)
+    to_vec_f64(t)
+        .await?
+        .first()
+        .copied()
         .ok_or_else(|| Error::Readback("expected one value, got none".into()))
 }

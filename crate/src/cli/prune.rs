@@ -19,6 +19,7 @@ use crate::model::Llama;
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{check_windows, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
+use crate::prune::linalg::Linalg;
 use crate::prune::pipeline::prune;
 use crate::prune::plan::{apply, Plan};
 use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
@@ -75,6 +76,10 @@ pub struct PruneArgs {
     /// Ridge of least squares / obs, as a fraction of mean(diag G) (default 0.01).
     #[arg(long)]
     ridge: Option<f64>,
+    /// Where scores and compensation do their linear algebra: host-f64 (exact) or device (the backend's f32;
+    /// default for --backend cuda, where the host would dominate a 7B run).
+    #[arg(long)]
+    linalg: Option<String>,
     /// `llm-pruner`: score GQA heads as the published code does (query head h → KV group h mod n_kv).
     #[arg(long)]
     compat: Option<String>,
@@ -194,6 +199,15 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
     }
     if let Some(x) = args.ridge {
         r.ridge = x;
+    }
+    if let Some(l) = &args.linalg {
+        r.linalg = Some(parse_enum(l, "--linalg", &Linalg::ALL)?);
+    }
+    if r.linalg.is_none() {
+        r.linalg = Some(match BackendKind::parse(&args.backend)? {
+            BackendKind::Cuda => Linalg::Device,
+            _ => Linalg::HostF64,
+        });
     }
     if let Some(s) = args.seed {
         r.seed = s;

@@ -6,6 +6,7 @@ pub mod calib;
 pub mod compensate;
 pub mod gradients;
 pub mod importance;
+pub mod linalg;
 pub mod pipeline;
 pub mod plan;
 pub mod recipe;

@@ -7,6 +7,7 @@ use super::allocate::Allocation;
 use super::calib::CalibSource;
 use super::compensate::Compensation;
 use super::importance::Importance;
+use super::linalg::Linalg;
 use super::structure::{Aggregation, StructureKind};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
@@ -69,6 +70,9 @@ pub struct Recipe {
     /// Gather the MLP's statistics after the same layer's attention was pruned and repaired (else from the
     /// layer as it came, like the attention's).
     pub mlp_stats_after_attention: bool,
+    /// Where scores and compensation do their linear algebra; unset: f64 on the host, except that the CLI
+    /// chooses the device for `--backend cuda`.
+    pub linalg: Option<Linalg>,
     pub seed: u64,
     pub eval: Option<EvalSpec>,
 }
@@ -91,6 +95,7 @@ impl Default for Recipe {
             compensation: Compensation::Ls,
             ridge: 0.01,
             mlp_stats_after_attention: false,
+            linalg: None,
             seed: 42,
             eval: None,
         }

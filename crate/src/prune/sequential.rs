@@ -4,14 +4,16 @@
 //! Memory: the model, the activations of one layer, and one module's statistics at a time.
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 use serde::Serialize;
 
 use super::allocate::lowest;
-use super::compensate::solver::Cholesky;
-use super::compensate::{bias_update, error_energy, least_squares, output_energy, Compensation};
+use super::compensate::{
+    self, bias_update, error_energy, least_squares, output_energy, Compensation,
+};
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
+use super::linalg::{onto, to_host, Linalg};
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::stats::InputStats;
@@ -22,7 +24,6 @@ use crate::model::linear::Linear;
 use crate::model::llama::{Block, Positions};
 use crate::model::{LayerShape, Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
-use crate::readback::to_vec;
 
 /// How well one module's output survived: relative error `‖WX − W'X_K‖² / ‖WX‖²` on the calibration inputs
 /// with the kept columns unchanged (`before`) and after the repair (`after`).
@@ -34,57 +35,87 @@ pub struct Reconstruction {
     pub after: f64,
 }
 
-/// Replaces a linear's weight with `w` (`[d_out, d_in]` row-major).
-fn set_weight<B: Backend>(lin: &mut Linear<B>, w: Vec<f32>, shape: [usize; 2], device: &B::Device) {
-    lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), device));
+/// A repaired module on backend `C`: its kept columns, the bias change, and the relative errors.
+struct Repaired<C: Backend> {
+    /// `[d_out, |K|]`
+    weight: Tensor<C, 2>,
+    /// `Δb` `[d_out]`.
+    bias: Option<Tensor<C, 1>>,
+    before: f64,
+    after: f64,
 }
 
-/// Removes and repairs input columns of `lin` (o_proj or down_proj). Returns the reconstruction errors.
+/// The repair of `w` `[d_out, n]` (o_proj or down_proj) keeping input columns `kept`, computed on `C`.
+async fn repaired<C: Backend>(
+    w: Tensor<C, 2>,
+    stats: &InputStats<C>,
+    kept: &[usize],
+    recipe: &Recipe,
+) -> Result<Repaired<C>> {
+    let plain = compensate::columns(&w, kept);
+    let full = output_energy(&w, stats).await?.max(f64::MIN_POSITIVE);
+    let before = error_energy(&w, stats, kept, None, None).await? / full;
+    let pruned: Vec<usize> = (0..stats.n()).filter(|j| !kept.contains(j)).collect();
+    let (weight, bias, refit) = match recipe.compensation {
+        Compensation::None => (plain, None, false),
+        Compensation::Bias => (plain, Some(bias_update(&w, stats, &pruned)), false),
+        comp @ (Compensation::Ls | Compensation::LsBias) => {
+            let lambda = stats.ridge(recipe.ridge).await?;
+            let with_bias = comp == Compensation::LsBias;
+            let r = least_squares(&w, stats, kept, &pruned, lambda, with_bias).await?;
+            (r.kept, r.bias, true)
+        }
+    };
+    let after = match (refit, &bias) {
+        (false, None) => before,
+        _ => {
+            let new = refit.then_some(&weight);
+            error_energy(&w, stats, kept, new, bias.as_ref()).await? / full
+        }
+    };
+    Ok(Repaired {
+        weight,
+        bias,
+        before,
+        after,
+    })
+}
+
+/// Removes and repairs input columns of `lin` (o_proj or down_proj) whose weight before removal was `original`,
+/// with the arithmetic where the recipe says. Returns the reconstruction errors.
 async fn repair<B: Backend>(
     lin: &mut Linear<B>,
-    original: &[f32],
-    stats: &InputStats,
+    original: Tensor<B, 2>,
+    stats: &InputStats<B>,
     kept: &[usize],
     recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(f64, f64)> {
-    let (comp, ridge) = (recipe.compensation, recipe.ridge);
-    let (d_out, n) = (original.len() / stats.n, stats.n);
-    let plain: Vec<f32> = (0..d_out)
-        .flat_map(|i| kept.iter().map(move |&j| original[i * n + j]))
-        .collect();
-    let full = output_energy(original, d_out, stats).max(f64::MIN_POSITIVE);
-    let before = error_energy(original, d_out, stats, kept, &plain, None) / full;
-    let pruned: Vec<usize> = (0..n).filter(|j| !kept.contains(j)).collect();
-    let (new, delta) = match comp {
-        Compensation::None => (plain, None),
-        Compensation::Bias => {
-            let delta = bias_update(original, d_out, stats, &pruned);
-            (plain, Some(delta))
-        }
-        Compensation::Ls | Compensation::LsBias => {
-            let with_bias = comp == Compensation::LsBias;
-            let lambda = stats.ridge(ridge);
-            let r = least_squares(
-                original, d_out, stats, kept, &pruned, lambda, with_bias, &Cholesky,
-            )?;
-            (r.kept, r.bias)
+    let r = match recipe.linalg.unwrap_or_default() {
+        Linalg::Device => repaired(original, stats, kept, recipe).await?,
+        Linalg::HostF64 => {
+            let (w, stats) = (to_host(original).await?, stats.to_host().await?);
+            let r = repaired(w, &stats, kept, recipe).await?;
+            Repaired {
+                weight: onto(r.weight, device).await?,
+                bias: match r.bias {
+                    Some(b) => Some(onto(b, device).await?),
+                    None => None,
+                },
+                before: r.before,
+                after: r.after,
+            }
         }
     };
-    let after = error_energy(original, d_out, stats, kept, &new, delta.as_deref()) / full;
-    if let Some(delta) = delta {
-        let old = match &lin.bias {
-            Some(b) => to_vec(b.val()).await?,
-            None => vec![0.0; d_out],
+    if let Some(delta) = r.bias {
+        let bias = match &lin.bias {
+            Some(b) => b.val() + delta,
+            None => delta,
         };
-        let new_bias: Vec<f32> = old.iter().zip(&delta).map(|(a, b)| a + b).collect();
-        lin.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(new_bias, [d_out]),
-            device,
-        )));
+        lin.bias = Some(Param::from_tensor(bias));
     }
-    set_weight(lin, new, [d_out, kept.len()], device);
-    Ok((before, after))
+    lin.weight = Param::from_tensor(r.weight);
+    Ok((r.before, r.after))
 }
 
 /// Result of the sequential pass.
@@ -128,15 +159,13 @@ struct DenseLayer<B: Backend> {
     h_mid: Tensor<B, 3>,
     /// `[windows, len, intermediate]`
     hidden: Tensor<B, 3>,
-    attn: InputStats,
-    mlp: InputStats,
+    attn: InputStats<B>,
+    mlp: InputStats<B>,
 }
 
-async fn statistics<B: Backend>(t: Tensor<B, 3>) -> Result<InputStats> {
+fn statistics<B: Backend>(t: Tensor<B, 3>) -> InputStats<B> {
     let [b, s, n] = t.dims();
-    let mut stats = InputStats::new(n);
-    stats.add(t.reshape([b * s, n])).await?;
-    Ok(stats)
+    InputStats::of(t.reshape([b * s, n]))
 }
 
 async fn dense_layer<B: Backend>(
@@ -151,8 +180,8 @@ async fn dense_layer<B: Backend>(
         .mlp
         .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
     Ok(DenseLayer {
-        attn: statistics(heads.clone()).await?,
-        mlp: statistics(hidden.clone()).await?,
+        attn: statistics(heads.clone()),
+        mlp: statistics(hidden.clone()),
         h,
         heads,
         h_mid,
@@ -160,16 +189,26 @@ async fn dense_layer<B: Backend>(
     })
 }
 
-/// The recipe's activation score of each input column of `lin` (o_proj or down_proj).
+/// The recipe's activation score of each input column of `lin` (o_proj or down_proj), with the arithmetic
+/// where the recipe says.
 async fn column_scores_of<B: Backend>(
     lin: &Linear<B>,
-    stats: &InputStats,
+    stats: &InputStats<B>,
     recipe: &Recipe,
 ) -> Result<Vec<f64>> {
-    let w = to_vec(lin.weight.val()).await?;
-    let d_out = lin.weight.dims()[0];
-    let lambda = stats.ridge(recipe.ridge);
-    column_scores(recipe.importance, &w, d_out, stats, lambda, &Cholesky)
+    async fn on<C: Backend>(
+        w: Tensor<C, 2>,
+        stats: &InputStats<C>,
+        r: &Recipe,
+    ) -> Result<Vec<f64>> {
+        let lambda = stats.ridge(r.ridge).await?;
+        column_scores(r.importance, &w, stats, lambda).await
+    }
+    let w = lin.weight.val();
+    match recipe.linalg.unwrap_or_default() {
+        Linalg::Device => on(w, stats, recipe).await,
+        Linalg::HostF64 => on(to_host(w).await?, &stats.to_host().await?, recipe).await,
+    }
 }
 
 /// Per-KV-group scores from per-column scores of `o_proj`: a group sums its query heads' columns.
@@ -271,12 +310,12 @@ pub async fn prune_layer<B: Backend>(
             lowest(&kv_scores, *kv_groups)
         }
     };
-    let w_o = to_vec(block.self_attn.o_proj.weight.val()).await?;
+    let w_o = block.self_attn.o_proj.weight.val();
     let kept_attn = Kept::of(&shape, &groups, &[]);
     apply_layer(block, &kept_attn);
     let kept = expand(&kept_attn.heads, hd);
     let o_proj = &mut block.self_attn.o_proj;
-    let (before, after) = repair(o_proj, &w_o, &dense.attn, &kept, recipe, device).await?;
+    let (before, after) = repair(o_proj, w_o, &dense.attn, &kept, recipe, device).await?;
     let recon_o = Reconstruction {
         layer: l,
         module: "o_proj",
@@ -289,7 +328,7 @@ pub async fn prune_layer<B: Backend>(
     let (hidden, mlp_stats) = match recipe.mlp_stats_after_attention {
         true => {
             let hidden = block.mlp.hidden(x2.clone());
-            (Some(hidden.clone()), statistics(hidden).await?)
+            (Some(hidden.clone()), statistics(hidden))
         }
         false => (None, dense.mlp),
     };
@@ -302,13 +341,13 @@ pub async fn prune_layer<B: Backend>(
             lowest(&mlp_scores, *mlp_channels)
         }
     };
-    let w_down = to_vec(block.mlp.down_proj.weight.val()).await?;
+    let w_down = block.mlp.down_proj.weight.val();
     let kept_mlp = Kept::of(&kept_attn.shape(), &[], &channels);
     apply_layer(block, &kept_mlp);
     let mlp = &mut block.mlp;
     let (before, after) = repair(
         &mut mlp.down_proj,
-        &w_down,
+        w_down,
         &mlp_stats,
         &kept_mlp.mlp,
         recipe,

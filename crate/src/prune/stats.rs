@@ -1,75 +1,80 @@
 //! Calibration statistics of one linear layer's input `x ∈ R^n` over all calibration tokens: Gram matrix
-//! `G = Σ x xᵀ` (accumulated in f64), sum `s = Σ x` and token count — from which mean, variance and L2 norms
-//! follow. Per-chunk products are formed on the device in f32 over a few hundred tokens; chunks add up in f64.
+//! `G = Σ x xᵀ`, sum `s = Σ x` and token count — from which mean, variance and L2 norms follow. The Gram matrix
+//! is one product over all tokens on the compute device (f32 accumulation); [`InputStats::to_host`] gives the
+//! f64 copy that exact host arithmetic works on.
 
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::linalg::{eye_like, to_host, Host};
 use crate::error::Result;
-use crate::readback::to_vec;
+use crate::readback::scalar;
 
-/// Running statistics of an `n`-dimensional input.
+/// Statistics of an `n`-dimensional input, on backend `C`.
 #[derive(Debug, Clone)]
-pub struct InputStats {
-    pub n: usize,
-    /// Row-major `[n, n]`.
-    pub gram: Vec<f64>,
+pub struct InputStats<C: Backend> {
+    /// `[n, n]`
+    pub gram: Tensor<C, 2>,
     /// `Σ x`, `[n]`.
-    pub sum: Vec<f64>,
+    pub sum: Tensor<C, 1>,
     pub tokens: usize,
 }
 
-impl InputStats {
-    pub fn new(n: usize) -> Self {
+impl<C: Backend> InputStats<C> {
+    /// The statistics of inputs `x` `[tokens, n]`.
+    pub fn of(x: Tensor<C, 2>) -> Self {
+        let [tokens, n] = x.dims();
         Self {
-            n,
-            gram: vec![0.0; n * n],
-            sum: vec![0.0; n],
-            tokens: 0,
+            gram: x.clone().transpose().matmul(x.clone()),
+            sum: x.sum_dim(0).reshape([n]),
+            tokens,
         }
     }
 
-    /// Adds a chunk of inputs `x [tokens, n]`.
-    pub async fn add<B: Backend>(&mut self, x: Tensor<B, 2>) -> Result<()> {
-        let [t, n] = x.dims();
-        let g = to_vec(x.clone().transpose().matmul(x.clone())).await?;
-        let s = to_vec(x.sum_dim(0).reshape([n])).await?;
-        self.gram
-            .iter_mut()
-            .zip(&g)
-            .for_each(|(a, b)| *a += *b as f64);
-        self.sum
-            .iter_mut()
-            .zip(&s)
-            .for_each(|(a, b)| *a += *b as f64);
-        self.tokens += t;
-        Ok(())
+    /// The input dimension `n`.
+    pub fn n(&self) -> usize {
+        self.gram.dims()[0]
     }
 
-    /// `G[i, j]`.
-    pub fn g(&self, i: usize, j: usize) -> f64 {
-        self.gram[i * self.n + j]
+    /// The same statistics in f64 on the host.
+    pub async fn to_host(&self) -> Result<InputStats<Host>> {
+        Ok(InputStats {
+            gram: to_host(self.gram.clone()).await?,
+            sum: to_host(self.sum.clone()).await?,
+            tokens: self.tokens,
+        })
     }
 
-    /// Per-channel mean `μ_j`.
-    pub fn mean(&self) -> Vec<f64> {
-        self.sum.iter().map(|s| s / self.tokens as f64).collect()
+    /// `diag(G)` `[n]`.
+    pub fn diag(&self) -> Tensor<C, 1> {
+        let n = self.n();
+        (self.gram.clone() * eye_like(n, &self.gram))
+            .sum_dim(1)
+            .reshape([n])
     }
 
-    /// Per-channel (population) variance `E[x_j²] − μ_j²`.
-    pub fn variance(&self) -> Vec<f64> {
+    /// Per-channel mean `μ_j`, `[n]`.
+    pub fn mean(&self) -> Tensor<C, 1> {
+        self.sum.clone().div_scalar(self.tokens as f64)
+    }
+
+    /// Per-channel (population) variance `E[x_j²] − μ_j²`, `[n]`.
+    pub fn variance(&self) -> Tensor<C, 1> {
         let mu = self.mean();
-        (0..self.n)
-            .map(|j| (self.g(j, j) / self.tokens as f64 - mu[j] * mu[j]).max(0.0))
-            .collect()
+        (self.diag().div_scalar(self.tokens as f64) - mu.clone() * mu).clamp_min(0.0)
     }
 
-    /// Per-channel L2 norm over all tokens `‖x_j‖ = sqrt(G_jj)`.
-    pub fn norm(&self) -> Vec<f64> {
-        (0..self.n).map(|j| self.g(j, j).max(0.0).sqrt()).collect()
+    /// Per-channel L2 norm over all tokens `‖x_j‖ = sqrt(G_jj)`, `[n]`.
+    pub fn norm(&self) -> Tensor<C, 1> {
+        self.diag().clamp_min(0.0).sqrt()
+    }
+
+    /// `G + δI`.
+    pub fn damped(&self, delta: f64) -> Tensor<C, 2> {
+        self.gram.clone() + eye_like(self.n(), &self.gram).mul_scalar(delta)
     }
 
     /// Default ridge `λ = ratio · mean(diag G)`.
-    pub fn ridge(&self, ratio: f64) -> f64 {
-        ratio * (0..self.n).map(|j| self.g(j, j)).sum::<f64>() / self.n as f64
+    pub async fn ridge(&self, ratio: f64) -> Result<f64> {
+        Ok(ratio * scalar(self.diag().mean()).await?)
     }
 }

@@ -3,12 +3,15 @@
 
 pub mod solver;
 
-use faer::Mat;
+use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
-use self::solver::SpdSolver;
+use self::solver::Cholesky;
+use super::linalg::{eye_like, like};
+use super::plan::index;
 use super::stats::InputStats;
 use crate::error::Result;
+use crate::readback::scalar;
 
 /// Which repair follows the removal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -56,178 +59,150 @@ impl Compensation {
     }
 }
 
-/// What a least-squares refit returns (f64 or f32 alike).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refit<T> {
-    /// The kept columns after the refit, `[d_out, |K|]` row-major.
-    pub kept: Vec<T>,
+/// What a least-squares refit returns.
+#[derive(Debug, Clone)]
+pub struct Refit<C: Backend> {
+    /// The kept columns after the refit, `[d_out, |K|]`.
+    pub kept: Tensor<C, 2>,
     /// The output-bias change `[d_out]` (`ls-bias` only).
-    pub bias: Option<Vec<T>>,
+    pub bias: Option<Tensor<C, 1>>,
 }
 
-/// Least squares on `[d_out, n]` row-major `w` (f64): `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the
-/// minimiser of `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`. With `with_bias` the regression is on `[x_K; 1]` with the
-/// augmented Gram `[[G_KK + λI, s_K], [s_Kᵀ, T]]` (the intercept is not penalised) and also returns `Δb`.
-#[allow(clippy::too_many_arguments)]
-pub fn least_squares_f64(
-    w: &[f64],
-    d_out: usize,
-    stats: &InputStats,
+/// `G[rows, cols]`.
+fn block<C: Backend>(g: &Tensor<C, 2>, rows: &[usize], cols: &[usize]) -> Tensor<C, 2> {
+    let device = g.device();
+    g.clone()
+        .select(0, index::<C>(rows, &device))
+        .select(1, index::<C>(cols, &device))
+}
+
+/// `w[:, cols]` for `w` `[d_out, n]`.
+pub fn columns<C: Backend>(w: &Tensor<C, 2>, cols: &[usize]) -> Tensor<C, 2> {
+    w.clone().select(1, index::<C>(cols, &w.device()))
+}
+
+/// `v[idx]` for `v` `[n]`.
+fn entries<C: Backend>(v: &Tensor<C, 1>, idx: &[usize]) -> Tensor<C, 1> {
+    v.clone().select(0, index::<C>(idx, &v.device()))
+}
+
+/// Least squares on `w` `[d_out, n]`: `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the minimiser of
+/// `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`. With `with_bias` the regression is on `[x_K; 1]` with the augmented Gram
+/// `[[G_KK + λI, s_K], [s_Kᵀ, T]]` (the intercept is not penalised) and also returns `Δb`.
+pub async fn least_squares<C: Backend>(
+    w: &Tensor<C, 2>,
+    stats: &InputStats<C>,
     kept: &[usize],
     pruned: &[usize],
     lambda: f64,
     with_bias: bool,
-    solver: &dyn SpdSolver,
-) -> Result<Refit<f64>> {
-    let n = stats.n;
-    let k = kept.len();
-    let kept_w = |y: Option<&[f64]>| -> Vec<f64> {
-        (0..d_out * k)
-            .map(|x| w[(x / k) * n + kept[x % k]] + y.map_or(0.0, |y| y[(x % k) * d_out + x / k]))
-            .collect()
-    };
+) -> Result<Refit<C>> {
+    let (d_out, k) = (w.dims()[0], kept.len());
+    let w_k = columns(w, kept);
     if pruned.is_empty() {
         return Ok(Refit {
-            kept: kept_w(None),
-            bias: with_bias.then(|| vec![0.0; d_out]),
+            kept: w_k,
+            bias: with_bias.then(|| Tensor::zeros([d_out], like(w))),
         });
     }
     // Unknowns: k weights (+ the intercept). A = G_KK + λI (bordered by s_K and T); B = [G_KP; s_Pᵀ] W_Pᵀ.
-    let m = k + usize::from(with_bias);
-    let row = |i: usize, j: usize| match (i < k, j) {
-        (true, j) => stats.g(kept[i], j),
-        (false, j) => stats.sum[j],
+    let g_kk = block(&stats.gram, kept, kept) + eye_like(k, w).mul_scalar(lambda);
+    let g_kp = block(&stats.gram, kept, pruned);
+    let (a, g_rp) = match with_bias {
+        false => (g_kk, g_kp),
+        true => {
+            let s_k = entries(&stats.sum, kept).reshape([k, 1]);
+            let t = Tensor::<C, 2>::ones([1, 1], like(w)).mul_scalar(stats.tokens as f64);
+            let a = Tensor::cat(
+                vec![
+                    Tensor::cat(vec![g_kk, s_k.clone()], 1),
+                    Tensor::cat(vec![s_k.transpose(), t], 1),
+                ],
+                0,
+            );
+            let s_p = entries(&stats.sum, pruned).reshape([1, pruned.len()]);
+            (a, Tensor::cat(vec![g_kp, s_p], 0))
+        }
     };
-    let a = Mat::from_fn(m, m, |i, j| match (i < k, j < k) {
-        (true, true) => stats.g(kept[i], kept[j]) + if i == j { lambda } else { 0.0 },
-        (true, false) => stats.sum[kept[i]],
-        (false, true) => stats.sum[kept[j]],
-        (false, false) => stats.tokens as f64,
-    });
-    let g_rp = Mat::from_fn(m, pruned.len(), |i, j| row(i, pruned[j]));
-    let w_p = Mat::from_fn(d_out, pruned.len(), |i, j| w[i * n + pruned[j]]);
-    let b = g_rp * w_p.transpose();
-    let a_flat: Vec<f64> = (0..m * m).map(|x| a[(x / m, x % m)]).collect();
-    let b_flat: Vec<f64> = (0..m * d_out).map(|x| b[(x / d_out, x % d_out)]).collect();
+    let b = g_rp.matmul(columns(w, pruned).transpose());
     // Y = A⁻¹ B ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k].
-    let y = solver.solve(&a_flat, m, &b_flat, d_out)?;
+    let y = Cholesky::factor(a).await?.solve(b);
     Ok(Refit {
-        kept: kept_w(Some(&y)),
-        bias: with_bias.then(|| y[k * d_out..].to_vec()),
+        kept: w_k + y.clone().slice([0..k, 0..d_out]).transpose(),
+        bias: with_bias.then(|| y.slice([k..k + 1, 0..d_out]).reshape([d_out])),
     })
 }
 
-/// [`least_squares_f64`] for f32 weights (statistics and the solve stay in f64).
-#[allow(clippy::too_many_arguments)]
-pub fn least_squares(
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
+/// Relative output error `‖W X − W' X_K − Δb‖² / ‖W X‖²` on the calibration inputs, through the Gram matrix.
+/// `new_kept` `[d_out, |K|]` are the kept columns after the repair (`None`: unchanged), `bias` the repair's
+/// `Δb` if any.
+pub async fn relative_error<C: Backend>(
+    w: &Tensor<C, 2>,
+    stats: &InputStats<C>,
     kept: &[usize],
-    pruned: &[usize],
-    lambda: f64,
-    with_bias: bool,
-    solver: &dyn SpdSolver,
-) -> Result<Refit<f32>> {
-    let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-    let r = least_squares_f64(&w, d_out, stats, kept, pruned, lambda, with_bias, solver)?;
-    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
-    Ok(Refit {
-        kept: f32s(r.kept),
-        bias: r.bias.map(f32s),
-    })
+    new_kept: Option<&Tensor<C, 2>>,
+    bias: Option<&Tensor<C, 1>>,
+) -> Result<f64> {
+    let full = output_energy(w, stats).await?;
+    Ok(error_energy(w, stats, kept, new_kept, bias).await? / full.max(f64::MIN_POSITIVE))
 }
 
-/// Relative output error `‖W X − W' X_K‖² / ‖W X‖²` on the calibration inputs, through the Gram matrix.
-/// `new_kept` is `[d_out, |K|]` row-major (the kept columns after repair, or simply copied).
-pub fn relative_error(
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
-    kept: &[usize],
-    new_kept: &[f32],
-) -> f64 {
-    relative_error_with_bias(w, d_out, stats, kept, new_kept, None)
-}
-
-/// [`relative_error`] when the repair also adds `bias` (`[d_out]`) to the output.
-pub fn relative_error_with_bias(
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
-    kept: &[usize],
-    new_kept: &[f32],
-    bias: Option<&[f32]>,
-) -> f64 {
-    error_energy(w, d_out, stats, kept, new_kept, bias)
-        / output_energy(w, d_out, stats).max(f64::MIN_POSITIVE)
-}
-
-/// `tr(M_S G_SS M_Sᵀ)` for the columns `cols` of `m` (`m(i, j)` = row `i`, input column `j`).
-fn energy(
-    m: &dyn Fn(usize, usize) -> f64,
-    d_out: usize,
-    stats: &InputStats,
-    cols: &[usize],
-) -> f64 {
-    let s = cols.len();
-    let ms = Mat::from_fn(d_out, s, |i, c| m(i, cols[c]));
-    let g = Mat::from_fn(s, s, |a, b| stats.g(cols[a], cols[b]));
-    let mg = &ms * &g;
-    (0..d_out)
-        .map(|i| (0..s).map(|c| mg[(i, c)] * ms[(i, c)]).sum::<f64>())
-        .sum()
+/// `tr(M G Mᵀ)` for `M` `[d_out, s]` and `G` `[s, s]`.
+fn energy<C: Backend>(m: Tensor<C, 2>, g: Tensor<C, 2>) -> Tensor<C, 1> {
+    (m.clone().matmul(g) * m).sum()
 }
 
 /// `‖W X‖²` summed over the calibration tokens: the denominator of every relative error of this module.
-pub fn output_energy(w: &[f32], d_out: usize, stats: &InputStats) -> f64 {
-    let all: Vec<usize> = (0..stats.n).collect();
-    energy(&|i, j| w[i * stats.n + j] as f64, d_out, stats, &all)
+pub async fn output_energy<C: Backend>(w: &Tensor<C, 2>, stats: &InputStats<C>) -> Result<f64> {
+    scalar(energy(w.clone(), stats.gram.clone())).await
 }
 
-/// `‖W X − W' X_K − Δb‖²` summed over the calibration tokens. Only the columns the repair changed enter the
-/// Gram product (the removed ones, plus the kept ones for least squares).
-pub fn error_energy(
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
+/// `‖W X − W' X_K − Δb‖²` summed over the calibration tokens, with `D = [W_K − W'_K, W_P]` on the columns
+/// `S = K ∪ P`: `tr(D G_SS Dᵀ) − 2 Δbᵀ D s_S + T ‖Δb‖²`. When the kept columns are unchanged (`new_kept` is
+/// `None`) only the removed ones enter: `D = W_P`, `S = P`.
+pub async fn error_energy<C: Backend>(
+    w: &Tensor<C, 2>,
+    stats: &InputStats<C>,
     kept: &[usize],
-    new_kept: &[f32],
-    bias: Option<&[f32]>,
-) -> f64 {
-    let n = stats.n;
-    let mut delta = vec![0.0f64; d_out * n];
-    for i in 0..d_out {
-        for j in 0..n {
-            delta[i * n + j] = w[i * n + j] as f64;
-        }
-        for (c, &j) in kept.iter().enumerate() {
-            delta[i * n + j] -= new_kept[i * kept.len() + c] as f64;
-        }
+    new_kept: Option<&Tensor<C, 2>>,
+    bias: Option<&Tensor<C, 1>>,
+) -> Result<f64> {
+    let pruned: Vec<usize> = (0..stats.n()).filter(|j| !kept.contains(j)).collect();
+    let (mut parts, mut support) = (vec![], vec![]);
+    if let Some(new) = new_kept {
+        parts.push(columns(w, kept) - new.clone());
+        support.extend_from_slice(kept);
     }
-    let support: Vec<usize> = (0..n)
-        .filter(|&j| (0..d_out).any(|i| delta[i * n + j] != 0.0))
-        .collect();
-    let d = |i: usize, j: usize| delta[i * n + j];
-    // ‖D x − Δb‖² summed over tokens = tr(D G Dᵀ) − 2 Δbᵀ D s + T ‖Δb‖².
-    let bias_terms = bias.map_or(0.0, |b| {
-        let ds: f64 = (0..d_out)
-            .map(|i| b[i] as f64 * support.iter().map(|&j| d(i, j) * stats.sum[j]).sum::<f64>())
-            .sum();
-        -2.0 * ds + stats.tokens as f64 * b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>()
-    });
-    energy(&d, d_out, stats, &support) + bias_terms
+    if !pruned.is_empty() {
+        parts.push(columns(w, &pruned));
+        support.extend_from_slice(&pruned);
+    }
+    if support.is_empty() {
+        return Ok(0.0);
+    }
+    let d = Tensor::cat(parts, 1);
+    let mut total = energy(d.clone(), block(&stats.gram, &support, &support));
+    if let Some(b) = bias {
+        let d_out = b.dims()[0];
+        let ds = d.matmul(entries(&stats.sum, &support).reshape([support.len(), 1]));
+        let cross = (b.clone().reshape([d_out, 1]) * ds).sum().mul_scalar(-2.0);
+        let own = b.clone().square().sum().mul_scalar(stats.tokens as f64);
+        total = total + cross + own;
+    }
+    scalar(total).await
 }
 
-/// FLAP's bias update `Δb = W[:,P] μ_P` (`[d_out]`), from `w` `[d_out, n]` row-major.
-pub fn bias_update(w: &[f32], d_out: usize, stats: &InputStats, pruned: &[usize]) -> Vec<f32> {
-    let (n, mu) = (stats.n, stats.mean());
-    (0..d_out)
-        .map(|i| {
-            pruned
-                .iter()
-                .map(|&j| w[i * n + j] as f64 * mu[j])
-                .sum::<f64>() as f32
-        })
-        .collect()
+/// FLAP's bias update `Δb = W[:,P] μ_P` (`[d_out]`) for `w` `[d_out, n]`.
+pub fn bias_update<C: Backend>(
+    w: &Tensor<C, 2>,
+    stats: &InputStats<C>,
+    pruned: &[usize],
+) -> Tensor<C, 1> {
+    let d_out = w.dims()[0];
+    if pruned.is_empty() {
+        return Tensor::zeros([d_out], like(w));
+    }
+    columns(w, pruned)
+        .matmul(entries(&stats.mean(), pruned).reshape([pruned.len(), 1]))
+        .reshape([d_out])
 }

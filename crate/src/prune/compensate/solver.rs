@@ -1,49 +1,150 @@
-//! The one linear-algebra interface compensation needs: solve `A X = B` for a symmetric positive definite `A`.
-//! [`Cholesky`] does it on the CPU with faer (also in wasm); a device-side solver can implement the same trait.
+//! The one linear-algebra interface compensation and the `obs` / `numerical` scores need: solving `A X = B` for
+//! a symmetric positive definite `A` by a blocked, right-looking Cholesky factorisation `A = L Lᵀ` wherever `A`
+//! lives (the f64 host backend, or the GPU). Only the `b × b` diagonal blocks travel to the host, where faer
+//! factors them in f64 and inverts their triangle; every panel, trailing update and substitution is a matmul
+//! on `A`'s backend.
 
-use faer::linalg::solvers::{DenseSolveCore, Solve};
-use faer::{Mat, Side};
+use burn::tensor::{backend::Backend, Tensor};
+use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::{Mat, Par, Side};
 
 use crate::error::{Error, Result};
+use crate::prune::linalg::{eye_like, like};
+use crate::readback::to_vec_f64;
 
-/// Solves SPD systems.
-pub trait SpdSolver {
-    /// `X` with `A X = B`; `a` is `[n, n]` row-major, `b` is `[n, m]` row-major; returns `[n, m]` row-major.
-    fn solve(&self, a: &[f64], n: usize, b: &[f64], m: usize) -> Result<Vec<f64>>;
-    /// `diag(A⁻¹)`.
-    fn inverse_diagonal(&self, a: &[f64], n: usize) -> Result<Vec<f64>> {
-        let eye: Vec<f64> = (0..n * n)
-            .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
-            .collect();
-        let inv = self.solve(a, n, &eye, n)?;
-        Ok((0..n).map(|i| inv[i * n + i]).collect())
+/// Diagonal block size: large enough that the panel matmuls keep a GPU busy, small enough that faer factors a
+/// block in a millisecond.
+pub const BLOCK: usize = 256;
+
+/// One column block `[start, end)` of `L`.
+struct Panel<C: Backend> {
+    start: usize,
+    end: usize,
+    /// `L_kk⁻¹`, `[b, b]` lower triangular.
+    inv: Tensor<C, 2>,
+    /// `L` below the diagonal block, `[n − end, b]` (none for the last block).
+    below: Option<Tensor<C, 2>>,
+}
+
+/// `A = L Lᵀ`, kept as its column panels.
+pub struct Cholesky<C: Backend> {
+    n: usize,
+    panels: Vec<Panel<C>>,
+}
+
+impl<C: Backend> Cholesky<C> {
+    /// Factors `a` (`[n, n]`, symmetric positive definite) with [`BLOCK`]-sized diagonal blocks.
+    pub async fn factor(a: Tensor<C, 2>) -> Result<Self> {
+        Self::factor_blocked(a, BLOCK).await
+    }
+
+    /// Factors `a` with diagonal blocks of `block` rows.
+    pub async fn factor_blocked(a: Tensor<C, 2>, block: usize) -> Result<Self> {
+        let n = a.dims()[0];
+        let mut rest = a; // the trailing matrix still to factor, [n − start, n − start]
+        let mut panels = vec![];
+        let mut start = 0;
+        while start < n {
+            let (b, m) = (block.max(1).min(n - start), n - start);
+            let inv = inverse_factor(rest.clone().slice([0..b, 0..b]), start).await?;
+            let below = (b < m).then(|| {
+                let l21 = rest
+                    .clone()
+                    .slice([b..m, 0..b])
+                    .matmul(inv.clone().transpose());
+                rest =
+                    rest.clone().slice([b..m, b..m]) - l21.clone().matmul(l21.clone().transpose());
+                l21
+            });
+            panels.push(Panel {
+                start,
+                end: start + b,
+                inv,
+                below,
+            });
+            start += b;
+        }
+        Ok(Self { n, panels })
+    }
+
+    /// `L⁻¹ B` for `B` `[n, m]`: `Y_k = L_kk⁻¹ (B_k − Σ_{i<k} L_ki Y_i)`, each block's update pushed down at once.
+    fn forward(&self, b: Tensor<C, 2>) -> Tensor<C, 2> {
+        let m = b.dims()[1];
+        let mut rest = b;
+        let mut ys = Vec::with_capacity(self.panels.len());
+        for p in &self.panels {
+            let (w, rows) = (p.end - p.start, rest.dims()[0]);
+            let y = p.inv.clone().matmul(rest.clone().slice([0..w, 0..m]));
+            if let Some(l21) = &p.below {
+                rest = rest.slice([w..rows, 0..m]) - l21.clone().matmul(y.clone());
+            }
+            ys.push(y);
+        }
+        Tensor::cat(ys, 0)
+    }
+
+    /// `L⁻ᵀ Y` for `Y` `[n, m]`: `X_k = L_kk⁻ᵀ (Y_k − L_{>k,k}ᵀ X_{>k})`, from the last block up.
+    fn backward(&self, y: Tensor<C, 2>) -> Tensor<C, 2> {
+        let m = y.dims()[1];
+        let mut below: Option<Tensor<C, 2>> = None; // X_{>k}
+        for p in self.panels.iter().rev() {
+            let yk = y.clone().slice([p.start..p.end, 0..m]);
+            let rhs = match (&p.below, &below) {
+                (Some(l21), Some(x)) => yk - l21.clone().transpose().matmul(x.clone()),
+                _ => yk,
+            };
+            let xk = p.inv.clone().transpose().matmul(rhs);
+            below = Some(match below {
+                Some(x) => Tensor::cat(vec![xk, x], 0),
+                None => xk,
+            });
+        }
+        below.unwrap_or(y)
+    }
+
+    /// `X` with `A X = B`, for `B` `[n, m]`.
+    pub fn solve(&self, b: Tensor<C, 2>) -> Tensor<C, 2> {
+        self.backward(self.forward(b))
+    }
+
+    /// `diag(A⁻¹)` `[n]`: the column sums of squares of `L⁻¹` (`A⁻¹ = L⁻ᵀ L⁻¹`), from [`Self::forward`] on the
+    /// identity. `L⁻¹` is lower triangular, so block row `k` only has columns `[0, end_k)`: each step works on that
+    /// prefix (a third of the full product's work).
+    pub fn inverse_diagonal(&self, like_a: &Tensor<C, 2>) -> Tensor<C, 1> {
+        let n = self.n;
+        let mut rest = eye_like(n, like_a);
+        let mut diag = Tensor::<C, 1>::zeros([n], like(like_a));
+        for p in &self.panels {
+            let (w, rows, end) = (p.end - p.start, rest.dims()[0], p.end);
+            let y = p.inv.clone().matmul(rest.clone().slice([0..w, 0..end]));
+            let sums = y.clone().square().sum_dim(0).reshape([end]);
+            diag = diag.clone().slice_assign(0..end, diag.slice(0..end) + sums);
+            if let Some(l21) = &p.below {
+                let head = rest.clone().slice([w..rows, 0..end]) - l21.clone().matmul(y);
+                rest = Tensor::cat(vec![head, rest.slice([w..rows, end..n])], 1);
+            }
+        }
+        diag
     }
 }
 
-/// Cholesky factorisation on the CPU (faer).
-pub struct Cholesky;
-
-impl SpdSolver for Cholesky {
-    fn solve(&self, a: &[f64], n: usize, b: &[f64], m: usize) -> Result<Vec<f64>> {
-        let a = Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
-        let b = Mat::<f64>::from_fn(n, m, |i, j| b[i * m + j]);
-        let llt = a.llt(Side::Lower).map_err(|e| {
-            Error::Invalid(format!(
-                "the calibration Gram matrix is not positive definite ({e:?}); raise the ridge"
-            ))
-        })?;
-        let x = llt.solve(&b);
-        Ok((0..n * m).map(|k| x[(k / m, k % m)]).collect())
-    }
-
-    fn inverse_diagonal(&self, a: &[f64], n: usize) -> Result<Vec<f64>> {
-        let a = Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
-        let llt = a.llt(Side::Lower).map_err(|e| {
-            Error::Invalid(format!(
-                "the calibration Gram matrix is not positive definite ({e:?}); raise the ridge"
-            ))
-        })?;
-        let inv = llt.inverse();
-        Ok((0..n).map(|i| inv[(i, i)]).collect())
-    }
+/// `L⁻¹` of the Cholesky factor of the diagonal block `a` (`[b, b]`, rows from `start`), computed on the host in
+/// f64 and returned with `a`'s device and float type.
+async fn inverse_factor<C: Backend>(a: Tensor<C, 2>, start: usize) -> Result<Tensor<C, 2>> {
+    let b = a.dims()[0];
+    let opts = like(&a);
+    let v = to_vec_f64(a).await?;
+    let m = Mat::<f64>::from_fn(b, b, |i, j| v[i * b + j]);
+    let llt = m.llt(Side::Lower).map_err(|e| {
+        Error::Invalid(format!(
+            "the calibration Gram matrix is not positive definite near row {start} ({e:?}); raise the ridge"
+        ))
+    })?;
+    let mut inv = Mat::<f64>::zeros(b, b);
+    invert_lower_triangular(inv.as_mut(), llt.L(), Par::Seq);
+    let flat: Vec<f64> = (0..b * b).map(|k| inv[(k / b, k % b)]).collect();
+    Ok(Tensor::from_data(
+        burn::tensor::TensorData::new(flat, [b, b]),
+        opts,
+    ))
 }

@@ -2,63 +2,51 @@
 //! (methods.md §2): `wanda-sp`, `flap`, `obs`, `numerical`. A KV group scores the sum over its query heads'
 //! columns.
 
+use burn::tensor::{backend::Backend, Tensor};
+
 use super::Importance;
 use crate::error::Result;
-use crate::prune::compensate::solver::SpdSolver;
+use crate::prune::compensate::solver::Cholesky;
+use crate::prune::linalg::{eye_like, like};
 use crate::prune::stats::InputStats;
+use crate::readback::{scalar, to_vec_f64};
 
-/// Per-input-column scores of `w` (`[d_out, n]` row-major) under `stats`; larger = more important.
-pub fn column_scores(
+/// Per-input-column scores of `w` (`[d_out, n]`) under `stats`; larger = more important.
+pub async fn column_scores<C: Backend>(
     kind: Importance,
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
+    w: &Tensor<C, 2>,
+    stats: &InputStats<C>,
     lambda: f64,
-    solver: &dyn SpdSolver,
 ) -> Result<Vec<f64>> {
-    let n = stats.n;
-    let col =
-        |j: usize, f: &dyn Fn(f64) -> f64| (0..d_out).map(|i| f(w[i * n + j] as f64)).sum::<f64>();
-    Ok(match kind {
-        Importance::WandaSp => {
-            let norm = stats.norm();
-            (0..n)
-                .map(|j| col(j, &|x| x.abs()) / d_out as f64 * norm[j])
-                .collect()
-        }
-        Importance::Flap => {
-            let var = stats.variance();
-            (0..n).map(|j| var[j] * col(j, &|x| x * x)).collect()
-        }
+    let (d_out, n) = (w.dims()[0], stats.n());
+    // Σ_i f(W_ij) per column, [n].
+    let col = |t: Tensor<C, 2>| t.sum_dim(0).reshape([n]);
+    let scores = match kind {
+        Importance::WandaSp => col(w.clone().abs()).div_scalar(d_out as f64) * stats.norm(),
+        Importance::Flap => stats.variance() * col(w.clone().square()),
         Importance::Obs => {
-            let mut a = stats.gram.clone();
-            (0..n).for_each(|j| a[j * n + j] += lambda);
-            let inv_diag = solver.inverse_diagonal(&a, n)?;
-            (0..n).map(|j| col(j, &|x| x * x) / inv_diag[j]).collect()
+            let a = stats.damped(lambda);
+            let inv_diag = Cholesky::factor(a.clone()).await?.inverse_diagonal(&a);
+            col(w.clone().square()) / inv_diag
         }
-        Importance::Numerical => numerical(w, d_out, stats, solver)?,
+        Importance::Numerical => numerical(w, stats).await?,
         other => unreachable!("{other:?} is not an activation score"),
-    })
+    };
+    to_vec_f64(scores).await
 }
 
 /// "Numerical Pruning"'s stationary point: `u = A⁻¹ 1` with `A = (WᵀW) ∘ G + δI`, `δ = 1e-6 · mean(diag A)`
-/// (`[n, n]`, `W` `[d_out, n]`). Larger `u` = pruned first, so the score is `−u`.
-fn numerical(
-    w: &[f32],
-    d_out: usize,
-    stats: &InputStats,
-    solver: &dyn SpdSolver,
-) -> Result<Vec<f64>> {
-    let n = stats.n;
-    let w = faer::Mat::<f64>::from_fn(d_out, n, |i, j| w[i * n + j] as f64);
-    let wtw = w.transpose() * &w;
-    let mut a: Vec<f64> = (0..n * n)
-        .map(|k| wtw[(k / n, k % n)] * stats.gram[k])
-        .collect();
-    let damping = NUMERICAL_DAMPING * (0..n).map(|j| a[j * n + j]).sum::<f64>() / n as f64;
-    (0..n).for_each(|j| a[j * n + j] += damping.max(f64::MIN_POSITIVE));
-    let u = solver.solve(&a, n, &vec![1.0; n], 1)?;
-    Ok(u.into_iter().map(|x| -x).collect())
+/// (`[n, n]`, `W` `[d_out, n]`). Larger `u` = pruned first, so the score is `−u`, `[n]`.
+async fn numerical<C: Backend>(w: &Tensor<C, 2>, stats: &InputStats<C>) -> Result<Tensor<C, 1>> {
+    let n = stats.n();
+    let eye = eye_like(n, w);
+    let a = w.clone().transpose().matmul(w.clone()) * stats.gram.clone();
+    let mean_diag = scalar((a.clone() * eye.clone()).sum()).await? / n as f64;
+    let damping = (NUMERICAL_DAMPING * mean_diag).max(f64::MIN_POSITIVE);
+    let a = a + eye.mul_scalar(damping);
+    let ones = Tensor::<C, 2>::ones([n, 1], like(w));
+    let u = Cholesky::factor(a).await?.solve(ones);
+    Ok(u.reshape([n]).neg())
 }
 
 /// Relative damping of `numerical`'s `A` (keeps it positive definite when columns are dead or collinear).

@@ -1,0 +1,64 @@
+//! Where the statistics' linear algebra runs (scores, least squares, reconstruction errors): on the host in
+//! f64 (burn's CPU backend with f64 tensors: exact, for models whose Gram matrices are small) or on the compute
+//! device in its float type (f32 on CUDA: for 7B models, where the host would dominate the run). The formulas
+//! are written once, generic over the backend; this file names the choice and moves tensors between the two.
+
+use burn::tensor::{backend::Backend, DType, Tensor, TensorCreationOptions, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::readback::to_vec_f64;
+
+/// The host backend of [`Linalg::HostF64`].
+pub type Host = burn::backend::Flex;
+
+/// Where the linear algebra of scores and compensation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Linalg {
+    /// f64 on the CPU (statistics and weights are read back once per module).
+    #[default]
+    HostF64,
+    /// Where the model lives, in its float type; only Cholesky's diagonal blocks visit the host.
+    Device,
+}
+
+impl Linalg {
+    pub const ALL: [Linalg; 2] = [Linalg::HostF64, Linalg::Device];
+}
+
+/// Options creating a tensor on `t`'s device with `t`'s float type.
+pub fn like<C: Backend, const D: usize>(t: &Tensor<C, D>) -> TensorCreationOptions<C> {
+    TensorCreationOptions::new(t.device()).with_dtype(t.dtype())
+}
+
+/// The `n × n` identity with `t`'s device and float type.
+pub fn eye_like<C: Backend, const D: usize>(n: usize, t: &Tensor<C, D>) -> Tensor<C, 2> {
+    Tensor::<C, 2>::eye(n, &t.device()).cast(t.dtype())
+}
+
+/// An f64 tensor on the host.
+pub fn host<const D: usize>(values: Vec<f64>, shape: [usize; D]) -> Tensor<Host, D> {
+    Tensor::from_data(
+        TensorData::new(values, shape),
+        TensorCreationOptions::new(Default::default()).with_dtype(DType::F64),
+    )
+}
+
+/// `t` copied to the host as f64.
+pub async fn to_host<C: Backend, const D: usize>(t: Tensor<C, D>) -> Result<Tensor<Host, D>> {
+    let shape: [usize; D] = t.dims();
+    Ok(host(to_vec_f64(t).await?, shape))
+}
+
+/// `t` copied onto `device` of backend `B`, in `B`'s default float type.
+pub async fn onto<C: Backend, B: Backend, const D: usize>(
+    t: Tensor<C, D>,
+    device: &B::Device,
+) -> Result<Tensor<B, D>> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+    Ok(Tensor::from_data(data.convert::<f32>(), device))
+}
