@@ -413,3 +413,100 @@ fn count(model: &Path) -> u64 {
     let v = json_stdout(&prunelab(&["inspect", model.to_str().unwrap(), "--json"]));
     v["params"]["total"].as_u64().unwrap()
 }
+
+/// The fraction of the removals (KV groups and MLP channels, per layer) of plan `a` that plan `b` also makes.
+fn shared_removals(a: &Value, b: &Value) -> f64 {
+    let removals = |p: &Value| -> std::collections::BTreeSet<(u64, &'static str, u64)> {
+        let mut set = std::collections::BTreeSet::new();
+        for layer in p["layers"].as_array().unwrap() {
+            let l = layer["layer"].as_u64().unwrap();
+            for (kind, key) in [("kv", "kv_groups"), ("mlp", "mlp_channels")] {
+                for i in layer[key].as_array().unwrap() {
+                    set.insert((l, kind, i.as_u64().unwrap()));
+                }
+            }
+        }
+        set
+    };
+    let (a, b) = (removals(a), removals(b));
+    a.intersection(&b).count() as f64 / a.len() as f64
+}
+
+/// `--precision bf16` holds the model in bf16 (statistics, scores, solves, norms, softmaxes and losses in f32
+/// or wider): on the demo it removes ≥ 99% of the structures f32 removes for a gradient score and ≥ 99.5%
+/// for obs + ls (its activations are bf16), and every perplexity stays within 0.1% of f32's. Each precision runs in its own process (it is set once per
+/// device).
+#[test]
+fn bf16_prunes_the_demo_as_f32_does() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |precision: &str, importance: &str, compensation: &str| {
+        let out = dir.path().join(format!("{precision}-{importance}"));
+        json_stdout(&prunelab(&[
+            "prune",
+            demo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--target-params",
+            "0.2",
+            "--calib",
+            data.join("calib-python-tutorial.txt").to_str().unwrap(),
+            "--eval",
+            data.join("eval-python-faq.txt").to_str().unwrap(),
+            "--eval-windows",
+            "16",
+            "--importance",
+            importance,
+            "--compensation",
+            compensation,
+            "--precision",
+            precision,
+            "--json",
+        ]))
+    };
+    // bf16 forwards and gradients move a few near-tied channels (measured: 99.52% and 99.90% shared).
+    for (importance, compensation, min_shared) in
+        [("taylor-first", "none", 0.99), ("obs", "ls", 0.995)]
+    {
+        let (f32s, bf16) = (
+            run("f32", importance, compensation),
+            run("bf16", importance, compensation),
+        );
+        let shared = shared_removals(&f32s["plan"], &bf16["plan"]);
+        eprintln!(
+            "{importance}: bf16 removes {:.2}% of the structures f32 removes",
+            100.0 * shared
+        );
+        assert!(
+            shared >= min_shared,
+            "{importance}: bf16 shares {shared} of the removals"
+        );
+        for when in ["before", "after"] {
+            let (a, b) = (
+                f32s["eval"][when]["ppl"].as_f64().unwrap(),
+                bf16["eval"][when]["ppl"].as_f64().unwrap(),
+            );
+            assert!(
+                a != b,
+                "{importance} {when}: bf16 did not change a digit ({a})"
+            );
+            assert!(
+                (a - b).abs() < 1e-3 * a,
+                "{importance} {when}: bf16 {b} vs f32 {a}"
+            );
+        }
+    }
+    // A backend without bf16 arithmetic, or an unknown type, is refused by name.
+    let out = prunelab(&[
+        "prune",
+        demo.to_str().unwrap(),
+        "--out",
+        "/nonexistent/x",
+        "--precision",
+        "f16",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--precision \"f16\": expected one of f32, bf16"));
+}

@@ -5,7 +5,7 @@
 //! tensor code the pipeline uses, in f64 on the host backend; the blocked Cholesky is checked against faer's,
 //! and the f32 arithmetic a GPU uses against the f64 one.
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 use pollster::block_on;
@@ -392,31 +392,41 @@ fn blocked_cholesky_equals_faer() {
     );
     let x = &inv * &b;
     let b_host = host((0..n * m).map(|k| b[(k / m, k % m)]).collect(), [n, m]);
-    // One block (the whole matrix on the host), uneven blocks, blocks of one row.
-    for block in [64, 7, 1] {
-        let chol = block_on(Cholesky::factor_blocked(a.clone(), block)).unwrap();
-        let ours = values(chol.solve(b_host.clone()));
-        let worst = (0..n * m)
-            .map(|k| (ours[k] - x[(k / m, k % m)]).abs() / x[(k / m, k % m)].abs().max(1e-3))
-            .fold(0.0, f64::max);
-        assert!(worst < 1e-9, "block {block}: solve differs by {worst:e}");
-        let diag = values(chol.inverse_diagonal(&a));
-        assert!(
-            (0..n).all(|i| (diag[i] - inv[(i, i)]).abs() / inv[(i, i)] < 1e-10),
-            "block {block}: inverse diagonal"
-        );
+    let rel = |got: &[f64], want: &dyn Fn(usize) -> f64| {
+        let num: f64 = (0..got.len()).map(|k| (got[k] - want(k)).powi(2)).sum();
+        (num / (0..got.len()).map(|k| want(k).powi(2)).sum::<f64>()).sqrt()
+    };
+    // One block (the whole matrix on the host), uneven blocks, blocks of one row; in f64, and in f32 as on a
+    // backend without f64 (WebGPU), where this matrix's condition number costs digits.
+    for (work, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-4)] {
+        for block in [64, 7, 1] {
+            let chol = block_on(Cholesky::factor_with(a.clone(), block, work)).unwrap();
+            let ours = values(chol.solve(b_host.clone()));
+            let err = rel(&ours, &|k| x[(k / m, k % m)]);
+            assert!(
+                err < tol,
+                "{work:?} block {block}: solve differs by {err:e}"
+            );
+            let diag = values(chol.inverse_diagonal(&a));
+            let err = rel(&diag, &|i| inv[(i, i)]);
+            assert!(
+                err < tol,
+                "{work:?} block {block}: diag(A⁻¹) differs by {err:e}"
+            );
+        }
     }
     // Not positive definite: the error names the matrix and the row where it fails.
     let bad = a.clone() - prunelab::prune::linalg::eye_like(n, &a).mul_scalar(1e9);
-    let err = block_on(Cholesky::factor_blocked(bad, 7))
+    let err = block_on(Cholesky::factor_with(bad, 7, DType::F64))
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("not positive definite near row 0"), "{err}");
 }
 
-/// What a GPU computes (f32 statistics, weights and solves) against the exact f64 host arithmetic: the refit
-/// and the errors the report gives agree to f32 accuracy, the scores rank the columns alike.
+/// What `--linalg device` computes on a GPU (f32 statistics, weights, scores and errors; the solves in f64)
+/// against the exact f64 host arithmetic: the refit and the errors the report gives agree to f32 accuracy, the
+/// scores rank the columns alike.
 #[test]
 fn f32_device_arithmetic_agrees_with_f64() {
     use prunelab::backend::Cpu;

@@ -131,15 +131,15 @@ fn on_the_demo_least_squares_beats_no_compensation() {
         run(Compensation::Ls, Linalg::HostF64),
     );
     assert!(ls < none, "obs + ls {ls} vs obs + none {none}");
-    // The same run with the f32 arithmetic a GPU uses (here on the CPU backend) removes the same structures
-    // and lands on the same perplexity.
+    // The same run with the device arithmetic (on the CPU backend: statistics, scores and errors in f32, the
+    // solves in f64, as on CUDA) removes the same structures and lands on the same perplexity.
     let (ls32, plan32) = run(Compensation::Ls, Linalg::Device);
     assert_eq!(
         plan32, plan,
         "f32 scores rank the structures as f64 ones do"
     );
     assert!((ls32 - ls).abs() < 1e-3 * ls, "device {ls32} vs host {ls}");
-    eprintln!("demo at 20%: obs + none {none:.3}, obs + ls {ls:.3} (device f32: {ls32:.3})");
+    eprintln!("demo at 20%: obs + none {none:.3}, obs + ls {ls:.3} (--linalg device: {ls32:.3})");
 }
 
 #[test]

@@ -216,46 +216,59 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         ids.to_str().unwrap(),
         "--json",
     ];
-    let (a, b) = (dir.path().join("whole"), dir.path().join("streamed"));
-    let mut args = vec![
-        "prune",
-        synth.to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-    ];
-    args.extend(common);
-    let whole: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
-    args[3] = b.to_str().unwrap();
-    args.push("--stream");
-    let streamed: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
-    assert_eq!(whole["params_after"], streamed["params_after"]);
-    assert_eq!(whole["plan"], streamed["plan"]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["plan"], streamed["plan"]);
-    let (x, y) = (
-        std::fs::read(a.join("model.safetensors")).unwrap(),
-        std::fs::read(b.join("model.safetensors")).unwrap(),
-    );
-    assert_eq!(x.len(), y.len());
-    let (sx, sy) = (
-        safetensors::SafeTensors::deserialize(&x).unwrap(),
-        safetensors::SafeTensors::deserialize(&y).unwrap(),
-    );
-    for (name, t) in sx.tensors() {
-        let u = sy.tensor(&name).unwrap();
-        assert_eq!(t.shape(), u.shape(), "{name}");
-        let f = |b: &[u8]| -> Vec<f32> {
-            b.chunks(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        };
-        let diff = f(t.data())
-            .iter()
-            .zip(f(u.data()))
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-5, "{name}: {diff}");
+    // `global` ranks every layer before pruning: streamed, a first pass scores the unpruned layers one at a
+    // time.
+    for allocation in ["uniform", "global"] {
+        let (a, b) = (
+            dir.path().join(format!("whole-{allocation}")),
+            dir.path().join(format!("streamed-{allocation}")),
+        );
+        let mut args = vec![
+            "prune",
+            synth.to_str().unwrap(),
+            "--out",
+            a.to_str().unwrap(),
+            "--allocation",
+            allocation,
+        ];
+        args.extend(common);
+        let whole: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        args[3] = b.to_str().unwrap();
+        args.push("--stream");
+        let streamed: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        assert_eq!(
+            whole["params_after"], streamed["params_after"],
+            "{allocation}"
+        );
+        assert_eq!(whole["plan"], streamed["plan"], "{allocation}");
+        assert_eq!(whole["scores"], streamed["scores"], "{allocation}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["plan"], streamed["plan"]);
+        let (x, y) = (
+            std::fs::read(a.join("model.safetensors")).unwrap(),
+            std::fs::read(b.join("model.safetensors")).unwrap(),
+        );
+        assert_eq!(x.len(), y.len());
+        let (sx, sy) = (
+            safetensors::SafeTensors::deserialize(&x).unwrap(),
+            safetensors::SafeTensors::deserialize(&y).unwrap(),
+        );
+        for (name, t) in sx.tensors() {
+            let u = sy.tensor(&name).unwrap();
+            assert_eq!(t.shape(), u.shape(), "{name}");
+            let f = |b: &[u8]| -> Vec<f32> {
+                b.chunks(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
+            let diff = f(t.data())
+                .iter()
+                .zip(f(u.data()))
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "{allocation} {name}: {diff}");
+        }
     }
     // Recipes that need the whole model are refused up front, and nothing is written.
     let c = dir.path().join("refused");

@@ -2,7 +2,7 @@
 # The 7B benchmark, in one call on the lent GPU machine (after benches/gpu/prepare.sh here; carry bench-carry/):
 #   1. the golden fixture tests on the CUDA backend;
 #   2. a synthetic LLaMA-7B (random weights, real shapes, bf16 safetensors shards);
-#   3. prunelab end to end, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
+#   3. prunelab end to end in bf16, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
 #      groups and MLP channels, layers [4, 30), 10 × 128 calibration ids) and flap + ls (streamed, 128 × 128);
 #   4. the same pipelines in PyTorch (benches/gpu/pytorch_baseline.py) on the same files and ids;
 #   5. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch.
@@ -17,6 +17,7 @@ LAYERS="${LAYERS:-4..30}"
 BACKEND="${BACKEND:-cuda}"
 TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
 TORCH_DTYPE="${TORCH_DTYPE:-bf16}"
+PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf16; statistics and solves in f32/f64)
 BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
@@ -67,7 +68,8 @@ for n in (10, 128):
     json.dump([[rng.randrange(vocab) for _ in range(128)] for _ in range(n)], open(f"{sys.argv[2]}/ids{n}.json", "w"))
 PY
 
-common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --dtype bf16 --json)
+common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --precision "$PRECISION"
+    --dtype bf16 --json)
 measure ours-taylor-first "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
     --calib-ids "$WORK/ids10.json" "${common[@]}"
 rm -rf "$WORK/out"

@@ -74,16 +74,64 @@ pub trait BackendJob {
     ) -> Result<Self::Output>;
 }
 
-/// Runs `job` on `kind` (wrapped in burn's Autodiff, so jobs can take gradients when they need them).
-pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output> {
+/// Runs `job` on `kind` in `precision` (wrapped in burn's Autodiff, so jobs can take gradients when they need
+/// them).
+pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output> {
     kind.check_compiled()?;
+    fn go<B: burn::tensor::backend::AutodiffBackend, J: BackendJob>(
+        kind: BackendKind,
+        precision: Precision,
+        job: J,
+    ) -> Result<J::Output> {
+        let device = B::Device::default();
+        precision.apply::<B>(&device, kind)?;
+        job.run::<B>(device)
+    }
     match kind {
-        BackendKind::Cpu => job.run::<burn::backend::Autodiff<Cpu>>(Default::default()),
+        BackendKind::Cpu => go::<burn::backend::Autodiff<Cpu>, J>(kind, precision, job),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => job.run::<burn::backend::Autodiff<Wgpu>>(Default::default()),
+        BackendKind::Wgpu => go::<burn::backend::Autodiff<Wgpu>, J>(kind, precision, job),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => job.run::<burn::backend::Autodiff<Cuda>>(Default::default()),
+        BackendKind::Cuda => go::<burn::backend::Autodiff<Cuda>, J>(kind, precision, job),
         #[allow(unreachable_patterns)]
         _ => unreachable!("check_compiled rejects backends this build lacks"),
+    }
+}
+
+/// The float type a run stores its model in and computes with. Statistics, scores, solves, norms, softmaxes
+/// and losses stay in f32 or wider either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Half the memory of f32 (a 7B model's weights and gradients fit where f32's would not) and the GPU's
+    /// tensor cores.
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+    /// Makes `self` the float type of every tensor later created on `device` of backend `kind`. Call it before
+    /// anything touches the device; once per process.
+    pub fn apply<B: burn::tensor::backend::Backend>(
+        self,
+        device: &B::Device,
+        kind: BackendKind,
+    ) -> Result<()> {
+        use burn::tensor::{DType, Element};
+        let dtype = match self {
+            Precision::F32 => return Ok(()),
+            Precision::Bf16 => DType::BF16,
+        };
+        if !B::supports_dtype(device, dtype) {
+            return Err(Error::Backend(format!(
+                "--backend {} cannot compute in bf16 on this machine (use --precision f32)",
+                kind.name()
+            )));
+        }
+        burn::tensor::set_default_dtypes::<B>(device, dtype, <B::IntElem as Element>::dtype())
+            .map_err(|e| Error::Backend(format!("cannot switch {} to bf16: {e:?}", kind.name())))
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::files::{read, read_text, ModelInput};
 use super::progress::Bars;
-use crate::backend::{run_on, BackendJob, BackendKind};
+use crate::backend::{run_on, BackendJob, BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::ids_from_json;
@@ -88,6 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let start = Instant::now();
     let result = run_on(
         kind,
+        Precision::F32,
         EvalJob {
             input: &input,
             ids,

@@ -12,7 +12,7 @@ use super::convert::dtypes;
 use super::files::{read, read_text, ModelInput};
 use super::output::{write_model, Extras, Format, ModelWeights, Target};
 use super::progress::Bars;
-use crate::backend::{run_on, BackendJob, BackendKind};
+use crate::backend::{run_on, BackendJob, BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::model::Llama;
@@ -104,11 +104,16 @@ pub struct PruneArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// The float type the model is held and computed in: f32, or bf16 (half the memory; statistics, scores,
+    /// solves, norms and softmaxes stay in f32 or wider).
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations
-    /// (training-free scores, uniform or attn-mlp-ratio allocation or --plan; no --eval).
+    /// (training-free scores, any allocation — global scores every layer in a first streamed pass — or
+    /// --plan; no --eval).
     #[arg(long, conflicts_with_all = ["eval", "plan_only"])]
     pub(super) stream: bool,
 }
@@ -369,6 +374,7 @@ impl BackendJob for PruneJob<'_> {
 
 pub fn run(args: PruneArgs) -> Result<()> {
     let kind = BackendKind::parse(&args.backend)?;
+    let precision = parse_enum(&args.precision, "--precision", &Precision::ALL)?;
     let input = ModelInput::open(&args.model)?;
     let recipe = recipe(&args)?;
     recipe.check(&input.config)?;
@@ -423,6 +429,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let report = match args.stream {
         true => run_on(
             kind,
+            precision,
             super::stream::StreamJob {
                 input: &input,
                 recipe,
@@ -435,6 +442,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         )?,
         false => run_on(
             kind,
+            precision,
             PruneJob {
                 args: &args,
                 input: &input,

@@ -12,12 +12,12 @@ use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, report_files};
 use crate::backend::BackendJob;
-use crate::error::{Error, Result};
-use crate::prune::allocate::{ratio_for_target, Allocation};
+use crate::error::Result;
+use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::plan::Plan;
 use crate::prune::recipe::Recipe;
 use crate::prune::report::{Report, StageTime};
-use crate::prune::streaming::Streamed;
+use crate::prune::streaming::{streamed_scores, Streamed};
 
 pub(super) struct StreamJob<'a> {
     pub input: &'a ModelInput,
@@ -35,15 +35,9 @@ impl BackendJob for StreamJob<'_> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
         let fixed = self.plan.map(|p| Plan::from_json(&read(p)?)).transpose()?;
         let layers = recipe.layer_range(cfg);
-        let ratio = match (fixed.is_some(), recipe.allocation, recipe.ratio) {
+        let global = fixed.is_none() && recipe.allocation == Allocation::Global;
+        let ratio = match (fixed.is_some() || global, recipe.allocation, recipe.ratio) {
             (true, _, _) => None,
-            (false, Allocation::Global, _) => {
-                return Err(Error::Invalid(
-                    "global allocation ranks every layer before pruning: it is not streamed (drop --stream, or \
-                     make a plan with --plan-only and stream it with --plan)"
-                        .into(),
-                ))
-            }
             (false, _, Some(r)) => Some(r),
             (false, alloc, None) => Some(ratio_for_target(
                 cfg,
@@ -59,6 +53,25 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         self.input.with_weights(|src| {
+            // `global` ranks every layer first: a streamed pass of scores on the unpruned model, then the
+            // pruning pass streams the plan it makes.
+            let (mut timings, mut first_scores, mut fixed) = (vec![], vec![], fixed);
+            if global {
+                first_scores = streamed_scores::<B::InnerBackend>(
+                    src,
+                    cfg,
+                    recipe,
+                    &self.calib,
+                    &device,
+                    &bars,
+                )?;
+                let target = recipe.target_params.unwrap_or(0.0);
+                fixed = Some(global_plan(cfg, &first_scores, target, &recipe.structures)?);
+                timings.push(StageTime {
+                    stage: "score".into(),
+                    seconds: start.elapsed().as_secs_f64(),
+                });
+            }
             let streamed = Streamed::<B::InnerBackend>::new(
                 src,
                 cfg,
@@ -72,11 +85,14 @@ impl BackendJob for StreamJob<'_> {
             let out_cfg = streamed.config().clone();
             let report = std::cell::RefCell::new(None);
             let late = || {
-                let (plan, scores, recon) = streamed.take_results();
-                let timings = vec![StageTime {
+                let (plan, mut scores, recon) = streamed.take_results();
+                scores.append(&mut first_scores.clone());
+                let mut timings = timings.clone();
+                timings.push(StageTime {
                     stage: "stream".into(),
-                    seconds: start.elapsed().as_secs_f64(),
-                }];
+                    seconds: start.elapsed().as_secs_f64()
+                        - timings.iter().map(|t| t.seconds).sum::<f64>(),
+                });
                 let r = Report::new(
                     recipe, ratio, cfg, &out_cfg, plan, &scores, recon, timings, None,
                 );

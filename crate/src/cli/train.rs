@@ -14,7 +14,7 @@ use web_time::Instant;
 use super::files::{read, read_text};
 use super::output::{write_model, Extras, Format, ModelWeights, Target};
 use super::progress::Bars;
-use crate::backend::{run_on, BackendJob, BackendKind};
+use crate::backend::{run_on, BackendJob, BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::windows;
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
@@ -225,7 +225,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             files: vec![],
         },
     };
-    let (heldout, seconds) = run_on(kind, job)?;
+    let (heldout, seconds) = run_on(kind, Precision::F32, job)?;
     println!(
         "trained in {seconds:.0} s; held-out perplexity {:.3} ({} tokens) vs unigram {:.3} ({:.1}x lower)",
         heldout.ppl,

@@ -2,7 +2,7 @@
 //! Query head `h` reads KV head `h / n_rep`, as HF `repeat_kv` pairs them.
 
 use burn::module::Module;
-use burn::tensor::{activation::softmax, backend::Backend, Bool, Tensor};
+use burn::tensor::{activation::softmax, backend::Backend, Bool, DType, Tensor};
 
 use super::linear::Linear;
 use super::rope;
@@ -56,7 +56,9 @@ impl<B: Backend> Attention<B> {
             mask.clone().reshape([1, 1, s, s]).expand([b, nh, s, s]),
             f32::NEG_INFINITY,
         );
-        let out = softmax(scores, 3).matmul(v);
+        // In f32 whatever the run's float type, as transformers does.
+        let dtype = scores.dtype();
+        let out = softmax(scores.cast(DType::F32), 3).cast(dtype).matmul(v);
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 

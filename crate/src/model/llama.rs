@@ -3,7 +3,7 @@
 //! is `llama.layers[3].mlp.up_proj` here.
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::log_softmax, backend::Backend, Int, Tensor};
+use burn::tensor::{activation::log_softmax, backend::Backend, DType, Int, Tensor};
 
 use super::attention::{causal_mask, Attention};
 use super::config::ModelConfig;
@@ -209,12 +209,13 @@ impl<B: Backend> Llama<B> {
         self.head(h)
     }
 
-    /// Negative log-likelihood of every next token. `ids [batch, seq]` → `[batch, seq − 1]`
+    /// Negative log-likelihood of every next token (in f32 whatever the run's float type).
+    /// `ids [batch, seq]` → `[batch, seq − 1]`
     pub fn token_nll(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let [b, s] = ids.dims();
         let logits = self.forward(ids.clone()).narrow(1, 0, s - 1);
         let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-        log_softmax(logits, 2)
+        log_softmax(logits.cast(DType::F32), 2)
             .gather(2, targets)
             .reshape([b, s - 1])
             .neg()

@@ -27,6 +27,15 @@ impl Linalg {
     pub const ALL: [Linalg; 2] = [Linalg::HostF64, Linalg::Device];
 }
 
+/// `t` in f32 if it is in a half type (bf16/f16 runs keep statistics, scores and solves out of 8-bit
+/// mantissas); f32 and f64 tensors pass unchanged.
+pub fn at_least_f32<C: Backend, const D: usize>(t: Tensor<C, D>) -> Tensor<C, D> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => t.cast(DType::F32),
+        _ => t,
+    }
+}
+
 /// Options creating a tensor on `t`'s device with `t`'s float type.
 pub fn like<C: Backend, const D: usize>(t: &Tensor<C, D>) -> TensorCreationOptions<C> {
     TensorCreationOptions::new(t.device()).with_dtype(t.dtype())

@@ -13,7 +13,7 @@ use super::compensate::{
 };
 use super::importance::activation::column_scores;
 use super::importance::LayerScores;
-use super::linalg::{onto, to_host, Linalg};
+use super::linalg::{at_least_f32, onto, to_host, Linalg};
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::stats::InputStats;
@@ -91,8 +91,9 @@ async fn repair<B: Backend>(
     recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(f64, f64)> {
+    let dtype = original.dtype();
     let r = match recipe.linalg.unwrap_or_default() {
-        Linalg::Device => repaired(original, stats, kept, recipe).await?,
+        Linalg::Device => repaired(at_least_f32(original), stats, kept, recipe).await?,
         Linalg::HostF64 => {
             let (w, stats) = (to_host(original).await?, stats.to_host().await?);
             let r = repaired(w, &stats, kept, recipe).await?;
@@ -108,13 +109,14 @@ async fn repair<B: Backend>(
         }
     };
     if let Some(delta) = r.bias {
+        let delta = delta.cast(dtype);
         let bias = match &lin.bias {
             Some(b) => b.val() + delta,
             None => delta,
         };
         lin.bias = Some(Param::from_tensor(bias));
     }
-    lin.weight = Param::from_tensor(r.weight);
+    lin.weight = Param::from_tensor(r.weight.cast(dtype));
     Ok((r.before, r.after))
 }
 
@@ -204,7 +206,7 @@ async fn column_scores_of<B: Backend>(
         let lambda = stats.ridge(r.ridge).await?;
         column_scores(r.importance, &w, stats, lambda).await
     }
-    let w = lin.weight.val();
+    let w = at_least_f32(lin.weight.val());
     match recipe.linalg.unwrap_or_default() {
         Linalg::Device => on(w, stats, recipe).await,
         Linalg::HostF64 => on(to_host(w).await?, &stats.to_host().await?, recipe).await,
@@ -244,16 +246,10 @@ pub async fn activation_scores<B: Backend>(
     let mut out = vec![];
     for (step, l) in layers.clone().enumerate() {
         checkpoint(progress).await?;
-        let block = &model.layers[l];
-        let dense = dense_layer(block, h, &pos).await?;
-        let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
-        let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;
-        out.push(LayerScores {
-            layer: l,
-            kv_groups: group_scores(&attn, &model.config.layers[l], model.config.head_dim),
-            mlp_channels: to_f32(mlp),
-        });
-        h = dense.h_mid + block.mlp.down_proj.forward(dense.hidden);
+        let (scores, next) =
+            layer_scores(&model.layers[l], l, &model.config, h, &pos, recipe).await?;
+        out.push(scores);
+        h = next;
         progress.report(ProgressEvent {
             stage: "score",
             done: step + 1,
@@ -261,6 +257,30 @@ pub async fn activation_scores<B: Backend>(
         });
     }
     Ok(out)
+}
+
+/// The activation scores of the unpruned decoder layer `l` of a model with config `cfg`, on its input `h`; and
+/// its output (the next layer's input).
+pub async fn layer_scores<B: Backend>(
+    block: &Block<B>,
+    l: usize,
+    cfg: &ModelConfig,
+    h: Tensor<B, 3>,
+    pos: &Positions<B>,
+    recipe: &Recipe,
+) -> Result<(LayerScores, Tensor<B, 3>)> {
+    let dense = dense_layer(block, h, pos).await?;
+    let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
+    let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;
+    let scores = LayerScores {
+        layer: l,
+        kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim),
+        mlp_channels: to_f32(mlp),
+    };
+    Ok((
+        scores,
+        dense.h_mid + block.mlp.down_proj.forward(dense.hidden),
+    ))
 }
 
 /// Which structures one layer loses: the lowest scores up to a count, or a plan made beforehand.

@@ -5,7 +5,7 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::linalg::{eye_like, to_host, Host};
+use super::linalg::{at_least_f32, eye_like, to_host, Host};
 use crate::error::Result;
 use crate::readback::scalar;
 
@@ -20,9 +20,10 @@ pub struct InputStats<C: Backend> {
 }
 
 impl<C: Backend> InputStats<C> {
-    /// The statistics of inputs `x` `[tokens, n]`.
+    /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type).
     pub fn of(x: Tensor<C, 2>) -> Self {
         let [tokens, n] = x.dims();
+        let x = at_least_f32(x);
         Self {
             gram: x.clone().transpose().matmul(x.clone()),
             sum: x.sum_dim(0).reshape([n]),

@@ -17,7 +17,7 @@ use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::sequential::{
-    add_zero_biases_to_block, layer_choice, prune_layer, with_biases, Reconstruction,
+    add_zero_biases_to_block, layer_choice, layer_scores, prune_layer, with_biases, Reconstruction,
 };
 use crate::error::{Error, Result};
 use crate::model::llama::{Block, Positions};
@@ -186,23 +186,6 @@ impl<'a, B: Backend> Streamed<'a, B> {
         s.peak.host = s.peak.host.max(s.held.host);
     }
 
-    /// Calibration activations entering layer 0: embedding rows gathered on the host (the embedding matrix never
-    /// goes to the device).
-    fn embed(&self) -> Result<(Tensor<B, 3>, Positions<B>)> {
-        let table = self.src.read_f32("model.embed_tokens.weight")?;
-        let d = self.cfg.hidden_size;
-        let (n, len) = (self.calib.len(), self.calib[0].len());
-        let rows: Vec<f32> = self
-            .calib
-            .iter()
-            .flatten()
-            .flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied())
-            .collect();
-        let h = Tensor::from_data(TensorData::new(rows, [n, len, d]), &self.device);
-        let pos = Llama::<B>::positions_for(&self.cfg, len, &self.device);
-        Ok((h, pos))
-    }
-
     /// Runs layers up to and including `target` (those before the range only move the activations).
     fn advance(&self, target: usize) -> Result<()> {
         let mut s = self.state.borrow_mut();
@@ -212,7 +195,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
             }
             let l = s.next;
             if s.h.is_none() {
-                let (h, pos) = self.embed()?;
+                let (h, pos) = embed(self.src, &self.cfg, self.calib, &self.device)?;
                 s.h = Some(h);
                 s.pos = Some(pos);
             }
@@ -264,6 +247,69 @@ impl<'a, B: Backend> Streamed<'a, B> {
         }
         Ok(())
     }
+}
+
+/// Calibration activations entering layer 0: embedding rows gathered on the host (the embedding matrix never
+/// goes to the device).
+fn embed<B: Backend>(
+    src: &dyn WeightSource,
+    cfg: &ModelConfig,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+) -> Result<(Tensor<B, 3>, Positions<B>)> {
+    let table = src.read_f32("model.embed_tokens.weight")?;
+    let d = cfg.hidden_size;
+    let (n, len) = (calib.len(), calib[0].len());
+    let rows: Vec<f32> = calib
+        .iter()
+        .flatten()
+        .flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied())
+        .collect();
+    let h = Tensor::from_data(TensorData::new(rows, [n, len, d]), device);
+    Ok((h, Llama::<B>::positions_for(cfg, len, device)))
+}
+
+/// Activation scores of every layer of the recipe's range on the unpruned model read from `src` one layer at a
+/// time (for `global`, which ranks all layers before anything is removed; the pruning pass then streams the
+/// plan). Memory: the calibration activations and one layer.
+pub fn streamed_scores<B: Backend>(
+    src: &dyn WeightSource,
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerScores>> {
+    check_inventory(cfg, src)?;
+    if calib.is_empty() {
+        return Err(Error::Invalid(
+            "activation scores need calibration windows".into(),
+        ));
+    }
+    crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
+    let layers = recipe.layer_range(cfg);
+    let (mut h, pos) = embed::<B>(src, cfg, calib, device)?;
+    let mut scores = Vec::with_capacity(layers.len());
+    for l in 0..layers.end {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let block = Block::<B>::load(cfg, l, src, device)?;
+        h = match l < layers.start {
+            true => block.forward(h, &pos),
+            false => {
+                let (s, next) = pollster::block_on(layer_scores(&block, l, cfg, h, &pos, recipe))?;
+                scores.push(s);
+                progress.report(ProgressEvent {
+                    stage: "score",
+                    done: l + 1 - layers.start,
+                    total: layers.len(),
+                });
+                next
+            }
+        };
+    }
+    Ok(scores)
 }
 
 impl<B: Backend> WeightSource for Streamed<'_, B> {

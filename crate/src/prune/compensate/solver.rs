@@ -2,9 +2,11 @@
 //! a symmetric positive definite `A` by a blocked, right-looking Cholesky factorisation `A = L Lᵀ` wherever `A`
 //! lives (the f64 host backend, or the GPU). Only the `b × b` diagonal blocks travel to the host, where faer
 //! factors them in f64 and inverts their triangle; every panel, trailing update and substitution is a matmul
-//! on `A`'s backend.
+//! on `A`'s backend — in f64 wherever that backend has f64 arithmetic (the CPU, CUDA), else in `A`'s own type
+//! (WebGPU's f32). Never in the tensor-core types a GPU's f32 matmul may use (CUDA's TF32 keeps 10 mantissa
+//! bits): a trailing update in TF32 can make a well-posed ridge system look indefinite.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Mat, Par, Side};
 
@@ -26,22 +28,34 @@ struct Panel<C: Backend> {
     below: Option<Tensor<C, 2>>,
 }
 
-/// `A = L Lᵀ`, kept as its column panels.
+/// `A = L Lᵀ`, kept as its column panels (in the working type).
 pub struct Cholesky<C: Backend> {
     n: usize,
     panels: Vec<Panel<C>>,
+    /// The type the factor is computed and applied in.
+    work: DType,
+}
+
+/// f64 where the backend has f64 arithmetic, else `t`'s own type.
+fn working_type<C: Backend, const D: usize>(t: &Tensor<C, D>) -> DType {
+    match C::supports_dtype(&t.device(), DType::F64) {
+        true => DType::F64,
+        false => t.dtype(),
+    }
 }
 
 impl<C: Backend> Cholesky<C> {
-    /// Factors `a` (`[n, n]`, symmetric positive definite) with [`BLOCK`]-sized diagonal blocks.
+    /// Factors `a` (`[n, n]`, symmetric positive definite) with [`BLOCK`]-sized diagonal blocks, in f64 where
+    /// the backend has it.
     pub async fn factor(a: Tensor<C, 2>) -> Result<Self> {
-        Self::factor_blocked(a, BLOCK).await
+        let work = working_type(&a);
+        Self::factor_with(a, BLOCK, work).await
     }
 
-    /// Factors `a` with diagonal blocks of `block` rows.
-    pub async fn factor_blocked(a: Tensor<C, 2>, block: usize) -> Result<Self> {
+    /// Factors `a` with diagonal blocks of `block` rows, computing in `work`.
+    pub async fn factor_with(a: Tensor<C, 2>, block: usize, work: DType) -> Result<Self> {
         let n = a.dims()[0];
-        let mut rest = a; // the trailing matrix still to factor, [n − start, n − start]
+        let mut rest = a.cast(work); // the trailing matrix still to factor, [n − start, n − start]
         let mut panels = vec![];
         let mut start = 0;
         while start < n {
@@ -64,7 +78,7 @@ impl<C: Backend> Cholesky<C> {
             });
             start += b;
         }
-        Ok(Self { n, panels })
+        Ok(Self { n, panels, work })
     }
 
     /// `L⁻¹ B` for `B` `[n, m]`: `Y_k = L_kk⁻¹ (B_k − Σ_{i<k} L_ki Y_i)`, each block's update pushed down at once.
@@ -102,18 +116,19 @@ impl<C: Backend> Cholesky<C> {
         below.unwrap_or(y)
     }
 
-    /// `X` with `A X = B`, for `B` `[n, m]`.
+    /// `X` with `A X = B`, for `B` `[n, m]` (returned in `B`'s type).
     pub fn solve(&self, b: Tensor<C, 2>) -> Tensor<C, 2> {
-        self.backward(self.forward(b))
+        let dtype = b.dtype();
+        self.backward(self.forward(b.cast(self.work))).cast(dtype)
     }
 
     /// `diag(A⁻¹)` `[n]`: the column sums of squares of `L⁻¹` (`A⁻¹ = L⁻ᵀ L⁻¹`), from [`Self::forward`] on the
     /// identity. `L⁻¹` is lower triangular, so block row `k` only has columns `[0, end_k)`: each step works on that
-    /// prefix (a third of the full product's work).
+    /// prefix (a third of the full product's work). Returned in `like_a`'s type.
     pub fn inverse_diagonal(&self, like_a: &Tensor<C, 2>) -> Tensor<C, 1> {
         let n = self.n;
-        let mut rest = eye_like(n, like_a);
-        let mut diag = Tensor::<C, 1>::zeros([n], like(like_a));
+        let mut rest = eye_like(n, like_a).cast(self.work);
+        let mut diag = Tensor::<C, 1>::zeros([n], like(&rest));
         for p in &self.panels {
             let (w, rows, end) = (p.end - p.start, rest.dims()[0], p.end);
             let y = p.inv.clone().matmul(rest.clone().slice([0..w, 0..end]));
@@ -124,7 +139,7 @@ impl<C: Backend> Cholesky<C> {
                 rest = Tensor::cat(vec![head, rest.slice([w..rows, end..n])], 1);
             }
         }
-        diag
+        diag.cast(like_a.dtype())
     }
 }
 

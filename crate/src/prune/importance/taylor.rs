@@ -5,6 +5,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::{reduce, Member};
 use crate::error::{Error, Result};
+use crate::prune::linalg::at_least_f32;
 
 /// Which Taylor expansion term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +28,15 @@ fn need<'a, B: Backend>(t: &'a Option<Tensor<B, 2>>, what: &str) -> Result<&'a T
     })
 }
 
-/// Per-channel Taylor score of one member.
+/// Per-channel Taylor score of one member (in f32 at least: a bf16 run's weights and gradients are widened
+/// before they are multiplied and summed).
 pub fn score<B: Backend>(m: &Member<B>, term: Term) -> Result<Tensor<B, 1>> {
-    let w = m.weight.clone();
+    let w = at_least_f32(m.weight.clone());
+    let wide = |t: &Option<Tensor<B, 2>>, what| need(t, what).map(|t| at_least_f32(t.clone()));
     let hessian = || -> Result<Tensor<B, 2>> {
-        Ok(w.clone().powi_scalar(2) * need(&m.fisher, "Fisher diagonal")?.clone())
+        Ok(w.clone().powi_scalar(2) * wide(&m.fisher, "Fisher diagonal")?)
     };
-    let salience =
-        || -> Result<Tensor<B, 2>> { Ok(w.clone() * need(&m.grad, "gradient")?.clone()) };
+    let salience = || -> Result<Tensor<B, 2>> { Ok(w.clone() * wide(&m.grad, "gradient")?) };
     Ok(match term {
         Term::Vector => reduce(salience()?, m.axis).abs(),
         Term::First => reduce(salience()?.abs(), m.axis),
