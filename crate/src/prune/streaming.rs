@@ -171,11 +171,15 @@ impl<'a, B: Backend> Streamed<'a, B> {
         self.state.borrow().peak
     }
 
-    fn layer_bytes(cfg: &ModelConfig, l: usize) -> usize {
-        tensor_specs(cfg)
-            .iter()
-            .filter(|s| s.layer == Some(l))
-            .map(|s| s.numel() * 4)
+    /// The device bytes of decoder layer `l`'s tensors, in their float type (half of f32's under bf16).
+    fn layer_bytes(block: &Block<B>, l: usize) -> usize {
+        block
+            .named_weights(l)
+            .into_iter()
+            .map(|(_, w)| {
+                let t = w.flatten();
+                t.dims()[0] * t.dtype().size()
+            })
             .sum()
     }
 
@@ -199,8 +203,8 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 s.h = Some(h);
                 s.pos = Some(pos);
             }
-            let bytes = Self::layer_bytes(&self.cfg, l) as isize;
             let mut block = Block::<B>::load(&self.cfg, l, self.src, &self.device)?;
+            let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
             let h = s.h.take().expect("activations");
             let pos = s.pos.take().expect("positions");
