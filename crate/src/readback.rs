@@ -4,7 +4,6 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{Error, Result};
-use crate::io::floats;
 
 /// All values of a float tensor, row-major.
 pub async fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
@@ -12,7 +11,9 @@ pub async fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f
         .into_data_async()
         .await
         .map_err(|e| Error::Readback(format!("{e:?}")))?;
-    floats::f32s(data).map_err(Error::Readback)
+    data.convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::Readback(format!("{e:?}")))
 }
 
 /// All values of a float tensor as f64 (exact for f64 tensors), row-major.

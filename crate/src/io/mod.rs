@@ -1,7 +1,6 @@
 //! Reading and writing models and text: safetensors, tokenizers, token-id files. All from bytes; the native
 //! CLI maps files, the page slices `File`s.
 
-pub mod floats;
 pub mod gguf;
 pub mod ranges;
 pub mod safetensors;

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::floats;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
 
@@ -117,9 +116,18 @@ impl WeightSource for SafetensorsWeights<'_> {
 /// Little-endian F32 / F16 / BF16 bytes of tensor `name` as f32.
 pub(crate) fn decode(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
     Ok(match dtype {
-        Dtype::F32 => floats::decode(bytes, f32::from_le_bytes),
-        Dtype::F16 => floats::decode(bytes, |c| half::f16::from_le_bytes(c).to_f32()),
-        Dtype::BF16 => floats::decode(bytes, |c| half::bf16::from_le_bytes(c).to_f32()),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         other => {
             return Err(Error::Dtype {
                 name: name.into(),

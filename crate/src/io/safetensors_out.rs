@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::floats;
 use crate::error::Result;
 use crate::model::ModelConfig;
 
@@ -37,9 +36,15 @@ impl StDtype {
     /// Encodes f32 values.
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
-            StDtype::F32 => floats::encode(values, f32::to_le_bytes),
-            StDtype::F16 => floats::encode(values, |v| half::f16::from_f32(v).to_le_bytes()),
-            StDtype::BF16 => floats::encode(values, |v| half::bf16::from_f32(v).to_le_bytes()),
+            StDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            StDtype::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            StDtype::BF16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
         }
     }
 }

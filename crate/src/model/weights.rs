@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use super::config::ModelConfig;
 use super::tensors::tensor_specs;
 use crate::error::{Error, Result};
-use crate::io::floats;
 
 /// A read-only collection of named tensors.
 pub trait WeightSource {
@@ -70,11 +69,8 @@ pub fn load_param<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Result<Param<Tensor<B, D>>> {
     let data = src.read_f32(name)?;
-    let dtype = burn::tensor::get_device_settings::<B>(device)
-        .float_dtype
-        .into();
     Ok(Param::from_tensor(Tensor::from_data(
-        floats::tensor_data(data, shape, dtype),
+        TensorData::new(data, shape),
         device,
     )))
 }
