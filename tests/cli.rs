@@ -509,4 +509,26 @@ fn bf16_prunes_the_demo_as_f32_does() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--precision \"f16\": expected one of f32, bf16"));
+    let refused = dir.path().join("wgpu-bf16");
+    let out = prunelab(&[
+        "prune",
+        demo.to_str().unwrap(),
+        "--out",
+        refused.to_str().unwrap(),
+        "--ratio",
+        "0.2",
+        "--calib",
+        data.join("calib-python-tutorial.txt").to_str().unwrap(),
+        "--backend",
+        "wgpu",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--backend wgpu cannot compute in bf16"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!refused.exists(), "nothing is written");
 }
