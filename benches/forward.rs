@@ -1,46 +1,14 @@
 //! Forward throughput per backend (not a test): tokens/s of a batched forward pass on the two fixtures and on
 //! a random 30M-parameter model of realistic proportions. Run: `cargo bench --bench forward`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::SafetensorsWeights;
-use prunelab::model::tensors::tensor_specs;
-use prunelab::model::{Llama, ModelConfig, WeightSource};
+use prunelab::model::random::RandomWeights;
+use prunelab::model::{Llama, ModelConfig};
 use prunelab::readback::scalar;
-
-/// Deterministic pseudo-random weights (xorshift), scaled like an initialised transformer.
-struct RandomWeights {
-    tensors: HashMap<String, Vec<usize>>,
-}
-
-impl WeightSource for RandomWeights {
-    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors
-            .iter()
-            .map(|(n, s)| (n.clone(), s.clone()))
-            .collect()
-    }
-    fn read_f32(&self, name: &str) -> prunelab::Result<Vec<f32>> {
-        let shape = &self.tensors[name];
-        let n: usize = shape.iter().product();
-        if shape.len() == 1 {
-            return Ok(vec![1.0; n]);
-        }
-        let mut x = 0x9E3779B97F4A7C15u64 ^ name.len() as u64;
-        let scale = 1.0 / (shape[1] as f32).sqrt();
-        Ok((0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect())
-    }
-}
 
 fn bench<B: Backend>(label: &str, model: &Llama<B>, batch: usize, seq: usize, device: &B::Device) {
     let vocab = model.config.vocab_size as u32;
@@ -88,12 +56,7 @@ fn run_backend<B: Backend>(backend: &str) {
         "num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":2,"tie_word_embeddings":true}"#,
     )
     .unwrap();
-    let src = RandomWeights {
-        tensors: tensor_specs(&cfg)
-            .into_iter()
-            .map(|s| (s.name, s.shape))
-            .collect(),
-    };
+    let src = RandomWeights::new(&cfg, 0, 0.02);
     let model = Llama::<B>::load(&cfg, &src, &device).unwrap();
     bench(&format!("{backend} random-30M"), &model, 8, 128, &device);
 }

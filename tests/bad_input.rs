@@ -162,3 +162,31 @@ fn sharded_index_must_agree_with_files() {
         "model-00002-of-00002.safetensors: invalid safetensors: holds model.norm.weight, which the index places in model-00001-of-00002.safetensors"
     );
 }
+
+/// A source whose tensor disagrees with its own inventory (a transposed matrix) is refused by name, not
+/// reshaped.
+#[test]
+fn tensor_read_with_another_shape_is_refused() {
+    struct Transposing<'a>(SafetensorsWeights<'a>);
+    impl WeightSource for Transposing<'_> {
+        fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+            self.0.inventory()
+        }
+        fn read(&self, name: &str) -> prunelab::Result<burn::tensor::TensorData> {
+            let mut data = self.0.read(name)?;
+            if name == "model.layers.0.mlp.down_proj.weight" {
+                data.shape = data.shape.iter().rev().copied().collect();
+            }
+            Ok(data)
+        }
+    }
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let err = Llama::<Cpu>::load(&cfg, &Transposing(st), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "tensor model.layers.0.mlp.down_proj.weight: shape [160, 64] disagrees with the config, which implies [64, 160]"
+    );
+}

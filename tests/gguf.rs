@@ -5,6 +5,7 @@
 mod common;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::TensorData;
 use common::*;
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::gguf::llama::permute_rotary;
@@ -146,7 +147,7 @@ impl WeightSource for Sliced<'_> {
             .map(|s| (s.name, s.shape))
             .collect()
     }
-    fn read_f32(&self, name: &str) -> prunelab::Result<Vec<f32>> {
+    fn read(&self, name: &str) -> prunelab::Result<TensorData> {
         let full = self.inner.read_f32(name)?;
         let shape = self
             .inventory()
@@ -163,12 +164,13 @@ impl WeightSource for Sliced<'_> {
         };
         let rows = shape[0];
         let cols = *shape.last().unwrap();
-        if shape.len() == 1 {
-            return Ok(full[..rows].to_vec());
-        }
-        Ok((0..rows)
-            .flat_map(|r| full[r * cols_full..r * cols_full + cols].to_vec())
-            .collect())
+        let values: Vec<f32> = match shape.len() {
+            1 => full[..rows].to_vec(),
+            _ => (0..rows)
+                .flat_map(|r| full[r * cols_full..r * cols_full + cols].to_vec())
+                .collect(),
+        };
+        Ok(TensorData::new(values, shape))
     }
 }
 

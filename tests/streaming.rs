@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::process::Command;
 
 use burn::backend::Flex;
+use burn::tensor::TensorData;
 use prunelab::model::random::RandomWeights;
 use prunelab::model::shapes::known_shape;
 use prunelab::model::tensors::tensor_specs;
@@ -49,9 +50,9 @@ impl WeightSource for Logged<'_> {
     fn inventory(&self) -> Vec<(String, Vec<usize>)> {
         self.inner.inventory()
     }
-    fn read_f32(&self, name: &str) -> prunelab::Result<Vec<f32>> {
+    fn read(&self, name: &str) -> prunelab::Result<TensorData> {
         self.log.borrow_mut().push(format!("in {name}"));
-        self.inner.read_f32(name)
+        self.inner.read(name)
     }
 }
 
@@ -291,4 +292,108 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("training-free"));
     assert!(!c.exists());
+}
+
+/// A bf16 checkpoint is read as bf16 (the file's bytes, no detour through f32), loads exactly into an f32 model,
+/// and a bf16 run writes the tensors it does not prune byte for byte as it read them, streamed or not.
+#[test]
+fn bf16_checkpoints_pass_through_without_conversion() {
+    use prunelab::io::safetensors_ranges::RangedSafetensors;
+    use prunelab::io::SafetensorsWeights;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_prunelab");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let synth = dir.path().join("tiny-bf16");
+    let s = synth.to_str().unwrap();
+    run(&["synth", "--shape", "tiny", "--out", s, "--dtype", "bf16"]);
+    let input = std::fs::read(synth.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&input).unwrap();
+
+    // Both readers hand out the stored bytes; the f32 view and an f32 model hold the exact bf16 values.
+    let whole =
+        SafetensorsWeights::from_files(&[("model.safetensors".into(), &input)], None).unwrap();
+    let ranged = RangedSafetensors::open(vec![("model.safetensors".into(), &input[..])]).unwrap();
+    let cfg = tiny();
+    let model = Llama::<Flex>::load(&cfg, &whole, &Default::default()).unwrap();
+    let loaded: std::collections::HashMap<_, _> = model.named_weights().into_iter().collect();
+    for spec in tensor_specs(&cfg) {
+        let view = file.tensor(&spec.name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::BF16);
+        for src in [&whole as &dyn WeightSource, &ranged] {
+            let data = src.read(&spec.name).unwrap();
+            assert_eq!(data.dtype, burn::tensor::DType::BF16, "{}", spec.name);
+            assert_eq!(data.shape.to_vec(), spec.shape, "{}", spec.name);
+            assert_eq!(data.as_bytes(), view.data(), "{}", spec.name);
+        }
+        let exact: Vec<f32> = view
+            .data()
+            .chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        assert_eq!(whole.read_f32(&spec.name).unwrap(), exact, "{}", spec.name);
+        let w = loaded[&spec.name].clone().flatten();
+        assert_eq!(w.dtype(), burn::tensor::DType::F32);
+        let got = pollster::block_on(prunelab::readback::to_vec(w)).unwrap();
+        assert_eq!(got, exact, "{}", spec.name);
+    }
+
+    // A bf16 prune (in memory and streamed) of layers 1..3 leaves every other tensor's bytes as they were.
+    let ids = dir.path().join("calib.json");
+    std::fs::write(&ids, serde_json::to_vec(&calib(&cfg)).unwrap()).unwrap();
+    let mut outputs = vec![];
+    for stream in [false, true] {
+        let out = dir.path().join(format!("pruned-{stream}"));
+        let mut args = vec![
+            "prune",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--importance",
+            "flap",
+            "--compensation",
+            "ls",
+            "--ratio",
+            "0.25",
+            "--layers",
+            "1..3",
+            "--calib-ids",
+            ids.to_str().unwrap(),
+            "--precision",
+            "bf16",
+            "--dtype",
+            "bf16",
+            "--json",
+        ];
+        if stream {
+            args.push("--stream");
+        }
+        let report: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        outputs.push((
+            report,
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+        ));
+    }
+    assert_eq!(outputs[0].0["plan"], outputs[1].0["plan"]);
+    for (_, bytes) in &outputs {
+        let pruned = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let mut untouched = 0;
+        for (name, view) in file.tensors() {
+            let kept = pruned.tensor(&name).unwrap();
+            assert_eq!(kept.dtype(), safetensors::Dtype::BF16, "{name}");
+            if !(name.starts_with("model.layers.1.") || name.starts_with("model.layers.2.")) {
+                assert_eq!(kept.data(), view.data(), "{name}");
+                untouched += 1;
+            }
+        }
+        assert_eq!(untouched, file.len() - 2 * 9);
+    }
 }

@@ -16,7 +16,6 @@ use prunelab::prune::pipeline::prune;
 use prunelab::prune::recipe::EvalSpec;
 use prunelab::prune::report::{EvalReport, Report, StageTime};
 use prunelab::prune::Recipe;
-use prunelab::readback::to_vec;
 use web_time::Instant;
 
 use crate::files::ModelFiles;
@@ -193,7 +192,7 @@ async fn go<B: AutodiffBackend>(
             })?;
             emit.part(
                 &shard.file,
-                &StDtype::F32.encode(&to_vec(w.clone().flatten()).await?),
+                &StDtype::F32.encode(w.clone().to_data().await?),
             )?;
         }
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, TensorData};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -170,7 +170,7 @@ fn write_hf(
         let mut w = BufWriter::new(File::create(&path).map_err(io(&path))?);
         w.write_all(&shard.header).map_err(io(&path))?;
         for name in &shard.tensors {
-            w.write_all(&dtype.encode(&src.read_f32(name)?))
+            w.write_all(&dtype.encode(src.read(name)?))
                 .map_err(io(&path))?;
             done += 1;
             progress.report(ProgressEvent {
@@ -238,12 +238,12 @@ impl<B: Backend> WeightSource for ModelWeights<B> {
             .map(|(n, w)| (n.clone(), w.shape()))
             .collect()
     }
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
         let w = self.weights.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.into(),
             expected: vec![],
         })?;
-        pollster::block_on(crate::readback::to_vec(w.clone().flatten()))
+        pollster::block_on(w.clone().to_data())
     }
 }
 

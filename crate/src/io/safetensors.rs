@@ -1,9 +1,11 @@
 //! Safetensors weights from bytes: one file, or shards with `model.safetensors.index.json`. F32, F16 and BF16
-//! convert to f32 one tensor at a time; the bytes themselves are borrowed (memory-mapped natively, a `File`
-//! slice in the browser), never copied whole.
+//! tensors are handed out one at a time in their stored type (copied, never converted); the file
+//! itself is borrowed (memory-mapped natively, a `File` slice in the browser), never copied whole.
 
 use std::collections::{BTreeMap, HashMap};
 
+use burn::tensor::{Bytes, DType, TensorData};
+use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -99,7 +101,17 @@ impl WeightSource for SafetensorsWeights<'_> {
             .collect()
     }
 
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
+        self.tensor(name, None)
+    }
+
+    fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
+        self.tensor(name, Some(dtype))
+    }
+}
+
+impl SafetensorsWeights<'_> {
+    fn tensor(&self, name: &str, want: Option<DType>) -> Result<TensorData> {
         let missing = || Error::MissingTensor {
             name: name.into(),
             expected: vec![],
@@ -109,30 +121,53 @@ impl WeightSource for SafetensorsWeights<'_> {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        decode(view.dtype(), view.data(), name)
+        tensor_data(view.dtype(), view.data(), view.shape(), name, want)
     }
 }
 
-/// Little-endian F32 / F16 / BF16 bytes of tensor `name` as f32.
-pub(crate) fn decode(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+/// The little-endian F32 / F16 / BF16 bytes of tensor `name` as tensor data of type `want` (default: the stored
+/// type), in one pass into an allocation of the element's width where it can: a copy for the stored type, a
+/// decode for f32. Other stored types are refused by name.
+pub(crate) fn tensor_data(
+    stored: Dtype,
+    bytes: &[u8],
+    shape: &[usize],
+    name: &str,
+    want: Option<DType>,
+) -> Result<TensorData> {
+    let stored = match stored {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
         other => {
             return Err(Error::Dtype {
                 name: name.into(),
                 dtype: format!("{other:?}"),
             })
         }
+    };
+    let want = want.unwrap_or(stored);
+    let copy = || match stored {
+        DType::F32 => Bytes::from_elems(words(bytes, u32::from_le_bytes)),
+        _ => Bytes::from_elems(words(bytes, u16::from_le_bytes)),
+    };
+    let shape = shape.to_vec();
+    Ok(match (stored, want) {
+        (a, b) if a == b => TensorData::from_bytes(copy(), shape, stored),
+        (DType::BF16, DType::F32) => {
+            TensorData::new(words(bytes, |w| bf16::from_le_bytes(w).to_f32()), shape)
+        }
+        (DType::F16, DType::F32) => {
+            TensorData::new(words(bytes, |w| f16::from_le_bytes(w).to_f32()), shape)
+        }
+        _ => TensorData::from_bytes(copy(), shape, stored).convert_dtype(want),
     })
+}
+
+/// Little-endian `N`-byte words, each mapped to a value.
+fn words<const N: usize, W>(bytes: &[u8], value: impl Fn([u8; N]) -> W) -> Vec<W> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| value(c.try_into().expect("N bytes")))
+        .collect()
 }

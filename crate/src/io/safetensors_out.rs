@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use burn::tensor::{Bytes, DType, TensorData};
 use serde_json::json;
 
 use crate::error::Result;
@@ -33,19 +34,18 @@ impl StDtype {
             _ => 2,
         }
     }
-    /// Encodes f32 values.
-    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+    fn burn_dtype(self) -> DType {
         match self {
-            StDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StDtype::F16 => values
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect(),
-            StDtype::BF16 => values
-                .iter()
-                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                .collect(),
+            StDtype::F32 => DType::F32,
+            StDtype::F16 => DType::F16,
+            StDtype::BF16 => DType::BF16,
         }
+    }
+    /// The little-endian bytes of `data` in this type: its own bytes when it already is of this type (a bf16
+    /// tensor read back from a bf16 device is written without a conversion), converted (rounded to nearest)
+    /// otherwise.
+    pub fn encode(self, data: TensorData) -> Bytes {
+        data.convert_dtype(self.burn_dtype()).into_bytes()
     }
 }
 

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
+use burn::tensor::{DType, TensorData};
 use safetensors::Dtype;
 use serde::Deserialize;
 
 pub use super::ranges::ByteRanges;
-use super::safetensors::decode;
+use super::safetensors::tensor_data;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
 
@@ -127,7 +128,17 @@ impl<R: ByteRanges> WeightSource for RangedSafetensors<R> {
             .collect()
     }
 
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
+        self.tensor(name, None)
+    }
+
+    fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
+        self.tensor(name, Some(dtype))
+    }
+}
+
+impl<R: ByteRanges> RangedSafetensors<R> {
+    fn tensor(&self, name: &str, want: Option<DType>) -> Result<TensorData> {
         let shard = &self.shards[*self
             .location
             .get(name)
@@ -141,6 +152,6 @@ impl<R: ByteRanges> WeightSource for RangedSafetensors<R> {
         if bytes.len() as u64 != b - a {
             return Err(bad(&shard.file, format!("tensor {name}: short read")));
         }
-        decode(e.dtype, &bytes, name)
+        tensor_data(e.dtype, &bytes, &e.shape, name, want)
     }
 }

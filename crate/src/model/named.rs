@@ -2,11 +2,13 @@
 //! tensor (gradients, scores, export).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::linear::Linear;
 use super::llama::{Block, Llama};
 use super::tensors::layer_tensor;
+use crate::error::Result;
+use crate::readback::to_data;
 
 /// A weight of rank 1 (norms, biases) or 2 (linears, embeddings).
 #[derive(Debug, Clone)]
@@ -29,6 +31,14 @@ impl<B: Backend> Weight<B> {
         match self {
             Weight::Vector(t) => t,
             Weight::Matrix(t) => t.flatten(0, 1),
+        }
+    }
+
+    /// The values read back in the weight's float type, with its shape.
+    pub async fn to_data(self) -> Result<TensorData> {
+        match self {
+            Weight::Vector(t) => to_data(t).await,
+            Weight::Matrix(t) => to_data(t).await,
         }
     }
 }

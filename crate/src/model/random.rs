@@ -2,6 +2,7 @@
 //! trained from scratch and the weights of synthetic checkpoints of real shapes. Each tensor is drawn from its
 //! own stream (seed and name), so any one tensor can be produced without the others.
 
+use burn::tensor::TensorData;
 use rand::{Rng, SeedableRng};
 
 use super::config::ModelConfig;
@@ -42,7 +43,7 @@ impl WeightSource for RandomWeights {
             .collect()
     }
 
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
         let spec = tensor_specs(&self.cfg)
             .into_iter()
             .find(|s| s.name == name)
@@ -51,11 +52,12 @@ impl WeightSource for RandomWeights {
                 expected: vec![],
             })?;
         let n = spec.numel();
+        let data = |values: Vec<f32>| TensorData::new(values, spec.shape.clone());
         if name.ends_with("norm.weight") {
-            return Ok(vec![1.0; n]);
+            return Ok(data(vec![1.0; n]));
         }
         if name.ends_with(".bias") {
-            return Ok(vec![0.0; n]);
+            return Ok(data(vec![0.0; n]));
         }
         let residual = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
         let std = match residual {
@@ -73,6 +75,6 @@ impl WeightSource for RandomWeights {
             out.push((r * t.sin()) as f32);
         }
         out.truncate(n);
-        Ok(out)
+        Ok(data(out))
     }
 }

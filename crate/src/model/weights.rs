@@ -1,11 +1,12 @@
-//! Where weights come from: a [`WeightSource`] names its tensors with HF names and hands each out as f32.
+//! Where weights come from: a [`WeightSource`] names its tensors with HF names and hands each out in its stored
+//! float type (a bf16 checkpoint reaches a bf16 device without ever passing through f32 on the host).
 //! Safetensors (single or sharded) and GGUF implement it; the model loader checks the inventory against the
 //! config before it reads a single tensor, so a mismatch costs nothing and names the culprit.
 
 use std::collections::HashMap;
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, get_device_settings, DType, Tensor, TensorData};
 
 use super::config::ModelConfig;
 use super::tensors::tensor_specs;
@@ -15,8 +16,19 @@ use crate::error::{Error, Result};
 pub trait WeightSource {
     /// Every tensor's HF name and shape.
     fn inventory(&self) -> Vec<(String, Vec<usize>)>;
+    /// One tensor in its stored float type (f32, f16 or bf16), row-major, with its shape.
+    fn read(&self, name: &str) -> Result<TensorData>;
+    /// One tensor as float type `dtype`: the stored values when they already are of that type, converted
+    /// otherwise (sources that can decode straight into `dtype` do it in one pass).
+    fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
+        Ok(self.read(name)?.convert_dtype(dtype))
+    }
     /// One tensor converted to f32, row-major.
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>>;
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.read_as(name, DType::F32)?
+            .into_vec()
+            .map_err(|e| Error::Invalid(format!("tensor {name}: {e:?}")))
+    }
 }
 
 /// Tensors that checkpoints carry but the model recomputes (rotary buffers of old transformers versions).
@@ -61,16 +73,22 @@ pub fn check_inventory(cfg: &ModelConfig, src: &dyn WeightSource) -> Result<()> 
     Ok(())
 }
 
-/// Reads one tensor as a parameter of rank `D` (shape already checked by [`check_inventory`]).
+/// Reads one tensor as a parameter of rank `D` (shape already checked by [`check_inventory`]) in the device's
+/// float type: a bf16 checkpoint reaches a bf16 device as its bytes, an f32 device in one decoding pass.
 pub fn load_param<B: Backend, const D: usize>(
     src: &dyn WeightSource,
     name: &str,
     shape: [usize; D],
     device: &B::Device,
 ) -> Result<Param<Tensor<B, D>>> {
-    let data = src.read_f32(name)?;
-    Ok(Param::from_tensor(Tensor::from_data(
-        TensorData::new(data, shape),
-        device,
-    )))
+    let dtype = get_device_settings::<B>(device).float_dtype.into();
+    let data = src.read_as(name, dtype)?;
+    if data.shape.as_slice() != shape.as_slice() {
+        return Err(Error::ShapeMismatch {
+            name: name.into(),
+            expected: shape.to_vec(),
+            found: data.shape.to_vec(),
+        });
+    }
+    Ok(Param::from_tensor(Tensor::from_data(data, device)))
 }

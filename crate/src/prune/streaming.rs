@@ -25,7 +25,6 @@ use crate::model::tensors::tensor_specs;
 use crate::model::weights::check_inventory;
 use crate::model::{Llama, ModelConfig, WeightSource};
 use crate::progress::{Progress, ProgressEvent};
-use crate::readback::to_vec;
 
 /// Bytes of decoder-layer weights held at once, for the memory accounting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,8 +40,8 @@ struct State<B: Backend> {
     next: usize,
     h: Option<Tensor<B, 3>>,
     pos: Option<Positions<B>>,
-    /// The last pruned layer, read back, by HF name; taken as it is written.
-    ready: HashMap<String, Vec<f32>>,
+    /// The last pruned layer, read back in the device's float type, by HF name; taken as it is written.
+    ready: HashMap<String, TensorData>,
     plans: Vec<LayerPlan>,
     scores: Vec<LayerScores>,
     reconstruction: Vec<Reconstruction>,
@@ -225,12 +224,12 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 if self.recipe.compensation.adds_bias() {
                     add_zero_biases_to_block(&mut block, &self.device);
                 }
-                let leftover: usize = s.ready.values().map(|v| v.len() * 4).sum();
+                let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
                 s.ready.clear();
                 Self::account(&mut s, 0, -(leftover as isize));
                 for (name, w) in block.named_weights(l) {
-                    let v = pollster::block_on(to_vec(w.flatten()))?;
-                    let b = (v.len() * 4) as isize;
+                    let v = pollster::block_on(w.to_data())?;
+                    let b = v.bytes.len() as isize;
                     s.ready.insert(name, v);
                     Self::account(&mut s, 0, b);
                 }
@@ -253,23 +252,26 @@ impl<'a, B: Backend> Streamed<'a, B> {
     }
 }
 
-/// Calibration activations entering layer 0: embedding rows gathered on the host (the embedding matrix never
-/// goes to the device).
+/// Calibration activations entering layer 0: embedding rows gathered on the host in the checkpoint's float type
+/// (the embedding matrix never goes to the device).
 fn embed<B: Backend>(
     src: &dyn WeightSource,
     cfg: &ModelConfig,
     calib: &[Vec<u32>],
     device: &B::Device,
 ) -> Result<(Tensor<B, 3>, Positions<B>)> {
-    let table = src.read_f32("model.embed_tokens.weight")?;
-    let d = cfg.hidden_size;
-    let (n, len) = (calib.len(), calib[0].len());
-    let rows: Vec<f32> = calib
-        .iter()
-        .flatten()
-        .flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied())
-        .collect();
-    let h = Tensor::from_data(TensorData::new(rows, [n, len, d]), device);
+    let table = src.read("model.embed_tokens.weight")?;
+    let (d, n, len) = (cfg.hidden_size, calib.len(), calib[0].len());
+    let row = d * table.dtype.size();
+    let bytes = table.as_bytes();
+    let mut rows = Vec::with_capacity(n * len * row);
+    for &t in calib.iter().flatten() {
+        rows.extend_from_slice(&bytes[t as usize * row..(t as usize + 1) * row]);
+    }
+    let h = Tensor::from_data(
+        TensorData::from_bytes_vec(rows, [n, len, d], table.dtype),
+        device,
+    );
     Ok((h, Llama::<B>::positions_for(cfg, len, device)))
 }
 
@@ -324,16 +326,16 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
             .collect()
     }
 
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
         let Some(l) = layer_of(name).filter(|l| self.layers.contains(l)) else {
             // Outside the pruned range: as in the input (zero biases where the output gained them).
             let has = self.src.inventory().iter().any(|(n, _)| n == name);
             return match has {
-                true => self.src.read_f32(name),
+                true => self.src.read(name),
                 false => {
                     let spec = tensor_specs(&self.out).into_iter().find(|s| s.name == name);
                     spec.filter(|_| name.ends_with(".bias"))
-                        .map(|s| vec![0.0; s.numel()])
+                        .map(|s| TensorData::new(vec![0.0f32; s.numel()], s.shape))
                         .ok_or_else(|| Error::MissingTensor {
                             name: name.into(),
                             expected: vec![],
@@ -354,7 +356,7 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
                 "streamed tensor {name} was already read or does not exist"
             ))
         })?;
-        Self::account(&mut s, 0, -((v.len() * 4) as isize));
+        Self::account(&mut s, 0, -(v.bytes.len() as isize));
         Ok(v)
     }
 }

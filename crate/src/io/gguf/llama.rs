@@ -1,6 +1,8 @@
 //! The `llama` (uniform layers) and `deci` (per-layer widths) GGUF architectures ↔ our config and HF tensor
 //! names, and llama.cpp's rotary row permutation of `q_proj` / `k_proj`.
 
+use burn::tensor::TensorData;
+
 use super::reader::{GgufFile, GgufHeader, Value};
 use crate::error::{Error, Result};
 use crate::io::ranges::ByteRanges;
@@ -282,7 +284,7 @@ impl<R: ByteRanges> WeightSource for GgufModel<R> {
             .collect()
     }
 
-    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    fn read(&self, name: &str) -> Result<TensorData> {
         let gguf = gguf_name(name).unwrap_or_else(|| name.to_string());
         let info = self
             .file
@@ -292,7 +294,7 @@ impl<R: ByteRanges> WeightSource for GgufModel<R> {
                 expected: vec![],
             })?;
         let data = self.file.read_f32(info)?;
-        Ok(match is_rotary(name) {
+        let data = match is_rotary(name) {
             true => {
                 let cols = if info.dims.len() == 2 {
                     info.dims[0] as usize
@@ -302,6 +304,7 @@ impl<R: ByteRanges> WeightSource for GgufModel<R> {
                 permute_rotary(&data, cols, self.config.head_dim, false)
             }
             false => data,
-        })
+        };
+        Ok(TensorData::new(data, info.shape()))
     }
 }
