@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
 use self::solver::Cholesky;
-use super::linalg::{eye_like, like};
+use super::linalg::{eye_like, like, product};
 use super::plan::index;
 use super::stats::InputStats;
 use crate::error::Result;
@@ -124,7 +124,7 @@ pub async fn least_squares<C: Backend>(
             (a, Tensor::cat(vec![g_kp, s_p], 0))
         }
     };
-    let b = g_rp.matmul(columns(w, pruned).transpose());
+    let b = product(g_rp, columns(w, pruned).transpose());
     // Y = A⁻¹ B ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k].
     let y = Cholesky::factor(a).await?.solve(b);
     Ok(Refit {
@@ -149,7 +149,7 @@ pub async fn relative_error<C: Backend>(
 
 /// `tr(M G Mᵀ)` for `M` `[d_out, s]` and `G` `[s, s]`.
 fn energy<C: Backend>(m: Tensor<C, 2>, g: Tensor<C, 2>) -> Tensor<C, 1> {
-    (m.clone().matmul(g) * m).sum()
+    (product(m.clone(), g) * m).sum()
 }
 
 /// `‖W X‖²` summed over the calibration tokens: the denominator of every relative error of this module.
@@ -184,7 +184,7 @@ pub async fn error_energy<C: Backend>(
     let mut total = energy(d.clone(), block(&stats.gram, &support, &support));
     if let Some(b) = bias {
         let d_out = b.dims()[0];
-        let ds = d.matmul(entries(&stats.sum, &support).reshape([support.len(), 1]));
+        let ds = product(d, entries(&stats.sum, &support).reshape([support.len(), 1]));
         let cross = (b.clone().reshape([d_out, 1]) * ds).sum().mul_scalar(-2.0);
         let own = b.clone().square().sum().mul_scalar(stats.tokens as f64);
         total = total + cross + own;
@@ -202,7 +202,6 @@ pub fn bias_update<C: Backend>(
     if pruned.is_empty() {
         return Tensor::zeros([d_out], like(w));
     }
-    columns(w, pruned)
-        .matmul(entries(&stats.mean(), pruned).reshape([pruned.len(), 1]))
-        .reshape([d_out])
+    let mean = entries(&stats.mean(), pruned).reshape([pruned.len(), 1]);
+    product(columns(w, pruned), mean).reshape([d_out])
 }

@@ -2,16 +2,18 @@
 //! a symmetric positive definite `A` by a blocked, right-looking Cholesky factorisation `A = L Lᵀ` wherever `A`
 //! lives (the f64 host backend, or the GPU). Only the `b × b` diagonal blocks travel to the host, where faer
 //! factors them in f64 and inverts their triangle; every panel, trailing update and substitution is a matmul
-//! on `A`'s backend — in f64 wherever that backend has f64 arithmetic (the CPU, CUDA), else in `A`'s own type
-//! (WebGPU's f32). Never in the tensor-core types a GPU's f32 matmul may use (CUDA's TF32 keeps 10 mantissa
-//! bits): a trailing update in TF32 can make a well-posed ridge system look indefinite.
+//! on `A`'s backend — in f64 wherever that backend has f64 arithmetic (the CPU), else in `A`'s own type (f32 on
+//! WebGPU, and on CUDA, where burn 0.21 registers no f64). Never at the precision of the tensor-core type CUDA's
+//! f32 matmul rounds its operands to (TF32 keeps 10 mantissa bits, and a trailing update in TF32 can make a
+//! well-posed ridge system look indefinite): there every product is formed from bf16-exact parts
+//! ([`product_with`]).
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Mat, Par, Side};
 
 use crate::error::{Error, Result};
-use crate::prune::linalg::{eye_like, like};
+use crate::prune::linalg::{eye_like, like, product_with, F32Matmul};
 use crate::readback::to_vec_f64;
 
 /// Diagonal block size: large enough that the panel matmuls keep a GPU busy, small enough that faer factors a
@@ -34,6 +36,8 @@ pub struct Cholesky<C: Backend> {
     panels: Vec<Panel<C>>,
     /// The type the factor is computed and applied in.
     work: DType,
+    /// What the backend's f32 matmul does to its operands.
+    matmul: F32Matmul,
 }
 
 /// f64 where the backend has f64 arithmetic, else `t`'s own type.
@@ -48,12 +52,19 @@ impl<C: Backend> Cholesky<C> {
     /// Factors `a` (`[n, n]`, symmetric positive definite) with [`BLOCK`]-sized diagonal blocks, in f64 where
     /// the backend has it.
     pub async fn factor(a: Tensor<C, 2>) -> Result<Self> {
-        let work = working_type(&a);
-        Self::factor_with(a, BLOCK, work).await
+        let (work, matmul) = (working_type(&a), F32Matmul::of::<C>(&a.device()));
+        Self::factor_with(a, BLOCK, work, matmul).await
     }
 
-    /// Factors `a` with diagonal blocks of `block` rows, computing in `work`.
-    pub async fn factor_with(a: Tensor<C, 2>, block: usize, work: DType) -> Result<Self> {
+    /// Factors `a` with diagonal blocks of `block` rows, computing in `work`, with products formed for a
+    /// backend whose f32 matmul behaves as `matmul`.
+    pub async fn factor_with(
+        a: Tensor<C, 2>,
+        block: usize,
+        work: DType,
+        matmul: F32Matmul,
+    ) -> Result<Self> {
+        let mm = |x: Tensor<C, 2>, y: Tensor<C, 2>| product_with(x, y, matmul);
         let n = a.dims()[0];
         let mut rest = a.cast(work); // the trailing matrix still to factor, [n − start, n − start]
         let mut panels = vec![];
@@ -62,12 +73,8 @@ impl<C: Backend> Cholesky<C> {
             let (b, m) = (block.max(1).min(n - start), n - start);
             let inv = inverse_factor(rest.clone().slice([0..b, 0..b]), start).await?;
             let below = (b < m).then(|| {
-                let l21 = rest
-                    .clone()
-                    .slice([b..m, 0..b])
-                    .matmul(inv.clone().transpose());
-                rest =
-                    rest.clone().slice([b..m, b..m]) - l21.clone().matmul(l21.clone().transpose());
+                let l21 = mm(rest.clone().slice([b..m, 0..b]), inv.clone().transpose());
+                rest = rest.clone().slice([b..m, b..m]) - mm(l21.clone(), l21.clone().transpose());
                 l21
             });
             panels.push(Panel {
@@ -78,7 +85,16 @@ impl<C: Backend> Cholesky<C> {
             });
             start += b;
         }
-        Ok(Self { n, panels, work })
+        Ok(Self {
+            n,
+            panels,
+            work,
+            matmul,
+        })
+    }
+
+    fn mm(&self, x: Tensor<C, 2>, y: Tensor<C, 2>) -> Tensor<C, 2> {
+        product_with(x, y, self.matmul)
     }
 
     /// `L⁻¹ B` for `B` `[n, m]`: `Y_k = L_kk⁻¹ (B_k − Σ_{i<k} L_ki Y_i)`, each block's update pushed down at once.
@@ -88,9 +104,9 @@ impl<C: Backend> Cholesky<C> {
         let mut ys = Vec::with_capacity(self.panels.len());
         for p in &self.panels {
             let (w, rows) = (p.end - p.start, rest.dims()[0]);
-            let y = p.inv.clone().matmul(rest.clone().slice([0..w, 0..m]));
+            let y = self.mm(p.inv.clone(), rest.clone().slice([0..w, 0..m]));
             if let Some(l21) = &p.below {
-                rest = rest.slice([w..rows, 0..m]) - l21.clone().matmul(y.clone());
+                rest = rest.slice([w..rows, 0..m]) - self.mm(l21.clone(), y.clone());
             }
             ys.push(y);
         }
@@ -104,10 +120,10 @@ impl<C: Backend> Cholesky<C> {
         for p in self.panels.iter().rev() {
             let yk = y.clone().slice([p.start..p.end, 0..m]);
             let rhs = match (&p.below, &below) {
-                (Some(l21), Some(x)) => yk - l21.clone().transpose().matmul(x.clone()),
+                (Some(l21), Some(x)) => yk - self.mm(l21.clone().transpose(), x.clone()),
                 _ => yk,
             };
-            let xk = p.inv.clone().transpose().matmul(rhs);
+            let xk = self.mm(p.inv.clone().transpose(), rhs);
             below = Some(match below {
                 Some(x) => Tensor::cat(vec![xk, x], 0),
                 None => xk,
@@ -131,11 +147,11 @@ impl<C: Backend> Cholesky<C> {
         let mut diag = Tensor::<C, 1>::zeros([n], like(&rest));
         for p in &self.panels {
             let (w, rows, end) = (p.end - p.start, rest.dims()[0], p.end);
-            let y = p.inv.clone().matmul(rest.clone().slice([0..w, 0..end]));
+            let y = self.mm(p.inv.clone(), rest.clone().slice([0..w, 0..end]));
             let sums = y.clone().square().sum_dim(0).reshape([end]);
             diag = diag.clone().slice_assign(0..end, diag.slice(0..end) + sums);
             if let Some(l21) = &p.below {
-                let head = rest.clone().slice([w..rows, 0..end]) - l21.clone().matmul(y);
+                let head = rest.clone().slice([w..rows, 0..end]) - self.mm(l21.clone(), y);
                 rest = Tensor::cat(vec![head, rest.slice([w..rows, end..n])], 1);
             }
         }

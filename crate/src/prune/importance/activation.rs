@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use super::Importance;
 use crate::error::Result;
 use crate::prune::compensate::solver::Cholesky;
-use crate::prune::linalg::{eye_like, like};
+use crate::prune::linalg::{eye_like, like, product};
 use crate::prune::stats::InputStats;
 use crate::readback::{scalar, to_vec_f64};
 
@@ -40,7 +40,7 @@ pub async fn column_scores<C: Backend>(
 async fn numerical<C: Backend>(w: &Tensor<C, 2>, stats: &InputStats<C>) -> Result<Tensor<C, 1>> {
     let n = stats.n();
     let eye = eye_like(n, w);
-    let a = w.clone().transpose().matmul(w.clone()) * stats.gram.clone();
+    let a = product(w.clone().transpose(), w.clone()) * stats.gram.clone();
     let mean_diag = scalar((a.clone() * eye.clone()).sum()).await? / n as f64;
     let damping = (NUMERICAL_DAMPING * mean_diag).max(f64::MIN_POSITIVE);
     let a = a + eye.mul_scalar(damping);
