@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The table of benches/gpu/run.sh: per recipe, prunelab and PyTorch side by side — stage times, total wall time,
-peak GPU memory — with the ratios ours / PyTorch, and the training-free goal's memory bound. Usage: table.py OUT"""
+"""The table of benches/gpu/run.sh: per recipe, prunelab (cold: autotuning included; warm: cached) and PyTorch side by
+side — stage times, total wall time, peak GPU memory — with the ratios ours / PyTorch, and the training-free goal's
+memory bound. Usage: PRECISION=bf16|f32 table.py OUT"""
 import json
 import os
 import sys
@@ -47,14 +48,16 @@ print()
 print("| recipe | tool | stages | total | peak GPU | ours / PyTorch (time, memory) |")
 print("|---|---|---|---|---|---|")
 for recipe in ["taylor-first", "flap-ls"]:
-    ours, theirs = runs.get("ours-" + recipe), runs.get("pytorch-" + recipe)
-    for tool, run in [("prunelab", ours), ("PyTorch", theirs)]:
+    theirs = runs.get("pytorch-" + recipe)
+    for tool, name in [("prunelab", "ours-" + recipe), ("prunelab, warm", "ours-%s-warm" % recipe),
+                       ("PyTorch", "pytorch-" + recipe)]:
+        run = runs.get(name)
         if run is None:
             continue
-        name = ("ours-" if tool == "prunelab" else "pytorch-") + recipe
+        ours = run if tool != "PyTorch" else None
         peak = gib(run["peak_mib"])
         ratio = ""
-        if tool == "prunelab" and ours and theirs and ours["rc"] == 0 and theirs["rc"] == 0:
+        if ours and theirs and ours["rc"] == 0 and theirs["rc"] == 0:
             t = ours["wall"] / theirs["wall"]
             m = (ours["peak_mib"] / theirs["peak_mib"]) if ours["peak_mib"] and theirs["peak_mib"] else None
             ratio = "%.2f×, %s" % (t, "%.2f×" % m if m else "n/a")
@@ -62,8 +65,9 @@ for recipe in ["taylor-first", "flap-ls"]:
             recipe, tool, stages(name, load(name)), run["wall"], "n/a" if peak is None else "%.1f GiB" % peak, ratio))
 fl = runs.get("ours-flap-ls")
 if fl and fl["peak_mib"] is not None:
-    unit = (layer_params + embed_params) * 4 / 2**30  # as prunelab holds them on the device: f32
+    precision = os.environ.get("PRECISION", "bf16")
+    unit = (layer_params + embed_params) * (2 if precision == "bf16" else 4) / 2**30  # in prunelab's device type
     print()
-    print("training-free goal: streamed peak ≤ 1.3 × (one layer + embeddings, f32: %.2f GiB) = %.2f GiB; "
+    print("training-free goal: streamed peak ≤ 1.3 × (one layer + embeddings, %s: %.2f GiB) = %.2f GiB; "
           "ours %.2f GiB = %.2f × (PyTorch holds all bf16 weights: %.1f GiB)"
-          % (unit, 1.3 * unit, gib(fl["peak_mib"]), gib(fl["peak_mib"]) / unit, total_params * 2 / 2**30))
+          % (precision, unit, 1.3 * unit, gib(fl["peak_mib"]), gib(fl["peak_mib"]) / unit, total_params * 2 / 2**30))
