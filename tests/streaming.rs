@@ -246,6 +246,20 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
         assert_eq!(report["plan"], streamed["plan"]);
+        // Where the time went: the layers' phases, then passing tensors through and writing.
+        let timings = streamed["timings"].as_array().unwrap();
+        let stages: Vec<&str> = timings
+            .iter()
+            .map(|t| t["stage"].as_str().unwrap())
+            .collect();
+        let mut want = vec!["load layers", "compute", "read back", "copy + write"];
+        if allocation == "global" {
+            want.insert(0, "score");
+        }
+        assert_eq!(stages, want);
+        assert!(timings
+            .iter()
+            .all(|t| t["seconds"].as_f64().unwrap() >= 0.0));
         let (x, y) = (
             std::fs::read(a.join("model.safetensors")).unwrap(),
             std::fs::read(b.join("model.safetensors")).unwrap(),

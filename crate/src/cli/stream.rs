@@ -87,11 +87,25 @@ impl BackendJob for StreamJob<'_> {
             let late = || {
                 let (plan, mut scores, recon) = streamed.take_results();
                 scores.append(&mut first_scores.clone());
+                // The layers' phases, and the rest of the stream: passing tensors through and writing.
                 let mut timings = timings.clone();
+                let before: f64 = timings.iter().map(|t| t.seconds).sum();
+                let phases = streamed.phases();
+                for (stage, seconds) in [
+                    ("load layers", phases.load),
+                    ("compute", phases.compute),
+                    ("read back", phases.read_back),
+                ] {
+                    timings.push(StageTime {
+                        stage: stage.into(),
+                        seconds,
+                    });
+                }
                 timings.push(StageTime {
-                    stage: "stream".into(),
+                    stage: "copy + write".into(),
                     seconds: start.elapsed().as_secs_f64()
-                        - timings.iter().map(|t| t.seconds).sum::<f64>(),
+                        - before
+                        - (phases.load + phases.compute + phases.read_back),
                 });
                 let r = Report::new(
                     recipe, ratio, cfg, &out_cfg, plan, &scores, recon, timings, None,

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
+use web_time::Instant;
+
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use super::importance::LayerScores;
@@ -47,6 +49,20 @@ struct State<B: Backend> {
     reconstruction: Vec<Reconstruction>,
     held: Held,
     peak: Held,
+    /// Seconds spent so far loading layers, computing, and reading pruned layers back.
+    seconds: Phases,
+}
+
+/// Where a streamed run's time goes, split at its synchronisation points (a device works asynchronously: an
+/// upload's cost can land in the computation that first waits for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    /// Reading a layer's input tensors and handing them to the device.
+    pub load: f64,
+    /// Forwards, statistics, scores and compensation (they wait for their own results).
+    pub compute: f64,
+    /// Reading pruned layers back to the host.
+    pub read_back: f64,
 }
 
 /// The pruned model as a pull-driven weight source (see the module docs).
@@ -145,6 +161,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 reconstruction: vec![],
                 held: Held::default(),
                 peak: Held::default(),
+                seconds: Phases::default(),
             }),
         })
     }
@@ -168,6 +185,11 @@ impl<'a, B: Backend> Streamed<'a, B> {
     /// The most decoder-layer bytes held at once so far.
     pub fn peak(&self) -> Held {
         self.state.borrow().peak
+    }
+
+    /// The time spent so far in each phase of the layers' work.
+    pub fn phases(&self) -> Phases {
+        self.state.borrow().seconds
     }
 
     /// The device bytes of decoder layer `l`'s tensors, in their float type (half of f32's under bf16).
@@ -197,18 +219,22 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 return Err(Error::Cancelled);
             }
             let l = s.next;
+            let clock = Instant::now();
             if s.h.is_none() {
                 let (h, pos) = embed(self.src, &self.cfg, self.calib, &self.device)?;
                 s.h = Some(h);
                 s.pos = Some(pos);
             }
             let mut block = Block::<B>::load(&self.cfg, l, self.src, &self.device)?;
+            s.seconds.load += clock.elapsed().as_secs_f64();
+            let clock = Instant::now();
             let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
             let h = s.h.take().expect("activations");
             let pos = s.pos.take().expect("positions");
             if l < self.layers.start {
                 s.h = Some(block.forward(h, &pos));
+                s.seconds.compute += clock.elapsed().as_secs_f64();
             } else {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
                 let out = pollster::block_on(prune_layer(
@@ -224,6 +250,8 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 if self.recipe.compensation.adds_bias() {
                     add_zero_biases_to_block(&mut block, &self.device);
                 }
+                s.seconds.compute += clock.elapsed().as_secs_f64();
+                let clock = Instant::now();
                 let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
                 s.ready.clear();
                 Self::account(&mut s, 0, -(leftover as isize));
@@ -233,6 +261,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
                     s.ready.insert(name, v);
                     Self::account(&mut s, 0, b);
                 }
+                s.seconds.read_back += clock.elapsed().as_secs_f64();
                 s.h = Some(out.h);
                 s.plans.push(out.plan);
                 s.scores.extend(out.scores);
