@@ -411,3 +411,33 @@ fn bf16_checkpoints_pass_through_without_conversion() {
         assert_eq!(untouched, file.len() - 2 * 9);
     }
 }
+
+/// `synth` draws tensors ahead on other threads; the file holds exactly what `RandomWeights` draws one tensor at
+/// a time, in every storage type.
+#[test]
+fn synth_writes_the_seeded_random_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny();
+    for (dtype, st_dtype) in [("f32", safetensors::Dtype::F32), ("bf16", safetensors::Dtype::BF16)] {
+        let out = dir.path().join(dtype);
+        let status = Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .args(["synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let random = RandomWeights::new(&cfg, 3, 0.02);
+        assert_eq!(file.len(), tensor_specs(&cfg).len());
+        for spec in tensor_specs(&cfg) {
+            let view = file.tensor(&spec.name).unwrap();
+            assert_eq!(view.dtype(), st_dtype);
+            let want = random.read(&spec.name).unwrap().convert_dtype(match dtype {
+                "f32" => burn::tensor::DType::F32,
+                _ => burn::tensor::DType::BF16,
+            });
+            assert_eq!(view.data(), want.as_bytes(), "{dtype} {}", spec.name);
+        }
+    }
+}

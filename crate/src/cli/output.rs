@@ -170,7 +170,7 @@ fn write_hf(
         let mut w = BufWriter::new(File::create(&path).map_err(io(&path))?);
         w.write_all(&shard.header).map_err(io(&path))?;
         for name in &shard.tensors {
-            w.write_all(&dtype.encode(src.read(name)?))
+            w.write_all(&dtype.encode(src.read_as(name, dtype.burn_dtype())?))
                 .map_err(io(&path))?;
             done += 1;
             progress.report(ProgressEvent {

@@ -34,7 +34,8 @@ impl StDtype {
             _ => 2,
         }
     }
-    fn burn_dtype(self) -> DType {
+    /// The same type in burn's terms.
+    pub fn burn_dtype(self) -> DType {
         match self {
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,

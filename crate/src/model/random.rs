@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 /// GPT-2 / LLaMA-style initialisation: norms 1, biases 0, matrices `N(0, std²)`; the projections that write to
 /// the residual stream (`o_proj`, `down_proj`) use `std / sqrt(2 · layers)`.
+#[derive(Debug, Clone)]
 pub struct RandomWeights {
     cfg: ModelConfig,
     seed: u64,
