@@ -19,6 +19,7 @@ LAYERS="${LAYERS:-4..30}"
 BACKEND="${BACKEND:-cuda}"
 TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
 TORCH_DTYPE="${TORCH_DTYPE:-bf16}"
+STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measured step: one slow step must not cost the call its later rows
 PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf16; statistics and solves in f32/f64)
 BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
@@ -38,7 +39,7 @@ measure() {
         sampler=$!
     fi
     start=$(now)
-    timeout 900 "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+    timeout "$STEP_TIMEOUT" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
     rc=$?
     end=$(now)
     [ -n "$sampler" ] && kill "$sampler" 2> /dev/null && wait "$sampler" 2> /dev/null
@@ -56,7 +57,7 @@ PY
 
 if [ "${SKIP_GOLDEN:-0}" != 1 ]; then
     echo "== golden fixture tests on CUDA"
-    PRUNELAB_SHARED=bench-carry/shared bench-carry/golden cuda --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
+    timeout 180 env PRUNELAB_SHARED=bench-carry/shared bench-carry/golden cuda --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__)' | tee "$OUT/torch.txt"
