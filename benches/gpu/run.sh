@@ -5,8 +5,9 @@
 #   3. prunelab end to end in bf16, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
 #      groups and MLP channels, layers [4, 30), 10 × 128 calibration ids) and flap + ls (streamed, 128 × 128);
 #   4. the same pipelines in PyTorch (benches/gpu/pytorch_baseline.py) on the same files and ids;
-#   5. prunelab's two runs again, warm: cubecl autotunes every new matmul shape on first use and caches the winner
-#      (target/autotune, cleared before step 3), which PyTorch (cuBLAS heuristics) never pays;
+#   5. prunelab's two runs again, warm: cubecl compiles every kernel and autotunes every new matmul shape on first
+#      use, which PyTorch (precompiled kernels, cuBLAS heuristics) never pays; prunelab runs in $WORK, whose
+#      cubecl.toml keeps both caches in $WORK/cubecl (empty before step 3), as a user's second run finds them;
 #   6. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch.
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
 # Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
@@ -25,6 +26,7 @@ BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 [ -f bench-carry/bins.tar.gz ] && [ ! -x bench-carry/prunelab ] && tar -xzf bench-carry/bins.tar.gz -C bench-carry
+BIN="$(realpath "$BIN")"
 : > "$OUT/runs.jsonl"
 now() { date +%s.%N; }
 smi() { command -v nvidia-smi > /dev/null && [ "$BACKEND" = cuda ]; }
@@ -71,26 +73,29 @@ for n in (10, 128):
     json.dump([[rng.randrange(vocab) for _ in range(128)] for _ in range(n)], open(f"{sys.argv[2]}/ids{n}.json", "w"))
 PY
 
-rm -rf target/autotune  # the first runs below are cold: they pay cubecl's autotuning
+# cubecl reads cubecl.toml from the working directory up: prunelab runs in $WORK (env -C), with its caches there.
+rm -rf "$WORK/cubecl"  # the first runs below are cold: they compile kernels and autotune matmuls
+printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
+    "$WORK/cubecl" "$WORK/cubecl" > "$WORK/cubecl.toml"
 common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --precision "$PRECISION"
     --dtype bf16 --json)
-measure ours-taylor-first "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
+measure ours-taylor-first env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
     --calib-ids "$WORK/ids10.json" "${common[@]}"
 rm -rf "$WORK/out"
 measure pytorch-taylor-first "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids10.json" "$WORK/out" \
     --recipe taylor-first --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
 rm -rf "$WORK/out"
-measure ours-flap-ls "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls --stream \
+measure ours-flap-ls env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls --stream \
     --calib-ids "$WORK/ids128.json" "${common[@]}"
 rm -rf "$WORK/out"
 measure pytorch-flap-ls "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids128.json" "$WORK/out" \
     --recipe flap-ls --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
 rm -rf "$WORK/out"
 if [ "${SKIP_WARM:-0}" != 1 ]; then
-    measure ours-taylor-first-warm "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first \
+    measure ours-taylor-first-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first \
         --compensation none --calib-ids "$WORK/ids10.json" "${common[@]}"
     rm -rf "$WORK/out"
-    measure ours-flap-ls-warm "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls \
+    measure ours-flap-ls-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls \
         --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
     rm -rf "$WORK/out"
 fi
