@@ -532,3 +532,56 @@ fn bf16_prunes_the_demo_as_f32_does() {
     );
     assert!(!refused.exists(), "nothing is written");
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM stops a run at its next checkpoint: exit status 130, and neither the output nor
+/// its temporary sibling is left behind (here a 13 GB synthetic LLaMA-7B stopped while it is written).
+#[test]
+fn an_interrupted_run_writes_nothing() {
+    for signal in ["-INT", "-TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("llama-7b");
+        let child = Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .args([
+                "synth",
+                "--shape",
+                "llama-7b",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary folder holds data, then interrupt.
+        let started = std::time::Instant::now();
+        let writing = || {
+            std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+                std::fs::read_dir(e.path()).is_ok_and(|mut files| {
+                    files.any(|f| f.is_ok_and(|f| f.metadata().is_ok_and(|m| m.len() > 1 << 20)))
+                })
+            })
+        };
+        while !writing() {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "synth wrote nothing in 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(130), "{signal}: {stderr}");
+        assert!(stderr.contains("error: cancelled"), "{signal}: {stderr}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{signal} left {left:?}");
+    }
+}

@@ -418,10 +418,15 @@ fn bf16_checkpoints_pass_through_without_conversion() {
 fn synth_writes_the_seeded_random_weights() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny();
-    for (dtype, st_dtype) in [("f32", safetensors::Dtype::F32), ("bf16", safetensors::Dtype::BF16)] {
+    for (dtype, st_dtype) in [
+        ("f32", safetensors::Dtype::F32),
+        ("bf16", safetensors::Dtype::BF16),
+    ] {
         let out = dir.path().join(dtype);
         let status = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-            .args(["synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out"])
+            .args([
+                "synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out",
+            ])
             .arg(&out)
             .status()
             .unwrap();

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// prunelab — structured pruning of LLaMA-family language models.
 #[derive(Parser, Debug)]
@@ -41,9 +41,10 @@ enum Command {
     Synth(synth::SynthArgs),
 }
 
-/// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure.
+/// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure, 130 when interrupted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::catch_interrupts();
     let result: Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::run(args),
@@ -56,7 +57,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+            ExitCode::from(match e {
+                Error::Cancelled => 130,
+                e if e.is_bad_input() => 2,
+                _ => 1,
+            })
         }
     }
 }

@@ -170,6 +170,9 @@ fn write_hf(
         let mut w = BufWriter::new(File::create(&path).map_err(io(&path))?);
         w.write_all(&shard.header).map_err(io(&path))?;
         for name in &shard.tensors {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
             w.write_all(&dtype.encode(src.read_as(name, dtype.burn_dtype())?))
                 .map_err(io(&path))?;
             done += 1;
@@ -215,6 +218,9 @@ fn write_gguf(
     w.write_all(writer.header()).map_err(io(path))?;
     let total = writer.tensors.len();
     for (i, t) in writer.tensors.iter().enumerate() {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         w.write_all(&writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?)
             .map_err(io(path))?;
         progress.report(ProgressEvent {

@@ -1,6 +1,8 @@
-//! Progress bars on stderr (indicatif), one per stage.
+//! Progress bars on stderr (indicatif), one per stage, and Ctrl-C / SIGTERM as a cancel request: the run stops
+//! at its next checkpoint and writes nothing (a half-written output is removed); a second signal ends it at once.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -12,7 +14,27 @@ pub struct Bars {
     current: RefCell<Option<(String, ProgressBar)>>,
 }
 
+/// Set by the first Ctrl-C or SIGTERM.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns Ctrl-C and SIGTERM into a cancel request for every [`Bars`] (once per process; a second signal exits
+/// with status 130 at once).
+pub fn catch_interrupts() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping at the next checkpoint; nothing will be written (again to quit at once)"
+        );
+    });
+}
+
 impl Progress for Bars {
+    fn cancelled(&self) -> bool {
+        INTERRUPTED.load(Ordering::SeqCst)
+    }
+
     fn report(&self, e: ProgressEvent<'_>) {
         let mut cur = self.current.borrow_mut();
         if cur.as_ref().map(|(s, _)| s != e.stage).unwrap_or(true) {
