@@ -533,11 +533,12 @@ fn bf16_prunes_the_demo_as_f32_does() {
     assert!(!refused.exists(), "nothing is written");
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM stops a run at its next checkpoint: exit status 130, and neither the output nor
-/// its temporary sibling is left behind (here a 13 GB synthetic LLaMA-7B stopped while it is written).
+/// Ctrl-C (SIGINT) or SIGTERM stops a run at its next checkpoint, and a second one at once: exit status 130,
+/// and neither the output nor its temporary sibling is left behind (here a 13 GB synthetic LLaMA-7B stopped
+/// while it is written).
 #[test]
 fn an_interrupted_run_writes_nothing() {
-    for signal in ["-INT", "-TERM"] {
+    for (signal, twice) in [("-INT", false), ("-TERM", false), ("-INT", true)] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("llama-7b");
         let child = Command::new(env!("CARGO_BIN_EXE_prunelab"))

@@ -97,9 +97,15 @@ fn split(n: usize) -> (Vec<usize>, Vec<usize>) {
     ((0..n).filter(|j| !pruned.contains(j)).collect(), pruned)
 }
 
+/// With fewer outputs than removed columns (the solve takes `d_out` right-hand sides) and more (it takes `|P|`).
 #[test]
 fn least_squares_equals_theorem_3() {
-    let (n, t, d_out) = (24, 200, 7);
+    for (n, d_out) in [(24, 7), (24, 12)] {
+        theorem_3(n, 200, d_out);
+    }
+}
+
+fn theorem_3(n: usize, t: usize, d_out: usize) {
     let p = Problem::new(n, t, d_out, 1);
     let (g, w) = (&p.g, &p.w);
     let (kept, pruned) = split(n);
@@ -132,7 +138,7 @@ fn least_squares_equals_theorem_3() {
         let rel = (num / den).sqrt();
         assert!(
             rel < 1e-8,
-            "λ = {lambda}: least squares differs from Theorem 3 by {rel:e}"
+            "d_out {d_out}, λ = {lambda}: least squares differs from Theorem 3 by {rel:e}"
         );
         let zeroed: f64 = pruned
             .iter()

@@ -25,6 +25,7 @@ PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf1
 BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
+WORK="$(realpath "$WORK")"
 [ -f bench-carry/bins.tar.gz ] && [ ! -x bench-carry/prunelab ] && tar -xzf bench-carry/bins.tar.gz -C bench-carry
 BIN="$(realpath "$BIN")"
 : > "$OUT/runs.jsonl"
@@ -41,7 +42,9 @@ measure() {
         sampler=$!
     fi
     start=$(now)
-    timeout "$STEP_TIMEOUT" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+    # prunelab treats SIGTERM as a cancel request (it stops at its next checkpoint and removes its partial
+    # output); -k kills what is still running 15 s later.
+    timeout -k 15 "$STEP_TIMEOUT" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
     rc=$?
     end=$(now)
     [ -n "$sampler" ] && kill "$sampler" 2> /dev/null && wait "$sampler" 2> /dev/null
@@ -81,23 +84,23 @@ common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$B
     --dtype bf16 --json)
 measure ours-taylor-first env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
     --calib-ids "$WORK/ids10.json" "${common[@]}"
-rm -rf "$WORK/out"
+rm -rf "$WORK/out" "$WORK"/.out.partial-*
 measure pytorch-taylor-first "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids10.json" "$WORK/out" \
     --recipe taylor-first --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
-rm -rf "$WORK/out"
+rm -rf "$WORK/out" "$WORK"/.out.partial-*
 measure ours-flap-ls env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls --stream \
     --calib-ids "$WORK/ids128.json" "${common[@]}"
-rm -rf "$WORK/out"
+rm -rf "$WORK/out" "$WORK"/.out.partial-*
 measure pytorch-flap-ls "$PY" benches/gpu/pytorch_baseline.py "$WORK/model" "$WORK/ids128.json" "$WORK/out" \
     --recipe flap-ls --layers "$LAYERS" --device "$TORCH_DEVICE" --dtype "$TORCH_DTYPE"
-rm -rf "$WORK/out"
+rm -rf "$WORK/out" "$WORK"/.out.partial-*
 if [ "${SKIP_WARM:-0}" != 1 ]; then
     measure ours-taylor-first-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first \
         --compensation none --calib-ids "$WORK/ids10.json" "${common[@]}"
-    rm -rf "$WORK/out"
+    rm -rf "$WORK/out" "$WORK"/.out.partial-*
     measure ours-flap-ls-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls \
         --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
-    rm -rf "$WORK/out"
+    rm -rf "$WORK/out" "$WORK"/.out.partial-*
 fi
 cp "$WORK/model/config.json" "$OUT/model-config.json"
 rm -rf "$WORK"

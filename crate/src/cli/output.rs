@@ -1,10 +1,12 @@
 //! Writing a model to disk as an HF folder or a GGUF file: whole or not at all (a temporary sibling renamed into
-//! place at the end), never over an existing path, one tensor in memory at a time.
+//! place at the end, removed if the run fails or is interrupted), never over an existing path, one tensor in
+//! memory at a time (`synth` draws a few ahead).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use burn::tensor::{backend::Backend, TensorData};
 use serde_json::Value as Json;
@@ -112,6 +114,7 @@ pub fn write_model_with(
         )));
     }
     let tmp = temp_sibling(out);
+    let _partial = Partial::record(&tmp);
     let result = match format {
         Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress),
         Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress),
@@ -132,12 +135,41 @@ pub fn write_model_with(
                 std::fs::write(&p, bytes).map_err(io(&p))?;
             }
         }
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         std::fs::rename(&tmp, out).map_err(io(out))
     });
     if finish.is_err() {
         let _ = std::fs::remove_dir_all(&tmp).or_else(|_| std::fs::remove_file(&tmp));
     }
     finish
+}
+
+/// The temporary output being written, for the interrupt handler to remove before it ends the process.
+static PARTIAL: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Records a temporary output in [`PARTIAL`] while it exists (cleared on drop).
+struct Partial;
+
+impl Partial {
+    fn record(path: &Path) -> Self {
+        *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+        Partial
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Removes the temporary output being written, if any (a second Ctrl-C ends the process at once).
+pub fn remove_partial() {
+    if let Some(path) = PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    }
 }
 
 fn write_hf(

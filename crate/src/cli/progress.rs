@@ -1,5 +1,6 @@
 //! Progress bars on stderr (indicatif), one per stage, and Ctrl-C / SIGTERM as a cancel request: the run stops
-//! at its next checkpoint and writes nothing (a half-written output is removed); a second signal ends it at once.
+//! at its next checkpoint and writes nothing (a half-written output is removed); a second signal removes it and
+//! ends the process at once.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +18,12 @@ pub struct Bars {
 /// Set by the first Ctrl-C or SIGTERM.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Turns Ctrl-C and SIGTERM into a cancel request for every [`Bars`] (once per process; a second signal exits
-/// with status 130 at once).
+/// Turns Ctrl-C and SIGTERM into a cancel request for every [`Bars`] (once per process; a second signal removes
+/// the partial output and exits with status 130 at once).
 pub fn catch_interrupts() {
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            super::output::remove_partial();
             std::process::exit(130);
         }
         eprintln!(

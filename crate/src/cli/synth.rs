@@ -1,7 +1,8 @@
 //! `prunelab synth --shape llama-7b --out DIR [--dtype bf16]`: a sharded HF folder with seeded random weights of a
 //! real model's shapes, written tensor by tensor. Drawing 6.7B normal samples is the slow part (one core: about
 //! 35M values/s), so the tensors the writer will ask for next are drawn and converted on the machine's other
-//! cores meanwhile ([`DrawnAhead`]); each tensor has its own random stream, so the values do not depend on it.
+//! cores meanwhile, up to 8 at a time ([`DrawnAhead`]); each tensor has its own random stream, so the values do
+//! not depend on it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -52,8 +53,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         gguf_metadata: vec![],
         files: vec![],
     };
+    // Up to 8 tensors in flight (each an f32 draw and its converted copy: ≈ 4 GB at most for llama3-8b).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let weights = DrawnAhead::new(&cfg, RandomWeights::new(&cfg, args.seed, 0.02), cores);
+    let depth = cores.saturating_sub(1).clamp(1, 8);
+    let weights = DrawnAhead::new(&cfg, RandomWeights::new(&cfg, args.seed, 0.02), depth);
     write_model(&target, &cfg, &weights, &extras, &Bars::default())?;
     println!(
         "wrote {} ({} parameters, {})",

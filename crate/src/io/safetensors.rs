@@ -146,6 +146,13 @@ pub(crate) fn tensor_data(
             })
         }
     };
+    let numel: usize = shape.iter().product();
+    if bytes.len() != numel * stored.size() {
+        return Err(Error::Invalid(format!(
+            "tensor {name}: {} bytes for shape {shape:?} of {stored:?}",
+            bytes.len()
+        )));
+    }
     let want = want.unwrap_or(stored);
     let copy = || match stored {
         DType::F32 => Bytes::from_elems(words(bytes, u32::from_le_bytes)),

@@ -11,6 +11,9 @@ use serde_json::json;
 use crate::error::Result;
 use crate::model::ModelConfig;
 
+#[cfg(target_endian = "big")]
+compile_error!("the safetensors writer hands out native bytes as little-endian ones");
+
 /// Storage type of written tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +45,8 @@ impl StDtype {
             StDtype::BF16 => DType::BF16,
         }
     }
-    /// The little-endian bytes of `data` in this type: its own bytes when it already is of this type (a bf16
+    /// The little-endian bytes of `data` in this type (tensor data holds native values, and every target prunelab
+    /// builds for is little-endian: x86-64, AArch64, wasm32): its own bytes when it already is of this type (a bf16
     /// tensor read back from a bf16 device is written without a conversion), converted (rounded to nearest)
     /// otherwise.
     pub fn encode(self, data: TensorData) -> Bytes {

@@ -78,9 +78,13 @@ impl<R: ByteRanges> RangedSafetensors<R> {
                 let e: Entry = serde_json::from_value(v)
                     .map_err(|e| bad(&file, format!("tensor {name}: {e}")))?;
                 let (a, b) = e.data_offsets;
-                let numel: u64 = e.shape.iter().map(|&x| x as u64).product();
+                let numel = e
+                    .shape
+                    .iter()
+                    .try_fold(1u64, |n, &x| n.checked_mul(x as u64));
                 if let Some(sz) = dtype_size(e.dtype) {
-                    if b < a || b - a != numel * sz {
+                    let size = numel.and_then(|n| n.checked_mul(sz));
+                    if b < a || Some(b - a) != size {
                         return Err(bad(
                             &file,
                             format!(

@@ -22,7 +22,8 @@ pub struct InputStats<C: Backend> {
 impl<C: Backend> InputStats<C> {
     /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type). A plain
     /// matmul even where f32 operands are rounded to TF32: a half-type `x` is exact there, and the Gram matrix
-    /// of a rounded f32 `x` is still exactly positive semi-definite (the forward's own precision).
+    /// of a rounded f32 `x` is that of a nearby `x` (positive semi-definite up to f32 accumulation, at the
+    /// forward's own precision).
     pub fn of(x: Tensor<C, 2>) -> Self {
         let [tokens, n] = x.dims();
         let x = at_least_f32(x);

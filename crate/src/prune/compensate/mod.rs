@@ -124,9 +124,13 @@ pub async fn least_squares<C: Backend>(
             (a, Tensor::cat(vec![g_kp, s_p], 0))
         }
     };
-    let b = product(g_rp, columns(w, pruned).transpose());
-    // Y = A⁻¹ B ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k].
-    let y = Cholesky::factor(a).await?.solve(b);
+    // Y = A⁻¹ [G_KP; s_Pᵀ] W_Pᵀ ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k]. The solve takes whichever
+    // right-hand side is narrower: |P| columns, multiplied by W_Pᵀ after, or d_out columns.
+    let (chol, w_pt) = (Cholesky::factor(a).await?, columns(w, pruned).transpose());
+    let y = match pruned.len() < d_out {
+        true => product(chol.solve(g_rp), w_pt),
+        false => chol.solve(product(g_rp, w_pt)),
+    };
     Ok(Refit {
         kept: w_k + y.clone().slice([0..k, 0..d_out]).transpose(),
         bias: with_bias.then(|| y.slice([k..k + 1, 0..d_out]).reshape([d_out])),
@@ -147,9 +151,10 @@ pub async fn relative_error<C: Backend>(
     Ok(error_energy(w, stats, kept, new_kept, bias).await? / full.max(f64::MIN_POSITIVE))
 }
 
-/// `tr(M G Mᵀ)` for `M` `[d_out, s]` and `G` `[s, s]`.
+/// `tr(M G Mᵀ)` for `M` `[d_out, s]` and `G` `[s, s]`. A plain matmul: these only report errors, and splitting
+/// an 11008² Gram block for CUDA's TF32 would cost two more copies of it (TF32 leaves them ≈ 1e-3 relative).
 fn energy<C: Backend>(m: Tensor<C, 2>, g: Tensor<C, 2>) -> Tensor<C, 1> {
-    (product(m.clone(), g) * m).sum()
+    (m.clone().matmul(g) * m).sum()
 }
 
 /// `‖W X‖²` summed over the calibration tokens: the denominator of every relative error of this module.
@@ -184,7 +189,7 @@ pub async fn error_energy<C: Backend>(
     let mut total = energy(d.clone(), block(&stats.gram, &support, &support));
     if let Some(b) = bias {
         let d_out = b.dims()[0];
-        let ds = product(d, entries(&stats.sum, &support).reshape([support.len(), 1]));
+        let ds = d.matmul(entries(&stats.sum, &support).reshape([support.len(), 1]));
         let cross = (b.clone().reshape([d_out, 1]) * ds).sum().mul_scalar(-2.0);
         let own = b.clone().square().sum().mul_scalar(stats.tokens as f64);
         total = total + cross + own;
