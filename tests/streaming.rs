@@ -40,6 +40,20 @@ fn calib(cfg: &ModelConfig) -> Vec<Vec<u32>> {
     sample_windows(&ids, 8, 32, 1).unwrap()
 }
 
+/// Runs the CLI with `args`, which must succeed; its stdout.
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Records every tensor read from the input and from the streamed output, in order.
 struct Logged<'a> {
     inner: &'a dyn WeightSource,
@@ -183,17 +197,8 @@ fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
 fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_prunelab");
-    let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let synth = dir.path().join("tiny");
-    run(&[
+    cli(&[
         "synth",
         "--shape",
         "tiny",
@@ -233,10 +238,10 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
             allocation,
         ];
         args.extend(common);
-        let whole: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        let whole: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
         args[3] = b.to_str().unwrap();
         args.push("--stream");
-        let streamed: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        let streamed: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
         assert_eq!(
             whole["params_after"], streamed["params_after"],
             "{allocation}"
@@ -316,19 +321,9 @@ fn bf16_checkpoints_pass_through_without_conversion() {
     use prunelab::io::SafetensorsWeights;
 
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_prunelab");
-    let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let synth = dir.path().join("tiny-bf16");
     let s = synth.to_str().unwrap();
-    run(&["synth", "--shape", "tiny", "--out", s, "--dtype", "bf16"]);
+    cli(&["synth", "--shape", "tiny", "--out", s, "--dtype", "bf16"]);
     let input = std::fs::read(synth.join("model.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&input).unwrap();
 
@@ -390,7 +385,7 @@ fn bf16_checkpoints_pass_through_without_conversion() {
         if stream {
             args.push("--stream");
         }
-        let report: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        let report: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
         outputs.push((
             report,
             std::fs::read(out.join("model.safetensors")).unwrap(),
@@ -423,14 +418,10 @@ fn synth_writes_the_seeded_random_weights() {
         ("bf16", safetensors::Dtype::BF16),
     ] {
         let out = dir.path().join(dtype);
-        let status = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-            .args([
-                "synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out",
-            ])
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let o = out.to_str().unwrap();
+        cli(&[
+            "synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out", o,
+        ]);
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let random = RandomWeights::new(&cfg, 3, 0.02);
