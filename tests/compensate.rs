@@ -12,7 +12,8 @@ use pollster::block_on;
 use prunelab::prune::compensate::solver::Cholesky;
 use prunelab::prune::compensate::{bias_update, least_squares, relative_error, Refit};
 use prunelab::prune::importance::activation::column_scores;
-use prunelab::prune::linalg::{host, F32Matmul, Host};
+use prunelab::prune::linalg::{host, Host};
+use prunelab::prune::products::F32Matmul;
 use prunelab::prune::stats::InputStats;
 use prunelab::readback::to_vec_f64;
 use rand::{Rng, SeedableRng};
@@ -499,7 +500,7 @@ fn f32_device_arithmetic_agrees_with_f64() {
 /// TF32-rounded operands (emulated here in f64; measured 7.9e-6 against 3.4e-4 of `|a||b|`).
 #[test]
 fn split_products_survive_tf32_rounding() {
-    use prunelab::prune::linalg::{product_with, split};
+    use prunelab::prune::products::{product_with, split};
     let (m, k, n) = (24, 300, 16);
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut draw = |len: usize| -> Vec<f32> {

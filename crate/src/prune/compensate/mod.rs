@@ -7,8 +7,9 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
 use self::solver::Cholesky;
-use super::linalg::{eye_like, like, product};
+use super::linalg::{eye_like, like};
 use super::plan::index;
+use super::products::product;
 use super::stats::InputStats;
 use crate::error::Result;
 use crate::readback::scalar;

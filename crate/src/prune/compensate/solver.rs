@@ -13,7 +13,8 @@ use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Mat, Par, Side};
 
 use crate::error::{Error, Result};
-use crate::prune::linalg::{eye_like, like, product_with, F32Matmul};
+use crate::prune::linalg::{eye_like, like};
+use crate::prune::products::{product_with, F32Matmul};
 use crate::readback::to_vec_f64;
 
 /// Diagonal block size: large enough that the panel matmuls keep a GPU busy, small enough that faer factors a
