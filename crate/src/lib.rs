@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod products;
 pub mod progress;
 pub mod prune;
 pub mod readback;

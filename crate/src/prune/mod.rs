@@ -9,7 +9,6 @@ pub mod importance;
 pub mod linalg;
 pub mod pipeline;
 pub mod plan;
-pub mod products;
 pub mod recipe;
 pub mod report;
 pub mod sequential;

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use self::solver::Cholesky;
 use super::linalg::{eye_like, like};
 use super::plan::index;
-use super::products::product;
 use super::stats::InputStats;
 use crate::error::Result;
+use crate::products::product;
 use crate::readback::scalar;
 
 /// Which repair follows the removal.

@@ -4,17 +4,16 @@
 //! factors them in f64 and inverts their triangle; every panel, trailing update and substitution is a matmul
 //! on `A`'s backend — in f64 wherever that backend has f64 arithmetic (the CPU), else in `A`'s own type (f32 on
 //! WebGPU, and on CUDA, where burn 0.21 registers no f64). Never at the precision of the tensor-core type CUDA's
-//! f32 matmul rounds its operands to (TF32 keeps 10 mantissa bits, and a trailing update in TF32 can make a
-//! well-posed ridge system look indefinite): there every product is formed from bf16-exact parts
-//! ([`product_with`]).
+//! f32 matmul rounds its operands to (TF32 keeps 11 significant bits, and a trailing update in TF32 can make a
+//! well-posed ridge system look indefinite): there every product is a split product ([`product_with`]).
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Mat, Par, Side};
 
 use crate::error::{Error, Result};
+use crate::products::{product_with, F32Matmul};
 use crate::prune::linalg::{eye_like, like};
-use crate::prune::products::{product_with, F32Matmul};
 use crate::readback::to_vec_f64;
 
 /// Diagonal block size: large enough that the panel matmuls keep a GPU busy, small enough that faer factors a

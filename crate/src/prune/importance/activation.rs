@@ -6,9 +6,9 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::Importance;
 use crate::error::Result;
+use crate::products::product;
 use crate::prune::compensate::solver::Cholesky;
 use crate::prune::linalg::{eye_like, like};
-use crate::prune::products::product;
 use crate::prune::stats::InputStats;
 use crate::readback::{scalar, to_vec_f64};
 

@@ -1,0 +1,133 @@
+//! The split product as one autodiff operation. Composed of burn's own operations, its backward would form
+//! `G·bᵀ` and `aᵀ·G` with the output gradient `G` handed to the matmul whole, so rounded to TF32; here both
+//! backward products are split products too, and the gradients keep the forward's precision.
+//!
+//! burn's model code is generic over `Backend`, so the operation is reached by recognising the backend at run
+//! time: `Autodiff<Cuda>` (where the matmul rounds) and `Autodiff<Cpu>` (where tests emulate TF32, so the
+//! operation is exercised and checked on every machine).
+
+use std::any::{Any, TypeId};
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+
+use super::{split_product, F32Matmul};
+
+/// `a · b` as a split product with split-product gradients when `B` is an autodiff backend this file knows;
+/// the operands back, untouched, otherwise.
+#[allow(clippy::type_complexity)]
+pub(super) fn product<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    matmul: F32Matmul,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    let (a, b) = match on::<B, crate::backend::Cpu, D>(a, b, matmul) {
+        Ok(product) => return Ok(product),
+        Err(operands) => operands,
+    };
+    #[cfg(feature = "cuda")]
+    let (a, b) = match on::<B, crate::backend::Cuda, D>(a, b, matmul) {
+        Ok(product) => return Ok(product),
+        Err(operands) => operands,
+    };
+    Err((a, b))
+}
+
+/// The operation when `B` is `Autodiff<C>`.
+#[allow(clippy::type_complexity)]
+fn on<B: Backend, C: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    matmul: F32Matmul,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    if TypeId::of::<B>() != TypeId::of::<Autodiff<C>>() {
+        return Err((a, b));
+    }
+    let (a, b) = (
+        retype::<_, FloatTensor<Autodiff<C>>>(a.into_primitive().tensor()),
+        retype::<_, FloatTensor<Autodiff<C>>>(b.into_primitive().tensor()),
+    );
+    let product = SplitMatmul::<D>::apply::<C>(a, b, matmul);
+    Ok(Tensor::from_primitive(TensorPrimitive::Float(retype(
+        product,
+    ))))
+}
+
+/// `t` as the type it is (`From` and `To` are one type; the caller checked).
+fn retype<From: 'static, To: 'static>(t: From) -> To {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<To>()
+        .unwrap_or_else(|_| unreachable!("the backend's type was checked"))
+}
+
+/// `[.., m, k] · [.., k, n]` of rank `D`, split in the forward and in both gradients.
+#[derive(Debug)]
+struct SplitMatmul<const D: usize>;
+
+impl<const D: usize> SplitMatmul<D> {
+    fn apply<C: Backend>(
+        lhs: FloatTensor<Autodiff<C>>,
+        rhs: FloatTensor<Autodiff<C>>,
+        matmul: F32Matmul,
+    ) -> FloatTensor<Autodiff<C>> {
+        let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
+        let forward = |lhs: FloatTensor<C>, rhs: FloatTensor<C>| {
+            split_product::<C, D>(float(lhs), float(rhs), matmul)
+                .into_primitive()
+                .tensor()
+        };
+        match SplitMatmul::<D>
+            .prepare::<NoCheckpointing>([lhs.node.clone(), rhs.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                // Each gradient needs the other operand.
+                let lhs_state = rhs_tracked.then(|| prep.checkpoint(&lhs));
+                let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
+                prep.finish(
+                    (lhs_state, rhs_state, matmul),
+                    forward(lhs.primitive, rhs.primitive),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(lhs.primitive, rhs.primitive)),
+        }
+    }
+}
+
+impl<C: Backend, const D: usize> Backward<C, 2> for SplitMatmul<D> {
+    type State = (Option<NodeId>, Option<NodeId>, F32Matmul);
+
+    /// `∂a = G·bᵀ`, `∂b = aᵀ·G`, both split products.
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let (lhs, rhs, matmul) = ops.state;
+        let lhs = lhs.map(|id| float::<C, D>(cp.retrieve_node_output(id)));
+        let rhs = rhs.map(|id| float::<C, D>(cp.retrieve_node_output(id)));
+        let other =
+            |t: Option<Tensor<C, D>>| t.expect("checkpointed when the other side is tracked");
+        binary::<C, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| {
+                split_product(float::<C, D>(grad), other(rhs).transpose(), matmul)
+                    .into_primitive()
+                    .tensor()
+            },
+            |grad| {
+                split_product(other(lhs).transpose(), float::<C, D>(grad), matmul)
+                    .into_primitive()
+                    .tensor()
+            },
+        );
+    }
+}
+
+fn float<C: Backend, const D: usize>(t: FloatTensor<C>) -> Tensor<C, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
