@@ -6,6 +6,7 @@ use burn::tensor::{activation::softmax, backend::Backend, Bool, DType, Tensor};
 
 use super::linear::Linear;
 use super::rope;
+use crate::products::product;
 
 /// One layer's attention block. Head counts are read off the weights, so pruned layers need no extra state.
 #[derive(Module, Debug)]
@@ -51,14 +52,14 @@ impl<B: Backend> Attention<B> {
         let k = rope::apply(split(self.k_proj.forward(x.clone()), nkv), cos, sin);
         let v = split(self.v_proj.forward(x), nkv);
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = product(q, k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let scores = scores.mask_fill(
             mask.clone().reshape([1, 1, s, s]).expand([b, nh, s, s]),
             f32::NEG_INFINITY,
         );
         // In f32 whatever the run's float type, as transformers does.
         let dtype = scores.dtype();
-        let out = softmax(scores.cast(DType::F32), 3).cast(dtype).matmul(v);
+        let out = product(softmax(scores.cast(DType::F32), 3).cast(dtype), v);
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 

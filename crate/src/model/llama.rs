@@ -14,6 +14,7 @@ use super::rope;
 use super::tensors::layer_tensor;
 use super::weights::{check_inventory, load_param, WeightSource};
 use crate::error::Result;
+use crate::products::product;
 
 /// One decoder layer.
 #[derive(Module, Debug)]
@@ -191,11 +192,7 @@ impl<B: Backend> Llama<B> {
             None => self.embed_tokens.val(),
         };
         let v = w.dims()[0];
-        self.norm
-            .forward(h)
-            .reshape([b * s, d])
-            .matmul(w.transpose())
-            .reshape([b, s, v])
+        product(self.norm.forward(h).reshape([b * s, d]), w.transpose()).reshape([b, s, v])
     }
 
     /// Logits. `ids [batch, seq]` → `[batch, seq, vocab]`

@@ -3,10 +3,11 @@
 //! is one product over all tokens on the compute device (f32 accumulation); [`InputStats::to_host`] gives the
 //! f64 copy that exact host arithmetic works on.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 use super::linalg::{at_least_f32, eye_like, to_host, Host};
 use crate::error::Result;
+use crate::products::product;
 use crate::readback::scalar;
 
 /// Statistics of an `n`-dimensional input, on backend `C`.
@@ -20,15 +21,19 @@ pub struct InputStats<C: Backend> {
 }
 
 impl<C: Backend> InputStats<C> {
-    /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type). A plain
-    /// matmul even where f32 operands are rounded to TF32: a half-type `x` is exact there, and the Gram matrix
-    /// of a rounded f32 `x` is that of a nearby `x` (positive semi-definite up to f32 accumulation, at the
-    /// forward's own precision).
+    /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type). An f32 `x`
+    /// goes through a [`product`], so the Gram matrix keeps f32's precision where the matmul would round to
+    /// TF32; a half-type `x` is exact there and takes one matmul.
     pub fn of(x: Tensor<C, 2>) -> Self {
         let [tokens, n] = x.dims();
+        let half = matches!(x.dtype(), DType::BF16 | DType::F16);
         let x = at_least_f32(x);
+        let gram = match half {
+            true => x.clone().transpose().matmul(x.clone()),
+            false => product(x.clone().transpose(), x.clone()),
+        };
         Self {
-            gram: x.clone().transpose().matmul(x.clone()),
+            gram,
             sum: x.sum_dim(0).reshape([n]),
             tokens,
         }
