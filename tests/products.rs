@@ -237,3 +237,86 @@ fn split_product_gradients_are_split_products() {
         );
     }
 }
+
+/// Worst errors, relative to `|x||y|`, of `product` on `Autodiff<B>` (the backend's own `F32Matmul`) against the
+/// exact values: `[forward, ∂a, ∂b]` for `[m, k] · [k, n]` with upstream gradient `g`, and a plain matmul's
+/// forward for comparison.
+fn product_errors<B: Backend>(device: &B::Device) -> ([f64; 3], f64) {
+    use prunelab::products::product;
+    let (m, k, n) = (40, 300, 24);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let (av, bv, gv) = (
+        draw(&mut rng, m * k),
+        draw(&mut rng, k * n),
+        draw(&mut rng, m * n),
+    );
+    let on = |v: &[f32], shape: [usize; 2]| {
+        Tensor::<Autodiff<B>, 2>::from_data(TensorData::new(v.to_vec(), shape), device)
+    };
+    let (a, b) = (
+        on(&av, [m, k]).require_grad(),
+        on(&bv, [k, n]).require_grad(),
+    );
+    let y = product(a.clone(), b.clone());
+    let grads = (y.clone() * on(&gv, [m, n])).sum().backward();
+    let back = |t: Tensor<B, 2>| -> Vec<f32> { t.into_data().convert::<f32>().into_vec().unwrap() };
+    let plain = back(a.clone().inner().matmul(b.clone().inner()));
+    let (y, da, db) = (
+        back(y.inner()),
+        back(a.grad(&grads).unwrap()),
+        back(b.grad(&grads).unwrap()),
+    );
+    let col = |x: &[f32], cols: usize, j: usize| -> Vec<f32> {
+        x.iter().skip(j).step_by(cols).copied().collect()
+    };
+    let row = |x: &[f32], cols: usize, i: usize| x[i * cols..][..cols].to_vec();
+    let err = |got: f32, x: Vec<f32>, y: Vec<f32>| {
+        let [_, exact, _, scale] = dots(&x, &y);
+        (got as f64 - exact).abs() / scale
+    };
+    let mut worst = ([0f64; 3], 0f64);
+    for i in 0..m {
+        for j in 0..n {
+            worst.0[0] = worst.0[0].max(err(y[i * n + j], row(&av, k, i), col(&bv, n, j)));
+            worst.1 = worst
+                .1
+                .max(err(plain[i * n + j], row(&av, k, i), col(&bv, n, j)));
+        }
+        for l in 0..k {
+            worst.0[1] = worst.0[1].max(err(da[i * k + l], row(&gv, n, i), row(&bv, n, l)));
+        }
+    }
+    for l in 0..k {
+        for j in 0..n {
+            worst.0[2] = worst.0[2].max(err(db[l * n + j], col(&av, k, l), col(&gv, n, j)));
+        }
+    }
+    worst
+}
+
+/// `product` keeps f32's precision where it runs, gradients included: within 6·2⁻¹⁹ of the exact values (a TF32
+/// that truncates instead of rounding doubles 3·2⁻¹⁹) plus f32 accumulation over the longest contraction.
+fn check_products<B: Backend>(backend: &str, device: &B::Device) {
+    let ([forward, lhs, rhs], plain) = product_errors::<B>(device);
+    eprintln!(
+        "{backend}: products off by {forward:e} (forward), {lhs:e} (∂a), {rhs:e} (∂b) of |x||y|; a plain matmul \
+         {plain:e}"
+    );
+    let bound = 6.0 * 2f64.powi(-19) + 302.0 * 2f64.powi(-24);
+    for (what, err) in [("forward", forward), ("∂a", lhs), ("∂b", rhs)] {
+        assert!(err < bound, "{backend} {what}: {err:e} of |x||y|");
+    }
+}
+
+#[test]
+fn cpu_products_keep_f32() {
+    check_products::<Cpu>("cpu", &Default::default());
+}
+
+/// Runs on a lent GPU (`benches/gpu/run.sh`), where burn's f32 matmul rounds to TF32 and the plain matmul's
+/// error shows it; CI builds it but has no GPU to run it on.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_products_keep_f32() {
+    check_products::<prunelab::backend::Cuda>("cuda", &Default::default());
+}

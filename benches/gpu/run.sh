@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The 7B benchmark, in one call on the lent GPU machine (after benches/gpu/prepare.sh here; carry bench-carry/):
-#   1. the golden fixture tests on the CUDA backend;
+#   1. the golden fixture tests and the f32 products' precision on the CUDA backend;
 #   2. a synthetic LLaMA-7B (random weights, real shapes, bf16 safetensors shards);
 #   3. prunelab end to end in bf16, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
 #      groups and MLP channels, layers [4, 30), 10 × 128 calibration ids) and flap + ls (streamed, 128 × 128);
@@ -63,6 +63,8 @@ PY
 if [ "${SKIP_GOLDEN:-0}" != 1 ]; then
     echo "== golden fixture tests on CUDA"
     timeout 180 env PRUNELAB_SHARED=bench-carry/shared bench-carry/golden cuda --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
+    echo "== f32 products on CUDA (split products against TF32)"
+    timeout 60 bench-carry/products cuda --nocapture 2>&1 | tee "$OUT/products.txt" | tail -n 6
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__)' | tee "$OUT/torch.txt"

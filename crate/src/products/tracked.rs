@@ -128,6 +128,7 @@ impl<C: Backend, const D: usize> Backward<C, 2> for SplitMatmul<D> {
     }
 }
 
+/// A float primitive as a rank-`D` tensor.
 fn float<C: Backend, const D: usize>(t: FloatTensor<C>) -> Tensor<C, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
