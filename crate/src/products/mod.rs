@@ -1,9 +1,10 @@
 //! Matrix products that keep f32's precision where burn 0.21's CUDA backend rounds f32 matmul operands to TF32
-//! (11 significant bits) on tensor cores, which neither an f32 forward (the golden tolerances, PyTorch's f32
-//! default) nor the solver's trailing updates can afford. There each operand is split into a bf16 head, exact
-//! in TF32, and an f32 tail 2⁸ times smaller, so the rounding TF32 applies lands on the tails only: three
-//! products `a₁b₁ + a₁b₂ + a₂b` keep about 19 bits. Elsewhere a product is one matmul. Under autodiff the split
-//! product is one operation whose backward products are split as well ([`tracked`]).
+//! (11 significant bits) on tensor cores, wherever its autotune picks them: neither an f32 forward (the golden
+//! tolerances, PyTorch's f32 default) nor the solver's trailing updates can afford that. There each operand is
+//! split into a bf16 head, exact in TF32, and an f32 tail 2⁸ times smaller, so the rounding TF32 applies lands
+//! on the tails only: three products `a₁b₁ + a₁b₂ + a₂b` keep about 19 bits. Elsewhere a product is one
+//! matmul. Under autodiff the split product is one operation whose backward products are split as well
+//! ([`tracked`]).
 
 mod tracked;
 
@@ -14,8 +15,9 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 pub enum F32Matmul {
     /// Full f32 operands (the CPU, WebGPU).
     Exact,
-    /// Operands rounded to TF32's 11 significant bits: burn 0.21's CUDA backend on tensor cores (cubek-matmul's
-    /// `adjust_dtypes`; no setting turns it off).
+    /// Operands may be rounded to TF32's 11 significant bits: burn 0.21's CUDA backend, whose autotune picks
+    /// per shape among exact f32 kernels and tensor-core ones that round (cubek-matmul's `adjust_dtypes`; no
+    /// setting excludes them).
     Tf32,
     /// An exact backend made to round every matmul operand as TF32 does, so a CPU measures what a CUDA run
     /// computes (tests and experiments; [`round_tf32`]).
@@ -55,18 +57,20 @@ pub fn split<C: Backend, const D: usize>(t: Tensor<C, D>) -> (Tensor<C, D>, Tens
     (head.clone(), t - head)
 }
 
-/// `a · b` (`[.., m, k] · [.., k, n]`, equal batch dimensions) at f32's precision on any backend:
-/// [`product_with`] for `a`'s backend.
+/// `a · b` (`[.., m, k] · [.., k, n]`) at f32's precision on any backend: [`product_with`] for `a`'s backend.
 pub fn product<C: Backend, const D: usize>(a: Tensor<C, D>, b: Tensor<C, D>) -> Tensor<C, D> {
+    if a.dtype() != DType::F32 {
+        return a.matmul(b);
+    }
     let matmul = F32Matmul::of::<C>(&a.device());
     product_with(a, b, matmul)
 }
 
-/// `a · b` (`[.., m, k] · [.., k, n]`, equal batch dimensions) where `matmul` would round f32 operands to TF32:
-/// both are [`split`] and `a₁b₁ + a₁b₂ + a₂b` summed. `a₁b₁` is exact, and TF32 rounds only `b₂` and `a₂`
-/// (2⁸ times smaller than `b` and `a`) and `b` where it meets `a₂`: the error is within 3·2⁻¹⁹ `|a||b|` instead
-/// of TF32's 2⁻¹⁰. On an autodiff backend the gradients are formed the same way. One matmul otherwise (and for
-/// every type but f32).
+/// `a · b` (`[.., m, k] · [.., k, n]`) where `matmul` would round f32 operands to TF32: both are [`split`] and
+/// `a₁b₁ + a₁b₂ + a₂b` summed. `a₁b₁` is exact, and TF32 rounds only `b₂` and `a₂` (2⁸ times smaller than `b`
+/// and `a`) and `b` where it meets `a₂`: the error is within about 3·2⁻¹⁹ `|a||b|` (plus f32 accumulation)
+/// instead of TF32's 2⁻¹⁰. On an autodiff backend the gradients are formed the same way (for equal batch
+/// dimensions; broadcast ones take burn's matmul backward). One matmul otherwise (and for every type but f32).
 pub fn product_with<C: Backend, const D: usize>(
     a: Tensor<C, D>,
     b: Tensor<C, D>,

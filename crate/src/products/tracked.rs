@@ -38,14 +38,16 @@ pub(super) fn product<B: Backend, const D: usize>(
     Err((a, b))
 }
 
-/// The operation when `B` is `Autodiff<C>`.
+/// The operation when `B` is `Autodiff<C>` and the batch dimensions are equal (its gradients do not reduce
+/// broadcast ones; burn's own operations do, so broadcast products are left to them).
 #[allow(clippy::type_complexity)]
 fn on<B: Backend, C: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     matmul: F32Matmul,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
-    if TypeId::of::<B>() != TypeId::of::<Autodiff<C>>() {
+    let batch = D.saturating_sub(2);
+    if TypeId::of::<B>() != TypeId::of::<Autodiff<C>>() || a.dims()[..batch] != b.dims()[..batch] {
         return Err((a, b));
     }
     let (a, b) = (
