@@ -168,48 +168,47 @@ fn split_product_gradients_are_split_products() {
     let at = |x: &[f32], rows: usize, cols: usize, p: usize, i: usize, j: usize| {
         x[(p * rows + i) * cols + j]
     };
-    // Worst |got − formula| / scale, worst |got − exact| / scale, and the worst gap between the two formulas.
-    let worst = |got: &[f32], entries: &mut dyn Iterator<Item = (usize, Vec<f32>, Vec<f32>)>| {
+    // For a result `got` `[batch, rows, cols]` whose entry `(p, r, c)` is `Σ_l x(p, r, c, l) · z(p, r, c, l)`
+    // over `len` terms: the worst |got − split formula|, |got − exact| and |split formula − exact|, over scale.
+    type Term<'a> = &'a dyn Fn(usize, usize, usize, usize) -> f32;
+    let worst = |got: &[f32], [rows, cols, len]: [usize; 3], x: Term, z: Term| {
         let mut worst = [0f64; 3];
-        for (index, x, y) in entries {
-            let [split, exact, _, scale] = dots(&x, &y);
-            let got = got[index] as f64;
-            for (w, err) in worst
-                .iter_mut()
-                .zip([got - split, got - exact, split - exact])
-            {
-                *w = w.max(err.abs() / scale);
+        for p in 0..batch {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let xs: Vec<f32> = (0..len).map(|l| x(p, r, c, l)).collect();
+                    let zs: Vec<f32> = (0..len).map(|l| z(p, r, c, l)).collect();
+                    let [split, exact, _, scale] = dots(&xs, &zs);
+                    let got = got[(p * rows + r) * cols + c] as f64;
+                    for (w, err) in worst
+                        .iter_mut()
+                        .zip([got - split, got - exact, split - exact])
+                    {
+                        *w = w.max(err.abs() / scale);
+                    }
+                }
             }
         }
         worst
     };
-    let cells = |rows: usize, cols: usize| {
-        (0..batch).flat_map(move |p| (0..rows).flat_map(move |i| (0..cols).map(move |j| (p, i, j))))
-    };
     // y[p,i,j] = Σ_l a[p,i,l] b[p,l,j]; ∂a[p,i,l] = Σ_j g[p,i,j] b[p,l,j]; ∂b[p,l,j] = Σ_i a[p,i,l] g[p,i,j].
     let forward = worst(
         &y,
-        &mut cells(m, n).map(|(p, i, j)| {
-            let x = (0..k).map(|l| at(&av, m, k, p, i, l)).collect();
-            let z = (0..k).map(|l| at(&bv, k, n, p, l, j)).collect();
-            ((p * m + i) * n + j, x, z)
-        }),
+        [m, n, k],
+        &|p, i, _, l| at(&av, m, k, p, i, l),
+        &|p, _, j, l| at(&bv, k, n, p, l, j),
     );
     let lhs_grad = worst(
         &da,
-        &mut cells(m, k).map(|(p, i, l)| {
-            let x = (0..n).map(|j| at(&gv, m, n, p, i, j)).collect();
-            let z = (0..n).map(|j| at(&bv, k, n, p, l, j)).collect();
-            ((p * m + i) * k + l, x, z)
-        }),
+        [m, k, n],
+        &|p, i, _, j| at(&gv, m, n, p, i, j),
+        &|p, _, l, j| at(&bv, k, n, p, l, j),
     );
     let rhs_grad = worst(
         &db,
-        &mut cells(k, n).map(|(p, l, j)| {
-            let x = (0..m).map(|i| at(&av, m, k, p, i, l)).collect();
-            let z = (0..m).map(|i| at(&gv, m, n, p, i, j)).collect();
-            ((p * k + l) * n + j, x, z)
-        }),
+        [k, n, m],
+        &|p, l, _, i| at(&av, m, k, p, i, l),
+        &|p, _, j, i| at(&gv, m, n, p, i, j),
     );
     // f32 evaluation of three length-`L` dot products and their sum: within (L + 2)·2⁻²⁴ of the formula.
     let bound = |len: usize| (len + 2) as f64 * 2f64.powi(-24);

@@ -192,30 +192,18 @@ fn gguf_by_ranges_reads_the_header_then_one_tensor_at_a_time() {
     assert!(err.starts_with("GGUF: truncated:"), "{err}");
 }
 
-fn prunelab(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn gguf_to_hf_to_gguf_round_trip_keeps_tensors_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let (hf, back) = (dir.path().join("hf"), dir.path().join("back.gguf"));
     let src = models().join("smollm2-135m.gguf");
-    prunelab(&[
+    run_cli(&[
         "convert",
         src.to_str().unwrap(),
         "--out",
         hf.to_str().unwrap(),
     ]);
-    prunelab(&[
+    run_cli(&[
         "convert",
         hf.to_str().unwrap(),
         "--out",

@@ -2,11 +2,14 @@
 //! the in-memory pipeline, reads each input layer once and only after the previous output layer was written,
 //! and never holds more than one decoder layer on the device and one on the host.
 
+mod common;
+
 use std::cell::RefCell;
 use std::process::Command;
 
 use burn::backend::Flex;
 use burn::tensor::TensorData;
+use common::run_cli;
 use prunelab::model::random::RandomWeights;
 use prunelab::model::shapes::known_shape;
 use prunelab::model::tensors::tensor_specs;
@@ -38,20 +41,6 @@ fn calib(cfg: &ModelConfig) -> Vec<Vec<u32>> {
         .map(|i| (i * 7919 + i / 3) % cfg.vocab_size as u32)
         .collect();
     sample_windows(&ids, 8, 32, 1).unwrap()
-}
-
-/// Runs the CLI with `args`, which must succeed; its stdout.
-fn cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Records every tensor read from the input and from the streamed output, in order.
@@ -198,7 +187,7 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_prunelab");
     let synth = dir.path().join("tiny");
-    cli(&[
+    run_cli(&[
         "synth",
         "--shape",
         "tiny",
@@ -238,10 +227,10 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
             allocation,
         ];
         args.extend(common);
-        let whole: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
+        let whole: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
         args[3] = b.to_str().unwrap();
         args.push("--stream");
-        let streamed: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
+        let streamed: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
         assert_eq!(
             whole["params_after"], streamed["params_after"],
             "{allocation}"
@@ -323,7 +312,7 @@ fn bf16_checkpoints_pass_through_without_conversion() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("tiny-bf16");
     let s = synth.to_str().unwrap();
-    cli(&["synth", "--shape", "tiny", "--out", s, "--dtype", "bf16"]);
+    run_cli(&["synth", "--shape", "tiny", "--out", s, "--dtype", "bf16"]);
     let input = std::fs::read(synth.join("model.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&input).unwrap();
 
@@ -385,7 +374,7 @@ fn bf16_checkpoints_pass_through_without_conversion() {
         if stream {
             args.push("--stream");
         }
-        let report: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
+        let report: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
         outputs.push((
             report,
             std::fs::read(out.join("model.safetensors")).unwrap(),
@@ -419,7 +408,7 @@ fn synth_writes_the_seeded_random_weights() {
     ] {
         let out = dir.path().join(dtype);
         let o = out.to_str().unwrap();
-        cli(&[
+        run_cli(&[
             "synth", "--shape", "tiny", "--seed", "3", "--dtype", dtype, "--out", o,
         ]);
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
