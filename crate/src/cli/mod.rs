@@ -1,5 +1,6 @@
 //! The native command line: argument parsing, files, progress bars. Only this module touches `std::fs`.
 
+mod allocator;
 mod convert;
 mod eval;
 mod files;
@@ -43,6 +44,7 @@ enum Command {
 
 /// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure, 130 when interrupted.
 pub fn main() -> ExitCode {
+    allocator::reuse_large_blocks();
     let cli = Cli::parse();
     progress::catch_interrupts();
     let result: Result<()> = match cli.command {
