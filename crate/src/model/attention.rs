@@ -2,9 +2,10 @@
 //! Query head `h` reads KV head `h / n_rep`, as HF `repeat_kv` pairs them.
 
 use burn::module::Module;
-use burn::tensor::{activation::softmax, backend::Backend, Bool, DType, Tensor};
+use burn::tensor::{activation::softmax, backend::Backend, DType, Tensor, TensorData};
 
 use super::linear::Linear;
+use super::llama::Positions;
 use super::rope;
 use crate::products::product;
 
@@ -33,63 +34,56 @@ impl<B: Backend> Attention<B> {
         self.k_proj.weight.dims()[0] / self.head_dim
     }
 
-    /// The input of `o_proj` (concatenated head outputs) — what compensation regresses on.
+    /// The input of `o_proj` (concatenated head outputs) — what compensation regresses on. Queries and keys
+    /// stay in the projections' `[batch, seq, heads, head_dim]` layout: the products read them through
+    /// strides, and only the attention output is transposed back.
     ///
     /// # Shapes
-    /// `x [batch, seq, hidden]`, `cos`/`sin` `[seq, head_dim]`, `mask [seq, seq]` (true = masked)
-    /// → `[batch, seq, num_heads·head_dim]`
-    pub fn heads(
-        &self,
-        x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
-        mask: &Tensor<B, 2, Bool>,
-    ) -> Tensor<B, 3> {
+    /// `x [batch, seq, hidden]` → `[batch, seq, num_heads·head_dim]`
+    pub fn heads(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
-        let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-        let q = rope::apply(split(self.q_proj.forward(x.clone()), nh), cos, sin);
-        let k = rope::apply(split(self.k_proj.forward(x.clone()), nkv), cos, sin);
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
+        let q = rope::apply(split(self.q_proj.forward(x.clone()), nh), &pos.cos, &pos.sin);
+        let k = rope::apply(split(self.k_proj.forward(x.clone()), nkv), &pos.cos, &pos.sin);
         let v = split(self.v_proj.forward(x), nkv);
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        let scores = product(q, k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.mask_fill(
-            mask.clone().reshape([1, 1, s, s]).expand([b, nh, s, s]),
-            f32::NEG_INFINITY,
-        );
-        // In f32 whatever the run's float type, as transformers does.
+        // [batch, heads, seq, seq]
+        let scores = product(q.swap_dims(1, 2), k.permute([0, 2, 3, 1]))
+            * (1.0 / (hd as f64).sqrt());
         let dtype = scores.dtype();
-        let out = product(softmax(scores.cast(DType::F32), 3).cast(dtype), v);
+        let scores = (scores.reshape([b * nh, s * s]) + pos.mask.clone().cast(dtype).reshape([1, s * s]))
+            .reshape([b, nh, s, s]);
+        // In f32 whatever the run's float type, as transformers does.
+        let out = product(softmax(scores.cast(DType::F32), 3).cast(dtype), v.swap_dims(1, 2));
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 
     /// # Shapes
     /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
-        mask: &Tensor<B, 2, Bool>,
-    ) -> Tensor<B, 3> {
-        self.o_proj.forward(self.heads(x, cos, sin, mask))
+    pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
+        self.o_proj.forward(self.heads(x, pos))
     }
 }
 
-/// `[batch, n_kv, seq, head_dim]` → `[batch, n_kv·n_rep, seq, head_dim]`, each KV head repeated `n_rep` times
+/// `[batch, seq, n_kv, head_dim]` → `[batch, seq, n_kv·n_rep, head_dim]`, each KV head repeated `n_rep` times
 /// in place (head `h` of the result is KV head `h / n_rep`).
 fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
     if n_rep == 1 {
         return x;
     }
-    let [b, n, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, n, n_rep, s, d])
-        .reshape([b, n * n_rep, s, d])
+    let [b, s, n, d] = x.dims();
+    Tensor::cat(vec![x.unsqueeze_dim::<5>(3); n_rep], 3).reshape([b, s, n * n_rep, d])
 }
 
-/// Causal mask `[seq, seq]`: true above the diagonal (future positions). burn's `tril_mask` marks everything
-/// outside the lower triangle (diagonal included) as true.
-pub fn causal_mask<B: Backend>(seq: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-    Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device)
+/// Additive causal mask `[seq, seq]`: 0 on and below the diagonal, −∞ above it (future positions). Added to
+/// the scores, it gives softmax the zeros a masked fill would.
+pub fn causal_mask<B: Backend>(seq: usize, device: &B::Device) -> Tensor<B, 2> {
+    let values: Vec<f32> = (0..seq * seq)
+        .map(|i| match i % seq > i / seq {
+            true => f32::NEG_INFINITY,
+            false => 0.0,
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [seq, seq]), device)
 }

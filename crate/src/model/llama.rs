@@ -29,10 +29,10 @@ pub struct Block<B: Backend> {
 pub struct Positions<B: Backend> {
     /// `[seq, head_dim]`
     pub cos: Tensor<B, 2>,
-    /// `[seq, head_dim]`
+    /// `[seq, head_dim]`, the first half negated ([`rope::apply`]).
     pub sin: Tensor<B, 2>,
-    /// `[seq, seq]`, true = masked
-    pub mask: Tensor<B, 2, burn::tensor::Bool>,
+    /// `[seq, seq]`, added to the scores: −∞ where masked, else 0.
+    pub mask: Tensor<B, 2>,
 }
 
 fn load_norm<B: Backend>(
@@ -85,12 +85,9 @@ impl<B: Backend> Block<B> {
     /// `x [batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
         let h = x.clone()
-            + self.self_attn.forward(
-                self.input_layernorm.forward(x),
-                &pos.cos,
-                &pos.sin,
-                &pos.mask,
-            );
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), pos);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

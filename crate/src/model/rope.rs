@@ -31,7 +31,8 @@ pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
         .collect()
 }
 
-/// `cos` and `sin` tables, each `[seq, head_dim]` (the half-frequencies repeated twice, as HF does).
+/// `cos` and signed `sin` tables, each `[seq, head_dim]` (the half-frequencies repeated twice, as HF does;
+/// the first half of `sin` negated, see [`apply`]).
 pub fn tables<B: Backend>(
     rope: &RopeConfig,
     head_dim: usize,
@@ -42,12 +43,12 @@ pub fn tables<B: Backend>(
     let mut cos = Vec::with_capacity(seq * head_dim);
     let mut sin = Vec::with_capacity(seq * head_dim);
     for p in 0..seq {
-        for _half in 0..2 {
+        for sign in [-1.0f32, 1.0] {
             for f in &freqs {
                 // HF computes the angle in f32 (inv_freq f32 × position f32); match it before cos/sin.
                 let angle = (*f as f32) * (p as f32);
                 cos.push(angle.cos());
-                sin.push(angle.sin());
+                sin.push(sign * angle.sin());
             }
         }
     }
@@ -55,14 +56,31 @@ pub fn tables<B: Backend>(
     (make(cos), make(sin))
 }
 
-/// Applies the rotation. `x [batch, heads, seq, head_dim]`, `cos`/`sin` `[seq, head_dim]` → same as `x`.
-pub fn apply<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
-    let [_, _, s, d] = x.dims();
+/// Applies the rotation `x·cos + rotate_half(x)·sin` (HF, `rotate_half(x) = [−x₂, x₁]`) as
+/// `x·cos + [x₂, x₁]·sin±` with the signed table of [`tables`] — the same products, bit for bit. It works in
+/// the projection's own layout and multiplies by tables laid out like `x` without its batch axis, so every
+/// element-wise step runs on contiguous rows (a transposed `x` made the CPU backend walk it element by
+/// element).
+///
+/// # Shapes
+/// `x [batch, seq, heads, head_dim]`, `cos`/`signed_sin` `[seq, head_dim]` → same as `x`.
+pub fn apply<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    signed_sin: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [b, s, h, d] = x.dims();
     let half = d / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    let cos = cos.clone().reshape([1, 1, s, d]);
-    let sin = sin.clone().reshape([1, 1, s, d]);
-    x * cos + rotated * sin
+    let swapped = Tensor::cat(
+        vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
+        3,
+    );
+    let per_head = |t: &Tensor<B, 2>| {
+        t.clone()
+            .reshape([1, s, 1, d])
+            .expand([1, s, h, d])
+            .reshape([1, s * h * d])
+    };
+    let rows = |t: Tensor<B, 4>| t.reshape([b, s * h * d]);
+    (rows(x) * per_head(cos) + rows(swapped) * per_head(signed_sin)).reshape([b, s, h, d])
 }

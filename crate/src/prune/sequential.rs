@@ -176,7 +176,7 @@ async fn dense_layer<B: Backend>(
     pos: &Positions<B>,
 ) -> Result<DenseLayer<B>> {
     let x = block.input_layernorm.forward(h.clone());
-    let heads = block.self_attn.heads(x, &pos.cos, &pos.sin, &pos.mask);
+    let heads = block.self_attn.heads(x, pos);
     let h_mid = h.clone() + block.self_attn.o_proj.forward(heads.clone());
     let hidden = block
         .mlp
