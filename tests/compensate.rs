@@ -11,7 +11,9 @@ use faer::{Mat, Side};
 use pollster::block_on;
 use prunelab::products::F32Matmul;
 use prunelab::prune::compensate::solver::Cholesky;
-use prunelab::prune::compensate::{bias_update, least_squares, relative_error, Refit};
+use prunelab::prune::compensate::{
+    bias_update, error_energy, least_squares, relative_error, Refit,
+};
 use prunelab::prune::importance::activation::column_scores;
 use prunelab::prune::linalg::{host, Host};
 use prunelab::prune::stats::InputStats;
@@ -68,7 +70,7 @@ impl Problem {
         bias: bool,
     ) -> (Vec<f64>, Option<Vec<f64>>) {
         let w = self.weight();
-        let Refit { kept, bias } =
+        let Refit { kept, bias, .. } =
             block_on(least_squares(&w, &self.stats, kept, pruned, lambda, bias)).unwrap();
         (values(kept), bias.map(values))
     }
@@ -227,6 +229,35 @@ fn reported_reconstruction_error_matches_the_inputs() {
         (via_gram - direct).abs() / direct < 1e-10,
         "{via_gram} vs {direct}"
     );
+}
+
+/// After a least-squares refit the report takes the error left from the solve itself (`‖W_P X_P‖² − ⟨M, Y⟩ −
+/// λ‖Y₁‖²`): it equals the error of the refit weights through the Gram matrix, with and without the
+/// intercept, with fewer outputs than removed columns and with more.
+#[test]
+fn error_left_by_a_refit_follows_from_the_solve() {
+    for (d_out, with_bias) in [(3, false), (9, false), (3, true), (9, true)] {
+        let p = Problem::new(15, 120, d_out, 11);
+        let (kept, pruned) = split(15);
+        let w = p.weight();
+        let refit =
+            block_on(least_squares(&w, &p.stats, &kept, &pruned, p.ridge(), with_bias)).unwrap();
+        let removed = block_on(error_energy(&w, &p.stats, &kept, None, None)).unwrap();
+        let left = block_on(error_energy(
+            &w,
+            &p.stats,
+            &kept,
+            Some(&refit.kept),
+            refit.bias.as_ref(),
+        ))
+        .unwrap();
+        let from_solve = removed - refit.restored;
+        assert!(
+            (from_solve - left).abs() < 1e-10 * removed,
+            "d_out {d_out}, bias {with_bias}: {from_solve} vs {left}"
+        );
+        assert!(left < 0.9 * removed, "the refit restores little: {left} of {removed}");
+    }
 }
 
 #[test]

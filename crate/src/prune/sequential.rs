@@ -54,25 +54,24 @@ async fn repaired<C: Backend>(
 ) -> Result<Repaired<C>> {
     let plain = compensate::columns(&w, kept);
     let full = output_energy(&w, stats).await?.max(f64::MIN_POSITIVE);
-    let before = error_energy(&w, stats, kept, None, None).await? / full;
+    let removed = error_energy(&w, stats, kept, None, None).await?;
     let pruned: Vec<usize> = (0..stats.n()).filter(|j| !kept.contains(j)).collect();
-    let (weight, bias, refit) = match recipe.compensation {
-        Compensation::None => (plain, None, false),
-        Compensation::Bias => (plain, Some(bias_update(&w, stats, &pruned)), false),
+    let (weight, bias, left) = match recipe.compensation {
+        Compensation::None => (plain, None, removed),
+        Compensation::Bias => {
+            let delta = bias_update(&w, stats, &pruned);
+            let left = error_energy(&w, stats, kept, None, Some(&delta)).await?;
+            (plain, Some(delta), left)
+        }
         comp @ (Compensation::Ls | Compensation::LsBias) => {
             let lambda = stats.ridge(recipe.ridge).await?;
             let with_bias = comp == Compensation::LsBias;
             let r = least_squares(&w, stats, kept, &pruned, lambda, with_bias).await?;
-            (r.kept, r.bias, true)
+            // Rounding can leave a perfect refit a hair below zero.
+            (r.kept, r.bias, (removed - r.restored).max(0.0))
         }
     };
-    let after = match (refit, &bias) {
-        (false, None) => before,
-        _ => {
-            let new = refit.then_some(&weight);
-            error_energy(&w, stats, kept, new, bias.as_ref()).await? / full
-        }
-    };
+    let (before, after) = (removed / full, left / full);
     Ok(Repaired {
         weight,
         bias,

@@ -67,6 +67,9 @@ pub struct Refit<C: Backend> {
     pub kept: Tensor<C, 2>,
     /// The output-bias change `[d_out]` (`ls-bias` only).
     pub bias: Option<Tensor<C, 1>>,
+    /// How much of the removed columns' output energy the refit restores:
+    /// `‖W_P X_P‖² − ‖W X − W' X_K − Δb‖²` over the calibration tokens (see [`least_squares`]).
+    pub restored: f64,
 }
 
 /// `G[rows, cols]`.
@@ -90,6 +93,11 @@ fn entries<C: Backend>(v: &Tensor<C, 1>, idx: &[usize]) -> Tensor<C, 1> {
 /// Least squares on `w` `[d_out, n]`: `W'[:,K] = W[:,K] + W[:,P] G_PK (G_KK + λI)⁻¹`, the minimiser of
 /// `‖WX − W'X_K‖² + λ‖W' − W[:,K]‖²`. With `with_bias` the regression is on `[x_K; 1]` with the augmented Gram
 /// `[[G_KK + λI, s_K], [s_Kᵀ, T]]` (the intercept is not penalised) and also returns `Δb`.
+///
+/// The error left follows from the solve: with the update `Y = [W'_K − W_K, Δb]ᵀ` and the right-hand side
+/// `M = [G_KP; s_Pᵀ] W_Pᵀ`, the normal equations `A Y = M` turn `‖W_P X_P − Y₁ᵀ X_K − Δb‖²` into
+/// `‖W_P X_P‖² − ⟨M, Y⟩ − λ‖Y₁‖²`, so [`Refit::restored`] is `⟨M, Y⟩ + λ‖Y₁‖²` — `|K| + 1` by `d_out` products
+/// instead of a `d_out × n²` one.
 pub async fn least_squares<C: Backend>(
     w: &Tensor<C, 2>,
     stats: &InputStats<C>,
@@ -104,6 +112,7 @@ pub async fn least_squares<C: Backend>(
         return Ok(Refit {
             kept: w_k,
             bias: with_bias.then(|| Tensor::zeros([d_out], like(w))),
+            restored: 0.0,
         });
     }
     // Unknowns: k weights (+ the intercept). A = G_KK + λI (bordered by s_K and T); B = [G_KP; s_Pᵀ] W_Pᵀ.
@@ -128,13 +137,22 @@ pub async fn least_squares<C: Backend>(
     // Y = A⁻¹ [G_KP; s_Pᵀ] W_Pᵀ ([m, d_out]); W'_K = W_K + Y[:k]ᵀ, Δb = Y[k]. The solve takes whichever
     // right-hand side is narrower: |P| columns, multiplied by W_Pᵀ after, or d_out columns.
     let (chol, w_pt) = (Cholesky::factor(a).await?, columns(w, pruned).transpose());
-    let y = match pruned.len() < d_out {
-        true => product(chol.solve(g_rp), w_pt),
-        false => chol.solve(product(g_rp, w_pt)),
+    let (y, m) = match pruned.len() < d_out {
+        true => (
+            product(chol.solve(g_rp.clone()), w_pt.clone()),
+            product(g_rp, w_pt),
+        ),
+        false => {
+            let m = product(g_rp, w_pt);
+            (chol.solve(m.clone()), m)
+        }
     };
+    let update = y.clone().slice([0..k, 0..d_out]);
+    let restored = (m * y.clone()).sum() + update.clone().square().sum().mul_scalar(lambda);
     Ok(Refit {
-        kept: w_k + y.clone().slice([0..k, 0..d_out]).transpose(),
+        kept: w_k + update.transpose(),
         bias: with_bias.then(|| y.slice([k..k + 1, 0..d_out]).reshape([d_out])),
+        restored: scalar(restored).await?,
     })
 }
 
