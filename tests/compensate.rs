@@ -240,8 +240,15 @@ fn error_left_by_a_refit_follows_from_the_solve() {
         let p = Problem::new(15, 120, d_out, 11);
         let (kept, pruned) = split(15);
         let w = p.weight();
-        let refit =
-            block_on(least_squares(&w, &p.stats, &kept, &pruned, p.ridge(), with_bias)).unwrap();
+        let refit = block_on(least_squares(
+            &w,
+            &p.stats,
+            &kept,
+            &pruned,
+            p.ridge(),
+            with_bias,
+        ))
+        .unwrap();
         let removed = block_on(error_energy(&w, &p.stats, &kept, None, None)).unwrap();
         let left = block_on(error_energy(
             &w,
@@ -256,7 +263,10 @@ fn error_left_by_a_refit_follows_from_the_solve() {
             (from_solve - left).abs() < 1e-10 * removed,
             "d_out {d_out}, bias {with_bias}: {from_solve} vs {left}"
         );
-        assert!(left < 0.9 * removed, "the refit restores little: {left} of {removed}");
+        assert!(
+            left < 0.9 * removed,
+            "the refit restores little: {left} of {removed}"
+        );
     }
 }
 

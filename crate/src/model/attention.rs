@@ -44,18 +44,30 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads(), self.num_kv_heads(), self.head_dim);
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
-        let q = rope::apply(split(self.q_proj.forward(x.clone()), nh), &pos.cos, &pos.sin);
-        let k = rope::apply(split(self.k_proj.forward(x.clone()), nkv), &pos.cos, &pos.sin);
+        let q = rope::apply(
+            split(self.q_proj.forward(x.clone()), nh),
+            &pos.cos,
+            &pos.sin,
+        );
+        let k = rope::apply(
+            split(self.k_proj.forward(x.clone()), nkv),
+            &pos.cos,
+            &pos.sin,
+        );
         let v = split(self.v_proj.forward(x), nkv);
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
         // [batch, heads, seq, seq]
-        let scores = product(q.swap_dims(1, 2), k.permute([0, 2, 3, 1]))
-            * (1.0 / (hd as f64).sqrt());
+        let scores =
+            product(q.swap_dims(1, 2), k.permute([0, 2, 3, 1])) * (1.0 / (hd as f64).sqrt());
         let dtype = scores.dtype();
-        let scores = (scores.reshape([b * nh, s * s]) + pos.mask.clone().cast(dtype).reshape([1, s * s]))
-            .reshape([b, nh, s, s]);
+        let scores = (scores.reshape([b * nh, s * s])
+            + pos.mask.clone().cast(dtype).reshape([1, s * s]))
+        .reshape([b, nh, s, s]);
         // In f32 whatever the run's float type, as transformers does.
-        let out = product(softmax(scores.cast(DType::F32), 3).cast(dtype), v.swap_dims(1, 2));
+        let out = product(
+            softmax(scores.cast(DType::F32), 3).cast(dtype),
+            v.swap_dims(1, 2),
+        );
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 

@@ -84,10 +84,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x [batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), pos);
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), pos);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

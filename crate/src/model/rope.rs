@@ -72,7 +72,10 @@ pub fn apply<B: Backend>(
     let [b, s, h, d] = x.dims();
     let half = d / 2;
     let swapped = Tensor::cat(
-        vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
+        vec![
+            x.clone().narrow(3, half, half),
+            x.clone().narrow(3, 0, half),
+        ],
         3,
     );
     let per_head = |t: &Tensor<B, 2>| {

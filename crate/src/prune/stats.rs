@@ -1,7 +1,7 @@
 //! Calibration statistics of one linear layer's input `x ∈ R^n` over all calibration tokens: Gram matrix
 //! `G = Σ x xᵀ`, sum `s = Σ x` and token count — from which mean, variance and L2 norms follow. The Gram matrix
-//! is one product over all tokens on the compute device (f32 accumulation); [`InputStats::to_host`] gives the
-//! f64 copy that exact host arithmetic works on.
+//! is a product over all tokens on the compute device (f32 accumulation; each symmetric block once);
+//! [`InputStats::to_host`] gives the f64 copy that exact host arithmetic works on.
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 
@@ -20,6 +20,42 @@ pub struct InputStats<C: Backend> {
     pub tokens: usize,
 }
 
+/// At most this many column blocks in [`gram`].
+const GRAM_BLOCKS: usize = 4;
+/// Column blocks narrower than this are not worth a separate product.
+const MIN_GRAM_BLOCK: usize = 256;
+
+/// `xᵀx` for `x` `[tokens, n]` → `[n, n]`, with `mm` as the product. The result is symmetric, so `x` is cut
+/// into up to [`GRAM_BLOCKS`] column blocks and only the blocks on and above the diagonal are products; those
+/// below are their transposes (10 of 16 blocks' work at n = 1536, and an exactly symmetric result).
+fn gram<C: Backend>(
+    x: &Tensor<C, 2>,
+    mm: impl Fn(Tensor<C, 2>, Tensor<C, 2>) -> Tensor<C, 2>,
+) -> Tensor<C, 2> {
+    let n = x.dims()[1];
+    let width = n.div_ceil(GRAM_BLOCKS).max(MIN_GRAM_BLOCK);
+    let cols: Vec<Tensor<C, 2>> = (0..n)
+        .step_by(width)
+        .map(|start| x.clone().narrow(1, start, width.min(n - start)))
+        .collect();
+    let c = cols.len();
+    let mut blocks: Vec<Vec<Option<Tensor<C, 2>>>> = vec![vec![None; c]; c];
+    for i in 0..c {
+        for j in i..c {
+            let b = mm(cols[i].clone().transpose(), cols[j].clone());
+            if j > i {
+                blocks[j][i] = Some(b.clone().transpose());
+            }
+            blocks[i][j] = Some(b);
+        }
+    }
+    let rows = blocks
+        .into_iter()
+        .map(|row| Tensor::cat(row.into_iter().flatten().collect(), 1))
+        .collect();
+    Tensor::cat(rows, 0)
+}
+
 impl<C: Backend> InputStats<C> {
     /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type). An f32 `x`
     /// goes through a [`product`], so the Gram matrix keeps f32's precision where the matmul would round to
@@ -29,8 +65,8 @@ impl<C: Backend> InputStats<C> {
         let half = matches!(x.dtype(), DType::BF16 | DType::F16);
         let x = at_least_f32(x);
         let gram = match half {
-            true => x.clone().transpose().matmul(x.clone()),
-            false => product(x.clone().transpose(), x.clone()),
+            true => gram(&x, |a, b| a.matmul(b)),
+            false => gram(&x, product),
         };
         Self {
             gram,
