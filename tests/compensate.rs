@@ -470,7 +470,7 @@ fn blocked_cholesky_equals_faer() {
         }
     }
     // Not positive definite: the error names the matrix and the row where it fails.
-    let bad = a.clone() - prunelab::prune::linalg::eye_like(n, &a).mul_scalar(1e9);
+    let bad = prunelab::prune::linalg::plus_diagonal(a.clone(), -1e9);
     let err = block_on(Cholesky::factor_with(bad, 7, DType::F64, F32Matmul::Exact))
         .err()
         .unwrap()

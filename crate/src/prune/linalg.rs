@@ -3,10 +3,14 @@
 //! device in its float type (f32 on CUDA: for 7B models, where the host would dominate the run). The formulas
 //! are written once, generic over the backend; this file names the choice and moves tensors between the two.
 
-use burn::tensor::{backend::Backend, DType, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{
+    backend::Backend, DType, IndexingUpdateOp, Int, Tensor, TensorCreationOptions, TensorData,
+};
 use serde::{Deserialize, Serialize};
 
+use super::plan::index;
 use crate::error::{Error, Result};
+use crate::products::product;
 use crate::readback::to_vec_f64;
 
 /// The host backend of [`Linalg::HostF64`].
@@ -36,14 +40,38 @@ pub fn at_least_f32<C: Backend, const D: usize>(t: Tensor<C, D>) -> Tensor<C, D>
     }
 }
 
+/// Column sums of `t` `[rows, cols]` → `[cols]`, as a product with a row of ones: the CPU backend sums down
+/// columns element by element, a product reads whole rows.
+pub fn column_sums<C: Backend>(t: Tensor<C, 2>) -> Tensor<C, 1> {
+    let [rows, cols] = t.dims();
+    product(Tensor::ones([1, rows], like(&t)), t).reshape([cols])
+}
+
 /// Options creating a tensor on `t`'s device with `t`'s float type.
 pub fn like<C: Backend, const D: usize>(t: &Tensor<C, D>) -> TensorCreationOptions<C> {
     TensorCreationOptions::new(t.device()).with_dtype(t.dtype())
 }
 
-/// The `n × n` identity with `t`'s device and float type.
-pub fn eye_like<C: Backend, const D: usize>(n: usize, t: &Tensor<C, D>) -> Tensor<C, 2> {
-    Tensor::<C, 2>::eye(n, &t.device()).cast(t.dtype())
+/// The flat positions of an `n × n` matrix's diagonal, as an index tensor on `t`'s device.
+fn diagonal_entries<C: Backend, const D: usize>(n: usize, t: &Tensor<C, D>) -> Tensor<C, 1, Int> {
+    let entries: Vec<usize> = (0..n).map(|j| j * (n + 1)).collect();
+    index::<C>(&entries, &t.device())
+}
+
+/// `diag(a)` `[n]` of `a` `[n, n]`: every `n + 1`-th entry read as a vector (no `n × n` identity).
+pub fn diagonal<C: Backend>(a: &Tensor<C, 2>) -> Tensor<C, 1> {
+    let n = a.dims()[0];
+    a.clone().reshape([n * n]).select(0, diagonal_entries(n, a))
+}
+
+/// `a + δI` for `a` `[n, n]`, adding to the diagonal entries only (no `n × n` identity).
+pub fn plus_diagonal<C: Backend>(a: Tensor<C, 2>, delta: f64) -> Tensor<C, 2> {
+    let n = a.dims()[0];
+    let entries = diagonal_entries(n, &a);
+    let deltas = Tensor::<C, 1>::ones([n], like(&a)).mul_scalar(delta);
+    a.reshape([n * n])
+        .select_assign(0, entries, deltas, IndexingUpdateOp::Add)
+        .reshape([n, n])
 }
 
 /// An f64 tensor on the host.

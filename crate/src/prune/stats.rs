@@ -5,7 +5,7 @@
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 
-use super::linalg::{at_least_f32, eye_like, to_host, Host};
+use super::linalg::{at_least_f32, diagonal, plus_diagonal, to_host, Host};
 use crate::error::Result;
 use crate::products::product;
 use crate::readback::scalar;
@@ -91,10 +91,7 @@ impl<C: Backend> InputStats<C> {
 
     /// `diag(G)` `[n]`.
     pub fn diag(&self) -> Tensor<C, 1> {
-        let n = self.n();
-        (self.gram.clone() * eye_like(n, &self.gram))
-            .sum_dim(1)
-            .reshape([n])
+        diagonal(&self.gram)
     }
 
     /// Per-channel mean `μ_j`, `[n]`.
@@ -115,7 +112,7 @@ impl<C: Backend> InputStats<C> {
 
     /// `G + δI`.
     pub fn damped(&self, delta: f64) -> Tensor<C, 2> {
-        self.gram.clone() + eye_like(self.n(), &self.gram).mul_scalar(delta)
+        plus_diagonal(self.gram.clone(), delta)
     }
 
     /// Default ridge `λ = ratio · mean(diag G)`.

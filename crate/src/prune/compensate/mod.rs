@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
 use self::solver::Cholesky;
-use super::linalg::{eye_like, like};
+use super::linalg::{like, plus_diagonal};
 use super::plan::index;
 use super::stats::InputStats;
 use crate::error::Result;
@@ -116,7 +116,7 @@ pub async fn least_squares<C: Backend>(
         });
     }
     // Unknowns: k weights (+ the intercept). A = G_KK + λI (bordered by s_K and T); B = [G_KP; s_Pᵀ] W_Pᵀ.
-    let g_kk = block(&stats.gram, kept, kept) + eye_like(k, w).mul_scalar(lambda);
+    let g_kk = plus_diagonal(block(&stats.gram, kept, kept), lambda);
     let g_kp = block(&stats.gram, kept, pruned);
     let (a, g_rp) = match with_bias {
         false => (g_kk, g_kp),

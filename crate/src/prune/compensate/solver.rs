@@ -15,7 +15,7 @@ use faer::{get_global_parallelism, Mat, Side};
 
 use crate::error::{Error, Result};
 use crate::products::{product_with, F32Matmul};
-use crate::prune::linalg::{eye_like, like, Host};
+use crate::prune::linalg::{column_sums, like, plus_diagonal, Host};
 use crate::readback::to_vec_f64;
 
 /// Diagonal block size on an accelerator: large enough that the panel matmuls keep a GPU busy, small enough
@@ -156,20 +156,25 @@ impl<C: Backend> Cholesky<C> {
     /// prefix (a third of the full product's work). Returned in `like_a`'s type.
     pub fn inverse_diagonal(&self, like_a: &Tensor<C, 2>) -> Tensor<C, 1> {
         let n = self.n;
-        let mut rest = eye_like(n, like_a).cast(self.work);
-        let mut diag = Tensor::<C, 1>::zeros([n], like(&rest));
+        let mut diag = Tensor::<C, 1>::zeros([n], like(like_a)).cast(self.work);
+        // The block rows still to do of the identity being reduced; `None` while it is untouched.
+        let mut rest: Option<Tensor<C, 2>> = None;
         for p in &self.panels {
-            let (w, rows, end) = (p.end - p.start, rest.dims()[0], p.end);
-            // The first block row of the identity is `[I_w, 0]`: its product is `L_00⁻¹` itself.
-            let y = match p.start {
-                0 => p.inv.clone(),
-                _ => self.mm(p.inv.clone(), rest.clone().slice([0..w, 0..end])),
+            let (w, end) = (p.end - p.start, p.end);
+            // An untouched identity's first block row is `[I_w, 0]`: its product is `L_00⁻¹` itself.
+            let y = match &rest {
+                None => p.inv.clone(),
+                Some(r) => self.mm(p.inv.clone(), r.clone().slice([0..w, 0..end])),
             };
-            let sums = y.clone().square().sum_dim(0).reshape([end]);
+            let sums = column_sums(y.clone().square());
             diag = diag.clone().slice_assign(0..end, diag.slice(0..end) + sums);
             if let Some(l21) = &p.below {
-                let head = rest.clone().slice([w..rows, 0..end]) - self.mm(l21.clone(), y);
-                rest = Tensor::cat(vec![head, rest.slice([w..rows, end..n])], 1);
+                let r = rest
+                    .take()
+                    .unwrap_or_else(|| plus_diagonal(Tensor::zeros([n, n], like(&y)), 1.0));
+                let rows = r.dims()[0];
+                let head = r.clone().slice([w..rows, 0..end]) - self.mm(l21.clone(), y);
+                rest = Some(Tensor::cat(vec![head, r.slice([w..rows, end..n])], 1));
             }
         }
         diag.cast(like_a.dtype())

@@ -8,7 +8,7 @@ use super::Importance;
 use crate::error::Result;
 use crate::products::product;
 use crate::prune::compensate::solver::Cholesky;
-use crate::prune::linalg::{eye_like, like};
+use crate::prune::linalg::{column_sums, diagonal, like, plus_diagonal};
 use crate::prune::stats::InputStats;
 use crate::readback::{scalar, to_vec_f64};
 
@@ -19,9 +19,9 @@ pub async fn column_scores<C: Backend>(
     stats: &InputStats<C>,
     lambda: f64,
 ) -> Result<Vec<f64>> {
-    let (d_out, n) = (w.dims()[0], stats.n());
+    let d_out = w.dims()[0];
     // Σ_i f(W_ij) per column, [n].
-    let col = |t: Tensor<C, 2>| t.sum_dim(0).reshape([n]);
+    let col = column_sums;
     let scores = match kind {
         Importance::WandaSp => col(w.clone().abs()).div_scalar(d_out as f64) * stats.norm(),
         Importance::Flap => stats.variance() * col(w.clone().square()),
@@ -40,11 +40,10 @@ pub async fn column_scores<C: Backend>(
 /// (`[n, n]`, `W` `[d_out, n]`). Larger `u` = pruned first, so the score is `−u`, `[n]`.
 async fn numerical<C: Backend>(w: &Tensor<C, 2>, stats: &InputStats<C>) -> Result<Tensor<C, 1>> {
     let n = stats.n();
-    let eye = eye_like(n, w);
     let a = product(w.clone().transpose(), w.clone()) * stats.gram.clone();
-    let mean_diag = scalar((a.clone() * eye.clone()).sum()).await? / n as f64;
+    let mean_diag = scalar(diagonal(&a).mean()).await?;
     let damping = (NUMERICAL_DAMPING * mean_diag).max(f64::MIN_POSITIVE);
-    let a = a + eye.mul_scalar(damping);
+    let a = plus_diagonal(a, damping);
     let ones = Tensor::<C, 2>::ones([n, 1], like(w));
     let u = Cholesky::factor(a).await?.solve(ones);
     Ok(u.reshape([n]).neg())
