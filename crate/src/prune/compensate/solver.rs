@@ -11,7 +11,7 @@ use std::any::TypeId;
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 use faer::linalg::triangular_inverse::invert_lower_triangular;
-use faer::{get_global_parallelism, Mat, Side};
+use faer::{get_global_parallelism, Mat, MatRef, Side};
 
 use crate::error::{Error, Result};
 use crate::products::{product_with, F32Matmul};
@@ -187,15 +187,24 @@ async fn inverse_factor<C: Backend>(a: Tensor<C, 2>, start: usize) -> Result<Ten
     let b = a.dims()[0];
     let opts = like(&a);
     let v = to_vec_f64(a).await?;
-    let m = Mat::<f64>::from_fn(b, b, |i, j| v[i * b + j]);
-    let llt = m.llt(Side::Lower).map_err(|e| {
-        Error::Invalid(format!(
-            "the calibration Gram matrix is not positive definite near row {start} ({e:?}); raise the ridge"
-        ))
-    })?;
-    let mut inv = Mat::<f64>::zeros(b, b);
-    invert_lower_triangular(inv.as_mut(), llt.L(), get_global_parallelism());
-    let flat: Vec<f64> = (0..b * b).map(|k| inv[(k / b, k % b)]).collect();
+    let llt = MatRef::from_row_major_slice(&v, b, b)
+        .llt(Side::Lower)
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "the calibration Gram matrix is not positive definite near row {start} ({e:?}); raise the ridge"
+            ))
+        })?;
+    // Written through a transposed view, the column-major result holds L⁻¹ row by row.
+    let mut inv_t = Mat::<f64>::zeros(b, b);
+    invert_lower_triangular(
+        inv_t.as_mut().transpose_mut(),
+        llt.L(),
+        get_global_parallelism(),
+    );
+    let flat: Vec<f64> = (0..b)
+        .flat_map(|j| inv_t.col_as_slice(j))
+        .copied()
+        .collect();
     Ok(Tensor::from_data(
         burn::tensor::TensorData::new(flat, [b, b]),
         opts,
