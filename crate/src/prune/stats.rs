@@ -5,7 +5,7 @@
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 
-use super::linalg::{at_least_f32, diagonal, plus_diagonal, to_host, Host};
+use super::linalg::{at_least_f32, column_sums, diagonal, plus_diagonal, to_host, Host};
 use crate::error::Result;
 use crate::products::product;
 use crate::readback::scalar;
@@ -61,7 +61,7 @@ impl<C: Backend> InputStats<C> {
     /// goes through a [`product`], so the Gram matrix keeps f32's precision where the matmul would round to
     /// TF32; a half-type `x` is exact there and takes one matmul.
     pub fn of(x: Tensor<C, 2>) -> Self {
-        let [tokens, n] = x.dims();
+        let tokens = x.dims()[0];
         let half = matches!(x.dtype(), DType::BF16 | DType::F16);
         let x = at_least_f32(x);
         let gram = match half {
@@ -70,7 +70,7 @@ impl<C: Backend> InputStats<C> {
         };
         Self {
             gram,
-            sum: x.sum_dim(0).reshape([n]),
+            sum: column_sums(x),
             tokens,
         }
     }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::linalg::column_sums;
 use super::structure::{fold_query_channels, Aggregation};
 use crate::error::Result;
 use crate::model::llama::Block;
@@ -132,10 +133,10 @@ pub struct Member<B: Backend> {
 
 /// Sums over the axis that is not the channel axis: `[d_out, d_in]` → `[d_out]` (rows) or `[d_in]` (columns).
 pub fn reduce<B: Backend>(t: Tensor<B, 2>, axis: Axis) -> Tensor<B, 1> {
-    let [r, c] = t.dims();
+    let r = t.dims()[0];
     match axis {
         Axis::Rows => t.sum_dim(1).reshape([r]),
-        Axis::Cols => t.sum_dim(0).reshape([c]),
+        Axis::Cols => column_sums(t),
     }
 }
 
