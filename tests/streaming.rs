@@ -199,8 +199,6 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
     let ids = dir.path().join("calib.json");
     std::fs::write(&ids, serde_json::to_vec(&calib(&tiny())).unwrap()).unwrap();
     let common = [
-        "--importance",
-        "flap",
         "--compensation",
         "ls",
         "--target-params",
@@ -212,17 +210,26 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         "--json",
     ];
     // `global` ranks every layer before pruning: streamed, a first pass scores the unpruned layers one at a
-    // time.
-    for allocation in ["uniform", "global"] {
+    // time. Activation scores (flap) and weight scores (l2) both stream.
+    let runs = [
+        ("flap", "uniform"),
+        ("flap", "global"),
+        ("l2", "uniform"),
+        ("l2", "global"),
+    ];
+    for (importance, allocation) in runs {
         let (a, b) = (
-            dir.path().join(format!("whole-{allocation}")),
-            dir.path().join(format!("streamed-{allocation}")),
+            dir.path().join(format!("whole-{importance}-{allocation}")),
+            dir.path()
+                .join(format!("streamed-{importance}-{allocation}")),
         );
         let mut args = vec![
             "prune",
             synth.to_str().unwrap(),
             "--out",
             a.to_str().unwrap(),
+            "--importance",
+            importance,
             "--allocation",
             allocation,
         ];
@@ -233,10 +240,13 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         let streamed: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
         assert_eq!(
             whole["params_after"], streamed["params_after"],
-            "{allocation}"
+            "{importance} {allocation}"
         );
-        assert_eq!(whole["plan"], streamed["plan"], "{allocation}");
-        assert_eq!(whole["scores"], streamed["scores"], "{allocation}");
+        assert_eq!(whole["plan"], streamed["plan"], "{importance} {allocation}");
+        assert_eq!(
+            whole["scores"], streamed["scores"],
+            "{importance} {allocation}"
+        );
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
         assert_eq!(report["plan"], streamed["plan"]);
@@ -276,30 +286,145 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
                 .zip(f(u.data()))
                 .map(|(p, q)| (p - q).abs())
                 .fold(0.0f32, f32::max);
-            assert!(diff < 1e-5, "{allocation} {name}: {diff}");
+            assert!(diff < 1e-5, "{importance} {allocation} {name}: {diff}");
         }
     }
     // Recipes that need the whole model are refused up front, and nothing is written.
-    let c = dir.path().join("refused");
-    let out = Command::new(bin)
-        .args([
+    for amount in [["--ratio", "0.2"], ["--target-params", "0.15"]] {
+        let c = dir.path().join("refused");
+        let mut args = vec![
             "prune",
             synth.to_str().unwrap(),
             "--out",
             c.to_str().unwrap(),
             "--importance",
             "taylor-first",
-            "--ratio",
-            "0.2",
             "--calib-ids",
             ids.to_str().unwrap(),
             "--stream",
+        ];
+        args.extend(amount);
+        if amount[0] == "--target-params" {
+            args.extend(["--allocation", "global"]);
+        }
+        let out = Command::new(bin).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{amount:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("training-free"));
+        assert!(!c.exists());
+    }
+}
+
+/// A saved plan applied with `--plan` (no ratio) is repaired with the recipe's compensation, in memory and
+/// streamed, and gives the model of the run that made it; a plan reaching outside the pruned layers is refused.
+#[test]
+fn a_saved_plan_is_repaired_like_the_run_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("tiny");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    run_cli(&[
+        "synth",
+        "--shape",
+        "tiny",
+        "--out",
+        &path(&synth),
+        "--dtype",
+        "f32",
+    ]);
+    let ids = dir.path().join("calib.json");
+    std::fs::write(&ids, serde_json::to_vec(&calib(&tiny())).unwrap()).unwrap();
+    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
+        for a in [
+            "--compensation",
+            "ls",
+            "--layers",
+            "1..4",
+            "--calib-ids",
+            ids.to_str().unwrap(),
+            "--json",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            args.push(a.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_str(&run_cli(&args)).unwrap()
+    };
+    let made = dir.path().join("made");
+    let first = run(&made, &["--importance", "obs", "--ratio", "0.5"]);
+    let plan = made.join("plan.json");
+    for (name, extra) in [("memory", vec![]), ("streamed", vec!["--stream"])] {
+        let out = dir.path().join(name);
+        let mut args = vec!["--plan", plan.to_str().unwrap()];
+        args.extend(extra);
+        let again = run(&out, &args);
+        assert_eq!(again["plan"], first["plan"], "{name}");
+        assert_eq!(again["params_after"], first["params_after"], "{name}");
+        // The same repair: every reconstruction error as the first run reported it.
+        let errors = |r: &serde_json::Value| -> Vec<f64> {
+            r["reconstruction"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["after"].as_f64().unwrap())
+                .collect()
+        };
+        let (a, b) = (errors(&first), errors(&again));
+        assert_eq!((a.len(), b.len()), (6, 6), "{name}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-6 * x.abs().max(1e-12),
+                "{name}: {x} vs {y}"
+            );
+        }
+        let (x, y) = (
+            std::fs::read(made.join("model.safetensors")).unwrap(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+        );
+        let (sx, sy) = (
+            safetensors::SafeTensors::deserialize(&x).unwrap(),
+            safetensors::SafeTensors::deserialize(&y).unwrap(),
+        );
+        for (t, data) in sx.tensors() {
+            let f = |b: &[u8]| -> Vec<f32> {
+                b.chunks(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
+            let other = f(sy.tensor(&t).unwrap().data());
+            let diff = f(data.data())
+                .iter()
+                .zip(other)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "{name} {t}: {diff}");
+        }
+    }
+    // The plan removes from layers 1..4: a range that leaves one out is refused before anything is written.
+    let refused = dir.path().join("refused");
+    let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args([
+            "prune",
+            &path(&synth),
+            "--out",
+            &path(&refused),
+            "--plan",
+            plan.to_str().unwrap(),
+            "--layers",
+            "2..4",
+            "--calib-ids",
+            ids.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("training-free"));
-    assert!(!c.exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("layer 1, outside the pruned layers 2..4"),
+        "{err}"
+    );
+    assert!(!refused.exists());
 }
 
 /// A bf16 checkpoint is read as bf16 (the file's bytes, no detour through f32), loads exactly into an f32 model,

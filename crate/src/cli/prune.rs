@@ -17,11 +17,11 @@ use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::model::Llama;
 use crate::prune::allocate::Allocation;
-use crate::prune::calib::{check_windows, sample_windows, CalibSource};
+use crate::prune::calib::{sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
 use crate::prune::linalg::Linalg;
-use crate::prune::pipeline::prune;
-use crate::prune::plan::{apply, Plan};
+use crate::prune::pipeline::{apply_plan, prune};
+use crate::prune::plan::Plan;
 use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
 use crate::prune::report::{EvalReport, Report, StageTime};
 use crate::prune::structure::{Aggregation, StructureKind};
@@ -98,7 +98,7 @@ pub struct PruneArgs {
     /// Write only the plan (JSON) to --out; apply it later with --plan.
     #[arg(long)]
     plan_only: bool,
-    /// Apply a saved plan instead of scoring.
+    /// Apply a saved plan instead of scoring (no --ratio needed), repaired with the recipe's compensation.
     #[arg(long, conflicts_with = "plan_only")]
     plan: Option<PathBuf>,
     /// cpu, wgpu or cuda.
@@ -230,7 +230,6 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
             what: p.display().to_string(),
             message: format!("expected [[id, …], …]: {e}"),
         })?;
-        check_windows(&windows)?;
         r.calibration = CalibSource::Ids { windows };
     }
     if args.eval.is_some() {
@@ -246,6 +245,8 @@ struct PruneJob<'a> {
     args: &'a PruneArgs,
     input: &'a ModelInput,
     recipe: Recipe,
+    /// A saved plan to apply instead of scoring.
+    plan: Option<Plan>,
     calib: Vec<Vec<u32>>,
     eval_ids: Option<Vec<u32>>,
 }
@@ -268,7 +269,6 @@ impl BackendJob for PruneJob<'_> {
     type Output = Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (args, cfg) = (self.args, &self.input.config);
-        self.recipe.check(cfg)?;
         let start = Instant::now();
         let model = self
             .input
@@ -282,16 +282,19 @@ impl BackendJob for PruneJob<'_> {
             (Some(ids), Some(spec)) => Some(eval(&model.valid(), ids, spec, &device)?),
             _ => None,
         };
-        let (pruned, plan, ratio, scores, reconstruction) = match &args.plan {
-            Some(p) => {
-                let plan = Plan::from_json(&read(p)?)?;
-                (
-                    apply(model.valid(), &plan)?,
-                    plan,
-                    self.recipe.ratio,
-                    vec![],
-                    vec![],
-                )
+        let (pruned, plan, ratio, scores, reconstruction) = match self.plan {
+            Some(plan) => {
+                let out = pollster::block_on(apply_plan(
+                    model.valid(),
+                    &self.recipe,
+                    Some(plan),
+                    None,
+                    &self.calib,
+                    &device,
+                    &Bars::default(),
+                    &mut timings,
+                ))?;
+                (out.model, out.plan, None, vec![], out.reconstruction)
             }
             None => {
                 let out = pollster::block_on(prune(
@@ -377,14 +380,25 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let precision = parse_enum(&args.precision, "--precision", &Precision::ALL)?;
     let input = ModelInput::open(&args.model)?;
     let recipe = recipe(&args)?;
-    recipe.check(&input.config)?;
+    let plan = match &args.plan {
+        Some(p) => {
+            let plan = Plan::from_json(&read(p)?)?;
+            recipe.check_with_plan(&input.config, &plan)?;
+            Some(plan)
+        }
+        None => {
+            recipe.check(&input.config)?;
+            None
+        }
+    };
     if args.out.exists() {
         return Err(Error::Invalid(format!(
             "{} exists; choose a new output path (prunelab never overwrites)",
             args.out.display()
         )));
     }
-    let needs_text = args.eval.is_some() || (args.calib.is_some() && args.plan.is_none());
+    let sampled = matches!(recipe.calibration, CalibSource::Sampled { .. });
+    let needs_text = args.eval.is_some() || (args.calib.is_some() && sampled);
     let tokenizer = match needs_text {
         true => Some(input.tokenizer()?.ok_or_else(|| {
             Error::Tokenizer(format!("{} has no tokenizer", args.model.display()))
@@ -401,12 +415,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
             sample_windows(&ids, *samples, *length, recipe.seed)?
         }
         (CalibSource::Sampled { .. }, None) => {
-            if (recipe.importance.needs_gradient()
-                || recipe.importance.needs_fisher()
-                || recipe.importance.needs_activations()
-                || recipe.compensation != crate::prune::compensate::Compensation::None)
-                && args.plan.is_none()
-            {
+            if recipe.needs_calibration(plan.is_some()) {
                 let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
                 return Err(Error::Invalid(format!(
                     "{} + {} needs calibration text: pass --calib FILE or --calib-ids FILE.json",
@@ -434,7 +443,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 input: &input,
                 recipe,
                 calib,
-                plan: args.plan.as_deref(),
+                plan,
                 out: &args.out,
                 format: args.format,
                 dtype: &args.dtype,
@@ -447,6 +456,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 args: &args,
                 input: &input,
                 recipe,
+                plan,
                 calib,
                 eval_ids,
             },

@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use web_time::Instant;
 
 use super::convert::dtypes;
-use super::files::{read, ModelInput};
+use super::files::ModelInput;
 use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, report_files};
@@ -23,7 +23,8 @@ pub(super) struct StreamJob<'a> {
     pub input: &'a ModelInput,
     pub recipe: Recipe,
     pub calib: Vec<Vec<u32>>,
-    pub plan: Option<&'a Path>,
+    /// A saved plan to apply instead of scoring.
+    pub plan: Option<Plan>,
     pub out: &'a Path,
     pub format: Option<Format>,
     pub dtype: &'a str,
@@ -33,7 +34,7 @@ impl BackendJob for StreamJob<'_> {
     type Output = Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
-        let fixed = self.plan.map(|p| Plan::from_json(&read(p)?)).transpose()?;
+        let fixed = self.plan;
         let layers = recipe.layer_range(cfg);
         let global = fixed.is_none() && recipe.allocation == Allocation::Global;
         let ratio = match (fixed.is_some() || global, recipe.allocation, recipe.ratio) {

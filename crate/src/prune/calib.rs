@@ -42,13 +42,17 @@ pub fn sample_windows(
         .collect())
 }
 
-/// Checks explicit windows: non-empty, equal lengths of at least 2 tokens.
-pub fn check_windows(windows: &[Vec<u32>]) -> Result<()> {
+/// Checks windows before they become a `[windows, len]` batch: at least one, all of one length ≥ 2, every id
+/// inside a vocabulary of `vocab_size`.
+pub fn check_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<()> {
     let len = windows.first().map(Vec::len).unwrap_or(0);
     if len < 2 || windows.iter().any(|w| w.len() != len) {
-        return Err(Error::Invalid(
-            "calibration windows must be non-empty and all of one length ≥ 2".into(),
-        ));
+        return Err(Error::Invalid(format!(
+            "calibration windows must be non-empty and all of one length ≥ 2 (got {} windows of lengths {}..={})",
+            windows.len(),
+            windows.iter().map(Vec::len).min().unwrap_or(0),
+            windows.iter().map(Vec::len).max().unwrap_or(0),
+        )));
     }
-    Ok(())
+    crate::eval::perplexity::check_ids(&windows.concat(), vocab_size)
 }

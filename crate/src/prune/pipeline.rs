@@ -2,18 +2,19 @@
 //! Backend-generic and asynchronous, so the CLI and the browser worker run the same code.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use web_time::Instant;
 
 use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
+use super::calib::check_windows;
 use super::compensate::Compensation;
 use super::gradients::gradient_stats;
 use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
-use super::sequential::{activation_scores, prune_sequential, Reconstruction};
-use crate::error::{Error, Result};
+use super::sequential::{activation_scores, prune_sequential, Reconstruction, Sequential};
+use crate::error::Result;
 use crate::model::Llama;
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 
@@ -69,12 +70,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     let start = Instant::now();
     let stats = match kind.needs_gradient() || kind.needs_fisher() {
         true => {
-            if calib.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{kind:?} needs calibration windows"
-                )));
-            }
-            crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
+            check_windows(calib, cfg.vocab_size)?;
             gradient_stats(
                 model,
                 calib,
@@ -132,37 +128,67 @@ pub async fn prune<B: AutodiffBackend>(
     let mut timings = Vec::new();
     let (plan, ratio, scores) =
         make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
-    let start = Instant::now();
-    if recipe.importance.needs_activations() || recipe.compensation != Compensation::None {
-        // Activation scores under a per-layer allocation are computed in the pass; anything else is a plan.
-        let fixed = (!recipe.importance.needs_activations() || ratio.is_none()).then_some(&plan);
-        let seq =
-            prune_sequential(model.valid(), recipe, ratio, calib, fixed, device, progress).await?;
-        timings.push(StageTime {
-            stage: "sequential".into(),
-            seconds: start.elapsed().as_secs_f64(),
-        });
-        let scores = if fixed.is_some() { scores } else { seq.scores };
-        return Ok(Pruned {
-            model: seq.model,
-            plan: seq.plan,
-            ratio,
-            scores,
-            reconstruction: seq.reconstruction,
-            timings,
-        });
-    }
-    let pruned = apply(model.valid(), &plan)?;
-    timings.push(StageTime {
-        stage: "apply".into(),
-        seconds: start.elapsed().as_secs_f64(),
-    });
-    Ok(Pruned {
-        model: pruned,
-        plan,
+    // Activation scores under a per-layer allocation are computed in the sequential pass, which makes the plan.
+    let in_pass = recipe.importance.needs_activations() && ratio.is_some();
+    let out = apply_plan(
+        model.valid(),
+        recipe,
+        (!in_pass).then_some(plan),
         ratio,
-        scores,
-        reconstruction: vec![],
+        calib,
+        device,
+        progress,
+        &mut timings,
+    )
+    .await?;
+    Ok(Pruned {
+        model: out.model,
+        plan: out.plan,
+        ratio,
+        scores: if in_pass { out.scores } else { scores },
+        reconstruction: out.reconstruction,
         timings,
     })
+}
+
+/// Applies `plan` (made by [`make_plan`], or saved) to `model` with the recipe's compensation: a plain slice
+/// when nothing is repaired, else the sequential pass, which with no plan also scores each layer's activations
+/// and removes the allocation's counts at fraction `ratio`.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_plan<B: Backend>(
+    model: Llama<B>,
+    recipe: &Recipe,
+    plan: Option<Plan>,
+    ratio: Option<f64>,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+    timings: &mut Vec<StageTime>,
+) -> Result<Sequential<B>> {
+    if let Some(plan) = &plan {
+        recipe.check_with_plan(&model.config, plan)?;
+    }
+    let start = Instant::now();
+    let (out, stage) = match plan {
+        Some(plan) if recipe.compensation == Compensation::None => {
+            let sliced = Sequential {
+                model: apply(model, &plan)?,
+                plan,
+                scores: vec![],
+                reconstruction: vec![],
+            };
+            (sliced, "apply")
+        }
+        plan => {
+            let seq =
+                prune_sequential(model, recipe, ratio, calib, plan.as_ref(), device, progress)
+                    .await?;
+            (seq, "sequential")
+        }
+    };
+    timings.push(StageTime {
+        stage: stage.into(),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    Ok(out)
 }

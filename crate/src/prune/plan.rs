@@ -26,6 +26,13 @@ pub struct LayerPlan {
     pub mlp_channels: Vec<usize>,
 }
 
+impl LayerPlan {
+    /// Whether the layer loses nothing.
+    pub fn is_empty(&self) -> bool {
+        self.kv_groups.is_empty() && self.mlp_channels.is_empty()
+    }
+}
+
 /// The shapes a plan was made for: a plan only applies to the model it was made for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fingerprint {

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::allocate::Allocation;
-use super::calib::CalibSource;
+use super::calib::{check_windows, CalibSource};
 use super::compensate::Compensation;
 use super::importance::Importance;
 use super::linalg::Linalg;
+use super::plan::Plan;
 use super::structure::{Aggregation, StructureKind};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
@@ -121,6 +122,40 @@ impl Recipe {
 
     /// Checks the recipe against the model before any work starts.
     pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        self.check_run(cfg)?;
+        self.check_amount(cfg)
+    }
+
+    /// Checks the recipe for applying a saved `plan` to the model (the plan replaces the ratio or target): every
+    /// layer the plan removes from must lie in the recipe's layer range, which the sequential pass walks.
+    pub fn check_with_plan(&self, cfg: &ModelConfig, plan: &Plan) -> Result<()> {
+        plan.check(cfg)?;
+        self.check_run(cfg)?;
+        let r = self.layer_range(cfg);
+        match plan
+            .layers
+            .iter()
+            .find(|lp| !r.contains(&lp.layer) && !lp.is_empty())
+        {
+            Some(lp) => Err(Error::Invalid(format!(
+                "the plan removes structures from layer {}, outside the pruned layers {}..{} (set --layers)",
+                lp.layer, r.start, r.end
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the run needs calibration windows: for its compensation, or for its score unless a saved plan
+    /// replaces the scores.
+    pub fn needs_calibration(&self, plan_given: bool) -> bool {
+        let i = self.importance;
+        self.compensation != Compensation::None
+            || (!plan_given && (i.needs_gradient() || i.needs_fisher() || i.needs_activations()))
+    }
+
+    /// How much goes: one ratio or one parameter target, and an allocation that can use it (after
+    /// [`Self::check_run`], so the layer range is valid).
+    fn check_amount(&self, cfg: &ModelConfig) -> Result<()> {
         match (self.ratio, self.target_params) {
             (Some(_), Some(_)) => {
                 return Err(Error::Invalid(
@@ -162,6 +197,20 @@ impl Recipe {
             ));
         }
         let r = self.layer_range(cfg);
+        if self.structures.contains(&StructureKind::KvGroups)
+            && cfg.layers[r].iter().all(|s| s.num_kv_heads < 2)
+        {
+            return Err(Error::Invalid(
+                "the pruned layers have a single KV group each: there is no KV group to remove"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything but the amount: layer range, ridge, calibration.
+    fn check_run(&self, cfg: &ModelConfig) -> Result<()> {
+        let r = self.layer_range(cfg);
         if r.start >= r.end || r.end > cfg.num_layers() {
             return Err(Error::Invalid(format!(
                 "layer range {}..{} is outside the model's {} layers",
@@ -170,27 +219,20 @@ impl Recipe {
                 cfg.num_layers()
             )));
         }
-        if self.structures.contains(&StructureKind::KvGroups)
-            && cfg.layers[r.clone()].iter().all(|s| s.num_kv_heads < 2)
-        {
-            return Err(Error::Invalid(
-                "the pruned layers have a single KV group each: there is no KV group to remove"
-                    .into(),
-            ));
-        }
         if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
             return Err(Error::Invalid(format!(
                 "ridge {} must be a finite number ≥ 0",
                 self.ridge
             )));
         }
-        if let CalibSource::Sampled { samples, length } = self.calibration {
-            if samples == 0 || length < 2 {
-                return Err(Error::Invalid(format!(
+        match &self.calibration {
+            CalibSource::Sampled { samples, length } if *samples == 0 || *length < 2 => {
+                Err(Error::Invalid(format!(
                     "calibration of {samples} × {length} tokens is empty"
-                )));
+                )))
             }
+            CalibSource::Ids { windows } => check_windows(windows, cfg.vocab_size),
+            CalibSource::Sampled { .. } => Ok(()),
         }
-        Ok(())
     }
 }

@@ -8,11 +8,12 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::Serialize;
 
 use super::allocate::lowest;
+use super::calib::check_windows;
 use super::compensate::{
     self, bias_update, error_energy, least_squares, output_energy, Compensation,
 };
 use super::importance::activation::column_scores;
-use super::importance::LayerScores;
+use super::importance::{score_layer, GradStats, LayerScores};
 use super::linalg::{at_least_f32, onto, to_host, Linalg};
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
@@ -134,12 +135,7 @@ fn prefix<B: Backend>(
     start: usize,
     device: &B::Device,
 ) -> Result<(Tensor<B, 3>, Positions<B>)> {
-    if calib.is_empty() {
-        return Err(Error::Invalid(
-            "the sequential pipeline needs calibration windows".into(),
-        ));
-    }
-    crate::eval::perplexity::check_ids(&calib.concat(), model.config.vocab_size)?;
+    check_windows(calib, model.config.vocab_size)?;
     let refs: Vec<&[u32]> = calib.iter().map(|w| w.as_slice()).collect();
     let pos = model.positions(refs[0].len(), device);
     let mut h = model.embed(batch_tensor::<B>(&refs, device));
@@ -212,11 +208,12 @@ async fn column_scores_of<B: Backend>(
     }
 }
 
-/// Per-KV-group scores from per-column scores of `o_proj`: a group sums its query heads' columns.
-fn group_scores(columns: &[f64], shape: &LayerShape, hd: usize) -> Vec<f32> {
+/// Per-KV-group scores from per-column scores of `o_proj`: a group sums its query heads' columns, credited as
+/// `agg` says.
+fn group_scores(columns: &[f64], shape: &LayerShape, hd: usize, agg: Aggregation) -> Vec<f32> {
     (0..shape.num_kv_heads)
         .map(|g| {
-            let heads = query_heads(shape, g, Aggregation::Correct);
+            let heads = query_heads(shape, g, agg);
             expand(&heads, hd).iter().map(|&j| columns[j]).sum::<f64>() as f32
         })
         .collect()
@@ -258,8 +255,8 @@ pub async fn activation_scores<B: Backend>(
     Ok(out)
 }
 
-/// The activation scores of the unpruned decoder layer `l` of a model with config `cfg`, on its input `h`; and
-/// its output (the next layer's input).
+/// The recipe's training-free scores of the unpruned decoder layer `l` of a model with config `cfg` (from its
+/// input `h`, or its weights alone); and its output (the next layer's input).
 pub async fn layer_scores<B: Backend>(
     block: &Block<B>,
     l: usize,
@@ -268,12 +265,18 @@ pub async fn layer_scores<B: Backend>(
     pos: &Positions<B>,
     recipe: &Recipe,
 ) -> Result<(LayerScores, Tensor<B, 3>)> {
+    if !recipe.importance.needs_activations() {
+        let (kind, agg) = (recipe.importance, recipe.aggregation);
+        let none = GradStats::default();
+        let scores = score_layer(l, block, &cfg.layers[l], &none, kind, agg, recipe.seed).await?;
+        return Ok((scores, block.forward(h, pos)));
+    }
     let dense = dense_layer(block, h, pos).await?;
     let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
     let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;
     let scores = LayerScores {
         layer: l,
-        kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim),
+        kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim, recipe.aggregation),
         mlp_channels: to_f32(mlp),
     };
     Ok((
@@ -318,14 +321,36 @@ pub async fn prune_layer<B: Backend>(
     device: &B::Device,
 ) -> Result<LayerOutcome<B>> {
     let hd = block.self_attn.head_dim;
+    // Weight scores (magnitude, random) depend on this layer's weights alone: taken before anything changes.
+    let weight_scores = match choice {
+        LayerChoice::Count { .. } if !recipe.importance.needs_activations() => Some(
+            score_layer(
+                l,
+                block,
+                &shape,
+                &GradStats::default(),
+                recipe.importance,
+                recipe.aggregation,
+                recipe.seed,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let dense = dense_layer(block, h, pos).await?;
 
     let mut kv_scores = vec![];
     let groups = match choice {
         LayerChoice::Fixed(lp) => lp.kv_groups.clone(),
         LayerChoice::Count { kv_groups, .. } => {
-            let cols = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
-            kv_scores = group_scores(&cols, &shape, hd);
+            kv_scores = match &weight_scores {
+                Some(s) => s.kv_groups.clone(),
+                None => {
+                    let o_proj = &block.self_attn.o_proj;
+                    let cols = column_scores_of(o_proj, &dense.attn, recipe).await?;
+                    group_scores(&cols, &shape, hd, recipe.aggregation)
+                }
+            };
             lowest(&kv_scores, *kv_groups)
         }
     };
@@ -355,8 +380,10 @@ pub async fn prune_layer<B: Backend>(
     let channels = match choice {
         LayerChoice::Fixed(lp) => lp.mlp_channels.clone(),
         LayerChoice::Count { mlp_channels, .. } => {
-            let cols = column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?;
-            mlp_scores = to_f32(cols);
+            mlp_scores = match weight_scores {
+                Some(s) => s.mlp_channels,
+                None => to_f32(column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?),
+            };
             lowest(&mlp_scores, *mlp_channels)
         }
     };

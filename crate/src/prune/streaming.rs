@@ -15,6 +15,7 @@ use web_time::Instant;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+use super::calib::check_windows;
 use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
 use super::recipe::Recipe;
@@ -104,12 +105,12 @@ impl<'a, B: Backend> Streamed<'a, B> {
         progress: &'a dyn Progress,
     ) -> Result<Self> {
         check_inventory(cfg, src)?;
-        recipe.check(cfg)?;
-        if recipe.importance.needs_gradient() || recipe.importance.needs_fisher() {
-            return Err(Error::Invalid(
-                "streamed pruning is training-free: gradient scores need the whole model (drop --stream)"
-                    .into(),
-            ));
+        match fixed {
+            Some(plan) => recipe.check_with_plan(cfg, plan)?,
+            None => recipe.check(cfg)?,
+        }
+        if fixed.is_none() {
+            check_training_free(recipe)?;
         }
         let layers = recipe.layer_range(cfg);
         let mut out = cfg.clone();
@@ -128,18 +129,10 @@ impl<'a, B: Backend> Streamed<'a, B> {
             };
             out.layers[l] = Plan::new(cfg, vec![lp]).kept(cfg, l).shape();
         }
-        if let Some(plan) = fixed {
-            plan.check(cfg)?;
-        }
         if recipe.compensation.adds_bias() {
             with_biases(&mut out);
         }
-        crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
-        if calib.is_empty() {
-            return Err(Error::Invalid(
-                "the sequential pipeline needs calibration windows".into(),
-            ));
-        }
+        check_windows(calib, cfg.vocab_size)?;
         Ok(Self {
             src,
             cfg: cfg.clone(),
@@ -281,6 +274,17 @@ impl<'a, B: Backend> Streamed<'a, B> {
     }
 }
 
+/// Streamed scores see one layer at a time: gradient scores, which need the whole model, are refused.
+fn check_training_free(recipe: &Recipe) -> Result<()> {
+    match recipe.importance.needs_gradient() || recipe.importance.needs_fisher() {
+        true => Err(Error::Invalid(
+            "streamed pruning is training-free: gradient scores need the whole model (drop --stream)"
+                .into(),
+        )),
+        false => Ok(()),
+    }
+}
+
 /// Calibration activations entering layer 0: embedding rows gathered on the host in the checkpoint's float type
 /// (the embedding matrix never goes to the device).
 fn embed<B: Backend>(
@@ -316,12 +320,8 @@ pub fn streamed_scores<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<Vec<LayerScores>> {
     check_inventory(cfg, src)?;
-    if calib.is_empty() {
-        return Err(Error::Invalid(
-            "activation scores need calibration windows".into(),
-        ));
-    }
-    crate::eval::perplexity::check_ids(&calib.concat(), cfg.vocab_size)?;
+    check_training_free(recipe)?;
+    check_windows(calib, cfg.vocab_size)?;
     let layers = recipe.layer_range(cfg);
     let (mut h, pos) = embed::<B>(src, cfg, calib, device)?;
     let mut scores = Vec::with_capacity(layers.len());
