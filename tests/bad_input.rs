@@ -62,6 +62,77 @@ fn truncated_file_is_named() {
     );
 }
 
+/// A safetensors file with `header` (JSON) and `data_len` bytes of data.
+fn raw(header: serde_json::Value, data_len: usize) -> Vec<u8> {
+    let h = header.to_string().into_bytes();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.resize(out.len() + data_len, 0);
+    out
+}
+
+/// Both readers (memory map, byte ranges) find the same fault in a data section the tensors do not tile, and
+/// name the tensor.
+#[test]
+fn data_the_tensors_do_not_tile_is_named() {
+    use prunelab::io::safetensors_ranges::RangedSafetensors;
+    use serde_json::json;
+    let t = |a: u64, b: u64| json!({"dtype": "F32", "shape": [2], "data_offsets": [a, b]});
+    let cases = [
+        (
+            json!({"a": t(0, 8), "b": t(4, 12)}),
+            12,
+            "tensor b: bytes [4, 12) overlap tensor a",
+        ),
+        (
+            json!({"a": t(0, 8), "b": t(12, 20)}),
+            20,
+            "bytes [8, 12) between tensor a and tensor b belong to no tensor",
+        ),
+        (
+            json!({"a": t(4, 12)}),
+            12,
+            "bytes [0, 4) between the header and tensor a belong to no tensor",
+        ),
+        (
+            json!({"a": t(0, 8)}),
+            10,
+            "2 bytes after the last tensor belong to no tensor",
+        ),
+        (
+            json!({"a": t(0, 8), "b": t(8, 16)}),
+            12,
+            "truncated: tensor b ends at byte",
+        ),
+        (
+            json!({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}),
+            8,
+            "tensor a: bytes [0, 8) do not hold shape [3] of F32",
+        ),
+        (
+            json!({"a": {"dtype": "F32", "shape": [1u64 << 62, 8], "data_offsets": [0, 8]}}),
+            8,
+            "do not hold shape",
+        ),
+    ];
+    for (header, len, message) in cases {
+        let bytes = raw(header, len);
+        let mapped = SafetensorsWeights::from_files(&[("m.safetensors".into(), &bytes)], None)
+            .err()
+            .unwrap()
+            .to_string();
+        let ranged = RangedSafetensors::open(vec![("m.safetensors".to_string(), bytes.as_slice())])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            mapped.starts_with("m.safetensors: invalid safetensors: ") && mapped.contains(message),
+            "{mapped}"
+        );
+        assert_eq!(mapped, ranged);
+    }
+}
+
 #[test]
 fn garbled_header_is_named() {
     let (cfg, mut bytes) = fixture_files("tiny-mha");

@@ -143,7 +143,7 @@ fn unsupported_configs_name_field_and_value() {
     v.as_object_mut().unwrap().remove("hidden_size");
     assert_eq!(
         parse(v).unwrap_err().to_string(),
-        "config.json: field hidden_size: missing"
+        "config: field hidden_size: missing"
     );
     let mut v = base();
     v["num_key_value_heads"] = json!(3);
@@ -151,6 +151,63 @@ fn unsupported_configs_name_field_and_value() {
         .unwrap_err()
         .to_string()
         .contains("4 query heads cannot be shared evenly by 3 KV heads"));
+}
+
+/// Values that would build a model computing NaN, or allocate without bound, are refused by name before any
+/// tensor exists.
+#[test]
+fn impossible_values_are_refused_before_anything_is_built() {
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "num_hidden_layers",
+            json!(4_611_686_018_427_387_904u64),
+            "field num_hidden_layers: is 4611686018427387904, beyond any model (at most 65536)",
+        ),
+        (
+            "num_hidden_layers",
+            json!(0),
+            "field num_hidden_layers: is 0",
+        ),
+        (
+            "rope_theta",
+            json!(-1.0),
+            "field rope_theta: -1 is not a finite number > 0",
+        ),
+        (
+            "rms_norm_eps",
+            json!(-1e-6),
+            "field rms_norm_eps: -0.000001 is not a finite number ≥ 0",
+        ),
+        (
+            "head_dim",
+            json!(1u64 << 62),
+            "parameters, beyond any model",
+        ),
+        ("head_dim", json!(7), "unsupported head_dim = 7"),
+        (
+            "vocab_size",
+            json!(1u64 << 40),
+            "beyond any model (at most 100000000000000)",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "llama3", "factor": 0.0, "low_freq_factor": 1.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+            "field rope_scaling: llama3 needs factor > 0",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+            "0 < low_freq_factor < high_freq_factor",
+        ),
+    ];
+    for (field, value, message) in cases {
+        let mut v = base();
+        v[field] = value;
+        let err = parse(v).unwrap_err().to_string();
+        assert!(err.contains(message), "{field}: {err}");
+    }
 }
 
 #[test]

@@ -128,9 +128,7 @@ fn uniform_model_round_trips_as_llama_with_identical_logits() {
         }
         let a = Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap();
         let b = Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap();
-        if name == "tiny-gqa" {
-            assert_eq!(logits(&a), logits(&b));
-        }
+        assert_eq!(logits(&a), logits(&b), "{name}");
     }
 }
 
@@ -279,4 +277,75 @@ fn malformed_files_get_specific_errors() {
     let at = bad.windows(key.len()).position(|w| w == key).unwrap();
     bad[at..at + key.len()].copy_from_slice(b"llama.block_cXunt");
     assert_eq!(parse_err(&bad), "GGUF: missing metadata llama.block_count");
+
+    // The value after the key's type: a layer count no model has is refused before anything per layer exists.
+    let value_at = at + key.len() + 4;
+    let mut bad = good.clone();
+    bad[value_at..value_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = parse_err(&bad);
+    assert!(
+        err.contains("field llama.block_count: is 4294967295, beyond any model"),
+        "{err}"
+    );
+    // The same four bytes typed F32: present, but not a count.
+    let mut bad = good.clone();
+    bad[value_at - 4..value_at].copy_from_slice(&6u32.to_le_bytes());
+    let err = parse_err(&bad);
+    assert!(
+        err.starts_with("GGUF: llama.block_count = F32(") && err.ends_with("is not a count"),
+        "{err}"
+    );
+}
+
+#[test]
+fn metadata_a_model_cannot_have_is_refused() {
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let with = |key: &str, value: Value| write_gguf(&cfg, &st, &[(key.into(), value)]);
+    // The writer keeps architecture keys to itself: a key of the same length is renamed in the bytes.
+    let renamed = |mut file: Vec<u8>, from: &str, to: &str| {
+        let at = file
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .unwrap();
+        file[at..at + to.len()].copy_from_slice(to.as_bytes());
+        file
+    };
+
+    let moe = renamed(
+        with("general.xxxxxxxxxx", Value::U32(8)),
+        "general.xxxxxxxxxx",
+        "llama.expert_count",
+    );
+    let err = parse_err(&moe);
+    assert!(
+        err.contains("unsupported llama.expert_count = U32(8)"),
+        "{err}"
+    );
+    let dense = renamed(
+        with("general.xxxxxxxxxx", Value::U32(0)),
+        "general.xxxxxxxxxx",
+        "llama.expert_count",
+    );
+    assert!(GgufModel::parse(&dense).is_ok());
+
+    // Arrays nest at most four deep: a crafted file cannot exhaust the stack.
+    let nested = |depth: usize| (0..depth).fold(Value::U8(1), |inner, _| Value::Array(vec![inner]));
+    assert!(GgufModel::parse(&with("general.nested", nested(4))).is_ok());
+    let err = parse_err(&with("general.nested", nested(5)));
+    assert!(
+        err.contains("metadata general.nested: arrays nested more than 4 deep"),
+        "{err}"
+    );
+
+    // Zero query heads make no layer (the value follows the key and its u32 type).
+    let mut bad = valid_gguf();
+    let key = b"llama.attention.head_count";
+    let at = bad.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4;
+    bad[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    let err = parse_err(&bad);
+    assert!(
+        err.contains("layer 0 heads: 0 query heads cannot be shared evenly"),
+        "{err}"
+    );
 }

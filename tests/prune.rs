@@ -38,6 +38,58 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// `Σ |W|^p` of every member of each KV group (query heads `h / n_rep = g`: q rows, k and v rows, o columns) and
+/// of each MLP channel (gate and up rows, down column), summed in f64 straight from the fixture's weights.
+fn magnitudes_by_hand(name: &str, layer: usize, p: i32) -> (Vec<f32>, Vec<f32>) {
+    let (cfg, bytes) = fixture_files(name);
+    let st = prunelab::io::SafetensorsWeights::from_files(&[("m".into(), &bytes)], None).unwrap();
+    let w = |suffix: &str| {
+        use prunelab::model::WeightSource;
+        st.read_f32(&format!("model.layers.{layer}.{suffix}"))
+            .unwrap()
+    };
+    let (d, hd, s) = (cfg.hidden_size, cfg.head_dim, cfg.layers[layer]);
+    let m = |x: f32| (x.abs() as f64).powi(p);
+    // Rows [r0, r1) of a matrix `cols` wide, or columns [c0, c1) of one `cols` wide.
+    let rows = |v: &[f32], r: std::ops::Range<usize>, cols: usize| -> f64 {
+        v[r.start * cols..r.end * cols].iter().map(|&x| m(x)).sum()
+    };
+    let columns = |v: &[f32], c: std::ops::Range<usize>, cols: usize| -> f64 {
+        v.chunks(cols)
+            .map(|row| row[c.clone()].iter().map(|&x| m(x)).sum::<f64>())
+            .sum()
+    };
+    let (q, k, v, o) = (
+        w("self_attn.q_proj.weight"),
+        w("self_attn.k_proj.weight"),
+        w("self_attn.v_proj.weight"),
+        w("self_attn.o_proj.weight"),
+    );
+    let kv = (0..s.num_kv_heads)
+        .map(|g| {
+            let heads = g * s.n_rep()..(g + 1) * s.n_rep();
+            let query = heads.start * hd..heads.end * hd;
+            let own = g * hd..(g + 1) * hd;
+            (rows(&q, query.clone(), d)
+                + rows(&k, own.clone(), d)
+                + rows(&v, own, d)
+                + columns(&o, query, s.num_heads * hd)) as f32
+        })
+        .collect();
+    let (gate, up, down) = (
+        w("mlp.gate_proj.weight"),
+        w("mlp.up_proj.weight"),
+        w("mlp.down_proj.weight"),
+    );
+    let n = s.intermediate_size;
+    let mlp = (0..n)
+        .map(|c| {
+            (rows(&gate, c..c + 1, d) + rows(&up, c..c + 1, d) + columns(&down, c..c + 1, n)) as f32
+        })
+        .collect();
+    (kv, mlp)
+}
+
 fn check_scores(name: &str) {
     let golden = golden_json(name);
     let calib = id_windows(&golden["calibration_input_ids"]);
@@ -77,29 +129,38 @@ fn check_scores(name: &str) {
                 &floats(&official["mlp_channels"]),
                 &format!("{name} {key} layer {layer} mlp (compat)"),
             );
-            if let Some(correct) = golden["scores"][key].get("gqa_query_head_h_in_group_h_div_nrep")
-            {
-                let s = pollster::block_on(score_layer(
-                    layer,
-                    &inner.layers[layer],
-                    shape,
-                    &stats,
-                    kind,
-                    Aggregation::Correct,
-                    0,
-                ))
-                .unwrap();
-                assert_close(
-                    &s.kv_groups,
-                    &floats(&correct[layer.to_string()]),
-                    &format!("{name} {key} layer {layer} kv (correct)"),
-                );
-                assert_close(
-                    &s.mlp_channels,
-                    &floats(&official["mlp_channels"]),
-                    &format!("{name} {key} layer {layer} mlp (correct)"),
-                );
-            }
+            // The correct aggregation: Taylor scores from the golden file, magnitudes summed by hand.
+            let (kv, mlp) = match kind {
+                Importance::L1 => magnitudes_by_hand(name, layer, 1),
+                Importance::L2 => magnitudes_by_hand(name, layer, 2),
+                _ => (
+                    floats(
+                        &golden["scores"][key]["gqa_query_head_h_in_group_h_div_nrep"]
+                            [layer.to_string()],
+                    ),
+                    floats(&official["mlp_channels"]),
+                ),
+            };
+            let s = pollster::block_on(score_layer(
+                layer,
+                &inner.layers[layer],
+                shape,
+                &stats,
+                kind,
+                Aggregation::Correct,
+                0,
+            ))
+            .unwrap();
+            assert_close(
+                &s.kv_groups,
+                &kv,
+                &format!("{name} {key} layer {layer} kv (correct)"),
+            );
+            assert_close(
+                &s.mlp_channels,
+                &mlp,
+                &format!("{name} {key} layer {layer} mlp (correct)"),
+            );
         }
     }
 }

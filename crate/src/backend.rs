@@ -29,8 +29,8 @@ impl BackendKind {
             "wgpu" | "vulkan" | "webgpu" => BackendKind::Wgpu,
             "cuda" => BackendKind::Cuda,
             other => {
-                return Err(Error::Backend(format!(
-                    "unknown backend {other:?} (cpu, wgpu, cuda)"
+                return Err(Error::Invalid(format!(
+                    "--backend {other:?}: expected cpu, wgpu or cuda"
                 )))
             }
         };
@@ -47,7 +47,7 @@ impl BackendKind {
         };
         match compiled {
             true => Ok(()),
-            false => Err(Error::Backend(format!(
+            false => Err(Error::Invalid(format!(
                 "this build has no {} backend (rebuild with `--features {}`)",
                 self.name(),
                 self.name()
@@ -84,6 +84,9 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
         job: J,
     ) -> Result<J::Output> {
         let device = B::Device::default();
+        if kind != BackendKind::Cpu {
+            probe::<B>(&device, kind)?;
+        }
         precision.apply::<B>(&device, kind)?;
         job.run::<B>(device)
     }
@@ -95,6 +98,43 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
         BackendKind::Cuda => go::<burn::backend::Autodiff<Cuda>, J>(kind, precision, job),
         #[allow(unreachable_patterns)]
         _ => unreachable!("check_compiled rejects backends this build lacks"),
+    }
+}
+
+/// Touches `device` once, so that a backend that cannot start (no CUDA driver library, no Vulkan adapter: the
+/// runtime panics on its server thread) ends in an error naming the cause instead of a panic.
+fn probe<B: burn::tensor::backend::Backend>(device: &B::Device, kind: BackendKind) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let hook = std::panic::take_hook();
+    let record = first.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut first = record.lock().unwrap_or_else(|e| e.into_inner());
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()));
+        if first.is_none() {
+            *first = message;
+        }
+    }));
+    let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data()
+    }));
+    std::panic::set_hook(hook);
+    match touched {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let why = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // cudarc's message lists every library name it tried after " - ".
+            let why = why.unwrap_or_default();
+            let why = why.split(" - ").next().unwrap_or_default();
+            Err(Error::Backend(format!(
+                "{} cannot start on this machine: {why}",
+                kind.name()
+            )))
+        }
     }
 }
 
@@ -126,7 +166,7 @@ impl Precision {
             Precision::Bf16 => DType::BF16,
         };
         if !B::supports_dtype(device, dtype) {
-            return Err(Error::Backend(format!(
+            return Err(Error::Invalid(format!(
                 "--backend {} cannot compute in bf16 on this machine (use --precision f32)",
                 kind.name()
             )));

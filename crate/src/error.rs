@@ -16,15 +16,16 @@ pub enum Error {
     /// A JSON document (config, index, recipe, token ids) did not parse.
     #[error("{what}: invalid JSON: {message}")]
     Json { what: String, message: String },
-    /// A config field holds a value we do not support or that contradicts another field.
-    #[error("config.json: unsupported {field} = {value}: {reason}")]
+    /// A config field (`config.json`, or GGUF metadata) holds a value we do not support or that contradicts
+    /// another field.
+    #[error("config: unsupported {field} = {value}: {reason}")]
     Unsupported {
         field: String,
         value: String,
         reason: String,
     },
     /// A config field is missing or malformed.
-    #[error("config.json: field {field}: {reason}")]
+    #[error("config: field {field}: {reason}")]
     Config { field: String, reason: String },
     /// A safetensors file is truncated, has a garbled header or an inconsistent index.
     #[error("{file}: invalid safetensors: {message}")]

@@ -107,68 +107,113 @@ pub fn write_model_with(
         hf_dtype,
         gguf_dtype,
     } = *target;
-    if out.exists() {
-        return Err(Error::Invalid(format!(
-            "{} exists; choose a new output path (prunelab never overwrites)",
-            out.display()
-        )));
-    }
-    let tmp = temp_sibling(out);
-    let _partial = Partial::record(&tmp);
-    let result = match format {
-        Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress),
-        Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress),
+    // A GGUF output is one file: the other files (report, plan, recipe) go next to it as `OUT.NAME`.
+    let beside = |name: &str| {
+        out.with_file_name(format!(
+            "{}.{name}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ))
     };
-    let finish = result.and_then(|()| {
-        let late = late();
-        if format == Format::Hf {
+    let taken = |p: &Path| match p.exists() {
+        true => Err(Error::Invalid(format!(
+            "{} exists; choose a new output path (prunelab never overwrites)",
+            p.display()
+        ))),
+        false => Ok(()),
+    };
+    taken(out)?;
+    if format == Format::Gguf {
+        for (name, _) in &extras.files {
+            taken(&beside(name))?;
+        }
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: the folder {} does not exist",
+                out.display(),
+                parent.display()
+            )));
+        }
+    }
+    let partial = Partial::default();
+    let tmp = partial.add(temp_sibling(out));
+    match format {
+        Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress)?,
+        Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress)?,
+    }
+    let late = late();
+    // Every file is complete under a temporary name before the first rename; the model appears last.
+    let mut moves = vec![];
+    match format {
+        Format::Hf => {
             for (name, bytes) in &late {
                 std::fs::write(tmp.join(name), bytes).map_err(io(&tmp.join(name)))?;
             }
         }
-        if format == Format::Gguf {
+        Format::Gguf => {
             for (name, bytes) in extras.files.iter().chain(&late) {
-                let p = out.with_file_name(format!(
-                    "{}.{name}",
-                    out.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                std::fs::write(&p, bytes).map_err(io(&p))?;
+                let (to, part) = (beside(name), partial.add(temp_sibling(&beside(name))));
+                taken(&to)?;
+                std::fs::write(&part, bytes).map_err(io(&to))?;
+                moves.push((part, to));
             }
         }
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        std::fs::rename(&tmp, out).map_err(io(out))
-    });
-    if finish.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp).or_else(|_| std::fs::remove_file(&tmp));
     }
-    finish
+    if progress.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    moves.push((tmp, out.to_path_buf()));
+    for (i, (from, to)) in moves.iter().enumerate() {
+        if let Err(e) = std::fs::rename(from, to) {
+            for (_, done) in &moves[..i] {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(io(to)(e));
+        }
+    }
+    Ok(())
 }
 
-/// The temporary output being written, for the interrupt handler to remove before it ends the process.
-static PARTIAL: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The temporary outputs being written, for the interrupt handler to remove before it ends the process.
+static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Records a temporary output in [`PARTIAL`] while it exists (cleared on drop).
-struct Partial;
+/// The temporary outputs of one write, recorded in [`PARTIAL`]. Dropped — on success, error or panic — it
+/// removes those still there: after the renames none is.
+#[derive(Default)]
+struct Partial {
+    paths: std::cell::RefCell<Vec<PathBuf>>,
+}
 
 impl Partial {
-    fn record(path: &Path) -> Self {
-        *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
-        Partial
+    fn add(&self, path: PathBuf) -> PathBuf {
+        PARTIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+        self.paths.borrow_mut().push(path.clone());
+        path
     }
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut all = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+        for path in self.paths.borrow().iter() {
+            remove(path);
+            all.retain(|p| p != path);
+        }
     }
 }
 
-/// Removes the temporary output being written, if any (a second Ctrl-C ends the process at once).
+fn remove(path: &Path) {
+    let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
+}
+
+/// Removes the temporary outputs being written, if any (a second Ctrl-C ends the process at once).
 pub fn remove_partial() {
-    if let Some(path) = PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    for path in PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        remove(&path);
     }
 }
 

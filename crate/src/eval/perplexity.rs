@@ -43,10 +43,11 @@ pub struct Perplexity {
 
 /// Cuts `ids` into the windows the protocol evaluates.
 pub fn windows<'a>(ids: &'a [u32], opts: &PerplexityOptions) -> Result<Vec<&'a [u32]>> {
-    if opts.seq_len < 2 || opts.batch == 0 {
+    if opts.seq_len < 2 || opts.batch == 0 || opts.max_windows == Some(0) {
         return Err(Error::Invalid(format!(
-            "perplexity needs seq_len ≥ 2 and batch ≥ 1 (got seq_len {}, batch {})",
-            opts.seq_len, opts.batch
+            "perplexity needs seq_len ≥ 2, batch ≥ 1 and at least one window (got seq_len {}, batch {}, \
+             max_windows {:?})",
+            opts.seq_len, opts.batch, opts.max_windows
         )));
     }
     let mut w: Vec<&[u32]> = ids.chunks_exact(opts.seq_len).collect();

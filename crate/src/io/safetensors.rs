@@ -8,6 +8,7 @@ use burn::tensor::{Bytes, DType, TensorData};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
+use super::safetensors_ranges::header;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
 
@@ -36,6 +37,8 @@ impl<'a> SafetensorsWeights<'a> {
         let mut shards = Vec::with_capacity(files.len());
         let mut location = HashMap::new();
         for (i, (file, bytes)) in files.iter().enumerate() {
+            // Our check names the tensor and the fault; the crate's own is the backstop.
+            header(file, *bytes)?;
             let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
                 file: file.clone(),
                 message: describe(&e),

@@ -12,8 +12,9 @@ use super::safetensors::tensor_data;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
 
+/// One tensor of a safetensors header.
 #[derive(Deserialize)]
-struct Entry {
+pub(crate) struct Entry {
     dtype: Dtype,
     shape: Vec<usize>,
     data_offsets: (u64, u64),
@@ -40,84 +41,124 @@ fn bad(file: &str, message: String) -> Error {
     }
 }
 
-fn dtype_size(d: Dtype) -> Option<u64> {
-    match d {
-        Dtype::F32 => Some(4),
-        Dtype::F16 | Dtype::BF16 => Some(2),
-        _ => None,
+/// Reads and checks the header of one file: its length, its JSON, and a data section that the tensors tile
+/// exactly — each `dtype × shape` bytes long, in order, with no overlap, gap or trailing byte (what the
+/// safetensors crate requires, here with the tensor named). Returns where the data starts and the entries.
+pub(crate) fn header<R: ByteRanges + ?Sized>(
+    file: &str,
+    ranges: &R,
+) -> Result<(u64, HashMap<String, Entry>)> {
+    let size = ranges.size();
+    if size < 8 {
+        return Err(bad(
+            file,
+            format!("truncated or garbled header: {size} bytes are too short for one"),
+        ));
     }
+    let n = u64::from_le_bytes(ranges.read(0, 8)?.try_into().expect("8 bytes"));
+    if n > 100 << 20 || 8 + n > size {
+        return Err(bad(
+            file,
+            format!(
+                "truncated or garbled header: its length {n} does not fit the file of {size} bytes"
+            ),
+        ));
+    }
+    let header = ranges.read(8, n as usize)?;
+    let mut values: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(file, format!("garbled header: not valid JSON ({e})")))?;
+    values.remove("__metadata__");
+    let mut entries = HashMap::new();
+    for (name, v) in values {
+        let e: Entry =
+            serde_json::from_value(v).map_err(|e| bad(file, format!("tensor {name}: {e}")))?;
+        let (a, b) = e.data_offsets;
+        let bits = e
+            .shape
+            .iter()
+            .try_fold(e.dtype.bitsize() as u64, |n, &x| n.checked_mul(x as u64));
+        if b < a || bits.is_none_or(|bits| !bits.is_multiple_of(8) || bits / 8 != b - a) {
+            return Err(bad(
+                file,
+                format!(
+                    "tensor {name}: bytes [{a}, {b}) do not hold shape {:?} of {:?}",
+                    e.shape, e.dtype
+                ),
+            ));
+        }
+        entries.insert(name, e);
+    }
+    let data_start = 8 + n;
+    let data_len = size - data_start;
+    let mut by_offset: Vec<(&String, &Entry)> = entries.iter().collect();
+    by_offset.sort_by_key(|(name, e)| (e.data_offsets, name.as_str()));
+    let mut end = (0, None::<&str>);
+    for (name, e) in by_offset {
+        let (a, b) = e.data_offsets;
+        let after = end
+            .1
+            .map_or("the header".to_string(), |p| format!("tensor {p}"));
+        if a < end.0 {
+            return Err(bad(
+                file,
+                format!("tensor {name}: bytes [{a}, {b}) overlap {after}"),
+            ));
+        }
+        if a > end.0 {
+            return Err(bad(
+                file,
+                format!(
+                    "bytes [{}, {a}) between {after} and tensor {name} belong to no tensor",
+                    end.0
+                ),
+            ));
+        }
+        end = (b, Some(name));
+    }
+    if end.0 > data_len {
+        let last = end.1.unwrap_or_default();
+        return Err(bad(
+            file,
+            format!(
+                "truncated: tensor {last} ends at byte {} of a {size}-byte file",
+                data_start + end.0
+            ),
+        ));
+    }
+    if end.0 < data_len {
+        return Err(bad(
+            file,
+            format!(
+                "{} bytes after the last tensor belong to no tensor",
+                data_len - end.0
+            ),
+        ));
+    }
+    Ok((data_start, entries))
 }
 
 impl<R: ByteRanges> RangedSafetensors<R> {
-    /// Reads and checks every header: offsets inside the file, sizes equal to dtype × shape, no tensor twice.
+    /// Reads and checks every header ([`header`]), and that no tensor is in two files.
     pub fn open(files: Vec<(String, R)>) -> Result<Self> {
         if files.is_empty() {
             return Err(bad("model", "no *.safetensors file given".into()));
         }
         let (mut shards, mut location) = (vec![], HashMap::new());
         for (file, ranges) in files {
-            let size = ranges.size();
-            if size < 8 {
-                return Err(bad(&file, format!("{size} bytes: too short for a header")));
-            }
-            let n = u64::from_le_bytes(ranges.read(0, 8)?.try_into().expect("8 bytes"));
-            if n > 100 << 20 || 8 + n > size {
-                return Err(bad(
-                    &file,
-                    format!("header length {n} does not fit the file of {size} bytes"),
-                ));
-            }
-            let header = ranges.read(8, n as usize)?;
-            let mut entries: HashMap<String, serde_json::Value> =
-                serde_json::from_slice(&header)
-                    .map_err(|e| bad(&file, format!("header is not valid JSON: {e}")))?;
-            entries.remove("__metadata__");
-            let data_start = 8 + n;
-            let mut parsed = HashMap::new();
-            for (name, v) in entries {
-                let e: Entry = serde_json::from_value(v)
-                    .map_err(|e| bad(&file, format!("tensor {name}: {e}")))?;
-                let (a, b) = e.data_offsets;
-                let numel = e
-                    .shape
-                    .iter()
-                    .try_fold(1u64, |n, &x| n.checked_mul(x as u64));
-                if let Some(sz) = dtype_size(e.dtype) {
-                    let size = numel.and_then(|n| n.checked_mul(sz));
-                    if b < a || Some(b - a) != size {
-                        return Err(bad(
-                            &file,
-                            format!(
-                                "tensor {name}: {} bytes for shape {:?} of {:?}",
-                                b.wrapping_sub(a),
-                                e.shape,
-                                e.dtype
-                            ),
-                        ));
-                    }
-                }
-                if data_start + b > size {
-                    return Err(bad(
-                        &file,
-                        format!(
-                            "tensor {name} ends at byte {} of a {size}-byte file (truncated?)",
-                            data_start + b
-                        ),
-                    ));
-                }
+            let (data_start, entries) = header(&file, &ranges)?;
+            for name in entries.keys() {
                 if location.insert(name.clone(), shards.len()).is_some() {
                     return Err(bad(
                         &file,
                         format!("tensor {name} is in more than one shard"),
                     ));
                 }
-                parsed.insert(name, e);
             }
             shards.push(Shard {
                 file,
                 ranges,
                 data_start,
-                entries: parsed,
+                entries,
             });
         }
         Ok(Self { shards, location })

@@ -17,6 +17,27 @@ pub const PER_LAYER_KV_HEADS: &str = "num_key_value_heads_per_layer";
 /// Per-layer MLP widths of a pruned model (extension key of `config.json`).
 pub const PER_LAYER_MLP: &str = "intermediate_size_per_layer";
 
+/// The most decoder layers a config may name (the deepest LLaMA-family models have about 130), checked before
+/// per-layer lists are built.
+pub const MAX_LAYERS: usize = 1 << 16;
+/// The most parameters a config may imply (10¹⁴); beyond it the sizes are garbage (or overflow).
+const MAX_PARAMS: u128 = 100_000_000_000_000;
+
+/// Refuses a layer count beyond [`MAX_LAYERS`] before anything is allocated per layer.
+pub fn check_layer_count(n: usize, field: &str) -> Result<()> {
+    match n {
+        0 => Err(Error::Config {
+            field: field.into(),
+            reason: "is 0: a model needs at least one decoder layer".into(),
+        }),
+        n if n > MAX_LAYERS => Err(Error::Config {
+            field: field.into(),
+            reason: format!("is {n}, beyond any model (at most {MAX_LAYERS})"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The HF `config.json` of a LLaMA-family model, as written by transformers 4.x or 5.x.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfConfig {
@@ -257,6 +278,7 @@ impl HfConfig {
         }
         let hidden_size = required(self.hidden_size, "hidden_size")?;
         let num_layers = required(self.num_hidden_layers, "num_hidden_layers")?;
+        check_layer_count(num_layers, "num_hidden_layers")?;
         let num_heads = required(self.num_attention_heads, "num_attention_heads")?;
         let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
         let intermediate = required(self.intermediate_size, "intermediate_size")?;
@@ -268,13 +290,6 @@ impl HfConfig {
             });
         }
         let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
-        if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(unsupported(
-                "head_dim",
-                head_dim,
-                "rotary embeddings need an even head_dim",
-            ));
-        }
         let heads = per_layer(
             &self.heads_per_layer,
             PER_LAYER_HEADS,
@@ -288,22 +303,15 @@ impl HfConfig {
             num_layers,
         )?;
         let mlp = per_layer(&self.mlp_per_layer, PER_LAYER_MLP, intermediate, num_layers)?;
-        let mut layers = Vec::with_capacity(num_layers);
-        for (i, ((&h, &k), &m)) in heads.iter().zip(&kv).zip(&mlp).enumerate() {
-            if k == 0 || h == 0 || h % k != 0 {
-                return Err(Error::Config {
-                    field: format!("layer {i} heads"),
-                    reason: format!("{h} query heads cannot be shared evenly by {k} KV heads"),
-                });
-            }
-            layers.push(LayerShape {
+        let layers = (heads.iter().zip(&kv).zip(&mlp))
+            .map(|((&h, &k), &m)| LayerShape {
                 num_heads: h,
                 num_kv_heads: k,
                 intermediate_size: m,
-            });
-        }
+            })
+            .collect();
         let attention_bias = self.attention_bias.unwrap_or(false);
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             qkv_bias: attention_bias || model_type == "qwen2",
             o_bias: attention_bias && model_type != "qwen2",
             mlp_bias: self.mlp_bias.unwrap_or(false),
@@ -318,7 +326,9 @@ impl HfConfig {
             bos_token_id: first_id(&self.bos_token_id),
             eos_token_id: first_id(&self.eos_token_id),
             layers,
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -326,6 +336,92 @@ impl ModelConfig {
     /// Parses and resolves `config.json` bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         HfConfig::from_json(bytes)?.resolve()
+    }
+
+    /// Checks what every loader (HF config, GGUF metadata) must guarantee before a model is built: positive
+    /// widths, query heads shared evenly by KV heads, an even `head_dim`, finite positive rotary and norm
+    /// constants, and a parameter count that is a size rather than garbage.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| {
+            Err(Error::Config {
+                field: field.into(),
+                reason,
+            })
+        };
+        check_layer_count(self.num_layers(), "num_hidden_layers")?;
+        if self.hidden_size == 0 || self.vocab_size == 0 {
+            return bad(
+                "hidden_size/vocab_size",
+                format!(
+                    "must be positive (got {} / {})",
+                    self.hidden_size, self.vocab_size
+                ),
+            );
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return Err(unsupported(
+                "head_dim",
+                self.head_dim,
+                "rotary embeddings need an even head_dim",
+            ));
+        }
+        for (i, s) in self.layers.iter().enumerate() {
+            let (h, k) = (s.num_heads, s.num_kv_heads);
+            if k == 0 || h == 0 || h % k != 0 {
+                return bad(
+                    &format!("layer {i} heads"),
+                    format!("{h} query heads cannot be shared evenly by {k} KV heads"),
+                );
+            }
+        }
+        let (theta, eps) = (self.rope.theta, self.rms_norm_eps);
+        if !(theta > 0.0 && theta.is_finite()) {
+            return bad("rope_theta", format!("{theta} is not a finite number > 0"));
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return bad("rms_norm_eps", format!("{eps} is not a finite number ≥ 0"));
+        }
+        if let Some(l3) = self.rope.llama3 {
+            let ok = l3.factor > 0.0
+                && l3.factor.is_finite()
+                && l3.low_freq_factor > 0.0
+                && l3.high_freq_factor > l3.low_freq_factor
+                && l3.high_freq_factor.is_finite()
+                && l3.original_max_position_embeddings > 0;
+            if !ok {
+                return bad(
+                    "rope_scaling",
+                    format!(
+                        "llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and \
+                         original_max_position_embeddings > 0 (got {l3:?})"
+                    ),
+                );
+            }
+        }
+        match self.checked_params() {
+            Some(p) if p <= MAX_PARAMS => Ok(()),
+            p => bad(
+                "hidden_size/intermediate_size/head_dim/vocab_size",
+                format!(
+                    "imply {} parameters, beyond any model (at most {MAX_PARAMS})",
+                    p.map_or("more than 2^128".into(), |p| p.to_string())
+                ),
+            ),
+        }
+    }
+
+    /// The parameter count in wide arithmetic (`None` past `u128`), for [`Self::validate`].
+    fn checked_params(&self) -> Option<u128> {
+        let w = |x: usize| x as u128;
+        let (d, hd) = (w(self.hidden_size), w(self.head_dim));
+        let embed = w(self.vocab_size).checked_mul(d)?.checked_mul(2)?;
+        self.layers.iter().try_fold(embed, |acc, s| {
+            let q = w(s.num_heads).checked_mul(hd)?;
+            let kv = w(s.num_kv_heads).checked_mul(hd)?;
+            let attn = q.checked_add(kv)?.checked_mul(d)?.checked_mul(2)?;
+            let mlp = w(s.intermediate_size).checked_mul(d)?.checked_mul(3)?;
+            acc.checked_add(attn)?.checked_add(mlp)
+        })
     }
 
     /// Number of decoder layers.

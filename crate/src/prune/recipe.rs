@@ -211,7 +211,13 @@ impl Recipe {
     /// Everything but the amount: layer range, ridge, calibration.
     fn check_run(&self, cfg: &ModelConfig) -> Result<()> {
         let r = self.layer_range(cfg);
-        if r.start >= r.end || r.end > cfg.num_layers() {
+        if r.start >= r.end {
+            return Err(Error::Invalid(format!(
+                "layer range {}..{} is empty (START..END with START < END)",
+                r.start, r.end
+            )));
+        }
+        if r.end > cfg.num_layers() {
             return Err(Error::Invalid(format!(
                 "layer range {}..{} is outside the model's {} layers",
                 r.start,

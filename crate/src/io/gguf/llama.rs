@@ -6,7 +6,7 @@ use burn::tensor::TensorData;
 use super::reader::{GgufFile, GgufHeader, Value};
 use crate::error::{Error, Result};
 use crate::io::ranges::ByteRanges;
-use crate::model::config::{LayerShape, RopeConfig};
+use crate::model::config::{check_layer_count, LayerShape, RopeConfig};
 use crate::model::{ModelConfig, WeightSource};
 
 /// GGUF ↔ HF names of the tensors outside decoder layers.
@@ -155,13 +155,24 @@ impl<R: ByteRanges> GgufModel<R> {
         let key = |k: &str| format!("{arch}.{k}");
         let count = |k: &str| -> Result<usize> {
             let k = key(k);
-            file.get(&k)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| missing(&k))
+            let v = file.get(&k).ok_or_else(|| missing(&k))?;
+            v.as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| Error::Gguf(format!("{k} = {v:?} is not a count")))
         };
+        if let Some(n) = file
+            .get(&key("expert_count"))
+            .filter(|v| v.as_u64() != Some(0))
+        {
+            return Err(Error::Unsupported {
+                field: key("expert_count"),
+                value: format!("{n:?}"),
+                reason: "mixture-of-experts models are not supported".into(),
+            });
+        }
         let hidden = count("embedding_length")?;
         let n_layers = count("block_count")?;
+        check_layer_count(n_layers, &key("block_count"))?;
         let heads = per_layer(&file, &key("attention.head_count"), n_layers)?;
         let kv = match file.get(&key("attention.head_count_kv")) {
             Some(_) => per_layer(&file, &key("attention.head_count_kv"), n_layers)?,
@@ -212,20 +223,13 @@ impl<R: ByteRanges> GgufModel<R> {
                 reason: "LLaMA-3.1 rotary frequency factors in GGUF are not supported yet".into(),
             });
         }
-        let mut layers = Vec::with_capacity(n_layers);
-        for l in 0..n_layers {
-            if kv[l] == 0 || heads[l] % kv[l] != 0 {
-                return Err(Error::Gguf(format!(
-                    "layer {l}: {} query heads cannot be shared by {} KV heads",
-                    heads[l], kv[l]
-                )));
-            }
-            layers.push(LayerShape {
+        let layers = (0..n_layers)
+            .map(|l| LayerShape {
                 num_heads: heads[l],
                 num_kv_heads: kv[l],
                 intermediate_size: mlp[l],
-            });
-        }
+            })
+            .collect();
         let embd = file
             .tensor("token_embd.weight")
             .ok_or_else(|| Error::MissingTensor {
@@ -262,6 +266,7 @@ impl<R: ByteRanges> GgufModel<R> {
             eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
             layers,
         };
+        config.validate()?;
         Ok(Self {
             file,
             config,

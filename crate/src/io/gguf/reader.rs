@@ -120,6 +120,8 @@ fn err(msg: impl Into<String>) -> Error {
 /// Bytes read first when looking for the end of the header; grown ×4 while the header runs on (SmolLM2's,
 /// with a 49,152-token vocabulary and its merges, is ≈ 3 MB).
 const FIRST_READ: u64 = 1 << 20;
+/// How deep metadata arrays may nest (llama.cpp writes flat arrays; a crafted file must not exhaust the stack).
+const MAX_NESTING: usize = 4;
 
 /// Reads a header from a prefix of a `file_len`-byte file.
 struct Cursor<'a> {
@@ -161,7 +163,9 @@ impl<'a> Cursor<'a> {
         let s = self.take(n, what)?;
         String::from_utf8(s.to_vec()).map_err(|_| err(format!("{what} is not UTF-8")))
     }
-    fn value(&mut self, ty: u32, key: &str) -> Result<Value> {
+    /// One metadata value of type `ty`; arrays may nest [`MAX_NESTING`] deep (`depth` counts the levels
+    /// entered).
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
         let b = |c: &mut Self, n| c.take(n, key);
         Ok(match ty {
             0 => Value::U8(b(self, 1)?[0]),
@@ -175,15 +179,20 @@ impl<'a> Cursor<'a> {
             8 => Value::String(self.string(key)?),
             9 => {
                 let item = self.u32(key)?;
-                let n = self.u64(key)? as usize;
-                if n as u64 > self.file_len {
+                let n = self.u64(key)?;
+                if n > self.file_len {
                     return Err(err(format!(
                         "metadata {key}: array of {n} items is longer than the file"
                     )));
                 }
-                let mut items = Vec::with_capacity(n);
+                if depth >= MAX_NESTING {
+                    return Err(err(format!(
+                        "metadata {key}: arrays nested more than {MAX_NESTING} deep"
+                    )));
+                }
+                let mut items = Vec::with_capacity((n as usize).min(1 << 16));
                 for _ in 0..n {
-                    items.push(self.value(item, key)?);
+                    items.push(self.value(item, key, depth + 1)?);
                 }
                 Value::Array(items)
             }
@@ -216,7 +225,7 @@ impl GgufHeader {
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key {i}"))?;
             let ty = c.u32(&key)?;
-            let value = c.value(ty, &key)?;
+            let value = c.value(ty, &key, 0)?;
             metadata.push((key, value));
         }
         let mut infos = Vec::with_capacity(n_tensors.min(1 << 16));
@@ -238,7 +247,7 @@ impl GgufHeader {
                      (prunelab reads F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)"
                 ))
             })?;
-            let offset = c.u64(&name)? as usize;
+            let offset = c.u64(&name)?;
             infos.push((name, dims, ggml_type, offset));
         }
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
@@ -253,26 +262,38 @@ impl GgufHeader {
         let mut tensors = Vec::with_capacity(infos.len());
         let mut index = HashMap::new();
         for (name, dims, ggml_type, rel) in infos {
-            let n: u64 = dims.iter().product();
-            let size = ggml_type.bytes_for(n as usize).ok_or_else(|| {
+            // Sizes from the file are checked in u64 (no wrap) before they become addresses.
+            let past_end = |what: String| {
+                err(format!(
+                    "tensor {name}: {what} lies past the end of the file ({} bytes); truncated?",
+                    c.file_len
+                ))
+            };
+            let n = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= c.file_len.saturating_mul(2))
+                .ok_or_else(|| past_end(format!("a shape of {dims:?}")))?;
+            let n = usize::try_from(n).map_err(|_| past_end(format!("{n} values")))?;
+            let size = ggml_type.bytes_for(n).ok_or_else(|| {
                 err(format!(
                     "tensor {name}: {n} values are not whole {ggml_type:?} blocks"
                 ))
             })?;
-            let offset = data_start + rel;
+            let offset = (data_start as u64)
+                .checked_add(rel)
+                .filter(|o| o.checked_add(size as u64).is_some_and(|e| e <= c.file_len))
+                .and_then(|o| usize::try_from(o).ok())
+                .ok_or_else(|| {
+                    let start = (data_start as u64).saturating_add(rel);
+                    past_end(format!(
+                        "data [{start}, {})",
+                        start.saturating_add(size as u64)
+                    ))
+                })?;
             if offset % alignment != 0 {
                 return Err(err(format!(
                     "tensor {name}: offset {offset} is not aligned to {alignment}"
-                )));
-            }
-            if offset
-                .checked_add(size)
-                .is_none_or(|end| end as u64 > c.file_len)
-            {
-                return Err(err(format!(
-                    "tensor {name}: data [{offset}, {}) lies past the end of the file ({} bytes); truncated?",
-                    offset + size,
-                    c.file_len
                 )));
             }
             index.insert(name.clone(), tensors.len());
@@ -329,12 +350,5 @@ impl<R: ByteRanges> GgufFile<R> {
     pub fn read_f32(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         let bytes = self.data.read(info.offset as u64, info.size)?;
         Ok(dequantize(info.ggml_type, &bytes))
-    }
-}
-
-impl<'a> GgufFile<&'a [u8]> {
-    /// Parses a file held in memory (or mapped).
-    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        Self::open(bytes)
     }
 }

@@ -66,11 +66,26 @@ fn strings(file: &GgufHeader, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn numbers(file: &GgufHeader, key: &str, n: usize) -> Vec<f64> {
-    match file.get(key).and_then(Value::as_array) {
-        Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
-        None => vec![NORMAL as f64; n],
+/// One number per token from array `key` (absent: every token `NORMAL`).
+fn numbers(file: &GgufHeader, key: &str, n: usize) -> Result<Vec<f64>> {
+    let Some(v) = file.get(key) else {
+        return Ok(vec![NORMAL as f64; n]);
+    };
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::Gguf(format!("{key} is not an array")))?;
+    if a.len() != n {
+        return Err(Error::Gguf(format!(
+            "{key} has {} entries for {n} tokens",
+            a.len()
+        )));
     }
+    a.iter()
+        .map(|v| {
+            v.as_f64()
+                .ok_or_else(|| Error::Gguf(format!("{key}: {v:?} is not a number")))
+        })
+        .collect()
 }
 
 fn added_tokens(tokens: &[String], types: &[f64]) -> Vec<Json> {
@@ -93,7 +108,7 @@ pub fn tokenizer_json(file: &GgufHeader) -> Result<Json> {
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Gguf("missing metadata tokenizer.ggml.model".into()))?;
     let tokens = strings(file, "tokenizer.ggml.tokens")?;
-    let types = numbers(file, "tokenizer.ggml.token_type", tokens.len());
+    let types = numbers(file, "tokenizer.ggml.token_type", tokens.len())?;
     let vocab: serde_json::Map<String, Json> = tokens
         .iter()
         .enumerate()
@@ -118,7 +133,7 @@ pub fn tokenizer_json(file: &GgufHeader) -> Result<Json> {
             }))
         }
         "llama" => {
-            let scores = numbers(file, "tokenizer.ggml.scores", tokens.len());
+            let scores = numbers(file, "tokenizer.ggml.scores", tokens.len())?;
             let unk = file
                 .get("tokenizer.ggml.unknown_token_id")
                 .and_then(Value::as_u64)
@@ -183,6 +198,9 @@ pub fn tokenizer(file: &GgufHeader) -> Result<Tokenizer> {
     Tokenizer::from_json(tokenizer_json(file)?.to_string().as_bytes())
 }
 
+/// Token ids beyond any real vocabulary (the largest have about 2¹⁸ entries): a garbled file.
+const MAX_TOKEN_ID: u64 = 1 << 24;
+
 /// GGUF tokenizer metadata for an HF `tokenizer.json` of a byte-level BPE model (what llama.cpp's converter
 /// writes): tokens by id, token types, merges, and the pre-tokenizer name.
 pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
@@ -196,17 +214,23 @@ pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
         return Err(unsupported(&format!("model type {}", model["type"])));
     }
     let mut by_id: Vec<Option<(String, i64)>> = Vec::new();
-    let mut put = |id: usize, tok: String, ty: i64| {
+    let mut put = |id: &Json, tok: String, ty: i64| -> Result<()> {
+        let id = id.as_u64().filter(|&id| id < MAX_TOKEN_ID).ok_or_else(|| {
+            Error::Tokenizer(format!(
+                "tokenizer.json: token {tok:?} has id {id}, not a count below {MAX_TOKEN_ID}"
+            ))
+        })? as usize;
         if by_id.len() <= id {
             by_id.resize(id + 1, None);
         }
         by_id[id] = Some((tok, ty));
+        Ok(())
     };
     for (tok, id) in model["vocab"]
         .as_object()
         .ok_or_else(|| unsupported("no vocab"))?
     {
-        put(id.as_u64().unwrap_or(0) as usize, tok.clone(), NORMAL);
+        put(id, tok.clone(), NORMAL)?;
     }
     for t in tokenizer_json["added_tokens"]
         .as_array()
@@ -219,10 +243,10 @@ pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
             USER_DEFINED
         };
         put(
-            t["id"].as_u64().unwrap_or(0) as usize,
+            &t["id"],
             t["content"].as_str().unwrap_or_default().to_string(),
             ty,
-        );
+        )?;
     }
     let (tokens, types): (Vec<Value>, Vec<Value>) = by_id
         .into_iter()
@@ -238,11 +262,10 @@ pub fn gguf_metadata(tokenizer_json: &Json) -> Result<Vec<(String, Value)>> {
         .flatten()
         .map(|m| match m {
             Json::String(s) => Value::String(s.clone()),
-            Json::Array(p) => Value::String(format!(
-                "{} {}",
-                p[0].as_str().unwrap_or(""),
-                p[1].as_str().unwrap_or("")
-            )),
+            Json::Array(p) => {
+                let part = |i: usize| p.get(i).and_then(Json::as_str).unwrap_or("");
+                Value::String(format!("{} {}", part(0), part(1)))
+            }
             other => Value::String(other.to_string()),
         })
         .collect();

@@ -156,20 +156,6 @@ pub async fn least_squares<C: Backend>(
     })
 }
 
-/// Relative output error `‖W X − W' X_K − Δb‖² / ‖W X‖²` on the calibration inputs, through the Gram matrix.
-/// `new_kept` `[d_out, |K|]` are the kept columns after the repair (`None`: unchanged), `bias` the repair's
-/// `Δb` if any.
-pub async fn relative_error<C: Backend>(
-    w: &Tensor<C, 2>,
-    stats: &InputStats<C>,
-    kept: &[usize],
-    new_kept: Option<&Tensor<C, 2>>,
-    bias: Option<&Tensor<C, 1>>,
-) -> Result<f64> {
-    let full = output_energy(w, stats).await?;
-    Ok(error_energy(w, stats, kept, new_kept, bias).await? / full.max(f64::MIN_POSITIVE))
-}
-
 /// `tr(M G Mᵀ)` for `M` `[d_out, s]` and `G` `[s, s]`. A plain matmul: these only report errors, and splitting
 /// an 11008² Gram block for CUDA's TF32 would cost two more copies of it (TF32 leaves them ≈ 1e-3 relative).
 fn energy<C: Backend>(m: Tensor<C, 2>, g: Tensor<C, 2>) -> Tensor<C, 1> {
