@@ -479,6 +479,16 @@ fn blocked_cholesky_equals_faer() {
         .unwrap()
         .to_string();
     assert!(err.contains("not positive definite near row 0"), "{err}");
+    // A NaN (from NaN weights or activations) is named as such, in the block row that holds it.
+    let nan = prunelab::prune::linalg::plus_diagonal(a.clone(), f64::NAN);
+    let err = block_on(Cholesky::factor_with(nan, 7, DType::F64, F32Matmul::Exact))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds NaN at row 0 (non-finite activations"),
+        "{err}"
+    );
 }
 
 /// What `--linalg device` computes on a GPU (f32 statistics, weights, scores and errors; the solves in f64)

@@ -208,6 +208,22 @@ fn impossible_values_are_refused_before_anything_is_built() {
         let err = parse(v).unwrap_err().to_string();
         assert!(err.contains(message), "{field}: {err}");
     }
+    // Both rotary keys: the 4.x one may not say something the 5.x one does not.
+    let mut v = base();
+    v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 10000.0});
+    v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
+    assert!(parse(v.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("unsupported rope_scaling.rope_type = yarn"));
+    v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    assert!(parse(v.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("disagrees with rope_parameters"));
+    v["rope_scaling"] = json!({"rope_type": "default"});
+    assert!(parse(v).is_ok());
 }
 
 #[test]

@@ -259,7 +259,22 @@ fn plans_round_trip_and_refuse_other_models() {
     assert_eq!(pruned.config.layers[2].intermediate_size, 189);
     let other = load_fixture::<Cpu>("tiny-mha", &device);
     let err = apply(other, &plan).err().unwrap().to_string();
-    assert!(err.contains("the plan was made for another model"), "{err}");
+    assert!(
+        err.contains("the plan was made for another model: hidden_size 96, this model's 64"),
+        "{err}"
+    );
+    // Same sizes, other widths: the layer is named.
+    let on_pruned = Plan::new(&pruned.config, vec![]);
+    let err = apply(load_fixture::<Cpu>("tiny-gqa", &device), &on_pruned)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(
+            "layer 2 has 3 query heads, 1 KV heads and MLP width 189 there, 6 / 2 / 192 here"
+        ),
+        "{err}"
+    );
     let bad = Plan::new(
         &pruned.config,
         vec![LayerPlan {

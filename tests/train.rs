@@ -42,6 +42,50 @@ fn schedule_warms_up_then_decays_by_cosine() {
 }
 
 #[test]
+fn schedules_that_cannot_train_are_refused() {
+    let ok = schedule(10, 2, 1e-3);
+    assert!(ok.check(1000).is_ok());
+    for (s, message) in [
+        (
+            Schedule {
+                clip_norm: -1.0,
+                ..ok.clone()
+            },
+            "clipping norm -1 > 0",
+        ),
+        (
+            Schedule {
+                weight_decay: f64::NAN,
+                ..ok.clone()
+            },
+            "weight decay NaN must be ≥ 0",
+        ),
+        (
+            Schedule {
+                lr: 0.0,
+                ..ok.clone()
+            },
+            "learning rate 0",
+        ),
+        (
+            Schedule {
+                steps: 0,
+                ..ok.clone()
+            },
+            "training needs steps",
+        ),
+    ] {
+        let err = s.check(1000).unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+    assert!(ok
+        .check(32)
+        .unwrap_err()
+        .to_string()
+        .contains("fewer than one window of 32"));
+}
+
+#[test]
 fn unigram_baseline_is_the_add_one_closed_form() {
     // Counts with add-one over a vocabulary of 4: [3, 2, 2, 1] / 8; window [0, 1, 2, 3] predicts 1, 2, 3.
     let ppl = unigram_perplexity(&[0, 0, 1, 2], 4, &[&[0, 1, 2, 3]]);
@@ -81,6 +125,15 @@ fn a_tiny_model_learns_from_a_trained_tokenizer() {
         ids.len()
     );
     assert!(train_bpe(&["  "], 512).is_err(), "empty text is refused");
+    // More entries than the text has bytes to merge is refused before the trainer reserves room for them.
+    let err = train_bpe(&["abcabc"], 1_000_000_000)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("a vocabulary of 1000000000 entries cannot be learned from 6 bytes of text"),
+        "{err}"
+    );
 
     let cfg = tiny_config(512);
     let device = Default::default();

@@ -168,6 +168,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         recipe.schedule.steps = steps;
         recipe.schedule.warmup = recipe.schedule.warmup.min(steps);
     }
+    let std = recipe.init_std;
+    if !(std > 0.0 && std.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "init_std {std} must be a finite number > 0"
+        )));
+    }
     let text = read_text(&args.text)?;
     let heldout_text = read_text(&args.heldout)?;
     if heldout_text.trim().is_empty() {

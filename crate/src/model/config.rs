@@ -166,12 +166,32 @@ fn num(obj: &Map<String, Value>, key: &str, field: &str) -> Result<f64> {
 }
 
 /// Resolves the rotary settings from either `rope_parameters` (5.x) or `rope_theta` + `rope_scaling` (4.x).
+/// transformers 5.x reads `rope_parameters` when both keys are present: a `rope_scaling` saying something else
+/// is refused rather than ignored.
 fn resolve_rope(hf: &HfConfig) -> Result<RopeConfig> {
-    let (field, params) = match (&hf.rope_parameters, &hf.rope_scaling) {
-        (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
-        (_, Some(s)) if !s.is_null() => ("rope_scaling", Some(s)),
-        _ => ("rope_scaling", None),
-    };
+    let present = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
+    match (present(&hf.rope_parameters), present(&hf.rope_scaling)) {
+        (Some(p), Some(s)) => {
+            let (new, old) = (
+                rope_from(hf, "rope_parameters", Some(&p))?,
+                rope_from(hf, "rope_scaling", Some(&s))?,
+            );
+            match new.llama3 == old.llama3 {
+                true => Ok(new),
+                false => Err(unsupported(
+                    "rope_scaling",
+                    &s,
+                    "disagrees with rope_parameters (transformers 5.x would ignore it)",
+                )),
+            }
+        }
+        (Some(p), None) => rope_from(hf, "rope_parameters", Some(&p)),
+        (None, s) => rope_from(hf, "rope_scaling", s.as_ref()),
+    }
+}
+
+/// The rotary settings of one key's object (`None`: unscaled, with `rope_theta`).
+fn rope_from(hf: &HfConfig, field: &str, params: Option<&Value>) -> Result<RopeConfig> {
     let obj = match params {
         Some(Value::Object(o)) => Some(o),
         Some(other) => return Err(unsupported(field, other, "expected an object")),

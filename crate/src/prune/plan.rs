@@ -42,6 +42,36 @@ pub struct Fingerprint {
     pub layers: Vec<LayerShape>,
 }
 
+impl Fingerprint {
+    /// The first way `self` (the plan's model) differs from `other` (the model at hand), in words.
+    fn difference(&self, other: &Fingerprint) -> Option<String> {
+        let sizes = [
+            ("hidden_size", self.hidden_size, other.hidden_size),
+            ("head_dim", self.head_dim, other.head_dim),
+            ("vocab_size", self.vocab_size, other.vocab_size),
+            ("layers", self.layers.len(), other.layers.len()),
+        ];
+        if let Some((what, a, b)) = sizes.iter().find(|(_, a, b)| a != b) {
+            return Some(format!("{what} {a}, this model's {b}"));
+        }
+        let (l, (a, b)) = self
+            .layers
+            .iter()
+            .zip(&other.layers)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)?;
+        Some(format!(
+            "layer {l} has {} query heads, {} KV heads and MLP width {} there, {} / {} / {} here",
+            a.num_heads,
+            a.num_kv_heads,
+            a.intermediate_size,
+            b.num_heads,
+            b.num_kv_heads,
+            b.intermediate_size
+        ))
+    }
+}
+
 /// Which structures go, per layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -125,13 +155,9 @@ impl Plan {
     /// Checks the plan fits `cfg`: same shapes, indices in range and unique, no layer emptied.
     pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
         let fp = Plan::new(cfg, vec![]).model;
-        if fp != self.model {
+        if let Some(difference) = self.model.difference(&fp) {
             return Err(Error::Invalid(format!(
-                "the plan was made for another model (hidden {}, {} layers; this model: hidden {}, {} layers, or other widths)",
-                self.model.hidden_size,
-                self.model.layers.len(),
-                cfg.hidden_size,
-                cfg.num_layers()
+                "the plan was made for another model: {difference}"
             )));
         }
         let mut seen = vec![false; cfg.num_layers()];

@@ -234,7 +234,7 @@ impl Recipe {
         match &self.calibration {
             CalibSource::Sampled { samples, length } if *samples == 0 || *length < 2 => {
                 Err(Error::Invalid(format!(
-                    "calibration of {samples} × {length} tokens is empty"
+                    "calibration needs at least one window of at least 2 tokens (got {samples} × {length})"
                 )))
             }
             CalibSource::Ids { windows } => check_windows(windows, cfg.vocab_size),

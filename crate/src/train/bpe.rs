@@ -25,6 +25,15 @@ pub fn train_bpe(texts: &[&str], vocab_size: usize) -> Result<Tokenizer> {
             "the tokenizer's training text is empty".into(),
         ));
     }
+    // Each merge joins two tokens of the text: there are fewer than its bytes (the trainer reserves room for
+    // the whole vocabulary up front, so an absurd size would exhaust memory).
+    let most = 257 + texts.iter().map(|t| t.len()).sum::<usize>();
+    if vocab_size > most {
+        return Err(Error::Invalid(format!(
+            "a vocabulary of {vocab_size} entries cannot be learned from {} bytes of text (at most {most})",
+            most - 257
+        )));
+    }
     let fail = |e: tokenizers::Error| Error::Invalid(format!("tokenizer training failed: {e}"));
     let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)

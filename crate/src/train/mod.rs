@@ -64,6 +64,12 @@ impl Schedule {
                 self.lr, self.min_lr_ratio
             ));
         }
+        let (decay, clip) = (self.weight_decay, self.clip_norm);
+        if !(decay >= 0.0 && decay.is_finite() && clip > 0.0 && clip.is_finite()) {
+            return bad(format!(
+                "weight decay {decay} must be ≥ 0 and the clipping norm {clip} > 0 (both finite)"
+            ));
+        }
         if tokens <= self.seq_len {
             return bad(format!(
                 "the training text has {tokens} tokens: fewer than one window of {}",

@@ -187,6 +187,13 @@ async fn inverse_factor<C: Backend>(a: Tensor<C, 2>, start: usize) -> Result<Ten
     let b = a.dims()[0];
     let opts = like(&a);
     let v = to_vec_f64(a).await?;
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "the calibration Gram matrix holds {} at row {} (non-finite activations: check the weights)",
+            v[i],
+            start + i / b
+        )));
+    }
     let llt = MatRef::from_row_major_slice(&v, b, b)
         .llt(Side::Lower)
         .map_err(|e| {
