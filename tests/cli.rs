@@ -291,6 +291,33 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
     );
     assert!(!dir.path().join("no").exists());
 
+    // Calibration: a streamed pass always carries it; a saved plan needs it for its repair.
+    let weights_only = [
+        "--importance",
+        "l2",
+        "--ratio",
+        "0.5",
+        "--compensation",
+        "none",
+    ];
+    let streamed = path("s");
+    let mut args = vec!["prune", model, "--out", &streamed];
+    args.extend(weights_only);
+    args.push("--stream");
+    refused(
+        &args,
+        "--stream runs calibration text through the layers: pass --calib FILE",
+    );
+    let plan = path("plan.json");
+    let mut args = vec!["prune", model, "--out", &plan, "--plan-only", "--json"];
+    args.extend(weights_only);
+    json_stdout(&prunelab(&args));
+    refused(
+        &["prune", model, "--out", &path("p"), "--plan", &plan],
+        "the plan is repaired with ls, which needs calibration text",
+    );
+    std::fs::remove_file(&plan).unwrap();
+
     let calib = path("calib.json");
     write(Path::new(&calib), b"[[1, 2, 3, 4], [5, 6, 7, 8]]");
     let gguf = path("m.gguf");

@@ -486,7 +486,7 @@ fn blocked_cholesky_equals_faer() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("holds NaN at row 0 (non-finite activations"),
+        err.contains("holds NaN at row 0 (non-finite statistics: check the weights and the ridge)"),
         "{err}"
     );
 }

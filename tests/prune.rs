@@ -340,6 +340,38 @@ fn bad_recipes_are_refused_before_any_work() {
             },
             "no structures to prune",
         ),
+        (
+            Recipe {
+                allocation: prunelab::prune::allocate::Allocation::AttnMlpRatio { gamma: 5.0 },
+                ..base.clone()
+            },
+            "γ = 5 at ratio 0.2 would remove the whole MLP (γ × ratio must be < 1)",
+        ),
+        (
+            Recipe {
+                layers: Some(LayerRange { start: 3, end: 2 }),
+                ..base.clone()
+            },
+            "layer range 3..2 is empty",
+        ),
+        (
+            Recipe {
+                calibration: CalibSource::Ids {
+                    windows: vec![vec![1, 2, 3], vec![4, 5]],
+                },
+                ..base.clone()
+            },
+            "all of one length ≥ 2 (got 2 windows of lengths 2..=3)",
+        ),
+        (
+            Recipe {
+                calibration: CalibSource::Ids {
+                    windows: vec![vec![1, 2], vec![4, 500]],
+                },
+                ..base.clone()
+            },
+            "token id 500 is outside the model's vocabulary of 128",
+        ),
     ];
     for (recipe, msg) in cases {
         let err = recipe.check(&cfg).unwrap_err().to_string();
@@ -358,4 +390,26 @@ fn bad_recipes_are_refused_before_any_work() {
         .unwrap_err()
         .to_string()
         .contains("unknown field `colour`"));
+    // Nested objects are as strict: a misspelt field is named, not ignored.
+    let typo = br#"{"ratio": 0.2, "calibration": {"kind": "sampled", "samples": 8, "lenght": 64}}"#;
+    assert!(Recipe::from_json(typo)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `lenght`"));
+    let plan = serde_json::to_value(Plan::new(&cfg, vec![])).unwrap();
+    let mut typo = plan.clone();
+    typo["layers"] = serde_json::json!([{"layer": 1, "kv_group": [0], "mlp_channels": []}]);
+    let err = Plan::from_json(typo.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `kv_group`"), "{err}");
+    // Sampling more windows than the text has only repeats them.
+    let ids: Vec<u32> = (0..200).collect();
+    let err = prunelab::prune::calib::sample_windows(&ids, 100, 128, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("200 tokens has 73 distinct windows of 128, fewer than the 100 samples asked"),
+        "{err}"
+    );
 }

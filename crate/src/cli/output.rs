@@ -138,10 +138,18 @@ pub fn write_model_with(
     }
     let partial = Partial::default();
     let tmp = partial.add(temp_sibling(out));
-    match format {
-        Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress)?,
-        Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress)?,
-    }
+    let written = match format {
+        Format::Hf => write_hf(&tmp, cfg, src, extras, hf_dtype, progress),
+        Format::Gguf => write_gguf(&tmp, cfg, src, extras, gguf_dtype, progress),
+    };
+    // A failed write names the output the user gave, then the temporary file it was writing.
+    written.map_err(|e| match e {
+        Error::Io { path, source } => Error::Io {
+            path: format!("{} (writing {path})", out.display()),
+            source,
+        },
+        e => e,
+    })?;
     let late = late();
     // Every file is complete under a temporary name before the first rename; the model appears last.
     let mut moves = vec![];

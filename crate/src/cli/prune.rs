@@ -415,13 +415,24 @@ pub fn run(args: PruneArgs) -> Result<()> {
             sample_windows(&ids, *samples, *length, recipe.seed)?
         }
         (CalibSource::Sampled { .. }, None) => {
-            if recipe.needs_calibration(plan.is_some()) {
-                let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-                return Err(Error::Invalid(format!(
-                    "{} + {} needs calibration text: pass --calib FILE or --calib-ids FILE.json",
-                    name(serde_json::to_value(recipe.importance).expect("serialisable")),
-                    name(serde_json::to_value(recipe.compensation).expect("serialisable")),
-                )));
+            let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let (score, repair) = (
+                name(serde_json::to_value(recipe.importance).expect("serialisable")),
+                name(serde_json::to_value(recipe.compensation).expect("serialisable")),
+            );
+            let pass = "pass --calib FILE or --calib-ids FILE.json";
+            let why = match (plan.is_some(), args.stream) {
+                // The streamed pass carries calibration activations from layer to layer whatever it computes.
+                (_, true) => Some(format!("--stream runs calibration text through the layers: {pass}")),
+                (true, false) => recipe.needs_calibration(true).then(|| {
+                    format!("the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)")
+                }),
+                (false, false) => recipe.needs_calibration(false).then(|| {
+                    format!("{score} + {repair} needs calibration text: {pass}")
+                }),
+            };
+            if let Some(why) = why {
+                return Err(Error::Invalid(why));
             }
             vec![]
         }

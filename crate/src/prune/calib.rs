@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// Where calibration tokens come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum CalibSource {
     /// `samples` windows of `length` tokens at seeded random offsets of the tokenized text.
     Sampled { samples: usize, length: usize },
@@ -30,6 +30,14 @@ pub fn sample_windows(
     if ids.len() < length {
         return Err(Error::Text(format!(
             "calibration text has {} tokens, fewer than one window of {length}",
+            ids.len()
+        )));
+    }
+    // More samples than distinct windows only repeats windows (and an absurd count exhausts memory).
+    let distinct = ids.len() - length + 1;
+    if samples > distinct {
+        return Err(Error::Text(format!(
+            "calibration text of {} tokens has {distinct} distinct windows of {length}, fewer than the {samples} samples asked",
             ids.len()
         )));
     }

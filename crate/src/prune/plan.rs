@@ -18,6 +18,7 @@ pub const PLAN_VERSION: u32 = 1;
 
 /// What is removed from one layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayerPlan {
     pub layer: usize,
     /// KV groups removed (each with its query heads).
@@ -35,6 +36,7 @@ impl LayerPlan {
 
 /// The shapes a plan was made for: a plan only applies to the model it was made for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fingerprint {
     pub hidden_size: usize,
     pub head_dim: usize,
@@ -74,6 +76,7 @@ impl Fingerprint {
 
 /// Which structures go, per layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub format: String,
     pub version: u32,

@@ -189,6 +189,15 @@ impl Recipe {
                     "attention:MLP ratio γ = {gamma} must be a finite number > 0"
                 )))
             }
+            Allocation::AttnMlpRatio { gamma }
+                if self.structures.contains(&StructureKind::Mlp)
+                    && self.ratio.is_some_and(|r| gamma * r >= 1.0) =>
+            {
+                return Err(Error::Invalid(format!(
+                    "attention:MLP ratio γ = {gamma} at ratio {} would remove the whole MLP (γ × ratio must be < 1)",
+                    self.ratio.unwrap_or_default()
+                )))
+            }
             _ => {}
         }
         if self.structures.is_empty() {

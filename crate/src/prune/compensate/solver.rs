@@ -189,7 +189,7 @@ async fn inverse_factor<C: Backend>(a: Tensor<C, 2>, start: usize) -> Result<Ten
     let v = to_vec_f64(a).await?;
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(Error::Invalid(format!(
-            "the calibration Gram matrix holds {} at row {} (non-finite activations: check the weights)",
+            "the calibration Gram matrix holds {} at row {} (non-finite statistics: check the weights and the ridge)",
             v[i],
             start + i / b
         )));
