@@ -323,19 +323,18 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
     let gguf = path("m.gguf");
     let beside = dir.path().join("m.gguf.plan.json");
     write(&beside, b"mine");
-    refused(
-        &[
-            "prune",
-            model,
-            "--out",
-            &gguf,
-            "--ratio",
-            "0.5",
-            "--calib-ids",
-            &calib,
-        ],
-        "m.gguf.plan.json exists",
-    );
+    let to_gguf = [
+        "prune",
+        model,
+        "--out",
+        &gguf,
+        "--ratio",
+        "0.5",
+        "--calib-ids",
+        &calib,
+        "--json",
+    ];
+    refused(&to_gguf, "m.gguf.plan.json exists");
     assert_eq!(read(&beside), b"mine");
     let mut left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -348,17 +347,7 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
     );
     // Without the obstacle the model and its three files appear together.
     std::fs::remove_file(&beside).unwrap();
-    json_stdout(&prunelab(&[
-        "prune",
-        model,
-        "--out",
-        &gguf,
-        "--ratio",
-        "0.5",
-        "--calib-ids",
-        &calib,
-        "--json",
-    ]));
+    json_stdout(&prunelab(&to_gguf));
     for name in [
         "m.gguf",
         "m.gguf.plan.json",

@@ -109,16 +109,19 @@ fn check_scores(name: &str) {
         for layer in [1usize, 2] {
             let shape = &inner.config.layers[layer];
             let official = &golden["scores"][key]["llm_pruner_official"][layer.to_string()];
-            let s = pollster::block_on(score_layer(
-                layer,
-                &inner.layers[layer],
-                shape,
-                &stats,
-                kind,
-                Aggregation::LlmPruner,
-                0,
-            ))
-            .unwrap();
+            let score = |agg| {
+                pollster::block_on(score_layer(
+                    layer,
+                    &inner.layers[layer],
+                    shape,
+                    &stats,
+                    kind,
+                    agg,
+                    0,
+                ))
+                .unwrap()
+            };
+            let s = score(Aggregation::LlmPruner);
             assert_close(
                 &s.kv_groups,
                 &floats(&official["attn_kv_groups"]),
@@ -141,16 +144,7 @@ fn check_scores(name: &str) {
                     floats(&official["mlp_channels"]),
                 ),
             };
-            let s = pollster::block_on(score_layer(
-                layer,
-                &inner.layers[layer],
-                shape,
-                &stats,
-                kind,
-                Aggregation::Correct,
-                0,
-            ))
-            .unwrap();
+            let s = score(Aggregation::Correct);
             assert_close(
                 &s.kv_groups,
                 &kv,

@@ -182,11 +182,9 @@ fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
     }
 }
 
-#[test]
-fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_prunelab");
-    let synth = dir.path().join("tiny");
+/// An f32 synthetic checkpoint of the `tiny` shape in `dir`, and its calibration windows as a JSON file.
+fn synth_tiny(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let synth = dir.join("tiny");
     run_cli(&[
         "synth",
         "--shape",
@@ -196,8 +194,16 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         "--dtype",
         "f32",
     ]);
-    let ids = dir.path().join("calib.json");
+    let ids = dir.join("calib.json");
     std::fs::write(&ids, serde_json::to_vec(&calib(&tiny())).unwrap()).unwrap();
+    (synth, ids)
+}
+
+#[test]
+fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_prunelab");
+    let (synth, ids) = synth_tiny(dir.path());
     let common = [
         "--compensation",
         "ls",
@@ -319,19 +325,8 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
 #[test]
 fn a_saved_plan_is_repaired_like_the_run_that_made_it() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = dir.path().join("tiny");
+    let (synth, ids) = synth_tiny(dir.path());
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    run_cli(&[
-        "synth",
-        "--shape",
-        "tiny",
-        "--out",
-        &path(&synth),
-        "--dtype",
-        "f32",
-    ]);
-    let ids = dir.path().join("calib.json");
-    std::fs::write(&ids, serde_json::to_vec(&calib(&tiny())).unwrap()).unwrap();
     let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
         let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
         for a in [

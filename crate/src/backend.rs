@@ -1,5 +1,5 @@
-//! The compute backends, chosen once at the edge (CLI `main`, the page's worker). Everything below is generic
-//! over `B: Backend`; this file only names the concrete types.
+//! The compute backends, chosen once at the edge (the CLI's `cli/run_on.rs`, the page's worker). Everything below
+//! is generic over `B: Backend`; this file only names the concrete types, the choice and the float type.
 
 use crate::error::{Error, Result};
 
@@ -61,79 +61,6 @@ impl BackendKind {
             BackendKind::Cpu => "cpu",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
-        }
-    }
-}
-
-/// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
-pub trait BackendJob {
-    type Output;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
-        self,
-        device: B::Device,
-    ) -> Result<Self::Output>;
-}
-
-/// Runs `job` on `kind` in `precision` (wrapped in burn's Autodiff, so jobs can take gradients when they need
-/// them).
-pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output> {
-    kind.check_compiled()?;
-    fn go<B: burn::tensor::backend::AutodiffBackend, J: BackendJob>(
-        kind: BackendKind,
-        precision: Precision,
-        job: J,
-    ) -> Result<J::Output> {
-        let device = B::Device::default();
-        if kind != BackendKind::Cpu {
-            probe::<B>(&device, kind)?;
-        }
-        precision.apply::<B>(&device, kind)?;
-        job.run::<B>(device)
-    }
-    match kind {
-        BackendKind::Cpu => go::<burn::backend::Autodiff<Cpu>, J>(kind, precision, job),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => go::<burn::backend::Autodiff<Wgpu>, J>(kind, precision, job),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => go::<burn::backend::Autodiff<Cuda>, J>(kind, precision, job),
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("check_compiled rejects backends this build lacks"),
-    }
-}
-
-/// Touches `device` once, so that a backend that cannot start (no CUDA driver library, no Vulkan adapter: the
-/// runtime panics on its server thread) ends in an error naming the cause instead of a panic.
-fn probe<B: burn::tensor::backend::Backend>(device: &B::Device, kind: BackendKind) -> Result<()> {
-    use std::sync::{Arc, Mutex};
-    let first: Arc<Mutex<Option<String>>> = Arc::default();
-    let hook = std::panic::take_hook();
-    let record = first.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        let mut first = record.lock().unwrap_or_else(|e| e.into_inner());
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()));
-        if first.is_none() {
-            *first = message;
-        }
-    }));
-    let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data()
-    }));
-    std::panic::set_hook(hook);
-    match touched {
-        Ok(_) => Ok(()),
-        Err(_) => {
-            let why = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // cudarc's message lists every library name it tried after " - ".
-            let why = why.unwrap_or_default();
-            let why = why.split(" - ").next().unwrap_or_default();
-            Err(Error::Backend(format!(
-                "{} cannot start on this machine: {why}",
-                kind.name()
-            )))
         }
     }
 }

@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::files::{read, read_text, ModelInput};
 use super::progress::Bars;
-use crate::backend::{run_on, BackendJob, BackendKind, Precision};
+use super::run_on::{run_on, BackendJob};
+use crate::backend::{BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::ids_from_json;

@@ -8,6 +8,7 @@ mod inspect;
 mod output;
 mod progress;
 mod prune;
+mod run_on;
 mod stream;
 mod synth;
 mod train;

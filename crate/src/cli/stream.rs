@@ -11,7 +11,7 @@ use super::files::ModelInput;
 use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, report_files};
-use crate::backend::BackendJob;
+use super::run_on::BackendJob;
 use crate::error::Result;
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::plan::Plan;

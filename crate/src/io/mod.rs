@@ -4,6 +4,7 @@
 pub mod gguf;
 pub mod ranges;
 pub mod safetensors;
+pub mod safetensors_header;
 pub mod safetensors_out;
 pub mod safetensors_ranges;
 pub mod tokenizer;

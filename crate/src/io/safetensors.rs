@@ -8,7 +8,7 @@ use burn::tensor::{Bytes, DType, TensorData};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
-use super::safetensors_ranges::header;
+use super::safetensors_header::header;
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
 
