@@ -291,7 +291,8 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
     );
     assert!(!dir.path().join("no").exists());
 
-    // Calibration: a streamed pass always carries it; a saved plan needs it for its repair.
+    // Calibration: an activation score needs it, streamed or not (a weight score without repair streams
+    // without it: tests/streaming.rs); a saved plan needs it for its repair.
     let weights_only = [
         "--importance",
         "l2",
@@ -300,13 +301,21 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
         "--compensation",
         "none",
     ];
-    let streamed = path("s");
-    let mut args = vec!["prune", model, "--out", &streamed];
-    args.extend(weights_only);
-    args.push("--stream");
     refused(
-        &args,
-        "--stream runs calibration text through the layers: pass --calib FILE",
+        &[
+            "prune",
+            model,
+            "--out",
+            &path("s"),
+            "--importance",
+            "flap",
+            "--ratio",
+            "0.5",
+            "--compensation",
+            "none",
+            "--stream",
+        ],
+        "flap + none needs calibration text: pass --calib FILE",
     );
     let plan = path("plan.json");
     let mut args = vec!["prune", model, "--out", &plan, "--plan-only", "--json"];

@@ -320,6 +320,99 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
     }
 }
 
+/// A weight score without repair, or a saved plan without repair, streams without calibration text: each input
+/// tensor is read once (no activations run through the layers) and the output is the in-memory slice, byte for
+/// byte, uniform and global.
+#[test]
+fn weight_scores_without_repair_stream_without_calibration() {
+    let cfg = tiny();
+    let weights = RandomWeights::new(&cfg, 5, 0.05);
+    let recipe = Recipe {
+        importance: Importance::L1,
+        compensation: Compensation::None,
+        ..recipe(Compensation::None)
+    };
+    let log = RefCell::new(vec![]);
+    let input = Logged {
+        inner: &weights,
+        log: &log,
+    };
+    let device = Default::default();
+    let streamed = Streamed::<Flex>::new(
+        &input,
+        &cfg,
+        &recipe,
+        recipe.ratio,
+        None,
+        &[],
+        device,
+        &Silent,
+    )
+    .unwrap();
+    for spec in tensor_specs(streamed.config()) {
+        streamed.read(&spec.name).unwrap();
+    }
+    let reads = log.borrow().clone();
+    let names: Vec<String> = tensor_specs(&cfg).into_iter().map(|s| s.name).collect();
+    assert_eq!(reads.len(), names.len(), "{reads:?}");
+    for name in &names {
+        assert!(reads.contains(&format!("in {name}")), "{name} never read");
+    }
+    let (plan, scores, recon) = streamed.take_results();
+    assert_eq!((plan.layers.len(), scores.len(), recon.len()), (2, 2, 0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (synth, _) = synth_tiny(dir.path());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
+        for a in ["--compensation", "none", "--layers", "1..4", "--json"]
+            .iter()
+            .chain(extra)
+        {
+            args.push(a.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_str(&run_cli(&args)).unwrap()
+    };
+    let bytes = |p: &std::path::Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    for allocation in ["uniform", "global"] {
+        let amount = [
+            "--importance",
+            "l1",
+            "--allocation",
+            allocation,
+            "--target-params",
+            "0.15",
+        ];
+        let whole = dir.path().join(format!("whole-{allocation}"));
+        let first = run(&whole, &amount);
+        let streamed = dir.path().join(format!("streamed-{allocation}"));
+        let mut args = amount.to_vec();
+        args.push("--stream");
+        let again = run(&streamed, &args);
+        assert_eq!(again["plan"], first["plan"], "{allocation}");
+        assert_eq!(again["scores"], first["scores"], "{allocation}");
+        assert_eq!(
+            again["reconstruction"],
+            serde_json::json!([]),
+            "{allocation}"
+        );
+        assert!(
+            bytes(&whole) == bytes(&streamed),
+            "{allocation}: outputs differ"
+        );
+        // The saved plan, streamed without repair: the same slice again.
+        let replayed = dir.path().join(format!("replayed-{allocation}"));
+        let plan = whole.join("plan.json");
+        run(&replayed, &["--plan", plan.to_str().unwrap(), "--stream"]);
+        assert!(
+            bytes(&whole) == bytes(&replayed),
+            "{allocation}: replayed plan differs"
+        );
+    }
+}
+
 /// A saved plan applied with `--plan` (no ratio) is repaired with the recipe's compensation, in memory and
 /// streamed, and gives the model of the run that made it; a plan reaching outside the pruned layers is refused.
 #[test]

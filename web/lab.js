@@ -42,13 +42,40 @@ function call(type, args = {}, hooks = {}) {
 }
 function showError(msg) { $("error").textContent = msg ? "Error: " + msg : ""; }
 
+// ---- device ----------------------------------------------------------------------------------------------
+// `auto` computes on WebGPU when the browser gives a hardware adapter, on the CPU backend otherwise: a
+// software adapter (SwiftShader) runs the same prune about 60× slower than the CPU backend.
+function gpuChosen() {
+  const d = $("device").value;
+  if (d === "cpu" || !state.webgpu) return false;
+  return d === "webgpu" || !state.webgpu.software;
+}
+function showBackend() {
+  const g = state.webgpu;
+  const limits = g && `${g.backend}; max buffer ${mb(g.max_buffer_size)}, storage binding ${mb(g.max_storage_buffer_binding_size)}`;
+  $("backend").textContent = !g
+    ? "WebGPU is not available in this browser: running on the CPU backend (slower, same results)."
+    : g.software
+      ? `WebGPU: ${g.adapter || g.name || "adapter"} (${limits}) is a software adapter, far slower than the CPU backend: ` +
+        "auto runs on the CPU backend; choose WebGPU under Device to use it anyway."
+      : `WebGPU: ${g.adapter || g.name || "adapter"} (${limits})`;
+  $("backend").className = g && !g.software ? "ok" : "notice";
+  $("device").querySelector("option[value=webgpu]").disabled = !g;
+}
+// A tensor over the adapter's storage-binding limit cannot run on WebGPU; the CPU backend has no such limit.
+function deviceChanged() {
+  const m = state.model, limit = gpuChosen() ? state.webgpu.max_storage_buffer_binding_size : Infinity;
+  const blocked = !!m && m.largest_tensor_bytes > limit;
+  if (blocked) showError(`this model's largest tensor is ${mb(m.largest_tensor_bytes)}, over this GPU's storage ` +
+    `binding limit of ${mb(limit)}: choose CPU under Device, or a model whose tensors fit`);
+  else if (state.blocked) showError("");
+  state.blocked = blocked;
+  $("run").disabled = !m || blocked || !!state.running;
+}
+
 // ---- model ---------------------------------------------------------------------------------------------
 const FITS = 1.5 * 2 ** 30; // bytes of f32 weights a tab can hold twice (model + pruned copy) in 4 GiB wasm
-function checkFits(summary) {
-  const limit = state.webgpu ? state.webgpu.max_storage_buffer_binding_size : Infinity;
-  if (summary.largest_tensor_bytes > limit)
-    throw new Error(`its largest tensor is ${mb(summary.largest_tensor_bytes)}, over this GPU's storage binding ` +
-      `limit of ${mb(limit)}: models up to that tensor size fit`);
+function checkMemory(summary) {
   if (summary.total_f32_bytes > FITS)
     throw new Error(`it needs ${mb(summary.total_f32_bytes)} of f32 weights; this tab can hold about ${mb(FITS)} ` +
       `(≈ ${Math.floor(FITS / 4 / 1e6)}M parameters): use the CLI for larger models`);
@@ -56,7 +83,7 @@ function checkFits(summary) {
 const mb = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
 
 function modelLoaded(summary, name) {
-  try { checkFits(summary); } catch (e) { state.model = null; $("run").disabled = true; throw e; }
+  try { checkMemory(summary); } catch (e) { state.model = null; $("run").disabled = true; throw e; }
   state.model = summary; state.modelName = name;
   const c = summary.config;
   $("model-summary").textContent = `${name}: ${summary.params.total.toLocaleString()} parameters, ` +
@@ -64,7 +91,7 @@ function modelLoaded(summary, name) {
     (summary.has_tokenizer ? "" : " — no tokenizer.json: texts cannot be used");
   $("layer-end").value = c.layers.length; $("layer-end").max = c.layers.length;
   $("layer-start").max = c.layers.length - 1;
-  $("run").disabled = false;
+  deviceChanged();
   syncRecipe();
 }
 
@@ -170,7 +197,7 @@ async function run() {
   showError("");
   let recipe;
   try { recipe = JSON.parse($("recipe").value); } catch (e) { return showError("recipe JSON: " + e.message); }
-  const useGpu = !!state.webgpu;
+  const useGpu = gpuChosen();
   const parts = new Map();
   $("run").disabled = true; $("cancel").disabled = false;
   const started = performance.now();
@@ -188,7 +215,7 @@ async function run() {
     showError(e.message === "cancelled" ? "run cancelled" : e.message);
   } finally {
     clearTimeout(state.cancelTimer);
-    $("run").disabled = !state.model; $("cancel").disabled = true; $("stage").textContent = ""; state.running = null;
+    $("run").disabled = !state.model || state.blocked; $("cancel").disabled = true; $("stage").textContent = ""; state.running = null;
   }
 }
 // Cancel asks the worker; the core stops at its next checkpoint (between layers and evaluation windows) and
@@ -291,10 +318,8 @@ async function main() {
   const hello = await call("hello");
   state.methods = hello.methods; state.webgpu = hello.webgpu;
   $("version").textContent = "prunelab " + hello.version;
-  $("backend").textContent = hello.webgpu
-    ? `WebGPU: ${hello.webgpu.name || "adapter"} (${hello.webgpu.backend}; max buffer ${mb(hello.webgpu.max_buffer_size)}, storage binding ${mb(hello.webgpu.max_storage_buffer_binding_size)})`
-    : "WebGPU is not available in this browser: running on the CPU backend (slower, same results).";
-  $("backend").className = hello.webgpu ? "ok" : "notice";
+  showBackend();
+  $("device").onchange = deviceChanged;
   fillMenus();
   for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
     $(id).addEventListener("input", syncRecipe);

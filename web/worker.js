@@ -12,7 +12,11 @@ async function webgpu() {
   if (!self.navigator.gpu) return null;
   const adapter = await self.navigator.gpu.requestAdapter();
   if (!adapter) return null;
-  gpu = JSON.parse(await wasm_bindgen.initWebGpu());
+  // A software adapter (SwiftShader, llvmpipe) runs WebGPU on the CPU, far slower than the CPU backend.
+  const info = adapter.info ?? {};
+  const named = `${info.vendor ?? ""} ${info.architecture ?? ""} ${info.device ?? ""} ${info.description ?? ""}`;
+  const software = !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(named);
+  gpu = { ...JSON.parse(await wasm_bindgen.initWebGpu()), software, adapter: named.trim() };
   return gpu;
 }
 

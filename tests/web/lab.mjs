@@ -1,7 +1,8 @@
 // End-to-end test of the browser lab in Debian's chromium (headless, WebGPU through SwiftShader), driven by
 // playwright-core. Usage: node lab.mjs DIST PRUNELAB_BIN SHOTS_DIR
-// 1. WebGPU: load the demo, run obs + ls at 20%, check the page's perplexity against the CLI's for the same
-//    recipe, download the zip and check the CLI evaluates it to the same perplexity.
+// 1. WebGPU on SwiftShader: the page flags the software adapter and device `auto` runs the demo's obs + ls at
+//    20% on the CPU backend; then device WebGPU runs it again; both perplexities match the CLI's for the same
+//    recipe; the zip download evaluates (CLI) to the same perplexity.
 // 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
 //    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
@@ -87,7 +88,8 @@ async function demoRun(s, step, load = loadDemo) {
   const ppl = Number(await page.textContent("#ppl-after"));
   const sample = await page.textContent("#sample-after");
   if (!(sample.length > "after:  ".length)) throw new Error("no generation sample after pruning");
-  return { recipe, ppl, seconds };
+  const backend = await page.$eval("#runs tbody tr:last-child td:nth-child(6)", (td) => td.textContent);
+  return { recipe, ppl, seconds, backend };
 }
 
 let failed = false;
@@ -95,13 +97,20 @@ try {
   // ---- WebGPU ------------------------------------------------------------------------------------------
   const gpu = await session("webgpu", [...BASE, ...WEBGPU]);
   if (!gpu.backend.startsWith("WebGPU:")) throw new Error("WebGPU was not available with SwiftShader: " + gpu.backend);
-  const first = await demoRun(gpu, 2);
+  // SwiftShader is a software adapter: the device `auto` computes on the CPU backend; WebGPU is chosen by hand.
+  if (!gpu.backend.includes("software adapter")) throw new Error("SwiftShader not flagged as software: " + gpu.backend);
+  const auto = await demoRun(gpu, 2);
+  if (auto.backend !== "CPU") throw new Error(`device auto on SwiftShader ran on ${auto.backend}, expected CPU`);
+  await gpu.page.selectOption("#device", "webgpu");
+  const first = await demoRun(gpu, 3, async () => {});
+  if (first.backend !== "WebGPU") throw new Error(`device WebGPU ran on ${first.backend}`);
   await writeFile(join(tmp, "recipe.json"), first.recipe);
   const out = join(tmp, "cli-pruned");
   const report = cli("prune", join(repo, "models/demo"), "--out", out, "--recipe", join(tmp, "recipe.json"),
     "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
     "--eval-windows", WINDOWS, "--json");
   close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
+  close(auto.ppl, report.eval.after.ppl, "device auto (CPU backend) on SwiftShader vs CLI perplexity");
 
   const [download] = await Promise.all([gpu.page.waitForEvent("download"), gpu.page.click("#download-zip")]);
   const zipPath = join(tmp, "pruned.zip");
@@ -118,6 +127,7 @@ try {
   const cpu = await session("cpu", BASE);
   if (!cpu.backend.includes("CPU")) throw new Error("expected the CPU notice, got: " + cpu.backend);
   const fallback = await demoRun(cpu, 2);
+  if (fallback.backend !== "CPU") throw new Error(`without WebGPU the run went to ${fallback.backend}`);
   close(fallback.ppl, report.eval.after.ppl, "CPU fallback vs CLI perplexity");
   // The GGUF download, written by the core from the run's parts, evaluates to the same perplexity.
   const [ggufDownload] = await Promise.all([cpu.page.waitForEvent("download", { timeout: 120000 }), cpu.page.click("#download-gguf")]);

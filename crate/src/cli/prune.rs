@@ -422,16 +422,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 name(serde_json::to_value(recipe.compensation).expect("serialisable")),
             );
             let pass = "pass --calib FILE or --calib-ids FILE.json";
-            let why = match (plan.is_some(), args.stream) {
-                // The streamed pass carries calibration activations from layer to layer whatever it computes.
-                (_, true) => Some(format!("--stream runs calibration text through the layers: {pass}")),
-                (true, false) => recipe.needs_calibration(true).then(|| {
-                    format!("the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)")
-                }),
-                (false, false) => recipe.needs_calibration(false).then(|| {
-                    format!("{score} + {repair} needs calibration text: {pass}")
-                }),
-            };
+            let why = recipe.needs_calibration(plan.is_some()).then(|| match plan.is_some() {
+                true => format!("the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)"),
+                false => format!("{score} + {repair} needs calibration text: {pass}"),
+            });
             if let Some(why) = why {
                 return Err(Error::Invalid(why));
             }

@@ -266,9 +266,7 @@ pub async fn layer_scores<B: Backend>(
     recipe: &Recipe,
 ) -> Result<(LayerScores, Tensor<B, 3>)> {
     if !recipe.importance.needs_activations() {
-        let (kind, agg) = (recipe.importance, recipe.aggregation);
-        let none = GradStats::default();
-        let scores = score_layer(l, block, &cfg.layers[l], &none, kind, agg, recipe.seed).await?;
+        let scores = weight_scores(block, l, &cfg.layers[l], recipe).await?;
         return Ok((scores, block.forward(h, pos)));
     }
     let dense = dense_layer(block, h, pos).await?;
@@ -283,6 +281,17 @@ pub async fn layer_scores<B: Backend>(
         scores,
         dense.h_mid + block.mlp.down_proj.forward(dense.hidden),
     ))
+}
+
+/// The recipe's weight score (magnitude, random) of decoder layer `l` of shape `shape`: its weights alone.
+pub async fn weight_scores<B: Backend>(
+    block: &Block<B>,
+    l: usize,
+    shape: &LayerShape,
+    recipe: &Recipe,
+) -> Result<LayerScores> {
+    let (kind, agg, none) = (recipe.importance, recipe.aggregation, GradStats::default());
+    score_layer(l, block, shape, &none, kind, agg, recipe.seed).await
 }
 
 /// Which structures one layer loses: the lowest scores up to a count, or a plan made beforehand.
@@ -323,18 +332,9 @@ pub async fn prune_layer<B: Backend>(
     let hd = block.self_attn.head_dim;
     // Weight scores (magnitude, random) depend on this layer's weights alone: taken before anything changes.
     let weight_scores = match choice {
-        LayerChoice::Count { .. } if !recipe.importance.needs_activations() => Some(
-            score_layer(
-                l,
-                block,
-                &shape,
-                &GradStats::default(),
-                recipe.importance,
-                recipe.aggregation,
-                recipe.seed,
-            )
-            .await?,
-        ),
+        LayerChoice::Count { .. } if !recipe.importance.needs_activations() => {
+            Some(weight_scores(block, l, &shape, recipe).await?)
+        }
         _ => None,
     };
     let dense = dense_layer(block, h, pos).await?;
@@ -427,6 +427,38 @@ pub async fn prune_layer<B: Backend>(
         reconstruction: [recon_o, recon_d],
         shape: kept_mlp.shape(),
     })
+}
+
+/// Prunes decoder layer `l` (of shape `shape`) without calibration activations: the choice comes from a
+/// fixed plan or the recipe's weight score, and nothing is repaired. Returns the layer's plan and, for a
+/// `Count` choice, its scores.
+pub async fn slice_layer<B: Backend>(
+    block: &mut Block<B>,
+    l: usize,
+    shape: LayerShape,
+    choice: &LayerChoice,
+    recipe: &Recipe,
+) -> Result<(LayerPlan, Option<LayerScores>)> {
+    let (plan, scores) = match choice {
+        LayerChoice::Fixed(lp) => (lp.clone(), None),
+        LayerChoice::Count {
+            kv_groups,
+            mlp_channels,
+        } => {
+            let s = weight_scores(block, l, &shape, recipe).await?;
+            let plan = LayerPlan {
+                layer: l,
+                kv_groups: lowest(&s.kv_groups, *kv_groups),
+                mlp_channels: lowest(&s.mlp_channels, *mlp_channels),
+            };
+            (plan, Some(s))
+        }
+    };
+    apply_layer(
+        block,
+        &Kept::of(&shape, &plan.kv_groups, &plan.mlp_channels),
+    );
+    Ok((plan, scores))
 }
 
 /// The choice for layer `l`: from a fixed plan (a layer it does not name loses nothing), or the allocation's

@@ -2,6 +2,8 @@
 //! [`WeightSource`] of the pruned model that a writer pulls tensor by tensor in file order. Asking for a tensor
 //! of layer `l` loads layer `l` from the input source, prunes and repairs it on the calibration activations of
 //! the pruned prefix, reads it back and drops it; embeddings, the final norm and the head pass straight through.
+//! A weight score (or a saved plan) without repair needs no activations: each layer of the range is only
+//! scored and sliced, and no calibration text is read.
 //! Memory: the calibration activations, one decoder layer on the device and one on the host — the input's
 //! other layers are never held. Training-free recipes only (gradient scores need the whole model's backward).
 //! Native only: a writer pulls synchronously, so reads block on the device (the browser keeps small models
@@ -20,7 +22,8 @@ use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::sequential::{
-    add_zero_biases_to_block, layer_choice, layer_scores, prune_layer, with_biases, Reconstruction,
+    add_zero_biases_to_block, layer_choice, layer_scores, prune_layer, slice_layer, weight_scores,
+    with_biases, Reconstruction,
 };
 use crate::error::{Error, Result};
 use crate::model::llama::{Block, Positions};
@@ -75,6 +78,9 @@ pub struct Streamed<'a, B: Backend> {
     ratio: Option<f64>,
     fixed: Option<&'a Plan>,
     calib: &'a [Vec<u32>],
+    /// Whether the pass runs the calibration windows through the layers (for an activation score or a
+    /// repair); a weight score or a saved plan without repair only slices each layer.
+    activations: bool,
     layers: Range<usize>,
     device: B::Device,
     progress: &'a dyn Progress,
@@ -132,7 +138,10 @@ impl<'a, B: Backend> Streamed<'a, B> {
         if recipe.compensation.adds_bias() {
             with_biases(&mut out);
         }
-        check_windows(calib, cfg.vocab_size)?;
+        let activations = recipe.needs_calibration(fixed.is_some());
+        if activations {
+            check_windows(calib, cfg.vocab_size)?;
+        }
         Ok(Self {
             src,
             cfg: cfg.clone(),
@@ -141,6 +150,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
             ratio,
             fixed,
             calib,
+            activations,
             layers,
             device,
             progress,
@@ -204,16 +214,20 @@ impl<'a, B: Backend> Streamed<'a, B> {
         s.peak.host = s.peak.host.max(s.held.host);
     }
 
-    /// Runs layers up to and including `target` (those before the range only move the activations).
+    /// Runs layers up to and including `target` (those before the range only move the activations, and are
+    /// skipped when nothing needs them).
     fn advance(&self, target: usize) -> Result<()> {
         let mut s = self.state.borrow_mut();
+        if !self.activations {
+            s.next = s.next.max(self.layers.start);
+        }
         while s.next <= target && s.next < self.layers.end {
             if self.progress.cancelled() {
                 return Err(Error::Cancelled);
             }
             let l = s.next;
             let clock = Instant::now();
-            if s.h.is_none() {
+            if self.activations && s.h.is_none() {
                 let (h, pos) = embed(self.src, &self.cfg, self.calib, &self.device)?;
                 s.h = Some(h);
                 s.pos = Some(pos);
@@ -223,23 +237,35 @@ impl<'a, B: Backend> Streamed<'a, B> {
             let clock = Instant::now();
             let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
-            let h = s.h.take().expect("activations");
-            let pos = s.pos.take().expect("positions");
             if l < self.layers.start {
-                s.h = Some(block.forward(h, &pos));
+                let (h, pos) = (s.h.take().expect("activations"), s.pos.take());
+                s.h = Some(block.forward(h, pos.as_ref().expect("positions")));
+                s.pos = pos;
                 s.seconds.compute += clock.elapsed().as_secs_f64();
             } else {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
-                let out = pollster::block_on(prune_layer(
-                    &mut block,
-                    l,
-                    self.cfg.layers[l],
-                    h,
-                    &pos,
-                    &choice,
-                    self.recipe,
-                    &self.device,
-                ))?;
+                let shape = self.cfg.layers[l];
+                let (plan, scores) = match (s.h.take(), s.pos.take()) {
+                    (Some(h), Some(pos)) => {
+                        let out = pollster::block_on(prune_layer(
+                            &mut block,
+                            l,
+                            shape,
+                            h,
+                            &pos,
+                            &choice,
+                            self.recipe,
+                            &self.device,
+                        ))?;
+                        s.h = Some(out.h);
+                        s.pos = Some(pos);
+                        s.reconstruction.extend(out.reconstruction);
+                        (out.plan, out.scores)
+                    }
+                    _ => {
+                        pollster::block_on(slice_layer(&mut block, l, shape, &choice, self.recipe))?
+                    }
+                };
                 if self.recipe.compensation.adds_bias() {
                     add_zero_biases_to_block(&mut block, &self.device);
                 }
@@ -255,17 +281,14 @@ impl<'a, B: Backend> Streamed<'a, B> {
                     Self::account(&mut s, 0, b);
                 }
                 s.seconds.read_back += clock.elapsed().as_secs_f64();
-                s.h = Some(out.h);
-                s.plans.push(out.plan);
-                s.scores.extend(out.scores);
-                s.reconstruction.extend(out.reconstruction);
+                s.plans.push(plan);
+                s.scores.extend(scores);
                 self.progress.report(ProgressEvent {
                     stage: "layers",
                     done: l + 1 - self.layers.start,
                     total: self.layers.len(),
                 });
             }
-            s.pos = Some(pos);
             drop(block);
             Self::account(&mut s, -bytes, 0);
             s.next = l + 1;
@@ -321,28 +344,48 @@ pub fn streamed_scores<B: Backend>(
 ) -> Result<Vec<LayerScores>> {
     check_inventory(cfg, src)?;
     check_training_free(recipe)?;
-    check_windows(calib, cfg.vocab_size)?;
     let layers = recipe.layer_range(cfg);
-    let (mut h, pos) = embed::<B>(src, cfg, calib, device)?;
+    // A weight score reads each layer of the range alone; an activation score runs the windows through.
+    let mut flow = match recipe.importance.needs_activations() {
+        true => {
+            check_windows(calib, cfg.vocab_size)?;
+            Some(embed::<B>(src, cfg, calib, device)?)
+        }
+        false => None,
+    };
+    let first = if flow.is_some() { 0 } else { layers.start };
     let mut scores = Vec::with_capacity(layers.len());
-    for l in 0..layers.end {
+    for l in first..layers.end {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
         let block = Block::<B>::load(cfg, l, src, device)?;
-        h = match l < layers.start {
-            true => block.forward(h, &pos),
-            false => {
-                let (s, next) = pollster::block_on(layer_scores(&block, l, cfg, h, &pos, recipe))?;
-                scores.push(s);
-                progress.report(ProgressEvent {
-                    stage: "score",
-                    done: l + 1 - layers.start,
-                    total: layers.len(),
-                });
-                next
-            }
-        };
+        if let Some((h, pos)) = flow.take() {
+            let next = match l < layers.start {
+                true => block.forward(h, &pos),
+                false => {
+                    let (s, next) =
+                        pollster::block_on(layer_scores(&block, l, cfg, h, &pos, recipe))?;
+                    scores.push(s);
+                    next
+                }
+            };
+            flow = Some((next, pos));
+        } else {
+            scores.push(pollster::block_on(weight_scores(
+                &block,
+                l,
+                &cfg.layers[l],
+                recipe,
+            ))?);
+        }
+        if l >= layers.start {
+            progress.report(ProgressEvent {
+                stage: "score",
+                done: l + 1 - layers.start,
+                total: layers.len(),
+            });
+        }
     }
     Ok(scores)
 }
