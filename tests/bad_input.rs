@@ -6,7 +6,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
+use prunelab::io::safetensors_ranges::RangedSafetensors;
 use prunelab::io::SafetensorsWeights;
+use prunelab::model::weights::check_inventory;
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 use safetensors::tensor::TensorView;
 
@@ -75,7 +77,6 @@ fn raw(header: serde_json::Value, data_len: usize) -> Vec<u8> {
 /// name the tensor.
 #[test]
 fn data_the_tensors_do_not_tile_is_named() {
-    use prunelab::io::safetensors_ranges::RangedSafetensors;
     use serde_json::json;
     let t = |a: u64, b: u64| json!({"dtype": "F32", "shape": [2], "data_offsets": [a, b]});
     let cases = [
@@ -201,6 +202,51 @@ fn unsupported_dtype_is_named() {
         err,
         "tensor x: unsupported dtype I64 (supported: F32, F16, BF16)"
     );
+
+    // A model weight stored as integers is refused with the inventory, before anything is read, by both
+    // readers and by `inspect`.
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let st = SafetensorsWeights::from_files(&[("m".into(), &bytes)], None).unwrap();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .inventory()
+        .into_iter()
+        .map(|(n, s)| {
+            let v = st.read_f32(&n).unwrap();
+            (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, s, b)| {
+            let dtype = match n.as_str() {
+                "model.norm.weight" => safetensors::Dtype::I32,
+                _ => safetensors::Dtype::F32,
+            };
+            (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap())
+        })
+        .collect();
+    let ints = safetensors::serialize(views, None).unwrap();
+    let want = "tensor model.norm.weight: unsupported dtype I32 (supported: F32, F16, BF16)";
+    let st = SafetensorsWeights::from_files(&[("m".into(), &ints)], None).unwrap();
+    assert_eq!(check_inventory(&cfg, &st).unwrap_err().to_string(), want);
+    let ranged = RangedSafetensors::open(vec![("m".to_string(), ints.as_slice())]).unwrap();
+    assert_eq!(
+        check_inventory(&cfg, &ranged).unwrap_err().to_string(),
+        want
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("tiny-mha").join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), &ints).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(["inspect", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(want));
 }
 
 #[test]

@@ -111,6 +111,12 @@ impl WeightSource for SafetensorsWeights<'_> {
     fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
         self.tensor(name, Some(dtype))
     }
+
+    fn unreadable_type(&self, name: &str) -> Option<String> {
+        let (_, st) = &self.shards[*self.location.get(name)?];
+        let stored = st.tensor(name).ok()?.dtype();
+        float_type(stored).is_none().then(|| format!("{stored:?}"))
+    }
 }
 
 impl SafetensorsWeights<'_> {
@@ -138,17 +144,10 @@ pub(crate) fn tensor_data(
     name: &str,
     want: Option<DType>,
 ) -> Result<TensorData> {
-    let stored = match stored {
-        Dtype::F32 => DType::F32,
-        Dtype::F16 => DType::F16,
-        Dtype::BF16 => DType::BF16,
-        other => {
-            return Err(Error::Dtype {
-                name: name.into(),
-                dtype: format!("{other:?}"),
-            })
-        }
-    };
+    let stored = float_type(stored).ok_or_else(|| Error::Dtype {
+        name: name.into(),
+        dtype: format!("{stored:?}"),
+    })?;
     let numel: usize = shape.iter().product();
     if bytes.len() != numel * stored.size() {
         return Err(Error::Invalid(format!(
@@ -172,6 +171,16 @@ pub(crate) fn tensor_data(
         }
         _ => TensorData::from_bytes(copy(), shape, stored).convert_dtype(want),
     })
+}
+
+/// The float type of a stored safetensors type, if it is one the readers hand out.
+pub(crate) fn float_type(stored: Dtype) -> Option<DType> {
+    match stored {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
 }
 
 /// Little-endian `N`-byte words, each mapped to a value.

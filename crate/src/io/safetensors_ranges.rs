@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use burn::tensor::{DType, TensorData};
 
 pub use super::ranges::ByteRanges;
-use super::safetensors::tensor_data;
+use super::safetensors::{float_type, tensor_data};
 use super::safetensors_header::{bad, header, Entry};
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
@@ -67,6 +67,11 @@ impl<R: ByteRanges> WeightSource for RangedSafetensors<R> {
 
     fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
         self.tensor(name, Some(dtype))
+    }
+
+    fn unreadable_type(&self, name: &str) -> Option<String> {
+        let stored = self.shards[*self.location.get(name)?].entries[name].dtype;
+        float_type(stored).is_none().then(|| format!("{stored:?}"))
     }
 }
 

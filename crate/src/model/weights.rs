@@ -18,6 +18,11 @@ pub trait WeightSource {
     fn inventory(&self) -> Vec<(String, Vec<usize>)>;
     /// One tensor in its stored float type (f32, f16 or bf16), row-major, with its shape.
     fn read(&self, name: &str) -> Result<TensorData>;
+    /// The stored type of tensor `name` when [`Self::read`] would refuse it (an integer tensor, say), so a
+    /// model is refused before anything is read; `None` when it is readable or unknown.
+    fn unreadable_type(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// One tensor as float type `dtype`: the stored values when they already are of that type, converted
     /// otherwise (sources that can decode straight into `dtype` do it in one pass).
     fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
@@ -36,7 +41,7 @@ fn is_ignorable(name: &str, cfg: &ModelConfig) -> bool {
     name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
 }
 
-/// Checks that `src` holds exactly the tensors `cfg` implies, with the implied shapes.
+/// Checks that `src` holds exactly the tensors `cfg` implies, with the implied shapes, in types it can read.
 pub fn check_inventory(cfg: &ModelConfig, src: &dyn WeightSource) -> Result<()> {
     let found: HashMap<String, Vec<usize>> = src.inventory().into_iter().collect();
     let specs = tensor_specs(cfg);
@@ -55,7 +60,14 @@ pub fn check_inventory(cfg: &ModelConfig, src: &dyn WeightSource) -> Result<()> 
                     found: shape.clone(),
                 })
             }
-            Some(_) => {}
+            Some(_) => {
+                if let Some(dtype) = src.unreadable_type(&spec.name) {
+                    return Err(Error::Dtype {
+                        name: spec.name.clone(),
+                        dtype,
+                    });
+                }
+            }
         }
     }
     let expected: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
