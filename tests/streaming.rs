@@ -329,7 +329,6 @@ fn weight_scores_without_repair_stream_without_calibration() {
     let weights = RandomWeights::new(&cfg, 5, 0.05);
     let recipe = Recipe {
         importance: Importance::L1,
-        compensation: Compensation::None,
         ..recipe(Compensation::None)
     };
     let log = RefCell::new(vec![]);
@@ -360,6 +359,17 @@ fn weight_scores_without_repair_stream_without_calibration() {
     }
     let (plan, scores, recon) = streamed.take_results();
     assert_eq!((plan.layers.len(), scores.len(), recon.len()), (2, 2, 0));
+    // One f32 input layer on the device and one pruned layer on the host, at most.
+    let layer_bytes = |c: &ModelConfig, l: usize| -> usize {
+        tensor_specs(c)
+            .iter()
+            .filter(|s| s.layer == Some(l))
+            .map(|s| s.numel() * 4)
+            .sum()
+    };
+    let peak = streamed.peak();
+    assert_eq!(peak.device, layer_bytes(&cfg, 1));
+    assert_eq!(peak.host, layer_bytes(streamed.config(), 1));
 
     let dir = tempfile::tempdir().unwrap();
     let (synth, _) = synth_tiny(dir.path());

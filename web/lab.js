@@ -27,7 +27,8 @@ function restartWorker(why) {
   const pending = [...state.pending.values()];
   state.pending.clear();
   startWorker();
-  reloadModel();
+  state.model = null; $("run").disabled = true; // until the reload below is back
+  state.reload?.();
   showError(msg);
   for (const p of pending) p.reject(new Error(msg));
 }
@@ -83,7 +84,7 @@ function checkMemory(summary) {
 const mb = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
 
 function modelLoaded(summary, name) {
-  try { checkMemory(summary); } catch (e) { state.model = null; $("run").disabled = true; throw e; }
+  try { checkMemory(summary); } catch (e) { state.model = null; state.blocked = false; $("run").disabled = true; throw e; }
   state.model = summary; state.modelName = name;
   const c = summary.config;
   $("model-summary").textContent = `${name}: ${summary.params.total.toLocaleString()} parameters, ` +
@@ -102,29 +103,34 @@ async function loadDemo() {
       return new Uint8Array(await r.arrayBuffer()); };
     const [config, tokenizer, weights] = await Promise.all(["config.json", "tokenizer.json", "model.safetensors"].map(get));
     modelLoaded(await call("loadBytes", { config, tokenizer, names: ["model.safetensors"], shards: [weights] }), "demo");
+    state.reload = loadDemo;
   } catch (e) { showError("demo model: " + e.message); }
 }
 
 async function loadFiles(list) {
   showError("");
+  const files = [...list];
   try {
-    const files = [...list];
-    const gguf = files.filter((f) => f.name.endsWith(".gguf"));
-    if (gguf.length > 1) throw new Error("more than one .gguf file: choose one");
-    if (gguf.length) return modelLoaded(await call("loadGguf", { file: gguf[0] }), gguf[0].name);
-    const byName = (n) => files.find((f) => f.name === n);
-    const config = byName("config.json");
-    if (!config) throw new Error("no config.json among the files (or give one .gguf)");
-    const shards = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => a.name.localeCompare(b.name));
-    if (!shards.length) throw new Error("no *.safetensors file among the files");
-    const tok = byName("tokenizer.json");
-    const summary = await call("loadFiles", {
-      config: new Uint8Array(await config.arrayBuffer()),
-      tokenizer: tok ? new Uint8Array(await tok.arrayBuffer()) : null,
-      names: shards.map((f) => f.name), files: shards,
-    });
-    modelLoaded(summary, shards.length > 1 ? `${shards.length} shards` : shards[0].name);
+    await loadModelFiles(files);
+    state.reload = () => loadFiles(files); // dropped files are not in the picker: keep them for a restart
   } catch (e) { showError("model files: " + e.message); }
+}
+async function loadModelFiles(files) {
+  const gguf = files.filter((f) => f.name.endsWith(".gguf"));
+  if (gguf.length > 1) throw new Error("more than one .gguf file: choose one");
+  if (gguf.length) return modelLoaded(await call("loadGguf", { file: gguf[0] }), gguf[0].name);
+  const byName = (n) => files.find((f) => f.name === n);
+  const config = byName("config.json");
+  if (!config) throw new Error("no config.json among the files (or give one .gguf)");
+  const shards = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => a.name.localeCompare(b.name));
+  if (!shards.length) throw new Error("no *.safetensors file among the files");
+  const tok = byName("tokenizer.json");
+  const summary = await call("loadFiles", {
+    config: new Uint8Array(await config.arrayBuffer()),
+    tokenizer: tok ? new Uint8Array(await tok.arrayBuffer()) : null,
+    names: shards.map((f) => f.name), files: shards,
+  });
+  modelLoaded(summary, shards.length > 1 ? `${shards.length} shards` : shards[0].name);
 }
 
 // ---- texts ---------------------------------------------------------------------------------------------
@@ -209,7 +215,7 @@ async function run() {
     const out = await state.running;
     state.parts = parts; state.lastReport = out.report;
     const seconds = (performance.now() - started) / 1000;
-    showResult(out, useGpu, seconds);
+    showResult(out, out.gpu, seconds);
     for (const b of ["download-zip", "download-gguf", "download-report"]) $(b).disabled = false;
   } catch (e) {
     showError(e.message === "cancelled" ? "run cancelled" : e.message);
@@ -228,7 +234,6 @@ function cancel() {
   call("cancel", { target: run.id });
   state.cancelTimer = setTimeout(() => { if (state.running === run) restartWorker("the run did not stop in time"); }, CANCEL_GRACE_MS);
 }
-let reloadModel = () => {};
 
 function showResult(out, useGpu, seconds) {
   const r = out.report, e = r.eval;
@@ -333,7 +338,6 @@ async function main() {
   $("download-zip").onclick = () => save(zip([...state.parts].map(([n, p]) => ["pruned/" + n, p])), "pruned-model.zip");
   $("download-gguf").onclick = downloadGguf;
   $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
-  reloadModel = () => { if (state.modelName === "demo") loadDemo(); else if (state.model) $("files").files.length && loadFiles($("files").files); };
   syncRecipe();
   window.labState = state; // for the console and the end-to-end test
   document.body.dataset.ready = "1";

@@ -55,8 +55,9 @@ const handlers = {
     if (!lab) throw new Error("load a model first");
     const checkpoint = () => yieldTurn().then(() => cancels.has(id));
     try {
-      const out = await lab.run(recipe, calib, evalText, useGpu && !!(await webgpu()), progress(id), checkpoint, parts(id));
-      return JSON.parse(out);
+      const gpu = useGpu && !!(await webgpu()); // the backend that really runs, reported with the result
+      const out = await lab.run(recipe, calib, evalText, gpu, progress(id), checkpoint, parts(id));
+      return { ...JSON.parse(out), gpu };
     } finally { cancels.delete(id); }
   },
   async cancel({ target }) { cancels.add(target); return true; },

@@ -190,7 +190,7 @@ try {
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +
     `${fallback.seconds.toFixed(1)} s (CPU fallback)`);
-  await writeFile(join(shots, "timings.json"), JSON.stringify({ webgpu_seconds: first.seconds, cpu_seconds: fallback.seconds, recipe: JSON.parse(first.recipe) }, null, 2));
+  await writeFile(join(shots, "timings.json"), JSON.stringify({ webgpu_seconds: first.seconds, auto_seconds: auto.seconds, cpu_seconds: fallback.seconds, recipe: JSON.parse(first.recipe) }, null, 2));
 } catch (e) {
   failed = true;
   console.error("FAILED: " + e.message);

@@ -255,8 +255,8 @@ pub async fn activation_scores<B: Backend>(
     Ok(out)
 }
 
-/// The recipe's training-free scores of the unpruned decoder layer `l` of a model with config `cfg` (from its
-/// input `h`, or its weights alone); and its output (the next layer's input).
+/// The recipe's activation scores of the unpruned decoder layer `l` of a model with config `cfg` from its input
+/// `h`, and its output (the next layer's input). Weight scores need no input: [`weight_scores`].
 pub async fn layer_scores<B: Backend>(
     block: &Block<B>,
     l: usize,
@@ -265,10 +265,7 @@ pub async fn layer_scores<B: Backend>(
     pos: &Positions<B>,
     recipe: &Recipe,
 ) -> Result<(LayerScores, Tensor<B, 3>)> {
-    if !recipe.importance.needs_activations() {
-        let scores = weight_scores(block, l, &cfg.layers[l], recipe).await?;
-        return Ok((scores, block.forward(h, pos)));
-    }
+    debug_assert!(recipe.importance.needs_activations());
     let dense = dense_layer(block, h, pos).await?;
     let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
     let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;

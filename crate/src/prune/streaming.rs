@@ -42,7 +42,7 @@ pub struct Held {
 }
 
 struct State<B: Backend> {
-    /// The next layer whose calibration activations are to be computed.
+    /// The next layer to run (to prune, or to move the calibration activations through).
     next: usize,
     h: Option<Tensor<B, 3>>,
     pos: Option<Positions<B>>,
@@ -214,6 +214,18 @@ impl<'a, B: Backend> Streamed<'a, B> {
         s.peak.host = s.peak.host.max(s.held.host);
     }
 
+    /// The calibration activations entering layer `l`: the embedded windows for layer 0, else what the layer
+    /// before left (gone when that layer failed: the pass cannot resume).
+    fn take_flow(&self, s: &mut State<B>, l: usize) -> Result<(Tensor<B, 3>, Positions<B>)> {
+        match (s.h.take(), s.pos.take()) {
+            (Some(h), Some(pos)) => Ok((h, pos)),
+            _ if l == 0 => embed(self.src, &self.cfg, self.calib, &self.device),
+            _ => Err(Error::Invalid(format!(
+                "the streamed pass cannot resume at layer {l}: an earlier layer failed"
+            ))),
+        }
+    }
+
     /// Runs layers up to and including `target` (those before the range only move the activations, and are
     /// skipped when nothing needs them).
     fn advance(&self, target: usize) -> Result<()> {
@@ -227,26 +239,25 @@ impl<'a, B: Backend> Streamed<'a, B> {
             }
             let l = s.next;
             let clock = Instant::now();
-            if self.activations && s.h.is_none() {
-                let (h, pos) = embed(self.src, &self.cfg, self.calib, &self.device)?;
-                s.h = Some(h);
-                s.pos = Some(pos);
-            }
+            let flow = match self.activations {
+                true => Some(self.take_flow(&mut s, l)?),
+                false => None,
+            };
             let mut block = Block::<B>::load(&self.cfg, l, self.src, &self.device)?;
             s.seconds.load += clock.elapsed().as_secs_f64();
             let clock = Instant::now();
             let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
             if l < self.layers.start {
-                let (h, pos) = (s.h.take().expect("activations"), s.pos.take());
-                s.h = Some(block.forward(h, pos.as_ref().expect("positions")));
-                s.pos = pos;
+                let (h, pos) = flow.expect("layers before the range run only for the activations");
+                s.h = Some(block.forward(h, &pos));
+                s.pos = Some(pos);
                 s.seconds.compute += clock.elapsed().as_secs_f64();
             } else {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
                 let shape = self.cfg.layers[l];
-                let (plan, scores) = match (s.h.take(), s.pos.take()) {
-                    (Some(h), Some(pos)) => {
+                let (plan, scores) = match flow {
+                    Some((h, pos)) => {
                         let out = pollster::block_on(prune_layer(
                             &mut block,
                             l,
@@ -262,7 +273,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
                         s.reconstruction.extend(out.reconstruction);
                         (out.plan, out.scores)
                     }
-                    _ => {
+                    None => {
                         pollster::block_on(slice_layer(&mut block, l, shape, &choice, self.recipe))?
                     }
                 };
@@ -331,9 +342,10 @@ fn embed<B: Backend>(
     Ok((h, Llama::<B>::positions_for(cfg, len, device)))
 }
 
-/// Activation scores of every layer of the recipe's range on the unpruned model read from `src` one layer at a
-/// time (for `global`, which ranks all layers before anything is removed; the pruning pass then streams the
-/// plan). Memory: the calibration activations and one layer.
+/// The training-free scores of every layer of the recipe's range on the unpruned model read from `src` one
+/// layer at a time (for `global`, which ranks all layers before anything is removed; the pruning pass then
+/// streams the plan). Memory: one layer, and the calibration activations for an activation score (a weight
+/// score reads only the range's layers).
 pub fn streamed_scores<B: Backend>(
     src: &dyn WeightSource,
     cfg: &ModelConfig,
@@ -345,12 +357,13 @@ pub fn streamed_scores<B: Backend>(
     check_inventory(cfg, src)?;
     check_training_free(recipe)?;
     let layers = recipe.layer_range(cfg);
+    // Windows the pruning pass will need are refused now, not after this pass read every layer.
+    if recipe.needs_calibration(false) {
+        check_windows(calib, cfg.vocab_size)?;
+    }
     // A weight score reads each layer of the range alone; an activation score runs the windows through.
     let mut flow = match recipe.importance.needs_activations() {
-        true => {
-            check_windows(calib, cfg.vocab_size)?;
-            Some(embed::<B>(src, cfg, calib, device)?)
-        }
+        true => Some(embed::<B>(src, cfg, calib, device)?),
         false => None,
     };
     let first = if flow.is_some() { 0 } else { layers.start };
