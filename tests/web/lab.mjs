@@ -2,7 +2,8 @@
 // playwright-core. Usage: node lab.mjs DIST PRUNELAB_BIN SHOTS_DIR
 // 1. WebGPU on SwiftShader: the page flags the software adapter and device `auto` runs the demo's obs + ls at
 //    20% on the CPU backend; then device WebGPU runs it again; both perplexities match the CLI's for the same
-//    recipe; the zip download evaluates (CLI) to the same perplexity.
+//    recipe; the zip download evaluates (CLI) to the same perplexity; a tensor over the adapter's binding limit
+//    blocks WebGPU runs and not CPU ones.
 // 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
 //    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
@@ -119,6 +120,17 @@ try {
   const evalOut = cli("eval", join(tmp, "zip/pruned"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
   close(evalOut.ppl, first.ppl, "downloaded zip evaluated by the CLI vs the page");
 
+  // A tensor over the adapter's storage-binding limit blocks runs on WebGPU only (the limit is lowered here:
+  // the demo's tensors are far below SwiftShader's).
+  await gpu.page.evaluate(() => { window.labState.webgpu.max_storage_buffer_binding_size = 1024; });
+  const device = async (d) => { await gpu.page.selectOption("#device", d);
+    return { error: await gpu.page.textContent("#error"), disabled: await gpu.page.isDisabled("#run") }; };
+  const blocked = await device("webgpu");
+  if (!blocked.disabled || !blocked.error.includes("storage binding limit of 0.0 MiB: choose CPU under Device"))
+    throw new Error("a tensor over the binding limit did not block WebGPU: " + JSON.stringify(blocked));
+  const freed = await device("cpu");
+  if (freed.disabled || freed.error) throw new Error("the CPU backend stayed blocked: " + JSON.stringify(freed));
+  console.log("ok  binding limit: " + blocked.error);
   if (gpu.foreign.length) throw new Error("requests outside the page's origin: " + gpu.foreign.join(", "));
   console.log(`ok  no request left ${origin}`);
   await gpu.browser.close();
