@@ -59,6 +59,36 @@ impl WeightSource for Logged<'_> {
     }
 }
 
+/// The pruned model streamed from `input` at the recipe's ratio, on the CPU backend.
+fn stream<'a>(
+    input: &'a dyn WeightSource,
+    cfg: &ModelConfig,
+    recipe: &'a Recipe,
+    calib: &'a [Vec<u32>],
+) -> Streamed<'a, Flex> {
+    let device = Default::default();
+    Streamed::new(
+        input,
+        cfg,
+        recipe,
+        recipe.ratio,
+        None,
+        calib,
+        device,
+        &Silent,
+    )
+    .unwrap()
+}
+
+/// Bytes of decoder layer `l`'s weights in f32.
+fn layer_bytes(c: &ModelConfig, l: usize) -> usize {
+    tensor_specs(c)
+        .iter()
+        .filter(|s| s.layer == Some(l))
+        .map(|s| s.numel() * 4)
+        .sum()
+}
+
 fn layer_of(name: &str) -> Option<usize> {
     name.split("model.layers.")
         .nth(1)?
@@ -104,17 +134,7 @@ fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
             inner: &weights,
             log: &log,
         };
-        let streamed = Streamed::<Flex>::new(
-            &input,
-            &cfg,
-            &recipe,
-            recipe.ratio,
-            None,
-            &calib,
-            device,
-            &Silent,
-        )
-        .unwrap();
+        let streamed = stream(&input, &cfg, &recipe, &calib);
         assert_eq!(streamed.config(), &whole.model.config);
         // A writer's order: the output's tensors as the config lists them.
         for spec in tensor_specs(streamed.config()) {
@@ -155,13 +175,6 @@ fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
             );
         }
         // Peak memory of decoder-layer weights: one layer on the device, one pruned layer on the host.
-        let layer_bytes = |c: &ModelConfig, l: usize| -> usize {
-            tensor_specs(c)
-                .iter()
-                .filter(|s| s.layer == Some(l))
-                .map(|s| s.numel() * 4)
-                .sum()
-        };
         let max_in = (0..4).map(|l| layer_bytes(&cfg, l)).max().unwrap();
         let max_out = (0..4)
             .map(|l| layer_bytes(streamed.config(), l))
@@ -336,18 +349,7 @@ fn weight_scores_without_repair_stream_without_calibration() {
         inner: &weights,
         log: &log,
     };
-    let device = Default::default();
-    let streamed = Streamed::<Flex>::new(
-        &input,
-        &cfg,
-        &recipe,
-        recipe.ratio,
-        None,
-        &[],
-        device,
-        &Silent,
-    )
-    .unwrap();
+    let streamed = stream(&input, &cfg, &recipe, &[]);
     for spec in tensor_specs(streamed.config()) {
         streamed.read(&spec.name).unwrap();
     }
@@ -360,13 +362,6 @@ fn weight_scores_without_repair_stream_without_calibration() {
     let (plan, scores, recon) = streamed.take_results();
     assert_eq!((plan.layers.len(), scores.len(), recon.len()), (2, 2, 0));
     // One f32 input layer on the device and one pruned layer on the host, at most.
-    let layer_bytes = |c: &ModelConfig, l: usize| -> usize {
-        tensor_specs(c)
-            .iter()
-            .filter(|s| s.layer == Some(l))
-            .map(|s| s.numel() * 4)
-            .sum()
-    };
     let peak = streamed.peak();
     assert_eq!(peak.device, layer_bytes(&cfg, 1));
     assert_eq!(peak.host, layer_bytes(streamed.config(), 1));
