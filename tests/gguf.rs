@@ -1,6 +1,6 @@
 //! GGUF without the real model: dequantisation of every supported type against the `gguf` package's reference
-//! dequantiser, the rotary permutation, writing and reading back uniform (`llama`) and per-layer (`deci`)
-//! models, and malformed files.
+//! dequantiser, the rotary permutation, LLaMA-3 rotary scaling as `rope_freqs`, writing and reading back uniform
+//! (`llama`) and per-layer (`deci`) models, and malformed files.
 
 mod common;
 
@@ -11,9 +11,9 @@ use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::gguf::llama::permute_rotary;
 use prunelab::io::gguf::quant::{dequantize, quantize, GgmlType};
 use prunelab::io::gguf::reader::Value;
-use prunelab::io::gguf::{GgufDtype, GgufModel, GgufWriter};
+use prunelab::io::gguf::{rope_freqs, GgufDtype, GgufModel, GgufWriter};
 use prunelab::io::SafetensorsWeights;
-use prunelab::model::config::LayerShape;
+use prunelab::model::config::{LayerShape, Llama3Scaling, RopeConfig};
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 use prunelab::readback::to_vec;
 
@@ -88,11 +88,8 @@ fn rotary_permutation_interleaves_halves_and_inverts() {
 fn write_gguf(cfg: &ModelConfig, src: &dyn WeightSource, extra: &[(String, Value)]) -> Vec<u8> {
     let w = GgufWriter::new(cfg, extra, GgufDtype::F32).unwrap();
     let mut out = w.header().to_vec();
-    for (i, t) in w.tensors.iter().enumerate() {
-        out.extend(
-            w.tensor_bytes(i, &src.read_f32(&t.hf_name).unwrap())
-                .unwrap(),
-        );
+    for i in 0..w.tensors.len() {
+        out.extend(w.tensor(i, src).unwrap());
     }
     out
 }
@@ -130,6 +127,95 @@ fn uniform_model_round_trips_as_llama_with_identical_logits() {
         let b = Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap();
         assert_eq!(logits(&a), logits(&b), "{name}");
     }
+}
+
+#[test]
+fn llama3_rotary_scaling_travels_as_rope_freqs() {
+    // The factors llama.cpp's converter writes for two LLaMA-3.x releases (tests/data/gguf/
+    // make_rope_freqs_golden.py), and the scalings read back from them.
+    let golden: serde_json::Value =
+        serde_json::from_slice(&read(&data_dir().join("rope_freqs_golden.json"))).unwrap();
+    for (release, case) in golden.as_object().unwrap() {
+        let p = &case["params"];
+        let f = |k: &str| p[k].as_f64().unwrap();
+        let rope = RopeConfig {
+            theta: f("base"),
+            llama3: Some(Llama3Scaling {
+                factor: f("factor"),
+                low_freq_factor: f("low_freq_factor"),
+                high_freq_factor: f("high_freq_factor"),
+                original_max_position_embeddings: f("old_context_len") as usize,
+            }),
+        };
+        let dim = f("dim") as usize;
+        let want: Vec<f32> = serde_json::from_value(case["rope_freqs"].clone()).unwrap();
+        let ours = rope_freqs::factors(&rope, dim);
+        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-7 * b,
+                "{release} factor {i}: {a} vs {b}"
+            );
+        }
+        assert_eq!(
+            rope_freqs::scaling_from_factors(&want, rope.theta, dim).unwrap(),
+            rope.llama3,
+            "{release}"
+        );
+    }
+
+    // A fixture with LLaMA-3 scaling (three of its eight frequencies, wavelengths 112, 471 and 1987,
+    // interpolated)
+    // goes to GGUF and back with the same scaling and the same logits, which the scaling changes.
+    let (plain, bytes) = fixture_files("tiny-gqa");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let mut cfg = plain.clone();
+    cfg.rope.llama3 = Some(Llama3Scaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 32.0,
+        original_max_position_embeddings: 2048,
+    });
+    let gguf = write_gguf(&cfg, &st, &[]);
+    let back = GgufModel::parse(&gguf).unwrap();
+    assert_eq!(back.config.rope, cfg.rope);
+    let stored = back.file.tensor(rope_freqs::NAME).unwrap();
+    assert_eq!(stored.shape(), vec![8]);
+    assert_eq!(
+        back.file.read_f32(stored).unwrap(),
+        rope_freqs::factors(&cfg.rope, 16)
+    );
+    assert!(back.inventory().iter().all(|(n, _)| n != rope_freqs::NAME));
+    let scaled = logits(&Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap());
+    let unscaled = logits(&Llama::<Cpu>::load(&plain, &st, &Default::default()).unwrap());
+    let read = logits(&Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap());
+    assert_eq!(read, scaled);
+    assert!(max_abs_diff(&scaled, &unscaled) > 1e-3);
+    // Its HF config says the same.
+    let hf = serde_json::to_vec(&back.config.to_hf_json(None)).unwrap();
+    assert_eq!(ModelConfig::from_json(&hf).unwrap().rope, cfg.rope);
+
+    // Garbled: factors no LLaMA-3 scaling gives (the tensor's data comes first), or a shape other than
+    // [head_dim / 2] (its one dimension follows its name and dimension count).
+    let header = GgufWriter::new(&cfg, &[], GgufDtype::F32)
+        .unwrap()
+        .header()
+        .len();
+    let mut shuffled = gguf.clone();
+    shuffled[header..header + 4].copy_from_slice(&8f32.to_le_bytes());
+    let err = parse_err(&shuffled);
+    assert!(
+        err.starts_with("GGUF: rope_freqs.weight: the factors [8.0, 1.0, 1.628")
+            && err.contains("follow no LLaMA-3 rotary scaling"),
+        "{err}"
+    );
+    let mut short = gguf.clone();
+    let dim = type_field_offset(&gguf, rope_freqs::NAME) - 8;
+    short[dim..dim + 8].copy_from_slice(&4u64.to_le_bytes());
+    let err = parse_err(&short);
+    assert_eq!(
+        err,
+        "GGUF: rope_freqs.weight has shape [4], expected [8] (head_dim / 2)"
+    );
 }
 
 /// A fixture with per-layer widths: layer 1 keeps the first KV group and half the MLP, by slicing.

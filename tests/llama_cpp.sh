@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36`, then
+# Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36 numpy`, then
 #   tests/llama_cpp.sh
-# Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp.
+# Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp; then SmolLM2 with
+# LLaMA-3 rotary scaling added to its config, whose GGUF carries it as rope_freqs.weight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${PRUNELAB_SHARED:-../shared}"
@@ -14,3 +15,16 @@ trap 'rm -rf "$tmp"' EXIT
 "$bin" prune models/smollm2-135m.gguf --out "$tmp/pruned.gguf" --importance obs --compensation ls --ratio 0.34 \
     --layers 4..28 --calib "$shared/data/calib-python-tutorial.txt" --calib-samples 32 --calib-len 128 --dtype f16
 python3 tests/llama_cpp_check.py models/smollm2-135m.gguf "$tmp/ours.gguf" "$tmp/pruned.gguf"
+"$bin" convert models/smollm2-135m.gguf --out "$tmp/hf" --format hf
+python3 - "$tmp/hf/config.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+# head_dim 64, rope_theta 1e5: four wavelengths (70 to 200) interpolated, the longer ones divided by 8.
+cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 256}
+cfg.pop("rope_parameters", None)
+json.dump(cfg, open(sys.argv[1], "w"), indent=1)
+PY
+"$bin" convert "$tmp/hf" --out "$tmp/scaled.gguf"
+"$bin" convert models/smollm2-135m.gguf --out "$tmp/unscaled.gguf"
+python3 tests/llama_cpp_rope_check.py "$bin" "$tmp/scaled.gguf" "$tmp/unscaled.gguf" "$shared/data/eval-python-faq.txt"

@@ -55,11 +55,8 @@ pub fn gguf(
     emit.part(GGUF_FILE, writer.header())?;
     let total = writer.tensors.len();
     pruned.with_source(|src| {
-        for (i, t) in writer.tensors.iter().enumerate() {
-            emit.part(
-                GGUF_FILE,
-                &writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?,
-            )?;
+        for i in 0..total {
+            emit.part(GGUF_FILE, &writer.tensor(i, src)?)?;
             progress.report(ProgressEvent {
                 stage: "write gguf",
                 done: i + 1,

@@ -302,12 +302,11 @@ fn write_gguf(
     let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
     w.write_all(writer.header()).map_err(io(path))?;
     let total = writer.tensors.len();
-    for (i, t) in writer.tensors.iter().enumerate() {
+    for i in 0..total {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        w.write_all(&writer.tensor_bytes(i, &src.read_f32(&t.hf_name)?)?)
-            .map_err(io(path))?;
+        w.write_all(&writer.tensor(i, src)?).map_err(io(path))?;
         progress.report(ProgressEvent {
             stage: "write",
             done: i + 1,

@@ -4,6 +4,7 @@
 use burn::tensor::TensorData;
 
 use super::reader::{GgufFile, GgufHeader, Value};
+use super::rope_freqs;
 use crate::error::{Error, Result};
 use crate::io::ranges::ByteRanges;
 use crate::model::config::{check_layer_count, LayerShape, RopeConfig};
@@ -216,13 +217,22 @@ impl<R: ByteRanges> GgufModel<R> {
                 });
             }
         }
-        if file.tensor("rope_freqs.weight").is_some() {
-            return Err(Error::Unsupported {
-                field: "rope_freqs.weight".into(),
-                value: "present".into(),
-                reason: "LLaMA-3.1 rotary frequency factors in GGUF are not supported yet".into(),
-            });
-        }
+        let theta = file
+            .get(&key("rope.freq_base"))
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0);
+        let llama3 = match file.tensor(rope_freqs::NAME) {
+            Some(info) if info.shape() != [head_dim / 2] => {
+                return Err(Error::Gguf(format!(
+                    "{} has shape {:?}, expected [{}] (head_dim / 2)",
+                    rope_freqs::NAME,
+                    info.shape(),
+                    head_dim / 2
+                )))
+            }
+            Some(info) => rope_freqs::scaling_from_factors(&file.read_f32(info)?, theta, head_dim)?,
+            None => None,
+        };
         let layers = (0..n_layers)
             .map(|l| LayerShape {
                 num_heads: heads[l],
@@ -250,13 +260,7 @@ impl<R: ByteRanges> GgufModel<R> {
                 .get(&key("attention.layer_norm_rms_epsilon"))
                 .and_then(Value::as_f64)
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
-            rope: RopeConfig {
-                theta: file
-                    .get(&key("rope.freq_base"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(10000.0),
-                llama3: None,
-            },
+            rope: RopeConfig { theta, llama3 },
             max_position_embeddings: count("context_length").unwrap_or(2048),
             tie_word_embeddings: file.tensor("output.weight").is_none(),
             qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
@@ -280,6 +284,7 @@ impl<R: ByteRanges> WeightSource for GgufModel<R> {
         self.file
             .tensors
             .iter()
+            .filter(|t| t.name != rope_freqs::NAME)
             .map(|t| {
                 (
                     hf_name(&t.name).unwrap_or_else(|| t.name.clone()),

@@ -4,6 +4,7 @@ pub mod llama;
 pub mod metadata;
 pub mod quant;
 pub mod reader;
+pub mod rope_freqs;
 pub mod tokenizer;
 pub mod writer;
 

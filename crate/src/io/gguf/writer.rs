@@ -5,9 +5,10 @@
 use super::llama::{gguf_name, permute_rotary};
 use super::quant::{quantize, GgmlType};
 use super::reader::{Value, DEFAULT_ALIGNMENT};
+use super::rope_freqs;
 use crate::error::{Error, Result};
 use crate::model::tensors::tensor_specs;
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, WeightSource};
 
 /// Storage type of written matrices (vectors are always F32, as llama.cpp's converter writes norms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +37,8 @@ pub struct PlannedTensor {
     pub shape: Vec<usize>,
     pub ggml_type: GgmlType,
     pub size: usize,
+    /// The values of a tensor the config determines (`rope_freqs.weight`), not read from the weights.
+    computed: Option<Vec<f32>>,
 }
 
 /// The layout of a GGUF file about to be written.
@@ -129,13 +132,6 @@ impl GgufWriter {
     /// Plans the file for `cfg`: architecture metadata first, then `extra` (tokenizer, general.*; keys of the
     /// architecture are dropped from it), then tensor infos with their aligned offsets.
     pub fn new(cfg: &ModelConfig, extra: &[(String, Value)], dtype: GgufDtype) -> Result<Self> {
-        if cfg.rope.llama3.is_some() {
-            return Err(Error::Unsupported {
-                field: "rope_scaling".into(),
-                value: "llama3".into(),
-                reason: "writing LLaMA-3.1 rotary scaling to GGUF is not supported yet".into(),
-            });
-        }
         let (arch, mut meta) = architecture_metadata(cfg);
         meta.push((
             "general.alignment".into(),
@@ -158,6 +154,17 @@ impl GgufWriter {
             }
         }
         let mut tensors = Vec::new();
+        if cfg.rope.llama3.is_some() {
+            let values = rope_freqs::factors(&cfg.rope, cfg.head_dim);
+            tensors.push(PlannedTensor {
+                hf_name: rope_freqs::NAME.into(),
+                gguf_name: rope_freqs::NAME.into(),
+                shape: vec![values.len()],
+                ggml_type: GgmlType::F32,
+                size: 4 * values.len(),
+                computed: Some(values),
+            });
+        }
         for spec in tensor_specs(cfg) {
             let ggml_type = match (spec.shape.len(), dtype) {
                 (1, _) => GgmlType::F32,
@@ -175,6 +182,7 @@ impl GgufWriter {
                 shape: spec.shape,
                 ggml_type,
                 size,
+                computed: None,
             });
         }
         let mut h = Vec::new();
@@ -211,8 +219,18 @@ impl GgufWriter {
         &self.header
     }
 
+    /// The bytes of tensor `i`: its values read from `src` (or computed from the config), encoded, rotary rows
+    /// permuted, padded to alignment.
+    pub fn tensor(&self, i: usize, src: &dyn WeightSource) -> Result<Vec<u8>> {
+        let t = &self.tensors[i];
+        match &t.computed {
+            Some(values) => self.tensor_bytes(i, values),
+            None => self.tensor_bytes(i, &src.read_f32(&t.hf_name)?),
+        }
+    }
+
     /// The bytes of tensor `i` (values in HF layout), encoded, rotary rows permuted, padded to alignment.
-    pub fn tensor_bytes(&self, i: usize, values: &[f32]) -> Result<Vec<u8>> {
+    fn tensor_bytes(&self, i: usize, values: &[f32]) -> Result<Vec<u8>> {
         let t = &self.tensors[i];
         if values.len() != t.shape.iter().product::<usize>() {
             return Err(Error::ShapeMismatch {
