@@ -152,7 +152,7 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
         let ours = rope_freqs::factors(&rope, dim);
         for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
             assert!(
-                (a - b).abs() <= 2e-7 * b,
+                (a - b).abs() <= 2.5e-7 * b,
                 "{release} factor {i}: {a} vs {b}"
             );
         }

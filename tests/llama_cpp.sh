@@ -19,12 +19,15 @@ python3 tests/llama_cpp_check.py models/smollm2-135m.gguf "$tmp/ours.gguf" "$tmp
 python3 - "$tmp/hf/config.json" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
-# head_dim 64, rope_theta 1e5: four wavelengths (70 to 200) interpolated, the longer ones divided by 8.
+# head_dim 64, rope_theta 1e5: four wavelengths (78, 112, 160, 229) interpolated, the longer ones divided by 8.
 cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                        "original_max_position_embeddings": 256}
 cfg.pop("rope_parameters", None)
 json.dump(cfg, open(sys.argv[1], "w"), indent=1)
 PY
 "$bin" convert "$tmp/hf" --out "$tmp/scaled.gguf"
+"$bin" prune "$tmp/hf" --out "$tmp/scaled-pruned.gguf" --importance l2 --compensation none --ratio 0.34 \
+    --layers 4..28
 "$bin" convert models/smollm2-135m.gguf --out "$tmp/unscaled.gguf"
-python3 tests/llama_cpp_rope_check.py "$bin" "$tmp/scaled.gguf" "$tmp/unscaled.gguf" "$shared/data/eval-python-faq.txt"
+python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" "$tmp/unscaled.gguf" \
+    "$tmp/scaled.gguf" "$tmp/scaled-pruned.gguf"

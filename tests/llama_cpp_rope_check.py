@@ -1,7 +1,8 @@
 """Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): LLaMA-3 rotary scaling written to GGUF as
 `rope_freqs.weight` means to llama.cpp what the config means to prunelab. Run by tests/llama_cpp.sh with
-prunelab's binary, the scaled and the unscaled f32 GGUF of one model, and a text: both tools compute the mean
-NLL of the same 128-token windows; they must agree on each model, and the scaling must change it far more."""
+prunelab's binary, a text, and the unscaled, the scaled and the scaled-and-pruned (`deci`) f32 GGUF of one model:
+both tools compute the mean NLL of the same 128-token windows; they must agree on each model, and the scaling
+must move it far more than they differ."""
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import tempfile
 import numpy as np
 from llama_cpp import Llama
 
-binary, scaled, unscaled, text = sys.argv[1:5]
+binary, text, unscaled, scaled, pruned = sys.argv[1:6]
 SEQ, WINDOWS = 128, 4
 
 
@@ -38,7 +39,7 @@ windows = [tokens[i * SEQ:(i + 1) * SEQ] for i in range(WINDOWS)]
 with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
     json.dump(windows, f)
 result = {name: {"llama.cpp": llama_cpp_nll(path, windows), "prunelab": prunelab_nll(path, f.name)}
-          for name, path in [("scaled", scaled), ("unscaled", unscaled)]}
+          for name, path in [("unscaled", unscaled), ("scaled", scaled), ("scaled, pruned (deci)", pruned)]}
 print(json.dumps(result, indent=1))
 gap = max(abs(r["llama.cpp"] - r["prunelab"]) for r in result.values())
 effect = abs(result["scaled"]["prunelab"] - result["unscaled"]["prunelab"])

@@ -1,28 +1,31 @@
 """Writes rope_freqs_golden.json: the `rope_freqs.weight` values llama.cpp's converter (convert_hf_to_gguf.py,
-LlamaModel.generate_extra_tensors) writes for LLaMA-3 rotary scaling, computed its way: base frequencies in f32
-(`1 / base ** (arange(0, dim, 2) / dim)`, as torch does in float32), wavelengths and factors in Python floats,
-stored as f32. numpy's float32 stands in for torch's. Run: python3 make_rope_freqs_golden.py (needs numpy)."""
+LlamaModel.generate_extra_tensors) writes for LLaMA-3 rotary scaling, computed its way, in float32 as torch does
+(`scalar / tensor` is `tensor.reciprocal() * scalar` in torch); numpy's float32 stands in for torch's, so a value
+may differ from torch's by the last bit of `pow`. Run: python3 make_rope_freqs_golden.py (needs numpy)."""
 import json
 import math
 
 import numpy as np
 
+f32 = np.float32
+
 
 def rope_freqs(base, dim, factor, low_freq_factor, high_freq_factor, old_context_len):
-    freqs = np.float32(1.0) / (np.float32(base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+    freqs = np.reciprocal(np.power(f32(base), np.arange(0, dim, 2, dtype=f32) / f32(dim))) * f32(1.0)
     low_freq_wavelen = old_context_len / low_freq_factor
     high_freq_wavelen = old_context_len / high_freq_factor
     out = []
     for freq in freqs:
-        wavelen = 2 * math.pi / float(freq)
+        wavelen = np.reciprocal(freq) * f32(2 * math.pi)
         if wavelen < high_freq_wavelen:
             out.append(1)
         elif wavelen > low_freq_wavelen:
             out.append(factor)
         else:
-            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-            out.append(1 / ((1 - smooth) / factor + smooth))
-    return [float(np.float32(v)) for v in out]
+            smooth = (np.reciprocal(wavelen) * f32(old_context_len) - f32(low_freq_factor)) / f32(
+                high_freq_factor - low_freq_factor)
+            out.append(np.reciprocal((f32(1) - smooth) / f32(factor) + smooth) * f32(1))
+    return [float(f32(v)) for v in out]
 
 
 cases = {

@@ -221,18 +221,6 @@ impl<R: ByteRanges> GgufModel<R> {
             .get(&key("rope.freq_base"))
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
-        let llama3 = match file.tensor(rope_freqs::NAME) {
-            Some(info) if info.shape() != [head_dim / 2] => {
-                return Err(Error::Gguf(format!(
-                    "{} has shape {:?}, expected [{}] (head_dim / 2)",
-                    rope_freqs::NAME,
-                    info.shape(),
-                    head_dim / 2
-                )))
-            }
-            Some(info) => rope_freqs::scaling_from_factors(&file.read_f32(info)?, theta, head_dim)?,
-            None => None,
-        };
         let layers = (0..n_layers)
             .map(|l| LayerShape {
                 num_heads: heads[l],
@@ -251,7 +239,7 @@ impl<R: ByteRanges> GgufModel<R> {
             None => embd.shape()[0],
         };
         let token_id = |k: &str| file.get(k).and_then(Value::as_u64).map(|v| v as u32);
-        let config = ModelConfig {
+        let mut config = ModelConfig {
             model_type: "llama".into(),
             vocab_size,
             hidden_size: hidden,
@@ -260,7 +248,10 @@ impl<R: ByteRanges> GgufModel<R> {
                 .get(&key("attention.layer_norm_rms_epsilon"))
                 .and_then(Value::as_f64)
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
-            rope: RopeConfig { theta, llama3 },
+            rope: RopeConfig {
+                theta,
+                llama3: None,
+            },
             max_position_embeddings: count("context_length").unwrap_or(2048),
             tie_word_embeddings: file.tensor("output.weight").is_none(),
             qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
@@ -269,6 +260,20 @@ impl<R: ByteRanges> GgufModel<R> {
             bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
             eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
             layers,
+        };
+        config.validate()?;
+        // Read once the config is known to be sane (theta, head_dim).
+        config.rope.llama3 = match file.tensor(rope_freqs::NAME) {
+            Some(info) if info.shape() != [head_dim / 2] => {
+                return Err(Error::Gguf(format!(
+                    "{} has shape {:?}, expected [{}] (head_dim / 2)",
+                    rope_freqs::NAME,
+                    info.shape(),
+                    head_dim / 2
+                )))
+            }
+            Some(info) => rope_freqs::scaling_from_factors(&file.read_f32(info)?, theta, head_dim)?,
+            None => None,
         };
         config.validate()?;
         Ok(Self {

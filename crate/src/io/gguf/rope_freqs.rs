@@ -1,7 +1,7 @@
 //! LLaMA-3 rotary scaling in GGUF. llama.cpp stores no scaling parameters, only the tensor `rope_freqs.weight`:
 //! one factor `rᵢ` per rotary frequency, `[head_dim / 2]`, that divides it (`θᵢ = base^(−2i/d) / rᵢ`; 1 where a
 //! frequency is kept). Writing derives the factors from the config, as llama.cpp's converter does; reading finds
-//! the [`Llama3Scaling`] that gives the same frequencies back, so a GGUF model converts to an HF config.
+//! a [`Llama3Scaling`] that gives the same frequencies back, so a GGUF model converts to an HF config.
 
 use crate::error::{Error, Result};
 use crate::model::config::{Llama3Scaling, RopeConfig};
@@ -10,9 +10,11 @@ use crate::model::rope::inv_freq;
 /// The tensor's name in GGUF (it has no HF counterpart: HF configs keep the parameters instead).
 pub const NAME: &str = "rope_freqs.weight";
 
-/// Largest relative difference between the stored factors and those of the scaling recovered from them: f32
-/// storage and the converter's f32 frequencies put them up to 2e-7 from ours.
-const TOLERANCE: f64 = 1e-6;
+/// A recovered scaling within this of the stored factors (in `1/r`, relative to `max(1, 1/r)`) is taken at once.
+const TIGHT: f64 = 1e-6;
+/// The closest one is taken within this: the converter's f32 arithmetic puts some stored factors 2e-6 from
+/// their exact values.
+const LOOSE: f64 = 1e-5;
 
 /// The factors `[head_dim / 2]` that divide the unscaled frequencies of `rope.theta` into `rope`'s.
 pub fn factors(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
@@ -24,13 +26,14 @@ pub fn factors(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The LLaMA-3 scaling whose factors are `stored` (within 1e-6 relative), `None` when every factor is 1.
+/// A LLaMA-3 scaling whose factors are `stored`, `None` when every factor is 1.
 ///
-/// LLaMA-3 scaling keeps frequencies of wavelength `w < L / high`, divides those with `w > L / low` by
-/// `factor` and interpolates in between with `s = (L/w − low) / (high − low)`. Multiplying `L`, `low` and `high`
-/// by one constant changes no frequency, so `low` is taken as 1 (as in every LLaMA-3.x release): `factor` is
-/// the extreme factor, and `L` and `high` follow from the interpolated band ([`lengths_and_highs`]): the first
-/// candidate that reproduces every factor, with `high` rounded to as few digits as still do.
+/// Against `x = 1/w` (the unscaled frequency over 2π), LLaMA-3 scaling's `y = 1/r` is 1 for wavelengths
+/// `w < high_w = L / high`, `1/factor` for `w > low_w = L / low`, and the straight line between. The factors
+/// fix `factor`, `low_w` and `high_w` (where wavelengths bound them), not `L`, `low` and `high` themselves:
+/// `L` is taken as `low_w` when that is whole (so `low` = 1, as in every LLaMA-3.x release), else 8192.
+/// Candidates come from [`shapes`]; the first within 1e-6 of every stored factor is returned, else the closest
+/// within 1e-5, with `low` and `high` rounded to as few digits as keep it as close.
 pub fn scaling_from_factors(
     stored: &[f32],
     theta: f64,
@@ -51,94 +54,193 @@ pub fn scaling_from_factors(
     {
         return Err(bad(format!("factor {i} is {v}, not a finite number > 0")));
     }
-    let r: Vec<f64> = stored.iter().map(|&v| v as f64).collect();
-    if r.iter().all(|&v| v == 1.0) {
+    if stored.iter().all(|&v| v == 1.0) {
         return Ok(None);
     }
-    let wavelen: Vec<f64> = unscaled(theta, head_dim)
+    let x: Vec<f64> = unscaled(theta, head_dim)
         .iter()
-        .map(|f| 2.0 * std::f64::consts::PI / f)
+        .map(|f| f / (2.0 * std::f64::consts::PI))
         .collect();
-    let factor = significant(
-        r.iter()
-            .copied()
-            .fold(1.0, |m, v| if v.ln().abs() > m.ln().abs() { v } else { m }),
-        7,
-    );
-    let near = |a: f64, b: f64| (a - b).abs() <= TOLERANCE * b.abs();
-    // The interpolated band: (1/w, s) with s from r = 1 / ((1 − s) / factor + s).
-    let band: Vec<(f64, f64)> = r
-        .iter()
-        .zip(&wavelen)
-        .filter(|(v, _)| !near(**v, 1.0) && !near(**v, factor))
-        .map(|(v, w)| (1.0 / w, (1.0 / v - 1.0 / factor) / (1.0 - 1.0 / factor)))
-        .collect();
-    let kept: Vec<f64> = (0..r.len())
-        .filter(|&i| near(r[i], 1.0))
-        .map(|i| wavelen[i])
-        .collect();
-    let scaled: Vec<f64> = (0..r.len())
-        .filter(|&i| near(r[i], factor))
-        .map(|i| wavelen[i])
-        .collect();
-    let candidates = lengths_and_highs(&band, &kept, &scaled);
-    candidates
-        .into_iter()
-        .filter(|(l, high)| l.is_finite() && *l >= 1.0 && high.is_finite() && *high > 1.0)
-        .flat_map(|(l, high)| {
-            // The plainest `high` first: 4 rather than the fit's 4.0000013.
-            (1..=7).map(move |digits| Llama3Scaling {
-                factor,
-                low_freq_factor: 1.0,
-                high_freq_factor: significant(high, digits),
-                original_max_position_embeddings: l.round() as usize,
-            })
-        })
-        .find(|&s| {
-            let rope = RopeConfig {
-                theta,
-                llama3: Some(s),
+    let y: Vec<f64> = stored.iter().map(|&v| 1.0 / v as f64).collect();
+    let error = |s: &Llama3Scaling| -> f64 {
+        let rope = RopeConfig {
+            theta,
+            llama3: Some(*s),
+        };
+        factors(&rope, head_dim)
+            .iter()
+            .zip(&y)
+            .map(|(&r, &want)| (1.0 / r as f64 - want).abs() / want.max(1.0))
+            .fold(0.0, f64::max)
+    };
+    let mut closest: Option<(f64, Llama3Scaling)> = None;
+    for shape in shapes(&x, &y) {
+        for raw in shape.scalings() {
+            let Some(s) = plainest(raw, &error) else {
+                continue;
             };
-            s.high_freq_factor > 1.0
-                && factors(&rope, head_dim)
-                    .iter()
-                    .zip(&r)
-                    .all(|(&got, &want)| near(got as f64, want))
-        })
-        .map(Some)
-        .ok_or_else(|| {
-            bad(format!(
-                "the factors {stored:?} follow no LLaMA-3 rotary scaling (the only scaling read from GGUF)"
-            ))
-        })
+            let e = error(&s);
+            if e <= TIGHT {
+                return Ok(Some(s));
+            }
+            if closest.is_none_or(|(best, _)| e < best) {
+                closest = Some((e, s));
+            }
+        }
+    }
+    match closest {
+        Some((e, s)) if e <= LOOSE => Ok(Some(s)),
+        _ => {
+            let shown: Vec<f32> = stored.iter().take(8).copied().collect();
+            let more = match stored.len() > 8 {
+                true => format!(" and {} more", stored.len() - 8),
+                false => String::new(),
+            };
+            Err(bad(format!(
+                "the factors {shown:?}{more} follow no LLaMA-3 rotary scaling (the only scaling read from GGUF)"
+            )))
+        }
+    }
 }
 
-/// Candidate `(L, high)` pairs (with `low` = 1) for an interpolated band of `(1/w, s)` points between kept and
-/// scaled wavelengths: the least-squares line through a band of two points or more; else, for `L` = 8192, the
-/// powers of two, the shortest `L` a band of one point allows (`L / high` grows as `L` shrinks towards it) and
-/// the longest below the first scaled wavelength, the `high` that puts the band point (or no point) in the band.
-fn lengths_and_highs(band: &[(f64, f64)], kept: &[f64], scaled: &[f64]) -> Vec<(f64, f64)> {
-    let mut out = Vec::new();
-    if let Some((slope, intercept)) = line(band) {
-        // s = L/(high − 1) · (1/w) − 1/(high − 1)
-        out.push((-slope / intercept, 1.0 - 1.0 / intercept));
-    }
-    let longest_kept = kept.iter().copied().fold(0.0, f64::max);
-    let shortest_scaled = scaled.iter().copied().fold(f64::INFINITY, f64::min);
-    let lengths = std::iter::once(8192.0)
-        .chain((4..=30).map(|k| (1u64 << k) as f64))
-        .chain(band.first().map(|&(inv_w, _)| (1.0 / inv_w).ceil()))
-        .chain([shortest_scaled.ceil() - 1.0]);
-    for l in lengths {
-        let high = match band.first() {
-            Some(&(inv_w, s)) if s > 0.0 => 1.0 + (l * inv_w - 1.0) / s,
-            Some(_) => continue,
-            None if l / 4.0 > longest_kept => 4.0,
-            None => 0.5 * (1.0 + l / longest_kept),
+/// LLaMA-3 scaling as the factors see it: `1/r` falls from 1 at wavelength `high_w` to `1/factor` at `low_w`.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    factor: f64,
+    low_w: f64,
+    high_w: f64,
+}
+
+impl Shape {
+    /// The scalings with these bounds and a whole `L`: `low_w` itself when it is whole (`low` = 1), else 8192
+    /// and the next whole number above `low_w`.
+    fn scalings(self) -> Vec<Llama3Scaling> {
+        let whole = self.low_w.round();
+        let lengths = match (self.low_w - whole).abs() <= 1e-6 * self.low_w {
+            true => vec![whole],
+            false => vec![8192.0, self.low_w.ceil()],
         };
-        out.push((l, high));
+        lengths
+            .into_iter()
+            .map(|l| Llama3Scaling {
+                factor: significant(self.factor, 7),
+                low_freq_factor: l / self.low_w,
+                high_freq_factor: l / self.high_w,
+                original_max_position_embeddings: l as usize,
+            })
+            .collect()
     }
+}
+
+/// Candidate shapes for the points `(x, y)` (`x` falling with the index): points at `y` = 1 are kept, those
+/// level with the last point scaled, the others interpolated (the band).
+/// * A band of two points or more gives a least-squares line: it meets 1 at `high_w` and the scaled level at
+///   `low_w` — or, when nothing is fully scaled, `low_w` lies beyond every wavelength (8192 or a power of two)
+///   and the line gives the factor there.
+/// * A band of one point: lines through it and the scaled level at `low_w` = 8192, a power of two, the band's
+///   own wavelength (the shortest allowed, which puts `high_w` farthest from the kept frequencies) or the
+///   shortest scaled one (where the line may end).
+/// * No band: a step between the longest kept and the shortest scaled wavelength.
+fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
+    let level = y[y.len() - 1];
+    let near = |a: f64, b: f64| (a - b).abs() <= TIGHT * b.max(1.0);
+    let wavelengths = |keep: &dyn Fn(f64) -> bool| -> Vec<f64> {
+        x.iter()
+            .zip(y)
+            .filter(|(_, &v)| keep(v))
+            .map(|(&u, _)| 1.0 / u)
+            .collect()
+    };
+    let longest_kept = wavelengths(&|v| near(v, 1.0))
+        .into_iter()
+        .fold(0.0, f64::max);
+    let shortest_scaled = wavelengths(&|v| !near(v, 1.0) && near(v, level))
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
+    let band: Vec<(f64, f64)> = x
+        .iter()
+        .zip(y)
+        .filter(|(_, &v)| !near(v, 1.0) && !near(v, level))
+        .map(|(&u, &v)| (u, v))
+        .collect();
+    let round = std::iter::once(8192.0).chain((4..=30).map(|k| (1u64 << k) as f64));
+    let factor = 1.0 / level;
+    let mut out = Vec::new();
+    match band.as_slice() {
+        [] => {
+            for low_w in round.chain([shortest_scaled]) {
+                let high_w = match low_w / 4.0 > longest_kept {
+                    true => low_w / 4.0,
+                    false => 0.5 * (low_w + longest_kept),
+                };
+                out.push(Shape {
+                    factor,
+                    low_w,
+                    high_w,
+                });
+            }
+        }
+        &[(xb, yb)] => {
+            for low_w in round.chain([(1.0 / xb).ceil(), shortest_scaled]) {
+                let slope = (yb - level) / (xb - 1.0 / low_w);
+                out.push(Shape {
+                    factor,
+                    low_w,
+                    high_w: 1.0 / (xb + (1.0 - yb) / slope),
+                });
+            }
+        }
+        _ => {
+            if let Some((slope, at_zero)) = line(&band) {
+                let high_w = slope / (1.0 - at_zero);
+                out.push(Shape {
+                    factor,
+                    low_w: slope / (level - at_zero),
+                    high_w,
+                });
+                let longest = 1.0 / x[x.len() - 1];
+                for low_w in round.filter(|&w| w > longest) {
+                    out.push(Shape {
+                        factor: 1.0 / (at_zero + slope / low_w),
+                        low_w,
+                        high_w,
+                    });
+                }
+            }
+        }
+    }
+    out.retain(|s| {
+        [s.factor, s.low_w, s.high_w]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0)
+            && s.high_w < s.low_w
+            && s.low_w <= 1e15
+    });
     out
+}
+
+/// `raw` with `low` and `high` rounded to the fewest significant digits that leave it as close to the stored
+/// factors (within 2e-7 more): 4 rather than 4.0000013. `None` if it is not a valid scaling.
+fn plainest(raw: Llama3Scaling, error: &dyn Fn(&Llama3Scaling) -> f64) -> Option<Llama3Scaling> {
+    let valid = |s: &Llama3Scaling| {
+        s.factor > 0.0
+            && s.low_freq_factor > 0.0
+            && s.high_freq_factor > s.low_freq_factor
+            && s.high_freq_factor.is_finite()
+            && s.original_max_position_embeddings > 0
+    };
+    if !valid(&raw) {
+        return None;
+    }
+    let budget = error(&raw) + 2e-7;
+    (1..=7)
+        .map(|digits| Llama3Scaling {
+            low_freq_factor: significant(raw.low_freq_factor, digits),
+            high_freq_factor: significant(raw.high_freq_factor, digits),
+            ..raw
+        })
+        .find(|s| valid(s) && error(s) <= budget)
+        .or(Some(raw))
 }
 
 /// Unscaled inverse frequencies `[head_dim / 2]` of base `theta`.
@@ -185,6 +287,17 @@ mod tests {
         }
     }
 
+    /// The largest difference between two sets of factors, in `1/r` relative to `max(1, 1/r)`.
+    fn gap(a: &[f32], b: &[f32]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| {
+                let (a, b) = (1.0 / a as f64, 1.0 / b as f64);
+                (a - b).abs() / b.max(1.0)
+            })
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn release_parameters_come_back_exactly() {
         for (theta, d, s) in [
@@ -203,36 +316,73 @@ mod tests {
     }
 
     #[test]
-    fn a_band_of_one_or_no_frequency_gives_the_same_frequencies() {
-        // head_dim 16, theta 1e5: wavelengths 6.3, 26.5, 112, 471, 1987, 8380, 3.5e4, 1.5e5. Scalings with
-        // one frequency (112 or 1987) or none between L / high and L.
-        for s in [
-            llama3(1.5, 3.0, 300),
-            llama3(8.0, 4.0, 2000),
-            llama3(8.0, 1.5, 1000),
-        ] {
-            let rope = RopeConfig {
-                theta: 1e5,
-                llama3: Some(s),
-            };
-            let stored = factors(&rope, 16);
-            let back = scaling_from_factors(&stored, 1e5, 16).unwrap().unwrap();
-            let again = RopeConfig {
-                theta: 1e5,
-                llama3: Some(back),
-            };
-            for (a, b) in factors(&again, 16).iter().zip(&stored) {
-                assert!((a - b).abs() <= 1e-6 * b, "{s:?} → {back:?}: {a} vs {b}");
+    fn every_scaling_on_a_grid_gives_its_frequencies_back() {
+        // Bands of no, one and many frequencies, low ≠ 1, factors below 1, and lengths beyond every
+        // wavelength (nothing fully scaled).
+        let mut cases = 0;
+        for theta in [1e4, 1e5, 5e5, 1e6] {
+            for d in [16, 32, 64, 128] {
+                for factor in [0.5, 2.0, 8.0, 32.0] {
+                    for low in [1.0, 1.5] {
+                        for high in [2.0, 4.0, 8.0] {
+                            for l in [300, 2048, 8192, 37768, 143880] {
+                                let s = Llama3Scaling {
+                                    factor,
+                                    low_freq_factor: low,
+                                    high_freq_factor: high,
+                                    original_max_position_embeddings: l,
+                                };
+                                let stored = factors(
+                                    &RopeConfig {
+                                        theta,
+                                        llama3: Some(s),
+                                    },
+                                    d,
+                                );
+                                let back = scaling_from_factors(&stored, theta, d)
+                                    .unwrap_or_else(|e| panic!("{s:?}, theta {theta}, d {d}: {e}"));
+                                let again = RopeConfig {
+                                    theta,
+                                    llama3: back,
+                                };
+                                let g = gap(&factors(&again, d), &stored);
+                                assert!(g <= 1e-6, "{s:?}, theta {theta}, d {d} → {back:?}: {g}");
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
             }
         }
-        let none = RopeConfig {
-            theta: 1e5,
-            llama3: None,
+        assert_eq!(cases, 1920);
+    }
+
+    #[test]
+    fn factors_off_by_the_converters_rounding_are_read() {
+        // llama.cpp's converter computes in f32: factors near L / low come out up to 2e-6 from exact.
+        let s = llama3(32.0, 2.0, 4096);
+        let rope = RopeConfig {
+            theta: 1e6,
+            llama3: Some(s),
         };
-        assert_eq!(
-            scaling_from_factors(&factors(&none, 16), 1e5, 16).unwrap(),
-            None
-        );
+        let exact = factors(&rope, 128);
+        let noisy: Vec<f32> = exact
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                if r != 1.0 && r != 32.0 {
+                    r * (1.0 + 2e-6 * (i % 3) as f32)
+                } else {
+                    r
+                }
+            })
+            .collect();
+        let back = scaling_from_factors(&noisy, 1e6, 128).unwrap().unwrap();
+        let again = RopeConfig {
+            theta: 1e6,
+            llama3: Some(back),
+        };
+        assert!(gap(&factors(&again, 128), &exact) <= 1e-5, "{back:?}");
     }
 
     #[test]
@@ -247,5 +397,12 @@ mod tests {
         assert!(e.contains("follow no LLaMA-3 rotary scaling"), "{e}");
         let e = err(&[1.0, 1.0, 2.0, 3.0, 7.0, 5.0, 8.0, 8.0]);
         assert!(e.contains("follow no LLaMA-3 rotary scaling"), "{e}");
+        // Long tensors are shown by their first eight factors.
+        let mut long = vec![1.0f32; 64];
+        long[10] = 3.0;
+        let e = scaling_from_factors(&long, 1e5, 128)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1.0, 1.0, 1.0] and 56 more follow no"), "{e}");
     }
 }

@@ -154,8 +154,16 @@ impl GgufWriter {
             }
         }
         let mut tensors = Vec::new();
-        if cfg.rope.llama3.is_some() {
+        if let Some(scaling) = cfg.rope.llama3 {
             let values = rope_freqs::factors(&cfg.rope, cfg.head_dim);
+            // Never a file this reader would refuse.
+            rope_freqs::scaling_from_factors(&values, cfg.rope.theta, cfg.head_dim).map_err(
+                |e| Error::Unsupported {
+                    field: "rope_scaling".into(),
+                    value: format!("{scaling:?}"),
+                    reason: format!("its GGUF factors would not read back ({e})"),
+                },
+            )?;
             tensors.push(PlannedTensor {
                 hf_name: rope_freqs::NAME.into(),
                 gguf_name: rope_freqs::NAME.into(),
