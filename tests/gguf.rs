@@ -164,8 +164,7 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     }
 
     // A fixture with LLaMA-3 scaling (three of its eight frequencies, wavelengths 112, 471 and 1987,
-    // interpolated)
-    // goes to GGUF and back with the same scaling and the same logits, which the scaling changes.
+    // interpolated) goes to GGUF and back with the same scaling and the same logits, which the scaling changes.
     let (plain, bytes) = fixture_files("tiny-gqa");
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let mut cfg = plain.clone();

@@ -87,6 +87,18 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: usize,
 }
 
+impl Llama3Scaling {
+    /// `factor > 0`, `0 < low_freq_factor < high_freq_factor`, all finite, `original_max_position_embeddings > 0`.
+    pub fn is_valid(&self) -> bool {
+        self.factor > 0.0
+            && self.factor.is_finite()
+            && self.low_freq_factor > 0.0
+            && self.high_freq_factor > self.low_freq_factor
+            && self.high_freq_factor.is_finite()
+            && self.original_max_position_embeddings > 0
+    }
+}
+
 /// Rotary position embedding parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RopeConfig {
@@ -402,13 +414,7 @@ impl ModelConfig {
             return bad("rms_norm_eps", format!("{eps} is not a finite number ≥ 0"));
         }
         if let Some(l3) = self.rope.llama3 {
-            let ok = l3.factor > 0.0
-                && l3.factor.is_finite()
-                && l3.low_freq_factor > 0.0
-                && l3.high_freq_factor > l3.low_freq_factor
-                && l3.high_freq_factor.is_finite()
-                && l3.original_max_position_embeddings > 0;
-            if !ok {
+            if !l3.is_valid() {
                 return bad(
                     "rope_scaling",
                     format!(

@@ -15,10 +15,19 @@ const TIGHT: f64 = 1e-6;
 /// The closest one is taken within this: the converter's f32 arithmetic puts some stored factors 2e-6 from
 /// their exact values.
 const LOOSE: f64 = 1e-5;
+/// Recovered interpolation bands are at least this wide (`low_w / high_w`): across a thinner one the factor
+/// changes so fast that transformers' f32 wavelengths would give other factors than ours.
+const MIN_BAND: f64 = 1.01;
+/// Most factors read (head_dim 65536; real models have 64 to 256).
+const MAX_FACTORS: usize = 1 << 15;
 
 /// The factors `[head_dim / 2]` that divide the unscaled frequencies of `rope.theta` into `rope`'s.
 pub fn factors(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
-    let plain = unscaled(rope.theta, head_dim);
+    factors_of(&unscaled(rope.theta, head_dim), rope, head_dim)
+}
+
+/// [`factors`] with the unscaled frequencies `plain` already computed.
+fn factors_of(plain: &[f64], rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
     plain
         .iter()
         .zip(inv_freq(rope, head_dim))
@@ -26,23 +35,33 @@ pub fn factors(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The largest difference between `factors` and the stored ones given as `y = 1/r`, relative to `max(1, y)`.
+fn distance(factors: &[f32], y: &[f64]) -> f64 {
+    factors
+        .iter()
+        .zip(y)
+        .map(|(&r, &want)| (1.0 / r as f64 - want).abs() / want.max(1.0))
+        .fold(0.0, f64::max)
+}
+
 /// A LLaMA-3 scaling whose factors are `stored`, `None` when every factor is 1.
 ///
 /// Against `x = 1/w` (the unscaled frequency over 2π), LLaMA-3 scaling's `y = 1/r` is 1 for wavelengths
 /// `w < high_w = L / high`, `1/factor` for `w > low_w = L / low`, and the straight line between. The factors
-/// fix `factor`, `low_w` and `high_w` (where wavelengths bound them), not `L`, `low` and `high` themselves:
-/// `L` is taken as `low_w` when that is whole (so `low` = 1, as in every LLaMA-3.x release), else 8192.
-/// Candidates come from [`shapes`]; the first within 1e-6 of every stored factor is returned, else the closest
-/// within 1e-5, with `low` and `high` rounded to as few digits as keep it as close.
+/// determine `factor`, `low_w` and `high_w` only as far as wavelengths pin them ([`shapes`]), never `L`, `low`
+/// and `high` themselves: `L` is taken as `low_w` when that is whole (so `low` = 1, as in every LLaMA-3.x
+/// release), else 8192 or the next whole number above `low_w`. The first candidate within 1e-6 of every stored
+/// factor is returned, else the closest within 1e-5, with `low` and `high` rounded to as few digits as keep it
+/// as close.
 pub fn scaling_from_factors(
     stored: &[f32],
     theta: f64,
     head_dim: usize,
 ) -> Result<Option<Llama3Scaling>> {
     let bad = |what: String| Error::Gguf(format!("{NAME}: {what}"));
-    if stored.len() != head_dim / 2 {
+    if stored.len() != head_dim / 2 || stored.len() > MAX_FACTORS {
         return Err(bad(format!(
-            "{} factors for head_dim {head_dim} (expected {})",
+            "{} factors for head_dim {head_dim} (expected {}, at most {MAX_FACTORS})",
             stored.len(),
             head_dim / 2
         )));
@@ -57,21 +76,18 @@ pub fn scaling_from_factors(
     if stored.iter().all(|&v| v == 1.0) {
         return Ok(None);
     }
-    let x: Vec<f64> = unscaled(theta, head_dim)
+    let plain = unscaled(theta, head_dim);
+    let x: Vec<f64> = plain
         .iter()
         .map(|f| f / (2.0 * std::f64::consts::PI))
         .collect();
     let y: Vec<f64> = stored.iter().map(|&v| 1.0 / v as f64).collect();
-    let error = |s: &Llama3Scaling| -> f64 {
+    let error = |s: &Llama3Scaling| {
         let rope = RopeConfig {
             theta,
             llama3: Some(*s),
         };
-        factors(&rope, head_dim)
-            .iter()
-            .zip(&y)
-            .map(|(&r, &want)| (1.0 / r as f64 - want).abs() / want.max(1.0))
-            .fold(0.0, f64::max)
+        distance(&factors_of(&plain, &rope, head_dim), &y)
     };
     let mut closest: Option<(f64, Llama3Scaling)> = None;
     for shape in shapes(&x, &y) {
@@ -112,6 +128,15 @@ struct Shape {
 }
 
 impl Shape {
+    /// From the band's ends in `x = 1/w`.
+    fn between(factor: f64, x_low: f64, x_high: f64) -> Self {
+        Shape {
+            factor,
+            low_w: 1.0 / x_low,
+            high_w: 1.0 / x_high,
+        }
+    }
+
     /// The scalings with these bounds and a whole `L`: `low_w` itself when it is whole (`low` = 1), else 8192
     /// and the next whole number above `low_w`.
     fn scalings(self) -> Vec<Llama3Scaling> {
@@ -132,80 +157,86 @@ impl Shape {
     }
 }
 
-/// Candidate shapes for the points `(x, y)` (`x` falling with the index): points at `y` = 1 are kept, those
-/// level with the last point scaled, the others interpolated (the band).
-/// * A band of two points or more gives a least-squares line: it meets 1 at `high_w` and the scaled level at
-///   `low_w` — or, when nothing is fully scaled, `low_w` lies beyond every wavelength (8192 or a power of two)
-///   and the line gives the factor there.
-/// * A band of one point: lines through it and the scaled level at `low_w` = 8192, a power of two, the band's
-///   own wavelength (the shortest allowed, which puts `high_w` farthest from the kept frequencies) or the
-///   shortest scaled one (where the line may end).
-/// * No band: a step between the longest kept and the shortest scaled wavelength.
+/// Candidate shapes for the points `(x, y)`. Points at `y` = 1 are kept, those level with the longest
+/// wavelength's scaled, the others interpolated (the band). The kept points must lie at `x ≥ 1/high_w`, the
+/// scaled ones at `x ≤ 1/low_w`, and the band must be at least [`MIN_BAND`] wide.
+/// * A band of two points or more gives a least-squares line, which meets 1 at `high_w` and the scaled level
+///   at `low_w` (at the longest wavelength itself when nothing is fully scaled).
+/// * A band of one point: lines through it and the scaled level, ending where `low_w` is 8192, a power of two
+///   or the next whole number above the point (when those keep clear of the neighbouring points), else halfway
+///   to where the kept or scaled points stop them.
+/// * No band: a step between the longest kept and the shortest scaled wavelength, at round lengths when they
+///   fit, else at the thirds of the gap (in `ln w`).
 fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
-    let level = y[y.len() - 1];
-    let near = |a: f64, b: f64| (a - b).abs() <= TIGHT * b.max(1.0);
-    let wavelengths = |keep: &dyn Fn(f64) -> bool| -> Vec<f64> {
-        x.iter()
-            .zip(y)
-            .filter(|(_, &v)| keep(v))
-            .map(|(&u, _)| 1.0 / u)
-            .collect()
-    };
-    let longest_kept = wavelengths(&|v| near(v, 1.0))
-        .into_iter()
-        .fold(0.0, f64::max);
-    let shortest_scaled = wavelengths(&|v| !near(v, 1.0) && near(v, level))
-        .into_iter()
-        .fold(f64::INFINITY, f64::min);
-    let band: Vec<(f64, f64)> = x
-        .iter()
-        .zip(y)
-        .filter(|(_, &v)| !near(v, 1.0) && !near(v, level))
-        .map(|(&u, &v)| (u, v))
-        .collect();
-    let round = std::iter::once(8192.0).chain((4..=30).map(|k| (1u64 << k) as f64));
+    let longest = (0..x.len())
+        .min_by(|&a, &b| x[a].total_cmp(&x[b]))
+        .unwrap_or(0);
+    let level = y[longest];
     let factor = 1.0 / level;
+    let near = |a: f64, b: f64| (a - b).abs() <= TIGHT * b.max(1.0);
+    let kept = |v: f64| near(v, 1.0);
+    let scaled = |v: f64| !kept(v) && near(v, level);
+    // The band's room: kept points at x ≥ x_kept, scaled ones at x ≤ x_scaled.
+    let x_kept = (0..x.len())
+        .filter(|&i| kept(y[i]))
+        .map(|i| x[i])
+        .fold(f64::INFINITY, f64::min);
+    let x_scaled = (0..x.len())
+        .filter(|&i| scaled(y[i]))
+        .map(|i| x[i])
+        .fold(0.0, f64::max);
+    let band: Vec<(f64, f64)> = (0..x.len())
+        .filter(|&i| !kept(y[i]) && !scaled(y[i]))
+        .map(|i| (x[i], y[i]))
+        .collect();
+    let round: Vec<f64> = std::iter::once(8192.0)
+        .chain(
+            (4..=30)
+                .map(|k| (1u64 << k) as f64)
+                .filter(|&l| l != 8192.0),
+        )
+        .collect();
     let mut out = Vec::new();
     match band.as_slice() {
         [] => {
-            for low_w in round.chain([shortest_scaled]) {
-                let high_w = match low_w / 4.0 > longest_kept {
-                    true => low_w / 4.0,
-                    false => 0.5 * (low_w + longest_kept),
-                };
-                out.push(Shape {
-                    factor,
-                    low_w,
-                    high_w,
-                });
+            // Steps with x_scaled ≤ x_low < x_high ≤ x_kept: at round lengths with the releases'
+            // high_w = low_w / 4 where that fits, else splitting the gap in thirds (in ln w).
+            for l in &round {
+                let x_low = 1.0 / l;
+                if x_low >= x_scaled && 4.0 * x_low <= x_kept {
+                    out.push(Shape::between(factor, x_low, 4.0 * x_low));
+                }
             }
+            let gap = x_kept / x_scaled;
+            out.push(match gap.is_finite() {
+                true => Shape::between(
+                    factor,
+                    x_scaled * gap.powf(1.0 / 3.0),
+                    x_scaled * gap.powf(2.0 / 3.0),
+                ),
+                false => Shape::between(factor, x_scaled, 4.0 * x_scaled),
+            });
         }
         &[(xb, yb)] => {
-            for low_w in round.chain([(1.0 / xb).ceil(), shortest_scaled]) {
-                let slope = (yb - level) / (xb - 1.0 / low_w);
-                out.push(Shape {
-                    factor,
-                    low_w,
-                    high_w: 1.0 / (xb + (1.0 - yb) / slope),
-                });
+            // The line through (xb, yb) and (x_low, level) reaches 1 at x_high = xb + t·(xb − x_low).
+            let t = (1.0 - yb) / (yb - level);
+            let room = ((x_kept - xb) / t).min(xb - x_scaled);
+            let at = |d: f64| Shape::between(factor, xb - d, xb + t * d);
+            for l in round.iter().copied().chain([(1.0 / xb).ceil()]) {
+                let d = xb - 1.0 / l;
+                if d >= 0.05 * room && d <= 0.95 * room {
+                    out.push(at(d));
+                }
             }
+            out.push(at(0.5 * room));
         }
         _ => {
             if let Some((slope, at_zero)) = line(&band) {
-                let high_w = slope / (1.0 - at_zero);
                 out.push(Shape {
                     factor,
                     low_w: slope / (level - at_zero),
-                    high_w,
+                    high_w: slope / (1.0 - at_zero),
                 });
-                let longest = 1.0 / x[x.len() - 1];
-                for low_w in round.filter(|&w| w > longest) {
-                    out.push(Shape {
-                        factor: 1.0 / (at_zero + slope / low_w),
-                        low_w,
-                        high_w,
-                    });
-                }
             }
         }
     }
@@ -213,7 +244,7 @@ fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
         [s.factor, s.low_w, s.high_w]
             .iter()
             .all(|v| v.is_finite() && *v > 0.0)
-            && s.high_w < s.low_w
+            && s.low_w >= MIN_BAND * s.high_w
             && s.low_w <= 1e15
     });
     out
@@ -222,14 +253,7 @@ fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
 /// `raw` with `low` and `high` rounded to the fewest significant digits that leave it as close to the stored
 /// factors (within 2e-7 more): 4 rather than 4.0000013. `None` if it is not a valid scaling.
 fn plainest(raw: Llama3Scaling, error: &dyn Fn(&Llama3Scaling) -> f64) -> Option<Llama3Scaling> {
-    let valid = |s: &Llama3Scaling| {
-        s.factor > 0.0
-            && s.low_freq_factor > 0.0
-            && s.high_freq_factor > s.low_freq_factor
-            && s.high_freq_factor.is_finite()
-            && s.original_max_position_embeddings > 0
-    };
-    if !valid(&raw) {
+    if !raw.is_valid() {
         return None;
     }
     let budget = error(&raw) + 2e-7;
@@ -239,7 +263,7 @@ fn plainest(raw: Llama3Scaling, error: &dyn Fn(&Llama3Scaling) -> f64) -> Option
             high_freq_factor: significant(raw.high_freq_factor, digits),
             ..raw
         })
-        .find(|s| valid(s) && error(s) <= budget)
+        .find(|s| s.is_valid() && error(s) <= budget)
         .or(Some(raw))
 }
 
@@ -289,13 +313,31 @@ mod tests {
 
     /// The largest difference between two sets of factors, in `1/r` relative to `max(1, 1/r)`.
     fn gap(a: &[f32], b: &[f32]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(&a, &b)| {
-                let (a, b) = (1.0 / a as f64, 1.0 / b as f64);
-                (a - b).abs() / b.max(1.0)
+        distance(a, &b.iter().map(|&v| 1.0 / v as f64).collect::<Vec<_>>())
+    }
+
+    /// The factors transformers computes for `s` in float32 (`_compute_llama3_parameters`).
+    fn transformers_f32(theta: f64, d: usize, s: &Llama3Scaling) -> Vec<f32> {
+        let (l, low, high, factor) = (
+            s.original_max_position_embeddings as f32,
+            s.low_freq_factor as f32,
+            s.high_freq_factor as f32,
+            s.factor as f32,
+        );
+        (0..d / 2)
+            .map(|i| {
+                let base = 1.0 / (theta as f32).powf((2 * i) as f32 / d as f32);
+                let w = 2.0 * std::f32::consts::PI / base;
+                let scaled = if w > l / low { base / factor } else { base };
+                let smooth = (l / w - low) / (high - low);
+                let medium = w >= l / high && w <= l / low; // transformers: ~(w < high_w) * ~(w > low_w)
+                let out = match medium {
+                    true => (1.0 - smooth) * scaled / factor + smooth * scaled,
+                    false => scaled,
+                };
+                base / out
             })
-            .fold(0.0, f64::max)
+            .collect()
     }
 
     #[test]
@@ -316,22 +358,25 @@ mod tests {
     }
 
     #[test]
-    fn every_scaling_on_a_grid_gives_its_frequencies_back() {
-        // Bands of no, one and many frequencies, low ≠ 1, factors below 1, and lengths beyond every
-        // wavelength (nothing fully scaled).
+    fn every_scaling_on_a_grid_gives_its_frequencies_back_in_transformers_too() {
+        // Bands of no, one and many frequencies, low ≠ 1, factors below 1, lengths beyond every wavelength
+        // (nothing fully scaled) and below the shortest ones; theta below 1 turns the order of wavelengths.
         let mut cases = 0;
-        for theta in [1e4, 1e5, 5e5, 1e6] {
+        for theta in [0.5, 1e4, 1e5, 5e5, 1e6] {
             for d in [16, 32, 64, 128] {
                 for factor in [0.5, 2.0, 8.0, 32.0] {
-                    for low in [1.0, 1.5] {
+                    for low in [1.0, 1.5, 3.0] {
                         for high in [2.0, 4.0, 8.0] {
-                            for l in [300, 2048, 8192, 37768, 143880] {
+                            for l in [4, 13, 40, 300, 1061, 2048, 8192, 37768, 65536, 143880] {
                                 let s = Llama3Scaling {
                                     factor,
                                     low_freq_factor: low,
                                     high_freq_factor: high,
                                     original_max_position_embeddings: l,
                                 };
+                                if !s.is_valid() {
+                                    continue;
+                                }
                                 let stored = factors(
                                     &RopeConfig {
                                         theta,
@@ -347,6 +392,17 @@ mod tests {
                                 };
                                 let g = gap(&factors(&again, d), &stored);
                                 assert!(g <= 1e-6, "{s:?}, theta {theta}, d {d} → {back:?}: {g}");
+                                // transformers, in f32, reads the recovered config as the original.
+                                if let Some(b) = back {
+                                    let hf = gap(
+                                        &transformers_f32(theta, d, &b),
+                                        &transformers_f32(theta, d, &s),
+                                    );
+                                    assert!(
+                                        hf <= 1e-5,
+                                        "{s:?}, theta {theta}, d {d} → {b:?}: {hf}"
+                                    );
+                                }
                                 cases += 1;
                             }
                         }
@@ -354,7 +410,55 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 1920);
+        assert_eq!(cases, 6400);
+    }
+
+    #[test]
+    fn one_interpolated_frequency_gets_a_band_transformers_reads_alike() {
+        // Found in review: these were refused (L 40, 1061) or recovered with a band 1e-7 wide that transformers'
+        // f32 wavelengths read as other factors (L 32768, 65536).
+        for (theta, s) in [
+            (
+                1e4,
+                Llama3Scaling {
+                    low_freq_factor: 1.5,
+                    ..llama3(8.0, 2.0, 40)
+                },
+            ),
+            (
+                1e4,
+                Llama3Scaling {
+                    low_freq_factor: 3.0,
+                    ..llama3(8.0, 4.0, 1061)
+                },
+            ),
+            (
+                1e5,
+                Llama3Scaling {
+                    low_freq_factor: 1.5,
+                    ..llama3(32.0, 2.0, 32768)
+                },
+            ),
+            (1e4, llama3(32.0, 2.0, 65536)),
+        ] {
+            let stored = factors(
+                &RopeConfig {
+                    theta,
+                    llama3: Some(s),
+                },
+                64,
+            );
+            let back = scaling_from_factors(&stored, theta, 64).unwrap().unwrap();
+            assert!(
+                back.low_freq_factor * MIN_BAND <= back.high_freq_factor,
+                "{back:?}"
+            );
+            let hf = gap(
+                &transformers_f32(theta, 64, &back),
+                &transformers_f32(theta, 64, &s),
+            );
+            assert!(hf <= 1e-5, "{s:?} → {back:?}: {hf}");
+        }
     }
 
     #[test]
@@ -388,7 +492,7 @@ mod tests {
     #[test]
     fn factors_no_llama3_scaling_gives_are_refused() {
         let err = |v: &[f32]| scaling_from_factors(v, 1e5, 16).unwrap_err().to_string();
-        assert!(err(&[1.0; 7]).contains("7 factors for head_dim 16 (expected 8)"));
+        assert!(err(&[1.0; 7]).contains("7 factors for head_dim 16 (expected 8, at most 32768)"));
         let mut nan = [1.0f32; 8];
         nan[3] = f32::NAN;
         assert!(err(&nan).contains("factor 3 is NaN, not a finite number > 0"));
@@ -397,6 +501,15 @@ mod tests {
         assert!(e.contains("follow no LLaMA-3 rotary scaling"), "{e}");
         let e = err(&[1.0, 1.0, 2.0, 3.0, 7.0, 5.0, 8.0, 8.0]);
         assert!(e.contains("follow no LLaMA-3 rotary scaling"), "{e}");
+        // More factors than any real model has are refused before any work.
+        let huge = vec![1.0f32; MAX_FACTORS + 1];
+        let e = scaling_from_factors(&huge, 1e5, 2 * MAX_FACTORS + 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("32769 factors for head_dim 65538 (expected 32769, at most 32768)"),
+            "{e}"
+        );
         // Long tensors are shown by their first eight factors.
         let mut long = vec![1.0f32; 64];
         long[10] = 3.0;
