@@ -162,9 +162,8 @@ impl Shape {
 /// scaled ones at `x ≤ 1/low_w`, and the band must be at least [`MIN_BAND`] wide.
 /// * A band of two points or more gives a least-squares line, which meets 1 at `high_w` and the scaled level
 ///   at `low_w` (at the longest wavelength itself when nothing is fully scaled).
-/// * A band of one point: lines through it and the scaled level, ending where `low_w` is 8192, a power of two
-///   or the next whole number above the point (when those keep clear of the neighbouring points), else halfway
-///   to where the kept or scaled points stop them.
+/// * A band of one point: the line through it and the scaled level that ends halfway to where the kept or
+///   scaled points would stop it.
 /// * No band: a step between the longest kept and the shortest scaled wavelength, at round lengths when they
 ///   fit, else at the thirds of the gap (in `ln w`).
 fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
@@ -189,19 +188,17 @@ fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
         .filter(|&i| !kept(y[i]) && !scaled(y[i]))
         .map(|i| (x[i], y[i]))
         .collect();
-    let round: Vec<f64> = std::iter::once(8192.0)
-        .chain(
-            (4..=30)
-                .map(|k| (1u64 << k) as f64)
-                .filter(|&l| l != 8192.0),
-        )
-        .collect();
     let mut out = Vec::new();
     match band.as_slice() {
         [] => {
             // Steps with x_scaled ≤ x_low < x_high ≤ x_kept: at round lengths with the releases'
             // high_w = low_w / 4 where that fits, else splitting the gap in thirds (in ln w).
-            for l in &round {
+            let round = std::iter::once(8192.0).chain(
+                (4..=30)
+                    .map(|k| (1u64 << k) as f64)
+                    .filter(|&l| l != 8192.0),
+            );
+            for l in round {
                 let x_low = 1.0 / l;
                 if x_low >= x_scaled && 4.0 * x_low <= x_kept {
                     out.push(Shape::between(factor, x_low, 4.0 * x_low));
@@ -221,14 +218,9 @@ fn shapes(x: &[f64], y: &[f64]) -> Vec<Shape> {
             // The line through (xb, yb) and (x_low, level) reaches 1 at x_high = xb + t·(xb − x_low).
             let t = (1.0 - yb) / (yb - level);
             let room = ((x_kept - xb) / t).min(xb - x_scaled);
-            let at = |d: f64| Shape::between(factor, xb - d, xb + t * d);
-            for l in round.iter().copied().chain([(1.0 / xb).ceil()]) {
-                let d = xb - 1.0 / l;
-                if d >= 0.05 * room && d <= 0.95 * room {
-                    out.push(at(d));
-                }
-            }
-            out.push(at(0.5 * room));
+            // Halfway: the widest band short of the neighbours (a narrow one reads differently in f32).
+            let d = 0.5 * room;
+            out.push(Shape::between(factor, xb - d, xb + t * d));
         }
         _ => {
             if let Some((slope, at_zero)) = line(&band) {
