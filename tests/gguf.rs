@@ -193,6 +193,28 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     let hf = serde_json::to_vec(&back.config.to_hf_json(None)).unwrap();
     assert_eq!(ModelConfig::from_json(&hf).unwrap().rope, cfg.rope);
 
+    // A scaling whose factors would not read back (wavelengths 2% apart leave no band 1% wide between kept
+    // and scaled ones) is refused before anything is written.
+    let mut crowded = cfg.clone();
+    crowded.head_dim = 64;
+    crowded.rope = RopeConfig {
+        theta: 2.0,
+        llama3: Some(Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 1.01,
+            original_max_position_embeddings: 7,
+        }),
+    };
+    let err = GgufWriter::new(&crowded, &[], GgufDtype::F32)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("rope_scaling") && err.contains("its GGUF factors would not read back"),
+        "{err}"
+    );
+
     // Garbled: factors no LLaMA-3 scaling gives (the tensor's data comes first), or a shape other than
     // [head_dim / 2] (its one dimension follows its name and dimension count).
     let header = GgufWriter::new(&cfg, &[], GgufDtype::F32)
