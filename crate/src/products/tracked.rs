@@ -26,38 +26,87 @@ pub(super) fn product<B: Backend, const D: usize>(
     b: Tensor<B, D>,
     matmul: F32Matmul,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
-    let (a, b) = match on::<B, crate::backend::Cpu, D>(a, b, matmul) {
+    let (a, b) = match on::<B, crate::backend::Cpu, D>(a, b, matmul, on_cpu) {
         Ok(product) => return Ok(product),
         Err(operands) => operands,
     };
     #[cfg(feature = "cuda")]
-    let (a, b) = match on::<B, crate::backend::Cuda, D>(a, b, matmul) {
+    let (a, b) = match on::<B, crate::backend::Cuda, D>(a, b, matmul, on_cuda) {
         Ok(product) => return Ok(product),
         Err(operands) => operands,
     };
     Err((a, b))
 }
 
-/// The operation when `B` is `Autodiff<C>` and the batch dimensions are equal (its gradients do not reduce
-/// broadcast ones; burn's own operations do, so broadcast products are left to them).
+/// The operation on `Autodiff<C>` for operands of rank 2, 3 or 4 (given at run time).
+type Apply<C> = fn(
+    FloatTensor<Autodiff<C>>,
+    FloatTensor<Autodiff<C>>,
+    usize,
+    F32Matmul,
+) -> FloatTensor<Autodiff<C>>;
+
+/// The operation when `B` is `Autodiff<C>`, the rank is 2 to 4 and the batch dimensions are equal (its gradients
+/// do not reduce broadcast ones; burn's own operations do, so broadcast products are left to them).
 #[allow(clippy::type_complexity)]
 fn on<B: Backend, C: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     matmul: F32Matmul,
+    apply: Apply<C>,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
     let batch = D.saturating_sub(2);
-    if TypeId::of::<B>() != TypeId::of::<Autodiff<C>>() || a.dims()[..batch] != b.dims()[..batch] {
+    if TypeId::of::<B>() != TypeId::of::<Autodiff<C>>()
+        || !(2..=4).contains(&D)
+        || a.dims()[..batch] != b.dims()[..batch]
+    {
         return Err((a, b));
     }
     let (a, b) = (
         retype::<_, FloatTensor<Autodiff<C>>>(a.into_primitive().tensor()),
         retype::<_, FloatTensor<Autodiff<C>>>(b.into_primitive().tensor()),
     );
-    let product = SplitMatmul::<D>::apply::<C>(a, b, matmul);
+    let product = apply(a, b, D, matmul);
     Ok(Tensor::from_primitive(TensorPrimitive::Float(retype(
         product,
     ))))
+}
+
+/// [`Apply`] for burn's CPU backend. Not generic, so the autodiff operation is compiled once, here, and not
+/// again in every crate whose generic code multiplies matrices.
+fn on_cpu(
+    a: FloatTensor<Autodiff<crate::backend::Cpu>>,
+    b: FloatTensor<Autodiff<crate::backend::Cpu>>,
+    rank: usize,
+    matmul: F32Matmul,
+) -> FloatTensor<Autodiff<crate::backend::Cpu>> {
+    of_rank(a, b, rank, matmul)
+}
+
+/// [`Apply`] for CUDA (see [`on_cpu`]).
+#[cfg(feature = "cuda")]
+fn on_cuda(
+    a: FloatTensor<Autodiff<crate::backend::Cuda>>,
+    b: FloatTensor<Autodiff<crate::backend::Cuda>>,
+    rank: usize,
+    matmul: F32Matmul,
+) -> FloatTensor<Autodiff<crate::backend::Cuda>> {
+    of_rank(a, b, rank, matmul)
+}
+
+/// The operation for operands of `rank` 2, 3 or 4.
+fn of_rank<C: Backend>(
+    a: FloatTensor<Autodiff<C>>,
+    b: FloatTensor<Autodiff<C>>,
+    rank: usize,
+    matmul: F32Matmul,
+) -> FloatTensor<Autodiff<C>> {
+    match rank {
+        2 => SplitMatmul::<2>::apply::<C>(a, b, matmul),
+        3 => SplitMatmul::<3>::apply::<C>(a, b, matmul),
+        4 => SplitMatmul::<4>::apply::<C>(a, b, matmul),
+        _ => unreachable!("`on` passes ranks 2 to 4 only"),
+    }
 }
 
 /// `t` as the type it is (`From` and `To` are one type; the caller checked).
