@@ -126,19 +126,21 @@ mod wgpu {
     }
 }
 
-/// Runs on a lent GPU (`benches/` explains how); CI builds it but has no GPU to run it on.
+/// Runs on a lent GPU (`benches/gpu/run.sh`, with `--ignored`); CI builds it but has no GPU to run it on.
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
     type Cuda = prunelab::backend::Cuda;
 
     #[test]
+    #[ignore = "needs an NVIDIA GPU: benches/gpu/run.sh runs it"]
     fn cuda_tiny_mha_matches_transformers() {
         check_gradients::<Autodiff<Cuda>>("tiny-mha", &Default::default());
         check_forward::<Cuda>("tiny-mha", &Default::default());
     }
 
     #[test]
+    #[ignore = "needs an NVIDIA GPU: benches/gpu/run.sh runs it"]
     fn cuda_tiny_gqa_matches_transformers() {
         check_gradients::<Autodiff<Cuda>>("tiny-gqa", &Default::default());
         check_forward::<Cuda>("tiny-gqa", &Default::default());
