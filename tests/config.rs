@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use prunelab::model::config::{LayerShape, PER_LAYER_MLP};
+use prunelab::model::config::{LayerShape, RopeConfig, RopeScaling, PER_LAYER_MLP};
 use prunelab::model::rope::inv_freq;
 use prunelab::model::ModelConfig;
 use serde_json::json;
@@ -22,7 +22,7 @@ fn base() -> serde_json::Value {
 fn transformers_4x_keys_parse() {
     let cfg = ModelConfig::from_json(&read(&fixture("tiny-mha").join("config.json"))).unwrap();
     assert_eq!(cfg.rope.theta, 10000.0);
-    assert_eq!(cfg.rope.llama3, None);
+    assert_eq!(cfg.rope.scaling, None);
     assert_eq!(
         (cfg.hidden_size, cfg.head_dim, cfg.vocab_size),
         (64, 16, 128)
@@ -67,7 +67,7 @@ fn llama3_scaling_follows_transformers() {
     v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
     let cfg = parse(v.clone()).unwrap();
-    let s = cfg.rope.llama3.unwrap();
+    let s = cfg.rope.llama3().unwrap();
     assert_eq!((s.factor, s.original_max_position_embeddings), (8.0, 8192));
     let f = inv_freq(&cfg.rope, 128);
     let plain = |i: usize| 1.0 / 500000f64.powf(2.0 * i as f64 / 128.0);
@@ -89,6 +89,35 @@ fn llama3_scaling_follows_transformers() {
     v5["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
         "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
     assert_eq!(parse(v5).unwrap().rope, cfg.rope);
+}
+
+#[test]
+fn linear_scaling_divides_every_frequency() {
+    // lmsys/vicuna-7b-v1.5-16k's spelling (transformers 4.x, "type").
+    let mut v = base();
+    v["head_dim"] = json!(128);
+    v["rope_scaling"] = json!({"type": "linear", "factor": 4.0});
+    let cfg = parse(v).unwrap();
+    assert_eq!(cfg.rope.scaling, Some(RopeScaling::Linear { factor: 4.0 }));
+    assert_eq!(
+        (cfg.rope.linear_factor(), cfg.rope.llama3()),
+        (Some(4.0), None)
+    );
+    let plain = inv_freq(&RopeConfig::plain(cfg.rope.theta), 128);
+    let scaled = inv_freq(&cfg.rope, 128);
+    for (s, p) in scaled.iter().zip(&plain) {
+        assert_eq!(*s, p / 4.0);
+    }
+    // The 5.x spelling says the same, and the config we write reads back as it.
+    let mut v5 = base();
+    v5["head_dim"] = json!(128);
+    v5["rope_parameters"] = json!({"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0});
+    assert_eq!(parse(v5).unwrap().rope, cfg.rope);
+    let written = cfg.to_hf_json(None);
+    assert_eq!(written["rope_scaling"]["rope_type"], "linear");
+    assert_eq!(written["rope_parameters"]["factor"], 4.0);
+    let back = ModelConfig::from_json(&serde_json::to_vec(&written).unwrap()).unwrap();
+    assert_eq!(back.rope, cfg.rope);
 }
 
 #[test]
@@ -200,6 +229,16 @@ fn impossible_values_are_refused_before_anything_is_built() {
             json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
             "0 < low_freq_factor < high_freq_factor",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "linear", "factor": 0.0}),
+            "field rope_scaling: linear needs a finite factor > 0 (got 0)",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "linear"}),
+            "field rope_scaling.factor: missing or not a number",
         ),
     ];
     for (field, value, message) in cases {

@@ -13,7 +13,7 @@ use prunelab::io::gguf::quant::{dequantize, quantize, GgmlType};
 use prunelab::io::gguf::reader::Value;
 use prunelab::io::gguf::{rope_freqs, GgufDtype, GgufModel, GgufWriter};
 use prunelab::io::SafetensorsWeights;
-use prunelab::model::config::{LayerShape, Llama3Scaling, RopeConfig};
+use prunelab::model::config::{LayerShape, Llama3Scaling, RopeConfig, RopeScaling};
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 use prunelab::readback::to_vec;
 
@@ -140,12 +140,12 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
         let f = |k: &str| p[k].as_f64().unwrap();
         let rope = RopeConfig {
             theta: f("base"),
-            llama3: Some(Llama3Scaling {
+            scaling: Some(RopeScaling::Llama3(Llama3Scaling {
                 factor: f("factor"),
                 low_freq_factor: f("low_freq_factor"),
                 high_freq_factor: f("high_freq_factor"),
                 original_max_position_embeddings: f("old_context_len") as usize,
-            }),
+            })),
         };
         let dim = f("dim") as usize;
         let want: Vec<f32> = serde_json::from_value(case["rope_freqs"].clone()).unwrap();
@@ -158,7 +158,7 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
         }
         assert_eq!(
             rope_freqs::scaling_from_factors(&want, rope.theta, dim).unwrap(),
-            rope.llama3,
+            rope.llama3(),
             "{release}"
         );
     }
@@ -168,12 +168,12 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     let (plain, bytes) = fixture_files("tiny-gqa");
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let mut cfg = plain.clone();
-    cfg.rope.llama3 = Some(Llama3Scaling {
+    cfg.rope.scaling = Some(RopeScaling::Llama3(Llama3Scaling {
         factor: 8.0,
         low_freq_factor: 1.0,
         high_freq_factor: 32.0,
         original_max_position_embeddings: 2048,
-    });
+    }));
     let gguf = write_gguf(&cfg, &st, &[]);
     let back = GgufModel::parse(&gguf).unwrap();
     assert_eq!(back.config.rope, cfg.rope);
@@ -199,12 +199,12 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     crowded.head_dim = 64;
     crowded.rope = RopeConfig {
         theta: 2.0,
-        llama3: Some(Llama3Scaling {
+        scaling: Some(RopeScaling::Llama3(Llama3Scaling {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 1.01,
             original_max_position_embeddings: 7,
-        }),
+        })),
     };
     let err = GgufWriter::new(&crowded, &[], GgufDtype::F32)
         .err()
@@ -236,6 +236,91 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     assert_eq!(
         err,
         "GGUF: rope_freqs.weight has shape [4], expected [8] (head_dim / 2)"
+    );
+}
+
+#[test]
+fn linear_rotary_scaling_travels_as_metadata() {
+    let (plain, bytes) = fixture_files("tiny-gqa");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let mut cfg = plain.clone();
+    cfg.rope.scaling = Some(RopeScaling::Linear { factor: 4.0 });
+    // Linear scaling divides every frequency: LLaMA-3 scaling whose band lies below the shortest wavelength
+    // (2π > L / low = 1) does the same, through its own code path.
+    let mut every = plain.clone();
+    every.rope.scaling = Some(RopeScaling::Llama3(Llama3Scaling {
+        factor: 4.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 2.0,
+        original_max_position_embeddings: 1,
+    }));
+    let scaled = logits(&Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap());
+    let unscaled = logits(&Llama::<Cpu>::load(&plain, &st, &Default::default()).unwrap());
+    let same = logits(&Llama::<Cpu>::load(&every, &st, &Default::default()).unwrap());
+    assert_eq!(scaled, same);
+    assert!(max_abs_diff(&scaled, &unscaled) > 1e-3);
+
+    // To GGUF as llama.cpp's converter writes it, and back with the same scaling and logits.
+    let gguf = write_gguf(&cfg, &st, &[]);
+    let back = GgufModel::parse(&gguf).unwrap();
+    assert_eq!(back.config.rope, cfg.rope);
+    assert_eq!(
+        back.file.get("llama.rope.scaling.type"),
+        Some(&Value::String("linear".into()))
+    );
+    assert_eq!(
+        back.file.get("llama.rope.scaling.factor"),
+        Some(&Value::F32(4.0))
+    );
+    assert!(back.file.tensor(rope_freqs::NAME).is_none());
+    let read = logits(&Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap());
+    assert_eq!(read, scaled);
+    let hf = serde_json::to_vec(&back.config.to_hf_json(None)).unwrap();
+    assert_eq!(ModelConfig::from_json(&hf).unwrap().rope, cfg.rope);
+    // A factor f32 cannot hold comes back as the decimal it was (1.3, not 1.2999999523).
+    let mut odd = cfg.clone();
+    odd.rope.scaling = Some(RopeScaling::Linear { factor: 1.3 });
+    let odd_gguf = write_gguf(&odd, &st, &[]);
+    assert_eq!(GgufModel::parse(&odd_gguf).unwrap().config.rope, odd.rope);
+
+    // llama.cpp's older key, llama.cpp's reading of a factor under type "none", and refusals.
+    const PLACEHOLDER: &str = "general.xxxxxxxxxxxxxxx";
+    let plain_gguf = |key: &str, value: Value| {
+        renamed(
+            write_gguf(&plain, &st, &[(PLACEHOLDER.into(), value)]),
+            PLACEHOLDER,
+            key,
+        )
+    };
+    let old = plain_gguf("llama.rope.scale_linear", Value::F32(4.0));
+    assert_eq!(GgufModel::parse(&old).unwrap().config.rope, cfg.rope);
+    let one = plain_gguf("llama.rope.scale_linear", Value::F32(1.0));
+    assert_eq!(GgufModel::parse(&one).unwrap().config.rope, plain.rope);
+    let err = parse_err(&plain_gguf("llama.rope.scale_linear", Value::F32(-2.0)));
+    assert_eq!(
+        err,
+        "GGUF: llama.rope.scale_linear is F32(-2.0), not a finite number > 0"
+    );
+    let err = parse_err(&plain_gguf(
+        "llama.rope.scaling.type",
+        Value::String("yarn".into()),
+    ));
+    assert!(
+        err.contains("unsupported llama.rope.scaling.type = yarn"),
+        "{err}"
+    );
+    // Both kinds at once (llama.cpp would apply both) are refused.
+    let mut l3 = plain.clone();
+    l3.rope.scaling = every.rope.scaling;
+    let both = renamed(
+        write_gguf(&l3, &st, &[(PLACEHOLDER.into(), Value::F32(2.0))]),
+        PLACEHOLDER,
+        "llama.rope.scale_linear",
+    );
+    let err = parse_err(&both);
+    assert!(
+        err.contains("linear scaling on top of per-frequency factors is not supported"),
+        "{err}"
     );
 }
 
@@ -321,6 +406,18 @@ fn valid_gguf() -> Vec<u8> {
         &st,
         &[("general.name".into(), Value::String("tiny".into()))],
     )
+}
+
+/// `file` with the metadata key `from` renamed `to` (of the same length) in its bytes: the writer keeps
+/// architecture keys to itself, so a test writes another key and renames it.
+fn renamed(mut file: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = file
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap();
+    file[at..at + to.len()].copy_from_slice(to.as_bytes());
+    file
 }
 
 fn parse_err(bytes: &[u8]) -> String {
@@ -409,15 +506,6 @@ fn metadata_a_model_cannot_have_is_refused() {
     let (cfg, bytes) = fixture_files("tiny-mha");
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let with = |key: &str, value: Value| write_gguf(&cfg, &st, &[(key.into(), value)]);
-    // The writer keeps architecture keys to itself: a key of the same length is renamed in the bytes.
-    let renamed = |mut file: Vec<u8>, from: &str, to: &str| {
-        let at = file
-            .windows(from.len())
-            .position(|w| w == from.as_bytes())
-            .unwrap();
-        file[at..at + to.len()].copy_from_slice(to.as_bytes());
-        file
-    };
 
     let moe = renamed(
         with("general.xxxxxxxxxx", Value::U32(8)),

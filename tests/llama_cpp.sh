@@ -2,13 +2,14 @@
 # Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36 numpy`, then
 #   tests/llama_cpp.sh
 # Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp; then SmolLM2 with
-# LLaMA-3 rotary scaling added to its config, whose GGUF carries it as rope_freqs.weight.
+# LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear scaling
+# (as rope.scaling.* metadata). PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${PRUNELAB_SHARED:-../shared}"
-bin="${CARGO_TARGET_DIR:-target}/release/prunelab"
+bin="${PRUNELAB_BIN:-${CARGO_TARGET_DIR:-target}/release/prunelab}"
 models/smollm2/fetch
-cargo build --quiet --release
+[ -n "${PRUNELAB_BIN:-}" ] || cargo build --quiet --release
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$bin" convert models/smollm2-135m.gguf --out "$tmp/ours.gguf"
@@ -28,6 +29,19 @@ PY
 "$bin" convert "$tmp/hf" --out "$tmp/scaled.gguf"
 "$bin" prune "$tmp/hf" --out "$tmp/scaled-pruned.gguf" --importance l2 --compensation none --ratio 0.34 \
     --layers 4..28
+mkdir "$tmp/linear"
+cp "$tmp/hf"/* "$tmp/linear/"
+python3 - "$tmp/linear/config.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+cfg["rope_scaling"] = {"type": "linear", "factor": 2.0}  # transformers 4.x spelling, as long-context fine-tunes have it
+cfg.pop("rope_parameters", None)
+json.dump(cfg, open(sys.argv[1], "w"), indent=1)
+PY
+"$bin" convert "$tmp/linear" --out "$tmp/linear.gguf"
+"$bin" prune "$tmp/linear" --out "$tmp/linear-pruned.gguf" --importance l2 --compensation none --ratio 0.34 \
+    --layers 4..28
 "$bin" convert models/smollm2-135m.gguf --out "$tmp/unscaled.gguf"
 python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" "$tmp/unscaled.gguf" \
-    "$tmp/scaled.gguf" "$tmp/scaled-pruned.gguf"
+    "llama3=$tmp/scaled.gguf" "llama3, pruned (deci)=$tmp/scaled-pruned.gguf" \
+    "linear=$tmp/linear.gguf" "linear, pruned (deci)=$tmp/linear-pruned.gguf"

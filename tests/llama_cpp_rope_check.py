@@ -1,8 +1,8 @@
-"""Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): LLaMA-3 rotary scaling written to GGUF as
-`rope_freqs.weight` means to llama.cpp what the config means to prunelab. Run by tests/llama_cpp.sh with
-prunelab's binary, a text, and the unscaled, the scaled and the scaled-and-pruned (`deci`) f32 GGUF of one model:
-both tools compute the mean NLL of the same 128-token windows; they must agree on each model, and the scaling
-must move it far more than they differ."""
+"""Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): rotary scaling written to GGUF (LLaMA-3 as
+`rope_freqs.weight`, linear as `rope.scaling.*` metadata) means to llama.cpp what the config means to prunelab.
+Run by tests/llama_cpp.sh with prunelab's binary, a text, the unscaled f32 GGUF of one model and `NAME=PATH` for
+each scaled one (pruned ones too, named "..., pruned ..."): both tools compute the mean NLL of the same 128-token
+windows; they must agree on each model, and each unpruned scaling must move it far more than they differ."""
 import json
 import subprocess
 import sys
@@ -11,7 +11,8 @@ import tempfile
 import numpy as np
 from llama_cpp import Llama
 
-binary, text, unscaled, scaled, pruned = sys.argv[1:6]
+binary, text, unscaled = sys.argv[1:4]
+models = [("unscaled", unscaled)] + [tuple(arg.split("=", 1)) for arg in sys.argv[4:]]
 SEQ, WINDOWS = 128, 4
 
 
@@ -39,10 +40,12 @@ windows = [tokens[i * SEQ:(i + 1) * SEQ] for i in range(WINDOWS)]
 with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
     json.dump(windows, f)
 result = {name: {"llama.cpp": llama_cpp_nll(path, windows), "prunelab": prunelab_nll(path, f.name)}
-          for name, path in [("unscaled", unscaled), ("scaled", scaled), ("scaled, pruned (deci)", pruned)]}
+          for name, path in models}
 print(json.dumps(result, indent=1))
 gap = max(abs(r["llama.cpp"] - r["prunelab"]) for r in result.values())
-effect = abs(result["scaled"]["prunelab"] - result["unscaled"]["prunelab"])
 assert gap <= 1e-3 * result["unscaled"]["prunelab"], f"llama.cpp and prunelab differ by {gap} nats"
-assert effect >= 20 * gap, f"the scaling moves the NLL by {effect} nats only (tools differ by {gap})"
-print(f"llama.cpp: rope_freqs as prunelab means it (tools within {gap:.2e} nats; the scaling moves {effect:.3f})")
+for name, r in result.items():
+    if name != "unscaled" and "pruned" not in name:
+        effect = abs(r["prunelab"] - result["unscaled"]["prunelab"])
+        assert effect >= 20 * gap, f"{name}: the scaling moves the NLL by {effect} nats only (tools differ by {gap})"
+        print(f"llama.cpp: {name} as prunelab means it (tools within {gap:.2e} nats; the scaling moves {effect:.3f})")

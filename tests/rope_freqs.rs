@@ -3,7 +3,7 @@
 //! arithmetic; factors with the converter's rounding are read; factors no scaling gives are refused by name.
 
 use prunelab::io::gguf::rope_freqs::{factors, scaling_from_factors, MAX_FACTORS, MIN_BAND};
-use prunelab::model::config::{Llama3Scaling, RopeConfig};
+use prunelab::model::config::{Llama3Scaling, RopeConfig, RopeScaling};
 
 fn llama3(factor: f64, high: f64, l: usize) -> Llama3Scaling {
     Llama3Scaling {
@@ -59,7 +59,7 @@ fn release_parameters_come_back_exactly() {
     ] {
         let rope = RopeConfig {
             theta,
-            llama3: Some(s),
+            scaling: Some(RopeScaling::Llama3(s)),
         };
         let back = scaling_from_factors(&factors(&rope, d), theta, d).unwrap();
         assert_eq!(back, Some(s), "theta {theta}, head_dim {d}");
@@ -89,7 +89,7 @@ fn every_scaling_on_a_grid_gives_its_frequencies_back_in_transformers_too() {
                             let stored = factors(
                                 &RopeConfig {
                                     theta,
-                                    llama3: Some(s),
+                                    scaling: Some(RopeScaling::Llama3(s)),
                                 },
                                 d,
                             );
@@ -97,7 +97,7 @@ fn every_scaling_on_a_grid_gives_its_frequencies_back_in_transformers_too() {
                                 .unwrap_or_else(|e| panic!("{s:?}, theta {theta}, d {d}: {e}"));
                             let again = RopeConfig {
                                 theta,
-                                llama3: back,
+                                scaling: back.map(RopeScaling::Llama3),
                             };
                             let g = gap(&factors(&again, d), &stored);
                             assert!(g <= 1e-6, "{s:?}, theta {theta}, d {d} → {back:?}: {g}");
@@ -150,7 +150,7 @@ fn one_interpolated_frequency_gets_a_band_transformers_reads_alike() {
         let stored = factors(
             &RopeConfig {
                 theta,
-                llama3: Some(s),
+                scaling: Some(RopeScaling::Llama3(s)),
             },
             64,
         );
@@ -173,7 +173,7 @@ fn factors_off_by_the_converters_rounding_are_read() {
     let s = llama3(32.0, 2.0, 4096);
     let rope = RopeConfig {
         theta: 1e6,
-        llama3: Some(s),
+        scaling: Some(RopeScaling::Llama3(s)),
     };
     let exact = factors(&rope, 128);
     let noisy: Vec<f32> = exact
@@ -190,7 +190,7 @@ fn factors_off_by_the_converters_rounding_are_read() {
     let back = scaling_from_factors(&noisy, 1e6, 128).unwrap().unwrap();
     let again = RopeConfig {
         theta: 1e6,
-        llama3: Some(back),
+        scaling: Some(RopeScaling::Llama3(back)),
     };
     assert!(gap(&factors(&again, 128), &exact) <= 1e-5, "{back:?}");
 }

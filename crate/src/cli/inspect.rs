@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::files::ModelInput;
 use crate::error::Result;
+use crate::model::config::RopeScaling;
 use crate::model::params::count_params;
 use crate::model::weights::check_inventory;
 
@@ -43,10 +44,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!(
         "rope       theta {} {}",
         cfg.rope.theta,
-        if cfg.rope.llama3.is_some() {
-            "(llama3 scaling)"
-        } else {
-            ""
+        match cfg.rope.scaling {
+            None => String::new(),
+            Some(RopeScaling::Linear { factor }) => format!("(linear scaling, factor {factor})"),
+            Some(RopeScaling::Llama3(s)) => format!("(llama3 scaling, factor {})", s.factor),
         }
     );
     println!(

@@ -55,7 +55,7 @@ pub struct HfConfig {
     pub rms_norm_eps: Option<f64>,
     /// transformers 4.x: rotary base.
     pub rope_theta: Option<f64>,
-    /// transformers 4.x: rotary scaling (`{"rope_type"|"type": "llama3", "factor": …}`).
+    /// transformers 4.x: rotary scaling (`{"rope_type"|"type": "llama3" | "linear", "factor": …}`).
     pub rope_scaling: Option<Value>,
     /// transformers 5.x: `{"rope_theta": …, "rope_type": …, …}` replaces both keys above.
     pub rope_parameters: Option<Value>,
@@ -99,11 +99,48 @@ impl Llama3Scaling {
     }
 }
 
+/// How the rotary frequencies `theta^(−2i/d)` are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// `rope_type = "linear"` (position interpolation): every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// `rope_type = "llama3"`: low frequencies divided by the factor, high ones kept, a band between.
+    Llama3(Llama3Scaling),
+}
+
 /// Rotary position embedding parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RopeConfig {
     pub theta: f64,
-    pub llama3: Option<Llama3Scaling>,
+    /// `None`: the plain frequencies (`rope_type = "default"`).
+    pub scaling: Option<RopeScaling>,
+}
+
+impl RopeConfig {
+    /// Unscaled rotary embeddings with base `theta`.
+    pub fn plain(theta: f64) -> Self {
+        RopeConfig {
+            theta,
+            scaling: None,
+        }
+    }
+
+    /// The LLaMA-3 scaling, if that is the scaling.
+    pub fn llama3(&self) -> Option<Llama3Scaling> {
+        match self.scaling {
+            Some(RopeScaling::Llama3(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The factor of linear scaling, if that is the scaling.
+    pub fn linear_factor(&self) -> Option<f64> {
+        match self.scaling {
+            Some(RopeScaling::Linear { factor }) => Some(factor),
+            _ => None,
+        }
+    }
 }
 
 /// The widths of one decoder layer. Heads are `head_dim` wide; `num_heads % num_kv_heads == 0`.
@@ -188,7 +225,7 @@ fn resolve_rope(hf: &HfConfig) -> Result<RopeConfig> {
                 rope_from(hf, "rope_parameters", Some(&p))?,
                 rope_from(hf, "rope_scaling", Some(&s))?,
             );
-            match new.llama3 == old.llama3 {
+            match new.scaling == old.scaling {
                 true => Ok(new),
                 false => Err(unsupported(
                     "rope_scaling",
@@ -218,27 +255,33 @@ fn rope_from(hf: &HfConfig, field: &str, params: Option<&Value>) -> Result<RopeC
         .and_then(|o| o.get("rope_type").or_else(|| o.get("type")))
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let llama3 = match kind {
+    let scaling = match kind {
         "default" => None,
+        "linear" => {
+            let o = obj.expect("kind came from obj");
+            Some(RopeScaling::Linear {
+                factor: num(o, "factor", field)?,
+            })
+        }
         "llama3" => {
             let o = obj.expect("kind came from obj");
-            Some(Llama3Scaling {
+            Some(RopeScaling::Llama3(Llama3Scaling {
                 factor: num(o, "factor", field)?,
                 low_freq_factor: num(o, "low_freq_factor", field)?,
                 high_freq_factor: num(o, "high_freq_factor", field)?,
                 original_max_position_embeddings: num(o, "original_max_position_embeddings", field)?
                     as usize,
-            })
+            }))
         }
         other => {
             return Err(unsupported(
                 &format!("{field}.rope_type"),
                 other,
-                "only default and llama3 rotary embeddings are supported",
+                "only default, linear and llama3 rotary embeddings are supported",
             ))
         }
     };
-    Ok(RopeConfig { theta, llama3 })
+    Ok(RopeConfig { theta, scaling })
 }
 
 fn per_layer(list: &Option<Vec<usize>>, key: &str, uniform: usize, n: usize) -> Result<Vec<usize>> {
@@ -413,8 +456,8 @@ impl ModelConfig {
         if !(eps >= 0.0 && eps.is_finite()) {
             return bad("rms_norm_eps", format!("{eps} is not a finite number ≥ 0"));
         }
-        if let Some(l3) = self.rope.llama3 {
-            if !l3.is_valid() {
+        match self.rope.scaling {
+            Some(RopeScaling::Llama3(l3)) if !l3.is_valid() => {
                 return bad(
                     "rope_scaling",
                     format!(
@@ -423,6 +466,13 @@ impl ModelConfig {
                     ),
                 );
             }
+            Some(RopeScaling::Linear { factor }) if !(factor > 0.0 && factor.is_finite()) => {
+                return bad(
+                    "rope_scaling",
+                    format!("linear needs a finite factor > 0 (got {factor})"),
+                );
+            }
+            _ => {}
         }
         match self.checked_params() {
             Some(p) if p <= MAX_PARAMS => Ok(()),
@@ -501,22 +551,25 @@ impl ModelConfig {
             set("attention_bias", self.qkv_bias.into());
         }
         set("hidden_act", "silu".into());
-        let mut rope = serde_json::json!({"rope_type": "default", "rope_theta": self.rope.theta});
-        if let Some(s) = self.rope.llama3 {
-            rope = serde_json::json!({
-                "rope_type": "llama3", "rope_theta": self.rope.theta, "factor": s.factor,
+        let theta = self.rope.theta;
+        let rope = match self.rope.scaling {
+            None => serde_json::json!({"rope_type": "default", "rope_theta": theta}),
+            Some(RopeScaling::Linear { factor }) => {
+                serde_json::json!({"rope_type": "linear", "rope_theta": theta, "factor": factor})
+            }
+            Some(RopeScaling::Llama3(s)) => serde_json::json!({
+                "rope_type": "llama3", "rope_theta": theta, "factor": s.factor,
                 "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
                 "original_max_position_embeddings": s.original_max_position_embeddings,
-            });
-        }
+            }),
+        };
         // Both spellings, so that transformers 4.x and 5.x read the same rotary settings.
-        set("rope_theta", self.rope.theta.into());
+        set("rope_theta", theta.into());
         set(
             "rope_scaling",
-            if self.rope.llama3.is_some() {
-                rope.clone()
-            } else {
-                Value::Null
+            match self.rope.scaling {
+                Some(_) => rope.clone(),
+                None => Value::Null,
             },
         );
         set("rope_parameters", rope);

@@ -1,17 +1,21 @@
-//! Rotary position embeddings (HF `rotate_half` convention), default and LLaMA-3 frequency scaling.
+//! Rotary position embeddings (HF `rotate_half` convention): default, linear and LLaMA-3 frequency scaling.
 //! Angles are computed on the CPU in f64 for the positions of one forward and uploaded as `[seq, head_dim]`.
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use super::config::RopeConfig;
+use super::config::{RopeConfig, RopeScaling};
 
-/// Inverse frequencies `[head_dim / 2]` after optional LLaMA-3 scaling
-/// (transformers `_compute_llama3_parameters`).
+/// Inverse frequencies `[head_dim / 2]` after the config's scaling (transformers
+/// `_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`).
 pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
     let base: Vec<f64> = (0..head_dim / 2)
         .map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / head_dim as f64))
         .collect();
-    let Some(s) = rope.llama3 else { return base };
+    let s = match rope.scaling {
+        None => return base,
+        Some(RopeScaling::Linear { factor }) => return base.iter().map(|f| f / factor).collect(),
+        Some(RopeScaling::Llama3(s)) => s,
+    };
     let old = s.original_max_position_embeddings as f64;
     let low_wavelen = old / s.low_freq_factor;
     let high_wavelen = old / s.high_freq_factor;

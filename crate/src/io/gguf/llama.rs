@@ -7,7 +7,7 @@ use super::reader::{GgufFile, GgufHeader, Value};
 use super::rope_freqs;
 use crate::error::{Error, Result};
 use crate::io::ranges::ByteRanges;
-use crate::model::config::{check_layer_count, LayerShape, RopeConfig};
+use crate::model::config::{check_layer_count, LayerShape, RopeConfig, RopeScaling};
 use crate::model::{ModelConfig, WeightSource};
 
 /// GGUF ↔ HF names of the tensors outside decoder layers.
@@ -208,19 +208,11 @@ impl<R: ByteRanges> GgufModel<R> {
                 });
             }
         }
-        if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
-            if kind != "none" {
-                return Err(Error::Unsupported {
-                    field: key("rope.scaling.type"),
-                    value: kind.into(),
-                    reason: "only unscaled rotary embeddings are read from GGUF".into(),
-                });
-            }
-        }
         let theta = file
             .get(&key("rope.freq_base"))
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
+        let linear = linear_scaling(&file, &key)?;
         let layers = (0..n_layers)
             .map(|l| LayerShape {
                 num_heads: heads[l],
@@ -250,7 +242,7 @@ impl<R: ByteRanges> GgufModel<R> {
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
             rope: RopeConfig {
                 theta,
-                llama3: None,
+                scaling: linear,
             },
             max_position_embeddings: count("context_length").unwrap_or(2048),
             tie_word_embeddings: file.tensor("output.weight").is_none(),
@@ -263,7 +255,7 @@ impl<R: ByteRanges> GgufModel<R> {
         };
         config.validate()?;
         // Read once the config is known to be sane (theta, head_dim).
-        config.rope.llama3 = match file.tensor(rope_freqs::NAME) {
+        let llama3 = match file.tensor(rope_freqs::NAME) {
             Some(info) if info.shape() != [head_dim / 2] => {
                 return Err(Error::Gguf(format!(
                     "{} has shape {:?}, expected [{}] (head_dim / 2)",
@@ -275,12 +267,60 @@ impl<R: ByteRanges> GgufModel<R> {
             Some(info) => rope_freqs::scaling_from_factors(&file.read_f32(info)?, theta, head_dim)?,
             None => None,
         };
+        if let Some(l3) = llama3 {
+            if linear.is_some() {
+                return Err(Error::Unsupported {
+                    field: key("rope.scaling.factor"),
+                    value: format!(
+                        "{:?} with {}",
+                        config.rope.linear_factor(),
+                        rope_freqs::NAME
+                    ),
+                    reason: "linear scaling on top of per-frequency factors is not supported"
+                        .into(),
+                });
+            }
+            config.rope.scaling = Some(RopeScaling::Llama3(l3));
+        }
         config.validate()?;
         Ok(Self {
             file,
             config,
             architecture: arch,
         })
+    }
+}
+
+/// Linear rotary scaling as llama.cpp reads it: `rope.scaling.factor` (or the older `rope.scale_linear`) divides
+/// every frequency whatever `rope.scaling.type` says, so a factor of 0 or 1 means none; YaRN and other types
+/// are refused by name.
+fn linear_scaling(file: &GgufHeader, key: &dyn Fn(&str) -> String) -> Result<Option<RopeScaling>> {
+    if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        if !matches!(kind, "none" | "linear") {
+            return Err(Error::Unsupported {
+                field: key("rope.scaling.type"),
+                value: kind.into(),
+                reason:
+                    "only unscaled, linear and LLaMA-3 (rope_freqs) rotary embeddings are read \
+                         from GGUF"
+                        .into(),
+            });
+        }
+    }
+    let Some((name, value)) = ["rope.scaling.factor", "rope.scale_linear"]
+        .iter()
+        .find_map(|k| file.get(&key(k)).map(|v| (key(k), v)))
+    else {
+        return Ok(None);
+    };
+    match value.as_f64() {
+        Some(f) if f == 0.0 || f == 1.0 => Ok(None),
+        Some(factor) if factor > 0.0 && factor.is_finite() => {
+            Ok(Some(RopeScaling::Linear { factor }))
+        }
+        _ => Err(Error::Gguf(format!(
+            "{name} is {value:?}, not a finite number > 0"
+        ))),
     }
 }
 

@@ -4,7 +4,7 @@
 //! a [`Llama3Scaling`] that gives the same frequencies back, so a GGUF model converts to an HF config.
 
 use crate::error::{Error, Result};
-use crate::model::config::{Llama3Scaling, RopeConfig};
+use crate::model::config::{Llama3Scaling, RopeConfig, RopeScaling};
 use crate::model::rope::inv_freq;
 
 /// The tensor's name in GGUF (it has no HF counterpart: HF configs keep the parameters instead).
@@ -85,7 +85,7 @@ pub fn scaling_from_factors(
     let error = |s: &Llama3Scaling| {
         let rope = RopeConfig {
             theta,
-            llama3: Some(*s),
+            scaling: Some(RopeScaling::Llama3(*s)),
         };
         distance(&factors_of(&plain, &rope, head_dim), &y)
     };
@@ -261,13 +261,7 @@ fn plainest(raw: Llama3Scaling, error: &dyn Fn(&Llama3Scaling) -> f64) -> Option
 
 /// Unscaled inverse frequencies `[head_dim / 2]` of base `theta`.
 fn unscaled(theta: f64, head_dim: usize) -> Vec<f64> {
-    inv_freq(
-        &RopeConfig {
-            theta,
-            llama3: None,
-        },
-        head_dim,
-    )
+    inv_freq(&RopeConfig::plain(theta), head_dim)
 }
 
 /// The least-squares line `y = a·x + b` through two points or more (`None` for fewer, or equal `x`).

@@ -107,7 +107,7 @@ pub fn architecture_metadata(cfg: &ModelConfig) -> (String, Vec<(String, Value)>
         true => u(f(&cfg.layers[0])),
         false => Value::Array(cfg.layers.iter().map(|l| Value::I32(f(l) as i32)).collect()),
     };
-    let meta = vec![
+    let mut meta = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         (k("vocab_size"), u(cfg.vocab_size)),
         (k("context_length"), u(cfg.max_position_embeddings)),
@@ -125,6 +125,11 @@ pub fn architecture_metadata(cfg: &ModelConfig) -> (String, Vec<(String, Value)>
             Value::F32(cfg.rms_norm_eps as f32),
         ),
     ];
+    // As llama.cpp's converter writes linear scaling (LLaMA-3 scaling travels as `rope_freqs.weight`).
+    if let Some(factor) = cfg.rope.linear_factor() {
+        meta.push((k("rope.scaling.type"), Value::String("linear".into())));
+        meta.push((k("rope.scaling.factor"), Value::F32(factor as f32)));
+    }
     (arch.into(), meta)
 }
 
@@ -154,7 +159,7 @@ impl GgufWriter {
             }
         }
         let mut tensors = Vec::new();
-        if let Some(scaling) = cfg.rope.llama3 {
+        if let Some(scaling) = cfg.rope.llama3() {
             let values = rope_freqs::factors(&cfg.rope, cfg.head_dim);
             // Never a file this reader would refuse.
             rope_freqs::scaling_from_factors(&values, cfg.rope.theta, cfg.head_dim).map_err(
