@@ -319,7 +319,8 @@ fn linear_rotary_scaling_travels_as_metadata() {
     );
     let err = parse_err(&both);
     assert!(
-        err.contains("linear scaling on top of per-frequency factors is not supported"),
+        err.contains("unsupported llama.rope.scale_linear = 2 beside rope_freqs.weight")
+            && err.contains("linear scaling on top of per-frequency factors is not supported"),
         "{err}"
     );
 }

@@ -8,7 +8,9 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 shared="${PRUNELAB_SHARED:-$repo/../shared}"
-cargo build --release -p prunelab --features cuda
+# The same build as scripts/test's (a plain cargo build resolves other features without the tests'
+# dev-dependencies and would compile the library again): the CLI lands in release/ beside the test binaries.
+cargo test --release -p prunelab --features cuda --no-run
 # test_binary NAME: builds tests/NAME.rs with CUDA and prints the executable's path.
 test_binary() {
   cargo test --release -p prunelab --features cuda --test "$1" --no-run --message-format=json 2>/dev/null |

@@ -212,7 +212,7 @@ impl<R: ByteRanges> GgufModel<R> {
             .get(&key("rope.freq_base"))
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
-        let linear = linear_scaling(&file, &key)?;
+        let linear = linear_factor(&file, &key)?;
         let layers = (0..n_layers)
             .map(|l| LayerShape {
                 num_heads: heads[l],
@@ -242,7 +242,9 @@ impl<R: ByteRanges> GgufModel<R> {
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
             rope: RopeConfig {
                 theta,
-                scaling: linear,
+                scaling: linear
+                    .as_ref()
+                    .map(|&(_, factor)| RopeScaling::Linear { factor }),
             },
             max_position_embeddings: count("context_length").unwrap_or(2048),
             tie_word_embeddings: file.tensor("output.weight").is_none(),
@@ -268,14 +270,10 @@ impl<R: ByteRanges> GgufModel<R> {
             None => None,
         };
         if let Some(l3) = llama3 {
-            if linear.is_some() {
+            if let Some((name, factor)) = linear {
                 return Err(Error::Unsupported {
-                    field: key("rope.scaling.factor"),
-                    value: format!(
-                        "{:?} with {}",
-                        config.rope.linear_factor(),
-                        rope_freqs::NAME
-                    ),
+                    field: name,
+                    value: format!("{factor} beside {}", rope_freqs::NAME),
                     reason: "linear scaling on top of per-frequency factors is not supported"
                         .into(),
                 });
@@ -293,8 +291,8 @@ impl<R: ByteRanges> GgufModel<R> {
 
 /// Linear rotary scaling as llama.cpp reads it: `rope.scaling.factor` (or the older `rope.scale_linear`) divides
 /// every frequency whatever `rope.scaling.type` says, so a factor of 0 or 1 means none; YaRN and other types
-/// are refused by name.
-fn linear_scaling(file: &GgufHeader, key: &dyn Fn(&str) -> String) -> Result<Option<RopeScaling>> {
+/// are refused by name. The key read and the factor.
+fn linear_factor(file: &GgufHeader, key: &dyn Fn(&str) -> String) -> Result<Option<(String, f64)>> {
     if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
         if !matches!(kind, "none" | "linear") {
             return Err(Error::Unsupported {
@@ -315,9 +313,7 @@ fn linear_scaling(file: &GgufHeader, key: &dyn Fn(&str) -> String) -> Result<Opt
     };
     match value.as_f64() {
         Some(f) if f == 0.0 || f == 1.0 => Ok(None),
-        Some(factor) if factor > 0.0 && factor.is_finite() => {
-            Ok(Some(RopeScaling::Linear { factor }))
-        }
+        Some(factor) if factor > 0.0 && factor.is_finite() => Ok(Some((name, factor))),
         _ => Err(Error::Gguf(format!(
             "{name} is {value:?}, not a finite number > 0"
         ))),
