@@ -158,6 +158,17 @@ impl GgufWriter {
                 meta.push((key.clone(), v.clone()));
             }
         }
+        if let Some(factor) = cfg.rope.linear_factor() {
+            // Stored as f32: never a factor that would read back as none (0) or be refused (infinite).
+            let stored = factor as f32;
+            if !(stored > 0.0 && stored.is_finite()) {
+                return Err(Error::Unsupported {
+                    field: "rope_scaling".into(),
+                    value: format!("linear factor {factor}"),
+                    reason: "GGUF stores the factor as an f32, which cannot hold it".into(),
+                });
+            }
+        }
         let mut tensors = Vec::new();
         if let Some(scaling) = cfg.rope.llama3() {
             let values = rope_freqs::factors(&cfg.rope, cfg.head_dim);
