@@ -168,12 +168,7 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     let (plain, bytes) = fixture_files("tiny-gqa");
     let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let mut cfg = plain.clone();
-    cfg.rope.scaling = Some(RopeScaling::Llama3(Llama3Scaling {
-        factor: 8.0,
-        low_freq_factor: 1.0,
-        high_freq_factor: 32.0,
-        original_max_position_embeddings: 2048,
-    }));
+    cfg.rope.scaling = Some(RopeScaling::Llama3(llama3(8.0, 32.0, 2048)));
     let gguf = write_gguf(&cfg, &st, &[]);
     let back = GgufModel::parse(&gguf).unwrap();
     assert_eq!(back.config.rope, cfg.rope);
@@ -199,12 +194,7 @@ fn llama3_rotary_scaling_travels_as_rope_freqs() {
     crowded.head_dim = 64;
     crowded.rope = RopeConfig {
         theta: 2.0,
-        scaling: Some(RopeScaling::Llama3(Llama3Scaling {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 1.01,
-            original_max_position_embeddings: 7,
-        })),
+        scaling: Some(RopeScaling::Llama3(llama3(8.0, 1.01, 7))),
     };
     let err = GgufWriter::new(&crowded, &[], GgufDtype::F32)
         .err()
@@ -248,12 +238,7 @@ fn linear_rotary_scaling_travels_as_metadata() {
     // Linear scaling divides every frequency: LLaMA-3 scaling whose band lies below the shortest wavelength
     // (2π > L / low = 1) does the same, through its own code path.
     let mut every = plain.clone();
-    every.rope.scaling = Some(RopeScaling::Llama3(Llama3Scaling {
-        factor: 4.0,
-        low_freq_factor: 1.0,
-        high_freq_factor: 2.0,
-        original_max_position_embeddings: 1,
-    }));
+    every.rope.scaling = Some(RopeScaling::Llama3(llama3(4.0, 2.0, 1)));
     let scaled = logits(&Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap());
     let unscaled = logits(&Llama::<Cpu>::load(&plain, &st, &Default::default()).unwrap());
     let same = logits(&Llama::<Cpu>::load(&every, &st, &Default::default()).unwrap());
@@ -282,6 +267,19 @@ fn linear_rotary_scaling_travels_as_metadata() {
     odd.rope.scaling = Some(RopeScaling::Linear { factor: 1.3 });
     let odd_gguf = write_gguf(&odd, &st, &[]);
     assert_eq!(GgufModel::parse(&odd_gguf).unwrap().config.rope, odd.rope);
+    // A factor f32 cannot hold would be written as 0 (none) or infinity: refused before anything is written.
+    for factor in [1e-50, 1e40] {
+        odd.rope.scaling = Some(RopeScaling::Linear { factor });
+        let err = GgufWriter::new(&odd, &[], GgufDtype::F32)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("rope_scaling = linear factor {factor}"))
+                && err.contains("GGUF stores the factor as an f32, which cannot hold it"),
+            "{err}"
+        );
+    }
 
     // llama.cpp's older key, llama.cpp's reading of a factor under type "none", and refusals.
     const PLACEHOLDER: &str = "general.xxxxxxxxxxxxxxx";
