@@ -2,17 +2,11 @@
 //! releases) read back as a scaling that gives the same frequencies, in prunelab and in transformers' float32
 //! arithmetic; factors with the converter's rounding are read; factors no scaling gives are refused by name.
 
+mod common;
+
+use common::llama3;
 use prunelab::io::gguf::rope_freqs::{factors, scaling_from_factors, MAX_FACTORS, MIN_BAND};
 use prunelab::model::config::{Llama3Scaling, RopeConfig, RopeScaling};
-
-fn llama3(factor: f64, high: f64, l: usize) -> Llama3Scaling {
-    Llama3Scaling {
-        factor,
-        low_freq_factor: 1.0,
-        high_freq_factor: high,
-        original_max_position_embeddings: l,
-    }
-}
 
 /// The largest difference between two sets of factors, in `1/r` relative to `max(1, 1/r)`.
 fn gap(a: &[f32], b: &[f32]) -> f64 {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use prunelab::io::SafetensorsWeights;
+use prunelab::model::config::Llama3Scaling;
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 
 /// `../shared` beside the repository (override with `PRUNELAB_SHARED`).
@@ -103,4 +104,15 @@ pub fn run_cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// LLaMA-3 rotary scaling with `low_freq_factor` 1 (as in every release): frequencies with wavelengths above
+/// `l` divided by `factor`, below `l / high` kept.
+pub fn llama3(factor: f64, high: f64, l: usize) -> Llama3Scaling {
+    Llama3Scaling {
+        factor,
+        low_freq_factor: 1.0,
+        high_freq_factor: high,
+        original_max_position_embeddings: l,
+    }
 }
