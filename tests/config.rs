@@ -1,10 +1,10 @@
-//! Config parsing: both transformers key styles, LLaMA-3 rotary scaling, qwen2 biases, per-layer extension keys,
+//! Config parsing: both transformers key styles, rotary scalings (linear, dynamic, LLaMA-3, YaRN), qwen2 biases, per-layer extension keys,
 //! and a named error for everything unsupported.
 
 mod common;
 
 use common::*;
-use prunelab::model::config::{LayerShape, RopeConfig, RopeScaling, PER_LAYER_MLP};
+use prunelab::model::config::{LayerShape, RopeConfig, RopeScaling, YarnScaling, PER_LAYER_MLP};
 use prunelab::model::rope::inv_freq;
 use prunelab::model::ModelConfig;
 use serde_json::json;
@@ -69,7 +69,7 @@ fn llama3_scaling_follows_transformers() {
     let cfg = parse(v.clone()).unwrap();
     let s = cfg.rope.llama3().unwrap();
     assert_eq!((s.factor, s.original_max_position_embeddings), (8.0, 8192));
-    let f = inv_freq(&cfg.rope, 128);
+    let f = inv_freq(&cfg.rope, 128, 0);
     let plain = |i: usize| 1.0 / 500000f64.powf(2.0 * i as f64 / 128.0);
     // High frequencies (wavelength < 8192/4) are kept, low ones (> 8192/1) divided by the factor,
     // the band between interpolated.
@@ -99,12 +99,9 @@ fn linear_scaling_divides_every_frequency() {
     v["rope_scaling"] = json!({"type": "linear", "factor": 4.0});
     let cfg = parse(v).unwrap();
     assert_eq!(cfg.rope.scaling, Some(RopeScaling::Linear { factor: 4.0 }));
-    assert_eq!(
-        (cfg.rope.linear_factor(), cfg.rope.llama3()),
-        (Some(4.0), None)
-    );
-    let plain = inv_freq(&RopeConfig::plain(cfg.rope.theta), 128);
-    let scaled = inv_freq(&cfg.rope, 128);
+    assert_eq!(cfg.rope.llama3(), None);
+    let plain = inv_freq(&RopeConfig::plain(cfg.rope.theta), 128, 0);
+    let scaled = inv_freq(&cfg.rope, 128, 0);
     for (s, p) in scaled.iter().zip(&plain) {
         assert_eq!(*s, p / 4.0);
     }
@@ -118,6 +115,92 @@ fn linear_scaling_divides_every_frequency() {
     assert_eq!(written["rope_parameters"]["factor"], 4.0);
     let back = ModelConfig::from_json(&serde_json::to_vec(&written).unwrap()).unwrap();
     assert_eq!(back.rope, cfg.rope);
+}
+
+/// transformers 5.x `_compute_yarn_parameters` defaults: beta 32/1, bounds truncated, the original length from
+/// a top-level key first, then the rotary object, then `max_position_embeddings`; a `null` factor is the ratio
+/// of the lengths; the attention factor `0.1·ln(factor) + 1`, or the mscale ratio. (The frequencies and the
+/// forward are checked against transformers itself in tests/golden.rs.)
+#[test]
+fn yarn_resolves_as_transformers_does_and_round_trips() {
+    let mut v = base();
+    v["max_position_embeddings"] = json!(32768);
+    v["rope_scaling"] = json!({"type": "yarn", "factor": 4.0});
+    let y = parse(v.clone()).unwrap().rope.yarn().unwrap();
+    assert_eq!(
+        (
+            y.original_max_position_embeddings,
+            y.beta_fast,
+            y.beta_slow,
+            y.truncate
+        ),
+        (32768, 32.0, 1.0, true)
+    );
+    assert_eq!(y.attention_factor, 0.1 * 4f64.ln() + 1.0);
+    v["rope_scaling"]["original_max_position_embeddings"] = json!(8192);
+    v["rope_scaling"]["beta_fast"] = json!(0); // 0 means the default, as transformers' `or 32`
+    assert_eq!(
+        parse(v.clone()).unwrap().rope.yarn().unwrap(),
+        YarnScaling {
+            original_max_position_embeddings: 8192,
+            ..y
+        }
+    );
+    v["original_max_position_embeddings"] = json!(4096.0);
+    v["rope_scaling"]["factor"] = json!(null);
+    v["rope_scaling"]["mscale"] = json!(0.5);
+    v["rope_scaling"]["mscale_all_dim"] = json!(1.0);
+    let cfg = parse(v).unwrap();
+    let y = cfg.rope.yarn().unwrap();
+    assert_eq!((y.original_max_position_embeddings, y.factor), (4096, 8.0));
+    let ln8 = 8f64.ln();
+    assert!((y.attention_factor - (0.05 * ln8 + 1.0) / (0.1 * ln8 + 1.0)).abs() < 1e-15);
+    // Written with the resolved values, it reads back the same.
+    let written = cfg.to_hf_json(None);
+    assert_eq!(written["rope_parameters"]["factor"], 8.0);
+    assert_eq!(
+        written["rope_scaling"]["original_max_position_embeddings"],
+        4096
+    );
+    assert_eq!(
+        ModelConfig::from_json(&serde_json::to_vec(&written).unwrap()).unwrap(),
+        cfg
+    );
+}
+
+/// Dynamic NTK: plain frequencies up to `max_position_embeddings`, then the base grows with the length.
+#[test]
+fn dynamic_ntk_grows_the_base_past_max_positions() {
+    let mut v = base();
+    v["head_dim"] = json!(128);
+    v["max_position_embeddings"] = json!(4096);
+    v["rope_scaling"] = json!({"type": "dynamic", "factor": 2.0});
+    let cfg = parse(v).unwrap();
+    assert_eq!(
+        cfg.rope.scaling,
+        Some(RopeScaling::Dynamic {
+            factor: 2.0,
+            max_position_embeddings: 4096
+        })
+    );
+    let plain = inv_freq(&RopeConfig::plain(10000.0), 128, 0);
+    assert_eq!(inv_freq(&cfg.rope, 128, 4096), plain);
+    // 8192 positions: base 10000 · (2·2 − 1)^(128/126).
+    let grown = inv_freq(
+        &RopeConfig::plain(10000.0 * 3f64.powf(128.0 / 126.0)),
+        128,
+        0,
+    );
+    assert_eq!(inv_freq(&cfg.rope, 128, 8192), grown);
+    let back = ModelConfig::from_json(&serde_json::to_vec(&cfg.to_hf_json(None)).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    // The length it grows from is the model's.
+    let mut other = cfg.clone();
+    other.max_position_embeddings = 2048;
+    assert_eq!(
+        other.validate().unwrap_err().to_string(),
+        "config: field rope_scaling: dynamic grows from 4096 positions but max_position_embeddings is 2048"
+    );
 }
 
 #[test]
@@ -155,8 +238,8 @@ fn unsupported_configs_name_field_and_value() {
         ),
         (
             "rope_scaling",
-            json!({"rope_type": "yarn", "factor": 4.0}),
-            "unsupported rope_scaling.rope_type = yarn",
+            json!({"rope_type": "longrope", "factor": 4.0}),
+            "unsupported rope_scaling.rope_type = longrope",
         ),
     ];
     for (field, value, message) in cases {
@@ -214,6 +297,11 @@ fn impossible_values_are_refused_before_anything_is_built() {
         ),
         ("head_dim", json!(7), "unsupported head_dim = 7"),
         (
+            "head_dim",
+            json!(1u64 << 20),
+            "field head_dim: is 1048576, beyond any model (at most 65536)",
+        ),
+        (
             "vocab_size",
             json!(1u64 << 40),
             "beyond any model (at most 100000000000000)",
@@ -240,6 +328,73 @@ fn impossible_values_are_refused_before_anything_is_built() {
             json!({"type": "linear"}),
             "field rope_scaling.factor: missing or not a number",
         ),
+        (
+            "rope_scaling",
+            json!({"type": "dynamic", "factor": -2.0}),
+            "field rope_scaling: dynamic needs a finite factor > 0",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "beta_fast": 1.0, "beta_slow": 32.0}),
+            "yarn needs beta_fast ≥ beta_slow",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "attention_factor": -1.0}),
+            "yarn needs a finite attention factor > 0",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 0}),
+            "yarn needs a finite factor > 0 and original_max_position_embeddings > 0",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "truncate": "yes"}),
+            "field rope_scaling.truncate: \"yes\" is not true or false",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64.5}),
+            "field rope_scaling.original_max_position_embeddings: 64.5 is not a whole number",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": "4"}),
+            "field rope_scaling.factor: \"4\" is not a number",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": 3, "factor": 4.0}),
+            "field rope_scaling.rope_type: 3 is not a string",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": null, "type": "yarn", "factor": 4.0}),
+            "field rope_scaling.rope_type: null is not a string",
+        ),
+        (
+            "rope_parameters",
+            json!({"rope_type": "default", "rope_theta": "1e4"}),
+            "field rope_parameters.rope_theta: \"1e4\" is not a number",
+        ),
+        // Finite in f64, not in the f32 tables: every angle would be NaN.
+        (
+            "rope_scaling",
+            json!({"type": "yarn", "factor": 4.0, "attention_factor": 1e39}),
+            "field rope_theta/rope_scaling: give rotary frequencies up to 1e0 and an attention factor of 1e39, beyond f32",
+        ),
+        (
+            "rope_scaling",
+            json!({"type": "linear", "factor": 1e-300}),
+            "field rope_theta/rope_scaling: give rotary frequencies up to 9.999999999999999e299 and an \
+             attention factor of 1e0, beyond f32",
+        ),
+        (
+            "rope_theta",
+            json!(1e-300),
+            "field rope_theta/rope_scaling: give rotary frequencies up to",
+        ),
     ];
     for (field, value, message) in cases {
         let mut v = base();
@@ -250,11 +405,11 @@ fn impossible_values_are_refused_before_anything_is_built() {
     // Both rotary keys: the 4.x one may not say something the 5.x one does not.
     let mut v = base();
     v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 10000.0});
-    v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
+    v["rope_scaling"] = json!({"rope_type": "longrope", "factor": 4.0});
     assert!(parse(v.clone())
         .unwrap_err()
         .to_string()
-        .contains("unsupported rope_scaling.rope_type = yarn"));
+        .contains("unsupported rope_scaling.rope_type = longrope"));
     v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
     assert!(parse(v.clone())

@@ -13,7 +13,7 @@ use prunelab::io::gguf::quant::{dequantize, quantize, GgmlType};
 use prunelab::io::gguf::reader::Value;
 use prunelab::io::gguf::{rope_freqs, GgufDtype, GgufModel, GgufWriter};
 use prunelab::io::SafetensorsWeights;
-use prunelab::model::config::{LayerShape, Llama3Scaling, RopeConfig, RopeScaling};
+use prunelab::model::config::{LayerShape, Llama3Scaling, RopeConfig, RopeScaling, YarnScaling};
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 use prunelab::readback::to_vec;
 
@@ -297,16 +297,32 @@ fn linear_rotary_scaling_travels_as_metadata() {
     let err = parse_err(&plain_gguf("llama.rope.scale_linear", Value::F32(-2.0)));
     assert_eq!(
         err,
-        "GGUF: llama.rope.scale_linear is F32(-2.0), not a finite number > 0"
+        "GGUF: llama.rope.scale_linear is F32(-2.0), not a finite number ≥ 0"
     );
     let err = parse_err(&plain_gguf(
         "llama.rope.scaling.type",
-        Value::String("yarn".into()),
+        Value::String("longrope".into()),
     ));
     assert!(
-        err.contains("unsupported llama.rope.scaling.type = yarn"),
+        err.contains("unsupported llama.rope.scaling.type = longrope"),
         "{err}"
     );
+    // Type "none": llama.cpp ignores the factor.
+    let (kind, factor) = ("llama.rope.scaling.type", "llama.rope.scaling.factor");
+    let none = write_gguf(
+        &plain,
+        &st,
+        &[
+            (placeholder(kind, 'a'), Value::String("none".into())),
+            (placeholder(factor, 'b'), Value::F32(4.0)),
+        ],
+    );
+    let none = renamed(
+        renamed(none, &placeholder(kind, 'a'), kind),
+        &placeholder(factor, 'b'),
+        factor,
+    );
+    assert_eq!(GgufModel::parse(&none).unwrap().config.rope, plain.rope);
     // Both kinds at once (llama.cpp would apply both) are refused.
     let mut l3 = plain.clone();
     l3.rope.scaling = every.rope.scaling;
@@ -317,8 +333,170 @@ fn linear_rotary_scaling_travels_as_metadata() {
     );
     let err = parse_err(&both);
     assert!(
-        err.contains("unsupported llama.rope.scale_linear = 2 beside rope_freqs.weight")
-            && err.contains("linear scaling on top of per-frequency factors is not supported"),
+        err.contains("unsupported llama.rope.scale_linear = linear scaling, factor 2 beside rope_freqs.weight")
+            && err.contains("scaling on top of per-frequency factors is not supported"),
+        "{err}"
+    );
+}
+
+/// YaRN travels as llama.cpp reads it for llama: type, factor, original length, and the attention factor
+/// beyond the default `mscale(factor)` as `attn_factor`. What llama.cpp cannot compute (other betas, untruncated
+/// bounds, dynamic NTK) is refused before anything is written.
+#[test]
+fn yarn_rotary_scaling_travels_as_metadata() {
+    let (plain, bytes) = fixture_files("tiny-gqa");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let yarn = YarnScaling {
+        factor: 4.0,
+        original_max_position_embeddings: 64,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        truncate: true,
+        attention_factor: YarnScaling::mscale(4.0, 1.0),
+    };
+    let mut cfg = plain.clone();
+    cfg.rope.scaling = Some(RopeScaling::Yarn(yarn));
+    let scaled = logits(&Llama::<Cpu>::load(&cfg, &st, &Default::default()).unwrap());
+    let unscaled = logits(&Llama::<Cpu>::load(&plain, &st, &Default::default()).unwrap());
+    assert!(max_abs_diff(&scaled, &unscaled) > 1e-3);
+
+    let gguf = write_gguf(&cfg, &st, &[]);
+    let back = GgufModel::parse(&gguf).unwrap();
+    let key = |k: &str| back.file.get(&format!("llama.rope.scaling.{k}")).cloned();
+    assert_eq!(key("type"), Some(Value::String("yarn".into())));
+    assert_eq!(key("factor"), Some(Value::F32(4.0)));
+    assert_eq!(key("original_context_length"), Some(Value::U32(64)));
+    assert_eq!(key("attn_factor"), None);
+    assert_eq!(back.config.rope, cfg.rope);
+    let read = logits(&Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap());
+    assert_eq!(read, scaled);
+
+    // An attention factor of its own: the part beyond mscale(factor), as an f32.
+    let mut own = cfg.clone();
+    own.rope.scaling = Some(RopeScaling::Yarn(YarnScaling {
+        attention_factor: 1.25,
+        ..yarn
+    }));
+    let own_gguf = write_gguf(&own, &st, &[]);
+    let back = GgufModel::parse(&own_gguf).unwrap();
+    let stored = back.file.get("llama.rope.scaling.attn_factor").cloned();
+    assert_eq!(
+        stored,
+        Some(Value::F32((1.25 / yarn.attention_factor) as f32))
+    );
+    let got = back.config.rope.yarn().unwrap();
+    assert!((got.attention_factor - 1.25).abs() < 1e-7, "{got:?}");
+    assert_eq!(
+        YarnScaling {
+            attention_factor: 1.25,
+            ..got
+        },
+        YarnScaling {
+            attention_factor: 1.25,
+            ..yarn
+        }
+    );
+
+    // Without original_context_length llama.cpp uses context_length.
+    let original = "llama.rope.scaling.original_context_length";
+    let no_original = renamed(
+        write_gguf(&cfg, &st, &[]),
+        original,
+        &placeholder(original, 'o'),
+    );
+    let got = GgufModel::parse(&no_original)
+        .unwrap()
+        .config
+        .rope
+        .yarn()
+        .unwrap();
+    assert_eq!(
+        got.original_max_position_embeddings,
+        plain.max_position_embeddings
+    );
+
+    // YaRN with factor 1 and the default attention factor computes the plain frequencies; it still comes back.
+    let mut one = cfg.clone();
+    one.rope.scaling = Some(RopeScaling::Yarn(YarnScaling {
+        factor: 1.0,
+        attention_factor: 1.0,
+        ..yarn
+    }));
+    let one_gguf = write_gguf(&one, &st, &[]);
+    assert_eq!(GgufModel::parse(&one_gguf).unwrap().config.rope, one.rope);
+
+    // Refused by the writer, naming what llama.cpp lacks.
+    let refusals = [
+        (
+            RopeScaling::Yarn(YarnScaling {
+                beta_fast: 16.0,
+                ..yarn
+            }),
+            "llama.cpp's YaRN for llama models fixes beta_fast 32, beta_slow 1 and truncate true",
+        ),
+        (
+            RopeScaling::Yarn(YarnScaling {
+                truncate: false,
+                ..yarn
+            }),
+            "fixes beta_fast 32, beta_slow 1 and truncate true",
+        ),
+        (
+            // One position: the bounds cross (low 0, high −1), where transformers' ramp runs backwards.
+            RopeScaling::Yarn(YarnScaling {
+                original_max_position_embeddings: 1,
+                ..yarn
+            }),
+            "its correction bounds cross (0 > -1",
+        ),
+        (
+            RopeScaling::Dynamic {
+                factor: 2.0,
+                max_position_embeddings: 256,
+            },
+            "unsupported rope_scaling = dynamic NTK scaling, factor 2: llama.cpp has no dynamic-NTK scaling",
+        ),
+    ];
+    for (scaling, message) in refusals {
+        let mut c = plain.clone();
+        c.rope.scaling = Some(scaling);
+        let err = GgufWriter::new(&c, &[], GgufDtype::F32)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(message), "{err}");
+    }
+
+    // Refused by the reader: an attention factor without YaRN, YaRN on top of rope_freqs.
+    let attn_key = "llama.rope.scaling.attn_factor";
+    let attn = write_gguf(
+        &plain,
+        &st,
+        &[(placeholder(attn_key, 'x'), Value::F32(1.5))],
+    );
+    let attn = renamed(attn, &placeholder(attn_key, 'x'), attn_key);
+    let err = parse_err(&attn);
+    assert!(
+        err.contains("unsupported llama.rope.scaling.attn_factor = 1.5: an attention factor is read with YaRN scaling only"),
+        "{err}"
+    );
+    let mut l3 = plain.clone();
+    l3.rope.scaling = Some(RopeScaling::Llama3(llama3(4.0, 2.0, 1)));
+    let (kind, factor) = ("llama.rope.scaling.type", "llama.rope.scaling.factor");
+    let extra = [
+        (placeholder(kind, 'a'), Value::String("yarn".into())),
+        (placeholder(factor, 'b'), Value::F32(2.0)),
+    ];
+    let both = write_gguf(&l3, &st, &extra);
+    let both = renamed(
+        renamed(both, &placeholder(kind, 'a'), kind),
+        &placeholder(factor, 'b'),
+        factor,
+    );
+    let err = parse_err(&both);
+    assert!(
+        err.contains("llama.rope.scaling.factor = yarn scaling, factor 2, from 256 positions")
+            && err.contains("beside rope_freqs.weight"),
         "{err}"
     );
 }
@@ -405,6 +583,11 @@ fn valid_gguf() -> Vec<u8> {
         &st,
         &[("general.name".into(), Value::String("tiny".into()))],
     )
+}
+
+/// A `general.` key as long as `key`, made of `c`, to be [`renamed`] to it once written.
+fn placeholder(key: &str, c: char) -> String {
+    format!("general.{}", c.to_string().repeat(key.len() - 8))
 }
 
 /// `file` with the metadata key `from` renamed `to` (of the same length) in its bytes: the writer keeps

@@ -1,6 +1,7 @@
 //! Golden checks against HF transformers (`../shared/fixtures/*/golden.*`): logits, losses and the gradient of
 //! every weight, for an MHA fixture (transformers 4.x config keys, untied head) and a GQA fixture (5.x keys,
-//! tied embeddings), on the CPU backend and on wgpu (Vulkan; lavapipe in CI).
+//! tied embeddings), on the CPU backend and on wgpu (Vulkan; lavapipe in CI). Also every rotary scaling on the
+//! GQA fixture (`tests/data/rope_golden.json`, made by `tests/rope_golden.py`).
 
 mod common;
 
@@ -8,6 +9,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use common::*;
 use prunelab::eval::perplexity::batch_tensor;
+use prunelab::io::SafetensorsWeights;
+use prunelab::model::rope::inv_freq;
+use prunelab::model::{Llama, ModelConfig};
 use prunelab::readback::{scalar, to_vec};
 
 fn windows_of(v: &serde_json::Value) -> Vec<Vec<u32>> {
@@ -95,6 +99,66 @@ fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
 }
 
 type Cpu = prunelab::backend::Cpu;
+
+/// Each rotary scaling of `tests/data/rope_golden.json` on the GQA fixture, 300 tokens (past its 256
+/// `max_position_embeddings`): our frequencies and attention factor against transformers' (f32), and the
+/// forward's loss and logits.
+#[test]
+fn cpu_rotary_scalings_match_transformers() {
+    let golden: serde_json::Value = serde_json::from_slice(&read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/rope_golden.json"),
+    ))
+    .unwrap();
+    let (_, bytes) = fixture_files("tiny-gqa");
+    let mut hf: serde_json::Value =
+        serde_json::from_slice(&read(&fixture("tiny-gqa").join("config.json"))).unwrap();
+    hf.as_object_mut().unwrap().remove("rope_parameters");
+    hf["rope_theta"] = serde_json::json!(100000.0);
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(golden["input_ids"].clone()).unwrap();
+    let positions: Vec<usize> = serde_json::from_value(golden["positions"].clone()).unwrap();
+    let device = Default::default();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 7);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let mut doc = hf.clone();
+        for (k, v) in case["config"].as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        let cfg = ModelConfig::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let want: Vec<f64> = serde_json::from_value(case["inv_freq"].clone()).unwrap();
+        let got = inv_freq(&cfg.rope, cfg.head_dim, ids.len());
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                ((g - w) / w).abs() < 1e-6,
+                "{name}: inv_freq[{i}] {g} vs {w}"
+            );
+        }
+        let scale = case["attention_scaling"].as_f64().unwrap();
+        assert!(
+            (cfg.rope.attention_factor() - scale).abs() < 1e-12,
+            "{name}"
+        );
+
+        let model = Llama::<Cpu>::load(&cfg, &st, &device).unwrap();
+        let batch = batch_tensor::<Cpu>(&[ids.as_slice()], &device);
+        let logits = pollster::block_on(to_vec(model.forward(batch.clone()))).unwrap();
+        let vocab = cfg.vocab_size;
+        let mut diff = 0f32;
+        for (row, &p) in positions.iter().enumerate() {
+            let w: Vec<f32> = serde_json::from_value(case["logits"][row].clone()).unwrap();
+            diff = diff.max(max_abs_diff(&logits[p * vocab..(p + 1) * vocab], &w));
+        }
+        let loss = pollster::block_on(scalar(model.loss(batch))).unwrap();
+        let want = case["loss"].as_f64().unwrap();
+        let rel = ((loss - want) / want).abs();
+        eprintln!("{name}: logits max abs diff {diff:e}, loss relative error {rel:e}");
+        assert!(diff < 3e-5, "{name}: logits differ by {diff:e}");
+        assert!(rel < 1e-6, "{name}: loss {loss} vs {want}");
+    }
+}
 
 #[test]
 fn cpu_tiny_mha_matches_transformers() {

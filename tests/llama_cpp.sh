@@ -2,8 +2,8 @@
 # Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36 numpy`, then
 #   tests/llama_cpp.sh
 # Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp; then SmolLM2 with
-# LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear scaling
-# (as rope.scaling.* metadata). PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
+# LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear and YaRN
+# scaling (as rope.scaling.* metadata). PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${PRUNELAB_SHARED:-../shared}"
@@ -41,7 +41,26 @@ PY
 "$bin" convert "$tmp/linear" --out "$tmp/linear.gguf"
 "$bin" prune "$tmp/linear" --out "$tmp/linear-pruned.gguf" --importance l2 --compensation none --ratio 0.34 \
     --layers 4..28
+for variant in yarn yarn-attention; do
+    mkdir "$tmp/$variant"
+    cp "$tmp/hf"/* "$tmp/$variant/"
+    python3 - "$tmp/$variant/config.json" "$variant" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+# head_dim 64, rope_theta 1e5: frequency 0 kept, 1-6 blended, the rest divided by 4; cos/sin times 1.139.
+cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+if sys.argv[2] == "yarn-attention":
+    cfg["rope_scaling"]["attention_factor"] = 1.3  # travels as rope.scaling.attn_factor = 1.3 / 1.139
+cfg.pop("rope_parameters", None)
+json.dump(cfg, open(sys.argv[1], "w"), indent=1)
+PY
+    "$bin" convert "$tmp/$variant" --out "$tmp/$variant.gguf"
+done
+"$bin" prune "$tmp/yarn" --out "$tmp/yarn-pruned.gguf" --importance l2 --compensation none --ratio 0.34 \
+    --layers 4..28
 "$bin" convert models/smollm2-135m.gguf --out "$tmp/unscaled.gguf"
 python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" "$tmp/unscaled.gguf" \
     "llama3=$tmp/scaled.gguf" "llama3, pruned (deci)=$tmp/scaled-pruned.gguf" \
-    "linear=$tmp/linear.gguf" "linear, pruned (deci)=$tmp/linear-pruned.gguf"
+    "linear=$tmp/linear.gguf" "linear, pruned (deci)=$tmp/linear-pruned.gguf" \
+    "yarn=$tmp/yarn.gguf" "yarn, attention factor 1.3=$tmp/yarn-attention.gguf" \
+    "yarn, pruned (deci)=$tmp/yarn-pruned.gguf"

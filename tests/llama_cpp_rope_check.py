@@ -1,5 +1,5 @@
 """Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): rotary scaling written to GGUF (LLaMA-3 as
-`rope_freqs.weight`, linear as `rope.scaling.*` metadata) means to llama.cpp what the config means to prunelab.
+`rope_freqs.weight`, linear and YaRN as `rope.scaling.*` metadata) means to llama.cpp what the config means to prunelab.
 Run by tests/llama_cpp.sh with prunelab's binary, a text, the unscaled f32 GGUF of one model and `NAME=PATH` for
 each scaled one (pruned ones too, named "..., pruned ..."): both tools compute the mean NLL of the same 128-token
 windows; they must agree on each model, and each unpruned scaling must move it far more than they differ."""

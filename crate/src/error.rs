@@ -72,6 +72,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Unsupported`]: `field` holds `value`, which prunelab does not support, for `reason`.
+    pub fn unsupported(field: &str, value: impl ToString, reason: &str) -> Self {
+        Error::Unsupported {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// Whether the error is the user's input (CLI exit code 2) rather than an internal failure (exit code 1).
     pub fn is_bad_input(&self) -> bool {
         !matches!(self, Error::Readback(_) | Error::Backend(_))

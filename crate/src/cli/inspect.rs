@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::files::ModelInput;
 use crate::error::Result;
-use crate::model::config::RopeScaling;
 use crate::model::params::count_params;
 use crate::model::weights::check_inventory;
 
@@ -44,11 +43,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!(
         "rope       theta {} {}",
         cfg.rope.theta,
-        match cfg.rope.scaling {
-            None => String::new(),
-            Some(RopeScaling::Linear { factor }) => format!("(linear scaling, factor {factor})"),
-            Some(RopeScaling::Llama3(s)) => format!("(llama3 scaling, factor {})", s.factor),
-        }
+        cfg.rope.scaling.map_or(String::new(), |s| format!("({s})"))
     );
     println!(
         "{:>5} {:>6} {:>9} {:>9} {:>12}",

@@ -6,7 +6,11 @@
 //! whose layers all agree is written as a plain LlamaConfig without them.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::rope;
+use super::rope_scaling::RopeKeys;
+pub use super::rope_scaling::{Llama3Scaling, RopeConfig, RopeScaling, YarnScaling};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +24,8 @@ pub const PER_LAYER_MLP: &str = "intermediate_size_per_layer";
 /// The most decoder layers a config may name (the deepest LLaMA-family models have about 130), checked before
 /// per-layer lists are built.
 pub const MAX_LAYERS: usize = 1 << 16;
+/// The widest head a config may name (real models have 64 to 256), checked before rotary tables are built.
+const MAX_HEAD_DIM: usize = 1 << 16;
 /// The most parameters a config may imply (10¹⁴); beyond it the sizes are garbage (or overflow).
 const MAX_PARAMS: u128 = 100_000_000_000_000;
 
@@ -55,11 +61,13 @@ pub struct HfConfig {
     pub rms_norm_eps: Option<f64>,
     /// transformers 4.x: rotary base.
     pub rope_theta: Option<f64>,
-    /// transformers 4.x: rotary scaling (`{"rope_type"|"type": "llama3" | "linear", "factor": …}`).
+    /// transformers 4.x: rotary scaling (`{"rope_type"|"type": "linear" | "dynamic" | "llama3" | "yarn", …}`).
     pub rope_scaling: Option<Value>,
     /// transformers 5.x: `{"rope_theta": …, "rope_type": …, …}` replaces both keys above.
     pub rope_parameters: Option<Value>,
     pub max_position_embeddings: Option<usize>,
+    /// Top-level pretraining length (Phi-3 style); transformers prefers it for llama3 and yarn scaling.
+    pub original_max_position_embeddings: Option<Value>,
     pub tie_word_embeddings: Option<bool>,
     pub attention_bias: Option<bool>,
     pub mlp_bias: Option<bool>,
@@ -76,71 +84,6 @@ pub struct HfConfig {
     pub kv_heads_per_layer: Option<Vec<usize>>,
     #[serde(rename = "intermediate_size_per_layer")]
     pub mlp_per_layer: Option<Vec<usize>>,
-}
-
-/// LLaMA-3 frequency-dependent rotary scaling (`rope_type = "llama3"`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Llama3Scaling {
-    pub factor: f64,
-    pub low_freq_factor: f64,
-    pub high_freq_factor: f64,
-    pub original_max_position_embeddings: usize,
-}
-
-impl Llama3Scaling {
-    /// `factor > 0`, `0 < low_freq_factor < high_freq_factor`, all finite, `original_max_position_embeddings > 0`.
-    pub fn is_valid(&self) -> bool {
-        self.factor > 0.0
-            && self.factor.is_finite()
-            && self.low_freq_factor > 0.0
-            && self.high_freq_factor > self.low_freq_factor
-            && self.high_freq_factor.is_finite()
-            && self.original_max_position_embeddings > 0
-    }
-}
-
-/// How the rotary frequencies `theta^(−2i/d)` are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RopeScaling {
-    /// `rope_type = "linear"` (position interpolation): every frequency divided by `factor`.
-    Linear { factor: f64 },
-    /// `rope_type = "llama3"`: low frequencies divided by the factor, high ones kept, a band between.
-    Llama3(Llama3Scaling),
-}
-
-/// Rotary position embedding parameters.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RopeConfig {
-    pub theta: f64,
-    /// `None`: the plain frequencies (`rope_type = "default"`).
-    pub scaling: Option<RopeScaling>,
-}
-
-impl RopeConfig {
-    /// Unscaled rotary embeddings with base `theta`.
-    pub fn plain(theta: f64) -> Self {
-        RopeConfig {
-            theta,
-            scaling: None,
-        }
-    }
-
-    /// The LLaMA-3 scaling, if that is the scaling.
-    pub fn llama3(&self) -> Option<Llama3Scaling> {
-        match self.scaling {
-            Some(RopeScaling::Llama3(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The factor of linear scaling, if that is the scaling.
-    pub fn linear_factor(&self) -> Option<f64> {
-        match self.scaling {
-            Some(RopeScaling::Linear { factor }) => Some(factor),
-            _ => None,
-        }
-    }
 }
 
 /// The widths of one decoder layer. Heads are `head_dim` wide; `num_heads % num_kv_heads == 0`.
@@ -182,14 +125,6 @@ pub struct ModelConfig {
     pub layers: Vec<LayerShape>,
 }
 
-fn unsupported(field: &str, value: impl ToString, reason: &str) -> Error {
-    Error::Unsupported {
-        field: field.into(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
-
 fn required<T: Copy>(v: Option<T>, field: &str) -> Result<T> {
     v.ok_or_else(|| Error::Config {
         field: field.into(),
@@ -203,85 +138,6 @@ fn first_id(v: &Option<Value>) -> Option<u32> {
         Some(Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
         _ => None,
     }
-}
-
-fn num(obj: &Map<String, Value>, key: &str, field: &str) -> Result<f64> {
-    obj.get(key)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| Error::Config {
-            field: format!("{field}.{key}"),
-            reason: "missing or not a number".into(),
-        })
-}
-
-/// Resolves the rotary settings from either `rope_parameters` (5.x) or `rope_theta` + `rope_scaling` (4.x).
-/// transformers 5.x reads `rope_parameters` when both keys are present: a `rope_scaling` saying something else
-/// is refused rather than ignored.
-fn resolve_rope(hf: &HfConfig) -> Result<RopeConfig> {
-    let present = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
-    match (present(&hf.rope_parameters), present(&hf.rope_scaling)) {
-        (Some(p), Some(s)) => {
-            let (new, old) = (
-                rope_from(hf, "rope_parameters", Some(&p))?,
-                rope_from(hf, "rope_scaling", Some(&s))?,
-            );
-            match new.scaling == old.scaling {
-                true => Ok(new),
-                false => Err(unsupported(
-                    "rope_scaling",
-                    &s,
-                    "disagrees with rope_parameters (transformers 5.x would ignore it)",
-                )),
-            }
-        }
-        (Some(p), None) => rope_from(hf, "rope_parameters", Some(&p)),
-        (None, s) => rope_from(hf, "rope_scaling", s.as_ref()),
-    }
-}
-
-/// The rotary settings of one key's object (`None`: unscaled, with `rope_theta`).
-fn rope_from(hf: &HfConfig, field: &str, params: Option<&Value>) -> Result<RopeConfig> {
-    let obj = match params {
-        Some(Value::Object(o)) => Some(o),
-        Some(other) => return Err(unsupported(field, other, "expected an object")),
-        None => None,
-    };
-    let theta = obj
-        .and_then(|o| o.get("rope_theta"))
-        .and_then(Value::as_f64)
-        .or(hf.rope_theta)
-        .unwrap_or(10000.0);
-    let kind = obj
-        .and_then(|o| o.get("rope_type").or_else(|| o.get("type")))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let scaling = match kind {
-        "default" => None,
-        "linear" => {
-            let o = obj.expect("kind came from obj");
-            Some(RopeScaling::Linear {
-                factor: num(o, "factor", field)?,
-            })
-        }
-        "llama3" => {
-            let o = obj.expect("kind came from obj");
-            Some(RopeScaling::Llama3(Llama3Scaling {
-                factor: num(o, "factor", field)?,
-                low_freq_factor: num(o, "low_freq_factor", field)?,
-                high_freq_factor: num(o, "high_freq_factor", field)?,
-                original_max_position_embeddings: num(o, "original_max_position_embeddings", field)?
-                    as usize,
-            }))
-        }
-        other => {
-            return Err(unsupported(
-                &format!("{field}.rope_type"),
-                other,
-                "only default, linear and llama3 rotary embeddings are supported",
-            ))
-        }
-    };
-    Ok(RopeConfig { theta, scaling })
 }
 
 fn per_layer(list: &Option<Vec<usize>>, key: &str, uniform: usize, n: usize) -> Result<Vec<usize>> {
@@ -308,7 +164,7 @@ impl HfConfig {
     pub fn resolve(&self) -> Result<ModelConfig> {
         let model_type = self.model_type.clone().unwrap_or_default();
         if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
-            return Err(unsupported(
+            return Err(Error::unsupported(
                 "model_type",
                 format!("{model_type:?}"),
                 "prunelab supports the LLaMA family: llama, mistral, qwen2",
@@ -316,7 +172,7 @@ impl HfConfig {
         }
         let act = self.hidden_act.as_deref().unwrap_or("silu");
         if act != "silu" {
-            return Err(unsupported(
+            return Err(Error::unsupported(
                 "hidden_act",
                 act,
                 "only SwiGLU (silu) MLPs are supported",
@@ -325,7 +181,7 @@ impl HfConfig {
         if let Some(w) = self.sliding_window.as_ref().filter(|w| !w.is_null()) {
             let active = model_type != "qwen2" || self.use_sliding_window.unwrap_or(false);
             if active {
-                return Err(unsupported(
+                return Err(Error::unsupported(
                     "sliding_window",
                     w,
                     "sliding-window attention is not supported",
@@ -337,7 +193,7 @@ impl HfConfig {
             ("num_experts", &self.num_experts),
         ] {
             if let Some(v) = v.as_ref().filter(|v| !v.is_null() && v.as_u64() != Some(0)) {
-                return Err(unsupported(
+                return Err(Error::unsupported(
                     field,
                     v,
                     "mixture-of-experts models are not supported",
@@ -345,7 +201,7 @@ impl HfConfig {
             }
         }
         if let Some(f) = self.partial_rotary_factor.filter(|f| *f != 1.0) {
-            return Err(unsupported(
+            return Err(Error::unsupported(
                 "partial_rotary_factor",
                 f,
                 "only full rotary embeddings are supported",
@@ -386,6 +242,7 @@ impl HfConfig {
             })
             .collect();
         let attention_bias = self.attention_bias.unwrap_or(false);
+        let max_position_embeddings = self.max_position_embeddings.unwrap_or(2048);
         let cfg = ModelConfig {
             qkv_bias: attention_bias || model_type == "qwen2",
             o_bias: attention_bias && model_type != "qwen2",
@@ -395,8 +252,15 @@ impl HfConfig {
             hidden_size,
             head_dim,
             rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
-            rope: resolve_rope(self)?,
-            max_position_embeddings: self.max_position_embeddings.unwrap_or(2048),
+            rope: RopeKeys {
+                rope_parameters: &self.rope_parameters,
+                rope_scaling: &self.rope_scaling,
+                rope_theta: self.rope_theta,
+                max_position_embeddings,
+                original_max_position_embeddings: self.original_max_position_embeddings.clone(),
+            }
+            .resolve()?,
+            max_position_embeddings,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
             bos_token_id: first_id(&self.bos_token_id),
             eos_token_id: first_id(&self.eos_token_id),
@@ -434,7 +298,7 @@ impl ModelConfig {
             );
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
-            return Err(unsupported(
+            return Err(Error::unsupported(
                 "head_dim",
                 self.head_dim,
                 "rotary embeddings need an even head_dim",
@@ -456,34 +320,63 @@ impl ModelConfig {
         if !(eps >= 0.0 && eps.is_finite()) {
             return bad("rms_norm_eps", format!("{eps} is not a finite number ≥ 0"));
         }
-        match self.rope.scaling {
-            Some(RopeScaling::Llama3(l3)) if !l3.is_valid() => {
+        if let Some(reason) = self
+            .rope
+            .scaling
+            .and_then(|s| s.invalid_reason(theta, self.head_dim))
+        {
+            return bad("rope_scaling", reason);
+        }
+        if let Some(RopeScaling::Dynamic {
+            max_position_embeddings: m,
+            ..
+        }) = self.rope.scaling
+        {
+            if m != self.max_position_embeddings {
                 return bad(
                     "rope_scaling",
                     format!(
-                        "llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and \
-                         original_max_position_embeddings > 0 (got {l3:?})"
+                        "dynamic grows from {m} positions but max_position_embeddings is {}",
+                        self.max_position_embeddings
                     ),
                 );
             }
-            Some(RopeScaling::Linear { factor }) if !(factor > 0.0 && factor.is_finite()) => {
-                return bad(
-                    "rope_scaling",
-                    format!("linear needs a finite factor > 0 (got {factor})"),
-                );
-            }
-            _ => {}
         }
         match self.checked_params() {
-            Some(p) if p <= MAX_PARAMS => Ok(()),
-            p => bad(
-                "hidden_size/intermediate_size/head_dim/vocab_size",
-                format!(
-                    "imply {} parameters, beyond any model (at most {MAX_PARAMS})",
-                    p.map_or("more than 2^128".into(), |p| p.to_string())
-                ),
-            ),
+            Some(p) if p <= MAX_PARAMS => {}
+            p => {
+                return bad(
+                    "hidden_size/intermediate_size/head_dim/vocab_size",
+                    format!(
+                        "imply {} parameters, beyond any model (at most {MAX_PARAMS})",
+                        p.map_or("more than 2^128".into(), |p| p.to_string())
+                    ),
+                )
+            }
         }
+        if self.head_dim > MAX_HEAD_DIM {
+            return bad(
+                "head_dim",
+                format!(
+                    "is {}, beyond any model (at most {MAX_HEAD_DIM})",
+                    self.head_dim
+                ),
+            );
+        }
+        // The tables are f32: a frequency or attention factor beyond it would make every angle NaN.
+        let f32_finite = |x: f64| (x as f32).is_finite();
+        let freqs = rope::inv_freq(&self.rope, self.head_dim, 0);
+        if !(freqs.iter().all(|&f| f32_finite(f)) && f32_finite(self.rope.attention_factor())) {
+            return bad(
+                "rope_theta/rope_scaling",
+                format!(
+                    "give rotary frequencies up to {:e} and an attention factor of {:e}, beyond f32",
+                    freqs.iter().fold(0f64, |a, &b| a.max(b)),
+                    self.rope.attention_factor()
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The parameter count in wide arithmetic (`None` past `u128`), for [`Self::validate`].
@@ -552,17 +445,7 @@ impl ModelConfig {
         }
         set("hidden_act", "silu".into());
         let theta = self.rope.theta;
-        let rope = match self.rope.scaling {
-            None => serde_json::json!({"rope_type": "default", "rope_theta": theta}),
-            Some(RopeScaling::Linear { factor }) => {
-                serde_json::json!({"rope_type": "linear", "rope_theta": theta, "factor": factor})
-            }
-            Some(RopeScaling::Llama3(s)) => serde_json::json!({
-                "rope_type": "llama3", "rope_theta": theta, "factor": s.factor,
-                "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
-                "original_max_position_embeddings": s.original_max_position_embeddings,
-            }),
-        };
+        let rope = self.rope.to_hf_json();
         // Both spellings, so that transformers 4.x and 5.x read the same rotary settings.
         set("rope_theta", theta.into());
         set(

@@ -10,6 +10,7 @@ pub mod norm;
 pub mod params;
 pub mod random;
 pub mod rope;
+pub mod rope_scaling;
 pub mod shapes;
 pub mod tensors;
 pub mod weights;

@@ -1,27 +1,49 @@
-//! Rotary position embeddings (HF `rotate_half` convention): default, linear and LLaMA-3 frequency scaling.
-//! Angles are computed on the CPU in f64 for the positions of one forward and uploaded as `[seq, head_dim]`.
+//! Rotary position embeddings (HF `rotate_half` convention): default, linear, dynamic-NTK, LLaMA-3 and YaRN
+//! frequency scaling. Angles are computed on the CPU in f64 for the positions of one forward and uploaded as
+//! `[seq, head_dim]`.
+
+use std::f64::consts::PI;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use super::config::{RopeConfig, RopeScaling};
+use super::rope_scaling::{Llama3Scaling, RopeConfig, RopeScaling, YarnScaling};
 
-/// Inverse frequencies `[head_dim / 2]` after the config's scaling (transformers
-/// `_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`).
-pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
-    let base: Vec<f64> = (0..head_dim / 2)
-        .map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / head_dim as f64))
-        .collect();
-    let s = match rope.scaling {
-        None => return base,
-        Some(RopeScaling::Linear { factor }) => return base.iter().map(|f| f / factor).collect(),
-        Some(RopeScaling::Llama3(s)) => s,
+/// Inverse frequencies `[head_dim / 2]` for a forward over `seq` positions, after the config's scaling
+/// (transformers `_compute_{linear_scaling,dynamic_ntk,llama3,yarn}_parameters`; only dynamic NTK depends on
+/// `seq`, as transformers computes it for a fresh model).
+pub fn inv_freq(rope: &RopeConfig, head_dim: usize, seq: usize) -> Vec<f64> {
+    let plain = |theta: f64| -> Vec<f64> {
+        (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect()
     };
+    match rope.scaling {
+        None => plain(rope.theta),
+        Some(RopeScaling::Linear { factor }) => {
+            plain(rope.theta).iter().map(|f| f / factor).collect()
+        }
+        Some(RopeScaling::Dynamic {
+            factor,
+            max_position_embeddings,
+        }) => {
+            let (d, max) = (head_dim as f64, max_position_embeddings as f64);
+            let len = seq.max(max_position_embeddings) as f64;
+            plain(rope.theta * (factor * len / max - (factor - 1.0)).powf(d / (d - 2.0)))
+        }
+        Some(RopeScaling::Llama3(s)) => llama3(plain(rope.theta), &s),
+        Some(RopeScaling::Yarn(s)) => yarn(plain(rope.theta), &s, rope.theta, head_dim),
+    }
+}
+
+/// Wavelengths beyond the original length divided by the factor, those under `original / high_freq_factor`
+/// kept, a smooth band between.
+fn llama3(base: Vec<f64>, s: &Llama3Scaling) -> Vec<f64> {
     let old = s.original_max_position_embeddings as f64;
     let low_wavelen = old / s.low_freq_factor;
     let high_wavelen = old / s.high_freq_factor;
     base.into_iter()
         .map(|f| {
-            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let wavelen = 2.0 * PI / f;
             if wavelen > low_wavelen {
                 f / s.factor
             } else if wavelen < high_wavelen {
@@ -35,15 +57,45 @@ pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> Vec<f64> {
         .collect()
 }
 
+/// YaRN's correction bounds `(low, high)`: the frequency indices that turn `beta_fast` and `beta_slow` times over
+/// the original length, rounded outwards when `truncate`, clamped to `[0, head_dim − 1]`.
+pub fn yarn_bounds(s: &YarnScaling, theta: f64, head_dim: usize) -> (f64, f64) {
+    let dim = head_dim as f64;
+    let correction = |rotations: f64| {
+        dim * (s.original_max_position_embeddings as f64 / (rotations * 2.0 * PI)).ln()
+            / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction(s.beta_fast), correction(s.beta_slow));
+    if s.truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    (low.max(0.0), high.min(dim - 1.0))
+}
+
+/// Frequency `i` kept below the [`yarn_bounds`], divided by the factor above them, linearly blended between
+/// (llama.cpp's `rope_yarn` blends the angles alike).
+fn yarn(base: Vec<f64>, s: &YarnScaling, theta: f64, head_dim: usize) -> Vec<f64> {
+    let (low, high) = yarn_bounds(s, theta, head_dim);
+    let span = if low == high { 0.001 } else { high - low };
+    base.into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let kept = 1.0 - ((i as f64 - low) / span).clamp(0.0, 1.0);
+            f / s.factor * (1.0 - kept) + f * kept
+        })
+        .collect()
+}
+
 /// `cos` and signed `sin` tables, each `[seq, head_dim]` (the half-frequencies repeated twice, as HF does;
-/// the first half of `sin` negated, see [`apply`]).
+/// the first half of `sin` negated, see [`apply`]), both multiplied by the attention factor (YaRN's).
 pub fn tables<B: Backend>(
     rope: &RopeConfig,
     head_dim: usize,
     seq: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let freqs = inv_freq(rope, head_dim);
+    let freqs = inv_freq(rope, head_dim, seq);
+    let scale = rope.attention_factor() as f32;
     let mut cos = Vec::with_capacity(seq * head_dim);
     let mut sin = Vec::with_capacity(seq * head_dim);
     for p in 0..seq {
@@ -51,8 +103,8 @@ pub fn tables<B: Backend>(
             for f in &freqs {
                 // HF computes the angle in f32 (inv_freq f32 × position f32); match it before cos/sin.
                 let angle = (*f as f32) * (p as f32);
-                cos.push(angle.cos());
-                sin.push(sign * angle.sin());
+                cos.push(angle.cos() * scale);
+                sin.push(sign * angle.sin() * scale);
             }
         }
     }

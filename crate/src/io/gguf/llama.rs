@@ -4,7 +4,7 @@
 use burn::tensor::TensorData;
 
 use super::reader::{GgufFile, GgufHeader, Value};
-use super::rope_freqs;
+use super::{rope_freqs, rope_metadata};
 use crate::error::{Error, Result};
 use crate::io::ranges::ByteRanges;
 use crate::model::config::{check_layer_count, LayerShape, RopeConfig, RopeScaling};
@@ -212,7 +212,8 @@ impl<R: ByteRanges> GgufModel<R> {
             .get(&key("rope.freq_base"))
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
-        let linear = linear_factor(&file, &key)?;
+        let max_position_embeddings = count("context_length").unwrap_or(2048);
+        let scaling = rope_metadata::read(&file, &arch, max_position_embeddings)?;
         let layers = (0..n_layers)
             .map(|l| LayerShape {
                 num_heads: heads[l],
@@ -242,11 +243,9 @@ impl<R: ByteRanges> GgufModel<R> {
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon")))?,
             rope: RopeConfig {
                 theta,
-                scaling: linear
-                    .as_ref()
-                    .map(|&(_, factor)| RopeScaling::Linear { factor }),
+                scaling: scaling.as_ref().map(|&(_, s)| s),
             },
-            max_position_embeddings: count("context_length").unwrap_or(2048),
+            max_position_embeddings,
             tie_word_embeddings: file.tensor("output.weight").is_none(),
             qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
             o_bias: file.tensor("blk.0.attn_output.bias").is_some(),
@@ -270,12 +269,11 @@ impl<R: ByteRanges> GgufModel<R> {
             None => None,
         };
         if let Some(l3) = llama3 {
-            if let Some((name, factor)) = linear {
+            if let Some((name, s)) = scaling {
                 return Err(Error::Unsupported {
                     field: name,
-                    value: format!("{factor} beside {}", rope_freqs::NAME),
-                    reason: "linear scaling on top of per-frequency factors is not supported"
-                        .into(),
+                    value: format!("{s} beside {}", rope_freqs::NAME),
+                    reason: "scaling on top of per-frequency factors is not supported".into(),
                 });
             }
             config.rope.scaling = Some(RopeScaling::Llama3(l3));
@@ -286,37 +284,6 @@ impl<R: ByteRanges> GgufModel<R> {
             config,
             architecture: arch,
         })
-    }
-}
-
-/// Linear rotary scaling as llama.cpp reads it: `rope.scaling.factor` (or the older `rope.scale_linear`) divides
-/// every frequency whatever `rope.scaling.type` says, so a factor of 0 or 1 means none; YaRN and other types
-/// are refused by name. The key read and the factor.
-fn linear_factor(file: &GgufHeader, key: &dyn Fn(&str) -> String) -> Result<Option<(String, f64)>> {
-    if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
-        if !matches!(kind, "none" | "linear") {
-            return Err(Error::Unsupported {
-                field: key("rope.scaling.type"),
-                value: kind.into(),
-                reason:
-                    "only unscaled, linear and LLaMA-3 (rope_freqs) rotary embeddings are read \
-                         from GGUF"
-                        .into(),
-            });
-        }
-    }
-    let Some((name, value)) = ["rope.scaling.factor", "rope.scale_linear"]
-        .iter()
-        .find_map(|k| file.get(&key(k)).map(|v| (key(k), v)))
-    else {
-        return Ok(None);
-    };
-    match value.as_f64() {
-        Some(f) if f == 0.0 || f == 1.0 => Ok(None),
-        Some(factor) if factor > 0.0 && factor.is_finite() => Ok(Some((name, factor))),
-        _ => Err(Error::Gguf(format!(
-            "{name} is {value:?}, not a finite number > 0"
-        ))),
     }
 }
 

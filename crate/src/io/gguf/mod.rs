@@ -5,6 +5,7 @@ pub mod metadata;
 pub mod quant;
 pub mod reader;
 pub mod rope_freqs;
+pub mod rope_metadata;
 pub mod tokenizer;
 pub mod writer;
 

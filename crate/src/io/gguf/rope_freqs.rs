@@ -30,7 +30,7 @@ pub fn factors(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
 fn factors_of(plain: &[f64], rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
     plain
         .iter()
-        .zip(inv_freq(rope, head_dim))
+        .zip(inv_freq(rope, head_dim, 0)) // LLaMA-3 frequencies: no length dependence
         .map(|(p, scaled)| (p / scaled) as f32)
         .collect()
 }
@@ -261,7 +261,7 @@ fn plainest(raw: Llama3Scaling, error: &dyn Fn(&Llama3Scaling) -> f64) -> Option
 
 /// Unscaled inverse frequencies `[head_dim / 2]` of base `theta`.
 fn unscaled(theta: f64, head_dim: usize) -> Vec<f64> {
-    inv_freq(&RopeConfig::plain(theta), head_dim)
+    inv_freq(&RopeConfig::plain(theta), head_dim, 0)
 }
 
 /// The least-squares line `y = a·x + b` through two points or more (`None` for fewer, or equal `x`).

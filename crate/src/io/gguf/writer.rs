@@ -5,7 +5,7 @@
 use super::llama::{gguf_name, permute_rotary};
 use super::quant::{quantize, GgmlType};
 use super::reader::{Value, DEFAULT_ALIGNMENT};
-use super::rope_freqs;
+use super::{rope_freqs, rope_metadata};
 use crate::error::{Error, Result};
 use crate::model::tensors::tensor_specs;
 use crate::model::{ModelConfig, WeightSource};
@@ -98,8 +98,9 @@ fn padding(len: usize) -> usize {
     len.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT - len
 }
 
-/// The architecture metadata of `cfg`: `llama` when every layer agrees, else `deci` with per-layer arrays.
-pub fn architecture_metadata(cfg: &ModelConfig) -> (String, Vec<(String, Value)>) {
+/// The architecture metadata of `cfg`: `llama` when every layer agrees, else `deci` with per-layer arrays;
+/// refused when llama.cpp could not compute its rotary embeddings.
+pub fn architecture_metadata(cfg: &ModelConfig) -> Result<(String, Vec<(String, Value)>)> {
     let arch = if cfg.is_uniform() { "llama" } else { "deci" };
     let k = |s: &str| format!("{arch}.{s}");
     let u = |x: usize| Value::U32(x as u32);
@@ -125,19 +126,15 @@ pub fn architecture_metadata(cfg: &ModelConfig) -> (String, Vec<(String, Value)>
             Value::F32(cfg.rms_norm_eps as f32),
         ),
     ];
-    // As llama.cpp's converter writes linear scaling (LLaMA-3 scaling travels as `rope_freqs.weight`).
-    if let Some(factor) = cfg.rope.linear_factor() {
-        meta.push((k("rope.scaling.type"), Value::String("linear".into())));
-        meta.push((k("rope.scaling.factor"), Value::F32(factor as f32)));
-    }
-    (arch.into(), meta)
+    meta.extend(rope_metadata::keys(cfg, arch)?);
+    Ok((arch.into(), meta))
 }
 
 impl GgufWriter {
     /// Plans the file for `cfg`: architecture metadata first, then `extra` (tokenizer, general.*; keys of the
     /// architecture are dropped from it), then tensor infos with their aligned offsets.
     pub fn new(cfg: &ModelConfig, extra: &[(String, Value)], dtype: GgufDtype) -> Result<Self> {
-        let (arch, mut meta) = architecture_metadata(cfg);
+        let (arch, mut meta) = architecture_metadata(cfg)?;
         meta.push((
             "general.alignment".into(),
             Value::U32(DEFAULT_ALIGNMENT as u32),
@@ -158,26 +155,17 @@ impl GgufWriter {
                 meta.push((key.clone(), v.clone()));
             }
         }
-        if let Some(factor) = cfg.rope.linear_factor() {
-            // Stored as f32: never a factor that would read back as none (0) or be refused (infinite).
-            let stored = factor as f32;
-            if !(stored > 0.0 && stored.is_finite()) {
-                return Err(Error::Unsupported {
-                    field: "rope_scaling".into(),
-                    value: format!("linear factor {factor}"),
-                    reason: "GGUF stores the factor as an f32, which cannot hold it".into(),
-                });
-            }
-        }
         let mut tensors = Vec::new();
         if let Some(scaling) = cfg.rope.llama3() {
             let values = rope_freqs::factors(&cfg.rope, cfg.head_dim);
             // Never a file this reader would refuse.
             rope_freqs::scaling_from_factors(&values, cfg.rope.theta, cfg.head_dim).map_err(
-                |e| Error::Unsupported {
-                    field: "rope_scaling".into(),
-                    value: format!("{scaling:?}"),
-                    reason: format!("its GGUF factors would not read back ({e})"),
+                |e| {
+                    Error::unsupported(
+                        "rope_scaling",
+                        format!("{scaling:?}"),
+                        &format!("its GGUF factors would not read back ({e})"),
+                    )
                 },
             )?;
             tensors.push(PlannedTensor {
