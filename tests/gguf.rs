@@ -501,6 +501,132 @@ fn yarn_rotary_scaling_travels_as_metadata() {
     );
 }
 
+/// Tensors held in memory: (HF name, shape, values).
+struct Held(Vec<(String, Vec<usize>, Vec<f32>)>);
+
+impl WeightSource for Held {
+    fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+        self.0
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect()
+    }
+    fn read(&self, name: &str) -> prunelab::Result<TensorData> {
+        let (_, shape, v) = self.0.iter().find(|(n, _, _)| n == name).unwrap();
+        Ok(TensorData::new(v.clone(), shape.clone()))
+    }
+}
+
+/// llama.cpp writes `qwen2` files with q/k rows as HF has them (it rotates halves, as HF does); they are read
+/// without undoing a permutation, as a model with q/k/v biases. The file here is ours with the architecture
+/// renamed and q/k rows pre-permuted so that the writer's permutation cancels.
+#[test]
+fn qwen2_files_are_read_without_the_rotary_permutation() {
+    let (fixture_cfg, bytes) = fixture_files("tiny-gqa");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let mut cfg = fixture_cfg.clone();
+    (cfg.model_type, cfg.qkv_bias) = ("qwen2".into(), true);
+    let mut tensors: Vec<_> = st
+        .inventory()
+        .into_iter()
+        .map(|(n, shape)| (n.clone(), shape, st.read_f32(&n).unwrap()))
+        .collect();
+    let hd = cfg.head_dim;
+    for (l, shape) in cfg.layers.iter().enumerate() {
+        for (proj, rows) in [
+            ("q", shape.num_heads * hd),
+            ("k", shape.num_kv_heads * hd),
+            ("v", shape.num_kv_heads * hd),
+        ] {
+            let bias = (0..rows)
+                .map(|i| ((i * 7 + l * 3) % 11) as f32 * 0.05 - 0.25)
+                .collect();
+            tensors.push((
+                format!("model.layers.{l}.self_attn.{proj}_proj.bias"),
+                vec![rows],
+                bias,
+            ));
+        }
+    }
+    let hf = Held(tensors);
+    let with_biases = logits(&Llama::<Cpu>::load(&cfg, &hf, &Default::default()).unwrap());
+    let without = logits(&Llama::<Cpu>::load(&fixture_cfg, &st, &Default::default()).unwrap());
+    assert!(max_abs_diff(&with_biases, &without) > 1e-3);
+
+    let qwen2_file = |cfg: &ModelConfig, src: &Held| {
+        let unpermuted = Held(
+            src.0
+                .iter()
+                .map(|(n, shape, v)| {
+                    let rotary = n.contains("self_attn.q_proj") || n.contains("self_attn.k_proj");
+                    let cols = if shape.len() == 2 { shape[1] } else { 1 };
+                    let v = if rotary {
+                        permute_rotary(v, cols, hd, false)
+                    } else {
+                        v.clone()
+                    };
+                    (n.clone(), shape.clone(), v)
+                })
+                .collect(),
+        );
+        let mut file = write_gguf(cfg, &unpermuted, &[]);
+        let header = GgufWriter::new(cfg, &[], GgufDtype::F32)
+            .unwrap()
+            .header()
+            .len();
+        let value = b"general.architecture".len() + 4 + 8; // the key, its type, the string's length
+        let mut at = 0;
+        while let Some(i) = file[at..header].windows(6).position(|w| w == b"llama.") {
+            file[at + i..at + i + 6].copy_from_slice(b"qwen2.");
+            at += i + 6;
+        }
+        let arch = file
+            .windows(20)
+            .position(|w| w == b"general.architecture")
+            .unwrap()
+            + value;
+        assert_eq!(&file[arch..arch + 5], b"llama");
+        file[arch..arch + 5].copy_from_slice(b"qwen2");
+        file
+    };
+    let file = qwen2_file(&cfg, &hf);
+    let back = GgufModel::parse(&file).unwrap();
+    assert_eq!(back.architecture, "qwen2");
+    assert_eq!(
+        (
+            back.config.model_type.as_str(),
+            back.config.qkv_bias,
+            back.config.o_bias,
+            &back.config.layers
+        ),
+        ("qwen2", true, false, &cfg.layers)
+    );
+    for (n, _) in hf.inventory() {
+        assert_eq!(back.read_f32(&n).unwrap(), hf.read_f32(&n).unwrap(), "{n}");
+    }
+    let read = logits(&Llama::<Cpu>::load(&back.config, &back, &Default::default()).unwrap());
+    assert_eq!(read, with_biases);
+
+    // Written back, it is a `llama` file (q/k permuted again, biases too) with the same logits.
+    let again = write_gguf(&back.config, &back, &[]);
+    let again = GgufModel::parse(&again).unwrap();
+    assert_eq!(again.architecture, "llama");
+    let read = logits(&Llama::<Cpu>::load(&again.config, &again, &Default::default()).unwrap());
+    assert_eq!(read, with_biases);
+
+    // A qwen2 file without biases is not Qwen2.
+    let plain = Held(
+        hf.0.into_iter()
+            .filter(|(n, _, _)| !n.ends_with("proj.bias"))
+            .collect(),
+    );
+    let err = parse_err(&qwen2_file(&fixture_cfg, &plain));
+    assert_eq!(
+        err,
+        "GGUF: a qwen2 file without blk.0.attn_q.bias: Qwen2 has q/k/v biases"
+    );
+}
+
 /// A fixture with per-layer widths: layer 1 keeps the first KV group and half the MLP, by slicing.
 struct Sliced<'a> {
     inner: &'a SafetensorsWeights<'a>,

@@ -1,8 +1,9 @@
 """Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): rotary scaling written to GGUF (LLaMA-3 as
-`rope_freqs.weight`, linear and YaRN as `rope.scaling.*` metadata) means to llama.cpp what the config means to prunelab.
-Run by tests/llama_cpp.sh with prunelab's binary, a text, the unscaled f32 GGUF of one model and `NAME=PATH` for
-each scaled one (pruned ones too, named "..., pruned ..."): both tools compute the mean NLL of the same 128-token
-windows; they must agree on each model, and each unpruned scaling must move it far more than they differ."""
+`rope_freqs.weight`, linear and YaRN as `rope.scaling.*` metadata) and q/k/v biases (as `llama`, `deci`, and read
+from `qwen2`) mean to llama.cpp what they mean to prunelab. Run by tests/llama_cpp.sh with prunelab's binary, a
+text, the unscaled f32 GGUF of one model and `NAME=PATH` for each changed one (pruned ones too, named
+"..., pruned ..."): both tools compute the mean NLL of the same 128-token windows; they must agree on each model,
+and each unpruned change must move it far more than they differ."""
 import json
 import subprocess
 import sys
@@ -47,5 +48,5 @@ assert gap <= 1e-3 * result["unscaled"]["prunelab"], f"llama.cpp and prunelab di
 for name, r in result.items():
     if name != "unscaled" and "pruned" not in name:
         effect = abs(r["prunelab"] - result["unscaled"]["prunelab"])
-        assert effect >= 20 * gap, f"{name}: the scaling moves the NLL by {effect} nats only (tools differ by {gap})"
-        print(f"llama.cpp: {name} as prunelab means it (tools within {gap:.2e} nats; the scaling moves {effect:.3f})")
+        assert effect >= 20 * gap, f"{name}: the change moves the NLL by {effect} nats only (tools differ by {gap})"
+        print(f"llama.cpp: {name} as prunelab means it (tools within {gap:.2e} nats; the change moves {effect:.3f})")

@@ -1,5 +1,6 @@
-//! The `llama` (uniform layers) and `deci` (per-layer widths) GGUF architectures ↔ our config and HF tensor
-//! names, and llama.cpp's rotary row permutation of `q_proj` / `k_proj`.
+//! The `llama` (uniform layers), `deci` (per-layer widths) and `qwen2` (read only) GGUF architectures ↔ our
+//! config and HF tensor names, and llama.cpp's rotary row permutation of `q_proj` / `k_proj`, which `llama` and
+//! `deci` files carry and `qwen2` files do not (llama.cpp rotates their halves as HF does).
 
 use burn::tensor::TensorData;
 
@@ -126,9 +127,12 @@ fn per_layer(file: &GgufHeader, key: &str, n: usize) -> Result<Vec<usize>> {
 pub struct GgufModel<R> {
     pub file: GgufFile<R>,
     pub config: ModelConfig,
-    /// `llama` or `deci`.
+    /// `llama`, `deci` or `qwen2`.
     pub architecture: String,
 }
+
+/// The architectures read; outputs are written as the first two.
+const ARCHITECTURES: [&str; 3] = ["llama", "deci", "qwen2"];
 
 impl<'a> GgufModel<&'a [u8]> {
     /// Parses a file held in memory (or mapped).
@@ -138,7 +142,7 @@ impl<'a> GgufModel<&'a [u8]> {
 }
 
 impl<R: ByteRanges> GgufModel<R> {
-    /// Reads the header of `data` and maps the `llama` / `deci` metadata to a config.
+    /// Reads the header of `data` and maps the `llama` / `deci` / `qwen2` metadata to a config.
     pub fn open(data: R) -> Result<Self> {
         let file = GgufFile::open(data)?;
         let arch = file
@@ -146,12 +150,18 @@ impl<R: ByteRanges> GgufModel<R> {
             .and_then(Value::as_str)
             .ok_or_else(|| missing("general.architecture"))?
             .to_string();
-        if arch != "llama" && arch != "deci" {
-            return Err(Error::Unsupported {
-                field: "general.architecture".into(),
-                value: arch,
-                reason: "prunelab reads the GGUF architectures llama and deci".into(),
-            });
+        if !ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(Error::unsupported(
+                "general.architecture",
+                arch,
+                "prunelab reads the GGUF architectures llama, deci and qwen2",
+            ));
+        }
+        let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
+        if arch == "qwen2" && !qkv_bias {
+            return Err(Error::Gguf(
+                "a qwen2 file without blk.0.attn_q.bias: Qwen2 has q/k/v biases".into(),
+            ));
         }
         let key = |k: &str| format!("{arch}.{k}");
         let count = |k: &str| -> Result<usize> {
@@ -233,7 +243,11 @@ impl<R: ByteRanges> GgufModel<R> {
         };
         let token_id = |k: &str| file.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let mut config = ModelConfig {
-            model_type: "llama".into(),
+            model_type: match arch.as_str() {
+                "qwen2" => "qwen2",
+                _ => "llama",
+            }
+            .into(),
             vocab_size,
             hidden_size: hidden,
             head_dim,
@@ -247,7 +261,7 @@ impl<R: ByteRanges> GgufModel<R> {
             },
             max_position_embeddings,
             tie_word_embeddings: file.tensor("output.weight").is_none(),
-            qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+            qkv_bias,
             o_bias: file.tensor("blk.0.attn_output.bias").is_some(),
             mlp_bias: file.tensor("blk.0.ffn_up.bias").is_some(),
             bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
@@ -312,7 +326,7 @@ impl<R: ByteRanges> WeightSource for GgufModel<R> {
                 expected: vec![],
             })?;
         let data = self.file.read_f32(info)?;
-        let data = match is_rotary(name) {
+        let data = match is_rotary(name) && self.architecture != "qwen2" {
             true => {
                 let cols = if info.dims.len() == 2 {
                     info.dims[0] as usize

@@ -1,4 +1,5 @@
-//! GGUF in and out: the container, ggml block formats, the llama/deci architectures, tokenizers from metadata.
+//! GGUF in and out: the container, ggml block formats, the llama/deci (and, read only, qwen2) architectures,
+//! rotary scaling, tokenizers from metadata.
 
 pub mod llama;
 pub mod metadata;

@@ -1,5 +1,5 @@
 //! Rotary scaling as GGUF metadata (`{arch}.rope.scaling.*`), written and read as llama.cpp reads it for the
-//! llama and deci architectures: linear and YaRN travel as keys, LLaMA-3 as `rope_freqs.weight`
+//! llama, deci and qwen2 architectures: linear and YaRN travel as keys, LLaMA-3 as `rope_freqs.weight`
 //! ([`super::rope_freqs`]). Dynamic NTK has no GGUF form.
 //!
 //! llama.cpp's YaRN fixes `beta_fast` 32, `beta_slow` 1 and whole-dimension correction bounds for these
