@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36 numpy gguf`,
-# then
+# Opt-in (llama-cpp-python compiles llama.cpp for ~8 minutes): `pip install llama-cpp-python==0.3.36 numpy gguf
+# safetensors`, then
 #   tests/llama_cpp.sh
 # Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp; then SmolLM2 with
 # LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear and YaRN

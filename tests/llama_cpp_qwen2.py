@@ -1,40 +1,15 @@
-"""Opt-in helper of tests/llama_cpp.sh (needs numpy and llama.cpp's `gguf` package) for the Qwen2 layout:
+"""Opt-in helper of tests/llama_cpp.sh (needs numpy, safetensors and llama.cpp's `gguf` package) for the Qwen2
+layout:
   add-biases HF_DIR          gives an f32 HF LLaMA folder q/k/v biases (seeded) and model_type qwen2;
   to-qwen2 IN.gguf OUT.gguf  rewrites an f32 `llama` GGUF as llama.cpp's converter writes `qwen2`: the same
                              keys under `qwen2.`, q/k rows (weights and biases) in HF's order, as llama.cpp
                              rotates qwen2 halves as HF does (its LlamaModel.permute is not applied)."""
 import json
-import struct
 import sys
 
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
-
-
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, info in header.items():
-        assert info["dtype"] == "F32", f"{name}: {info['dtype']} (expected an f32 folder)"
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(info["shape"])
-    return out
-
-
-def write_safetensors(path, tensors):
-    header, offset = {}, 0
-    for name, t in tensors.items():
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for t in tensors.values():
-            f.write(np.ascontiguousarray(t, dtype="<f4").tobytes())
+from safetensors.numpy import load_file, save_file
 
 
 def add_biases(folder):
@@ -43,14 +18,14 @@ def add_biases(folder):
     cfg.pop("rope_scaling", None)
     cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["rope_theta"]}
     json.dump(cfg, open(f"{folder}/config.json", "w"), indent=1)
-    tensors = read_safetensors(f"{folder}/model.safetensors")
+    tensors = load_file(f"{folder}/model.safetensors")
     rng = np.random.default_rng(0)
     for name in list(tensors):
         for proj in ("q_proj", "k_proj", "v_proj"):
             if name.endswith(f"self_attn.{proj}.weight"):
                 rows = tensors[name].shape[0]
                 tensors[name.replace(".weight", ".bias")] = rng.normal(0, 0.1, rows).astype("<f4")
-    write_safetensors(f"{folder}/model.safetensors", tensors)
+    save_file(tensors, f"{folder}/model.safetensors")
 
 
 def unpermute(t, heads):
