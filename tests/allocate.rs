@@ -76,6 +76,7 @@ fn random_scores(cfg: &ModelConfig, layers: std::ops::Range<usize>, seed: u64) -
                 mlp_channels: (0..cfg.layers[l].intermediate_size)
                     .map(|_| offset + scale * rng.random::<f32>())
                     .collect(),
+                whole: None,
             }
         })
         .collect()

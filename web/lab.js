@@ -151,7 +151,7 @@ function recipeFromControls() {
   r.importance = $("importance").value;
   r.compensation = $("compensation").value;
   r.allocation = alloc === "attn-mlp-ratio" ? { kind: alloc, gamma: Number($("gamma").value) } : { kind: alloc };
-  r.structures = [$("kv").checked && "kv-groups", $("mlp").checked && "mlp"].filter(Boolean);
+  r.structures = $("whole").checked ? ["layers"] : [$("kv").checked && "kv-groups", $("mlp").checked && "mlp"].filter(Boolean);
   r.ratio = null; r.target_params = Number($("target").value);
   r.layers = { start: Number($("layer-start").value), end: Number($("layer-end").value) };
   r.calibration = { kind: "sampled", samples: Number($("calib-samples").value), length: Number($("calib-len").value) };
@@ -171,7 +171,7 @@ async function showPlanned() {
   try {
     const p = await call("planned", { recipe: $("recipe").value });
     $("planned").textContent = `${Math.round(p.params).toLocaleString()} parameters left (of ` +
-      `${state.model.params.total.toLocaleString()})` + (p.ratio == null ? " — global: exact count after scoring" :
+      `${state.model.params.total.toLocaleString()})` + (p.ratio == null ? " — the target: exact count after scoring" :
       `, per-layer ratio ${p.ratio.toFixed(3)}`);
   } catch (e) { $("planned").textContent = e.message; }
 }
@@ -252,15 +252,18 @@ function showResult(out, useGpu, seconds) {
 }
 const esc = (t) => t.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 function drawChart(r) {
-  const n = r.layers_before.length, w = 28, h = 120;
-  const bars = r.layers_after.map((l, i) => {
-    const b = r.layers_before[i], kv = l.num_kv_heads / b.num_kv_heads, m = l.intermediate_size / b.intermediate_size;
+  const n = r.layers_before.length, w = 28, h = 120, removed = new Set(r.plan.removed_layers || []);
+  let next = 0;
+  const bars = r.layers_before.map((b, i) => {
+    if (removed.has(i)) return `<rect x="${i * w + 2}" y="${h - 4}" width="${w - 5}" height="4" class="removed"><title>layer ${i}: removed</title></rect>`;
+    const l = r.layers_after[next++], kv = l.num_kv_heads / b.num_kv_heads, m = l.intermediate_size / b.intermediate_size;
     return `<rect x="${i * w + 2}" y="${h - kv * h}" width="${w / 2 - 3}" height="${kv * h}" class="kv"><title>layer ${i}: ${l.num_kv_heads}/${b.num_kv_heads} KV groups, ${l.num_heads} heads</title></rect>` +
       `<rect x="${i * w + w / 2}" y="${h - m * h}" width="${w / 2 - 3}" height="${m * h}" class="mlp"><title>layer ${i}: MLP ${l.intermediate_size}/${b.intermediate_size}</title></rect>`;
   }).join("");
-  $("chart").innerHTML = `<h3>Kept per layer (KV groups | MLP width, fraction of original)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
+  $("chart").innerHTML = `<h3>Kept per layer (KV groups | MLP width, fraction of original; a flat bar = layer removed)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
 }
 function drawHeatmap(scores, r) {
+  if (scores.length && scores[0].whole != null) return drawLayerScores(scores, r);
   if (!scores.length || !scores[0].kv_groups.length) return ($("heatmap").innerHTML = "");
   const cell = 18, rows = scores.map((s) => {
     const v = s.kv_groups, lo = Math.min(...v), hi = Math.max(...v);
@@ -272,6 +275,17 @@ function drawHeatmap(scores, r) {
   }).join("");
   const width = Math.max(...scores.map((s) => s.kv_groups.length)) * cell, height = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
   $("heatmap").innerHTML = `<h3>KV group scores (layers × groups; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
+}
+
+function drawLayerScores(scores, r) {
+  const cell = 18, removed = new Set(r.plan.removed_layers || []), v = scores.map((s) => s.whole);
+  const lo = Math.min(...v), hi = Math.max(...v);
+  const cells = scores.map((s) => {
+    const t = hi > lo ? (s.whole - lo) / (hi - lo) : 0.5, out = removed.has(s.layer);
+    return `<rect x="${s.layer * cell}" y="0" width="${cell - 1}" height="${cell - 1}" fill="hsl(${200 - 200 * t},70%,50%)" ${out ? 'stroke="black" stroke-width="2"' : ""}><title>layer ${s.layer}: ${s.whole.toPrecision(4)}${out ? " (removed)" : ""}</title></rect>`;
+  }).join("");
+  const width = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
+  $("heatmap").innerHTML = `<h3>Whole-layer scores (outlined = removed)</h3><svg width="${width}" height="${cell}">${cells}</svg>`;
 }
 
 // ---- downloads (assembled from parts; a stored zip needs only CRC-32) ---------------------------------------
@@ -326,7 +340,7 @@ async function main() {
   showBackend();
   $("device").onchange = deviceChanged;
   fillMenus();
-  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
+  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "whole", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
     $(id).addEventListener("input", syncRecipe);
   $("apply-recipe").onclick = showPlanned;
   $("copy-recipe").onclick = () => navigator.clipboard?.writeText($("recipe").value);

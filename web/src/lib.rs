@@ -11,7 +11,8 @@ use std::rc::Rc;
 use prunelab::model::params::count_params;
 use prunelab::model::ModelConfig;
 use prunelab::prune::allocate::{ratio_for_target, shapes_at, Allocation};
-use prunelab::prune::Recipe;
+use prunelab::prune::depth::removed_count;
+use prunelab::prune::{Plan, Recipe};
 use wasm_bindgen::prelude::*;
 
 use files::{BlobRanges, Data, ModelFiles};
@@ -164,7 +165,7 @@ impl Lab {
     }
 
     /// The parameter count a recipe would leave, before anything runs (JSON `{params, ratio}`; `global`
-    /// allocation reports its target, since it depends on the scores).
+    /// allocation and whole layers at a parameter target report the target, since it depends on the scores).
     #[wasm_bindgen(js_name = plannedParams)]
     pub fn planned_params(&self, recipe: &str) -> Result<String, JsError> {
         let recipe = Recipe::from_json(recipe.as_bytes()).map_err(js)?;
@@ -172,13 +173,20 @@ impl Lab {
         recipe.check(cfg).map_err(js)?;
         let total = count_params(cfg).total as f64;
         let layers = recipe.layer_range(cfg);
+        let target =
+            |t: f64| serde_json::json!({ "params": (total * (1.0 - t)).floor(), "ratio": null });
         let ratio = match (recipe.allocation, recipe.ratio, recipe.target_params) {
-            (Allocation::Global, _, Some(t)) => {
-                return Ok(
-                    serde_json::json!({ "params": (total * (1.0 - t)).floor(), "ratio": null })
-                        .to_string(),
-                )
+            (_, Some(r), _) if recipe.prunes_depth() => {
+                // Which layers go depends on the scores: counted as the range's first ones (exact when the
+                // range's layers have equal sizes, as in every unpruned model).
+                let n = removed_count(layers.len(), r);
+                let after =
+                    Plan::depth(cfg, (layers.start..layers.start + n).collect()).pruned_config(cfg);
+                let params = count_params(&after).total;
+                return Ok(serde_json::json!({ "params": params, "ratio": r }).to_string());
             }
+            (_, None, Some(t)) if recipe.prunes_depth() => return Ok(target(t).to_string()),
+            (Allocation::Global, _, Some(t)) => return Ok(target(t).to_string()),
             (_, Some(r), _) => r,
             (alloc, None, Some(t)) => {
                 ratio_for_target(cfg, &layers, t, &recipe.structures, alloc).map_err(js)?

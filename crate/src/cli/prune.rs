@@ -38,7 +38,8 @@ pub struct PruneArgs {
     /// Recipe JSON; the flags below override its fields.
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs, numerical.
+    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs, numerical,
+    /// block-influence (whole layers only).
     #[arg(long)]
     importance: Option<String>,
     /// uniform, global (needs --target-params) or attn-mlp-ratio (with --gamma).
@@ -47,10 +48,10 @@ pub struct PruneArgs {
     /// attn-mlp-ratio: MLP pruned fraction = γ × attention pruned fraction.
     #[arg(long)]
     gamma: Option<f64>,
-    /// Comma-separated: kv-groups, mlp.
+    /// Comma-separated: kv-groups, mlp; or layers (whole decoder layers, in a run of their own).
     #[arg(long)]
     structures: Option<String>,
-    /// Fraction of each pruned layer's KV groups and MLP channels to remove.
+    /// Fraction of each pruned layer's KV groups and MLP channels to remove (with layers: of the range's layers).
     #[arg(long)]
     ratio: Option<f64>,
     /// Pruned layers START..END (default: LLM-Pruner's proportions, 4..30 of 32).
@@ -177,7 +178,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
             .map(|x| {
                 StructureKind::parse(x).ok_or_else(|| {
                     Error::Invalid(format!(
-                        "--structures: unknown structure {x:?} (kv-groups, mlp)"
+                        "--structures: unknown structure {x:?} (kv-groups, mlp, layers)"
                     ))
                 })
             })
@@ -508,9 +509,10 @@ fn print_summary(r: &Report, out: &std::path::Path) {
         r.params_before.total,
         r.params_after.total,
         r.removed_fraction * 100.0,
-        match r.ratio {
-            Some(x) => format!("per-layer ratio {x:.4}"),
-            None => "global allocation".into(),
+        match (r.plan.removed_layers.is_empty(), r.ratio) {
+            (false, _) => format!("whole layers removed: {:?}", r.plan.removed_layers),
+            (true, Some(x)) => format!("per-layer ratio {x:.4}"),
+            (true, None) => "global allocation".into(),
         }
     );
     let col = |f: fn(&crate::model::LayerShape) -> usize| {

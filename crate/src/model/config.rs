@@ -459,6 +459,14 @@ impl ModelConfig {
         for key in [PER_LAYER_HEADS, PER_LAYER_KV_HEADS, PER_LAYER_MLP] {
             m.remove(key);
         }
+        // transformers checks `layer_types` against the layer count; every model we read has full attention in
+        // each layer (sliding windows are refused), so the list keeps its one value at the new length.
+        if let Some(Value::Array(types)) = m.get("layer_types").cloned() {
+            if let Some(first) = types.first().filter(|t| types.iter().all(|x| x == *t)) {
+                let types = vec![first.clone(); self.num_layers()];
+                m.insert("layer_types".into(), Value::from(types));
+            }
+        }
         if !self.is_uniform() {
             let list = |f: fn(&LayerShape) -> usize| {
                 Value::from(self.layers.iter().map(f).collect::<Vec<_>>())

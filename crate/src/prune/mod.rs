@@ -1,9 +1,10 @@
-//! Structured pruning: coupled structures, importance scores, calibration, allocation, plans and the pipeline
+//! Structured pruning: coupled structures (width and depth), importance scores, calibration, allocation, plans and the pipeline
 //! that ties them together.
 
 pub mod allocate;
 pub mod calib;
 pub mod compensate;
+pub mod depth;
 pub mod gradients;
 pub mod importance;
 pub mod linalg;

@@ -1,5 +1,6 @@
 //! The orchestrator: gradients (when the score needs them) → scores per layer → allocation → plan → apply.
-//! Backend-generic and asynchronous, so the CLI and the browser worker run the same code.
+//! Whole layers (depth pruning) take the same road with whole-layer scores and [`super::depth`]'s choice and
+//! repair. Backend-generic and asynchronous, so the CLI and the browser worker run the same code.
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -8,6 +9,7 @@ use web_time::Instant;
 use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::calib::check_windows;
 use super::compensate::Compensation;
+use super::depth::{block_influence_scores, depth_plan, remove_layers, whole_layer_scores};
 use super::gradients::gradient_stats;
 use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
@@ -44,17 +46,30 @@ pub async fn make_plan<B: AutodiffBackend>(
     recipe.check(cfg)?;
     let layers = recipe.layer_range(cfg);
     let (alloc, kinds) = (recipe.allocation, &recipe.structures);
+    let depth = recipe.prunes_depth();
     let ratio = match (alloc, recipe.ratio, recipe.target_params) {
+        _ if depth => recipe.ratio,
         (Allocation::Global, _, _) => None,
         (_, Some(r), _) => Some(r),
         (_, None, Some(t)) => Some(ratio_for_target(cfg, &layers, t, kinds, alloc)?),
         (_, None, None) => unreachable!("Recipe::check requires one"),
     };
     let kind = recipe.importance;
-    let plan_of = |scores: &[LayerScores]| match ratio {
-        Some(r) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
-        None => global_plan(cfg, scores, recipe.target_params.unwrap_or(0.0), kinds),
+    let plan_of = |scores: &[LayerScores]| match (depth, ratio) {
+        (true, _) => depth_plan(cfg, scores, ratio, recipe.target_params),
+        (false, Some(r)) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
+        (false, None) => global_plan(cfg, scores, recipe.target_params.unwrap_or(0.0), kinds),
     };
+    if kind.ranks_only_layers() {
+        let start = Instant::now();
+        let scores =
+            block_influence_scores(&model.valid(), recipe, calib, device, progress).await?;
+        timings.push(StageTime {
+            stage: "score".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        return Ok((plan_of(&scores)?, ratio, scores));
+    }
     if kind.needs_activations() {
         if ratio.is_some() {
             return Ok((Plan::new(cfg, vec![]), ratio, vec![]));
@@ -114,6 +129,9 @@ pub async fn make_plan<B: AutodiffBackend>(
         stage: "score".into(),
         seconds: start.elapsed().as_secs_f64(),
     });
+    if depth {
+        scores = whole_layer_scores(scores, recipe);
+    }
     Ok((plan_of(&scores)?, ratio, scores))
 }
 
@@ -170,6 +188,10 @@ pub async fn apply_plan<B: Backend>(
     }
     let start = Instant::now();
     let (out, stage) = match plan {
+        Some(plan) if !plan.removed_layers.is_empty() => {
+            let out = remove_layers(model, recipe, plan, calib, device, progress).await?;
+            (out, "remove layers")
+        }
         Some(plan) if recipe.compensation == Compensation::None => {
             let sliced = Sequential {
                 model: apply(model, &plan)?,

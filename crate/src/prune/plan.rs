@@ -1,6 +1,7 @@
-//! A [`Plan`] says, per layer, which KV groups and MLP channels go. It is JSON (saved with every output, editable,
-//! applied later) and is checked against the model before anything is sliced. [`apply`] slices every tensor a
-//! removed structure owns and updates the per-layer config in the same step.
+//! A [`Plan`] says, per layer, which KV groups and MLP channels go, and which whole layers go (depth pruning). It
+//! is JSON (saved with every output, editable, applied later) and is checked against the model before anything
+//! is sliced. [`apply`] slices every tensor a removed structure owns, drops removed layers (the ones after them
+//! move up) and updates the per-layer config in the same step.
 
 use burn::module::Param;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
@@ -82,6 +83,9 @@ pub struct Plan {
     pub version: u32,
     pub model: Fingerprint,
     pub layers: Vec<LayerPlan>,
+    /// Whole decoder layers removed (indices of the original model, sorted); absent from files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_layers: Vec<usize>,
 }
 
 /// Rows and columns a layer keeps.
@@ -137,7 +141,22 @@ impl Plan {
                 layers: cfg.layers.clone(),
             },
             layers,
+            removed_layers: vec![],
         }
+    }
+
+    /// A depth plan for `cfg`: the decoder layers `removed` go whole.
+    pub fn depth(cfg: &ModelConfig, mut removed: Vec<usize>) -> Self {
+        removed.sort_unstable();
+        Self {
+            removed_layers: removed,
+            ..Self::new(cfg, vec![])
+        }
+    }
+
+    /// Whether the plan removes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.removed_layers.is_empty() && self.layers.iter().all(LayerPlan::is_empty)
     }
 
     /// Parses a plan file.
@@ -155,7 +174,8 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Checks the plan fits `cfg`: same shapes, indices in range and unique, no layer emptied.
+    /// Checks the plan fits `cfg`: same shapes, indices in range and unique, no layer emptied, at least one layer
+    /// left, and no layer both removed whole and narrowed.
     pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
         let fp = Plan::new(cfg, vec![]).model;
         if let Some(difference) = self.model.difference(&fp) {
@@ -192,8 +212,35 @@ impl Plan {
             };
             check(&lp.kv_groups, s.num_kv_heads, "KV groups")?;
             check(&lp.mlp_channels, s.intermediate_size, "MLP channels")?;
+            if !lp.is_empty() && self.removed_layers.contains(&lp.layer) {
+                return Err(Error::Invalid(format!(
+                    "plan layer {} is removed whole and also loses KV groups or MLP channels",
+                    lp.layer
+                )));
+            }
+        }
+        let n = cfg.num_layers();
+        let mut sorted = self.removed_layers.clone();
+        sorted.dedup();
+        if sorted.len() != self.removed_layers.len()
+            || sorted.windows(2).any(|w| w[0] > w[1])
+            || sorted.iter().any(|&l| l >= n)
+            || sorted.len() >= n
+        {
+            return Err(Error::Invalid(format!(
+                "plan removed_layers {:?} must be distinct increasing layer indices below {n}, leaving at least \
+                 one layer",
+                self.removed_layers
+            )));
         }
         Ok(())
+    }
+
+    /// The layers of the original model that stay, in order (the pruned model's layer `i` is the `i`-th).
+    pub fn kept_layers(&self, cfg: &ModelConfig) -> Vec<usize> {
+        (0..cfg.num_layers())
+            .filter(|l| !self.removed_layers.contains(l))
+            .collect()
     }
 
     /// What layer `layer` keeps.
@@ -208,9 +255,11 @@ impl Plan {
     /// The configuration after the plan.
     pub fn pruned_config(&self, cfg: &ModelConfig) -> ModelConfig {
         let mut out = cfg.clone();
-        for l in 0..cfg.num_layers() {
-            out.layers[l] = self.kept(cfg, l).shape();
-        }
+        out.layers = self
+            .kept_layers(cfg)
+            .into_iter()
+            .map(|l| self.kept(cfg, l).shape())
+            .collect();
         out
     }
 }
@@ -262,13 +311,20 @@ fn keep_cols<B: Backend>(lin: Linear<B>, cols: &Tensor<B, 1, Int>) -> Linear<B> 
     }
 }
 
-/// Applies `plan` to `model`: slices q/k/v/gate/up rows, o/down columns (and biases) and updates the config.
+/// Applies `plan` to `model`: slices q/k/v/gate/up rows, o/down columns (and biases), drops removed layers and
+/// updates the config.
 pub fn apply<B: Backend>(mut model: Llama<B>, plan: &Plan) -> Result<Llama<B>> {
     plan.check(&model.config)?;
     let cfg = model.config.clone();
     for lp in &plan.layers {
         apply_layer(&mut model.layers[lp.layer], &plan.kept(&cfg, lp.layer));
     }
+    model.layers = std::mem::take(&mut model.layers)
+        .into_iter()
+        .enumerate()
+        .filter(|(l, _)| !plan.removed_layers.contains(l))
+        .map(|(_, block)| block)
+        .collect();
     model.config = plan.pruned_config(&cfg);
     Ok(model)
 }

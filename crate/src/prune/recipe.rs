@@ -112,6 +112,11 @@ impl Recipe {
         })
     }
 
+    /// Whether the run removes whole decoder layers (`--structures layers`).
+    pub fn prunes_depth(&self) -> bool {
+        self.structures.contains(&StructureKind::Layers)
+    }
+
     /// The pruned layer range for `cfg`.
     pub fn layer_range(&self, cfg: &ModelConfig) -> std::ops::Range<usize> {
         let r = self
@@ -127,30 +132,42 @@ impl Recipe {
     }
 
     /// Checks the recipe for applying a saved `plan` to the model (the plan replaces the ratio or target): every
-    /// layer the plan removes from must lie in the recipe's layer range, which the sequential pass walks.
+    /// layer the plan removes from must lie in the recipe's layer range, which the sequential pass walks, and a
+    /// plan that removes whole layers and narrows others is only sliced, not repaired.
     pub fn check_with_plan(&self, cfg: &ModelConfig, plan: &Plan) -> Result<()> {
         plan.check(cfg)?;
         self.check_run(cfg)?;
         let r = self.layer_range(cfg);
-        match plan
-            .layers
-            .iter()
-            .find(|lp| !r.contains(&lp.layer) && !lp.is_empty())
-        {
-            Some(lp) => Err(Error::Invalid(format!(
-                "the plan removes structures from layer {}, outside the pruned layers {}..{} (set --layers)",
-                lp.layer, r.start, r.end
-            ))),
-            None => Ok(()),
+        let narrowed = plan.layers.iter().filter(|lp| !lp.is_empty());
+        let outside = narrowed
+            .clone()
+            .map(|lp| lp.layer)
+            .chain(plan.removed_layers.iter().copied())
+            .find(|l| !r.contains(l));
+        if let Some(l) = outside {
+            return Err(Error::Invalid(format!(
+                "the plan removes structures from layer {l}, outside the pruned layers {}..{} (set --layers)",
+                r.start, r.end
+            )));
         }
+        if !plan.removed_layers.is_empty()
+            && narrowed.count() > 0
+            && self.compensation != Compensation::None
+        {
+            return Err(Error::Invalid(
+                "the plan removes whole layers and narrows others: apply it with --compensation none, or \
+                 split it into a depth plan and a width plan"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the run needs calibration windows: for its compensation, or for its score unless a saved plan
     /// replaces the scores.
     pub fn needs_calibration(&self, plan_given: bool) -> bool {
-        let i = self.importance;
         self.compensation != Compensation::None
-            || (!plan_given && (i.needs_gradient() || i.needs_fisher() || i.needs_activations()))
+            || (!plan_given && self.importance.needs_calibration())
     }
 
     /// How much goes: one ratio or one parameter target, and an allocation that can use it (after
@@ -202,8 +219,17 @@ impl Recipe {
         }
         if self.structures.is_empty() {
             return Err(Error::Invalid(
-                "no structures to prune (kv-groups, mlp)".into(),
+                "no structures to prune (kv-groups, mlp, layers)".into(),
             ));
+        }
+        if self.prunes_depth() {
+            return self.check_depth(cfg);
+        }
+        if self.importance.ranks_only_layers() {
+            return Err(Error::Invalid(format!(
+                "{} ranks whole layers: use it with --structures layers",
+                self.importance_name()
+            )));
         }
         let r = self.layer_range(cfg);
         if self.structures.contains(&StructureKind::KvGroups)
@@ -215,6 +241,58 @@ impl Recipe {
             ));
         }
         Ok(())
+    }
+
+    /// Depth pruning: whole layers in a run of their own, a score that ranks them, an amount that leaves a layer,
+    /// and a layer before every repaired one.
+    fn check_depth(&self, cfg: &ModelConfig) -> Result<()> {
+        if self.structures.iter().any(|k| k.is_width()) {
+            return Err(Error::Invalid(
+                "whole layers are pruned in a run of their own (--structures layers); prune KV groups or MLP \
+                 channels in a second run on its output"
+                    .into(),
+            ));
+        }
+        if let Allocation::AttnMlpRatio { .. } = self.allocation {
+            return Err(Error::Invalid(
+                "the attention:MLP ratio allocation splits width between modules; whole layers take uniform \
+                 or global"
+                    .into(),
+            ));
+        }
+        if !self.importance.ranks_layers() {
+            return Err(Error::Invalid(format!(
+                "{} scores columns of o_proj / down_proj and cannot rank whole layers: use block-influence, a \
+                 Taylor score, l1, l2 or random",
+                self.importance_name()
+            )));
+        }
+        let r = self.layer_range(cfg);
+        if let Some(ratio) = self.ratio {
+            let n = super::depth::removed_count(r.len(), ratio);
+            if n >= cfg.num_layers() {
+                return Err(Error::Invalid(format!(
+                    "ratio {ratio} removes {n} of the model's {} layers: at least one must stay",
+                    cfg.num_layers()
+                )));
+            }
+        }
+        if r.start == 0 && self.compensation != Compensation::None {
+            return Err(Error::Invalid(
+                "the range starts at layer 0, which has no layer before it to absorb its removal: start the \
+                 range at 1 (--layers 1..), or use --compensation none"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The score's name as recipes spell it.
+    fn importance_name(&self) -> String {
+        serde_json::to_value(self.importance)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Everything but the amount: layer range, ridge, calibration.

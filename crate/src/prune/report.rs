@@ -46,7 +46,12 @@ impl Summary {
 pub struct LayerSummary {
     pub layer: usize,
     pub kv_groups: Vec<f32>,
-    pub mlp_channels: Summary,
+    /// Absent when whole layers were ranked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_channels: Option<Summary>,
+    /// The whole layer's score (depth pruning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole: Option<f64>,
 }
 
 /// Perplexity before and after.
@@ -117,7 +122,8 @@ pub fn summarise(scores: &[LayerScores]) -> Vec<LayerSummary> {
         .map(|s| LayerSummary {
             layer: s.layer,
             kv_groups: s.kv_groups.clone(),
-            mlp_channels: Summary::of(&s.mlp_channels),
+            mlp_channels: (!s.mlp_channels.is_empty()).then(|| Summary::of(&s.mlp_channels)),
+            whole: s.whole,
         })
         .collect()
 }

@@ -46,11 +46,13 @@ struct Repaired<C: Backend> {
     after: f64,
 }
 
-/// The repair of `w` `[d_out, n]` (o_proj or down_proj) keeping input columns `kept`, computed on `C`.
+/// The repair of `w` `[d_out, n]` (o_proj or down_proj) keeping input columns `kept`, computed on `C`; the
+/// ridge is the recipe's fraction of the mean of the first `ridge_over` entries of `diag G`.
 async fn repaired<C: Backend>(
     w: Tensor<C, 2>,
     stats: &InputStats<C>,
     kept: &[usize],
+    ridge_over: usize,
     recipe: &Recipe,
 ) -> Result<Repaired<C>> {
     let plain = compensate::columns(&w, kept);
@@ -65,7 +67,7 @@ async fn repaired<C: Backend>(
             (plain, Some(delta), left)
         }
         comp @ (Compensation::Ls | Compensation::LsBias) => {
-            let lambda = stats.ridge(recipe.ridge).await?;
+            let lambda = stats.ridge_over(recipe.ridge, ridge_over).await?;
             let with_bias = comp == Compensation::LsBias;
             let r = least_squares(&w, stats, kept, &pruned, lambda, with_bias).await?;
             // Rounding can leave a perfect refit a hair below zero.
@@ -81,22 +83,24 @@ async fn repaired<C: Backend>(
     })
 }
 
-/// Removes and repairs input columns of `lin` (o_proj or down_proj) whose weight before removal was `original`,
-/// with the arithmetic where the recipe says. Returns the reconstruction errors.
-async fn repair<B: Backend>(
+/// Removes and repairs input columns of `lin` (o_proj or down_proj) whose weight before removal was `original`
+/// (`[d_out, n]`, inputs with statistics `stats`), with the arithmetic where the recipe says; the ridge comes
+/// from the first `ridge_over` inputs. Returns the reconstruction errors.
+pub(super) async fn repair<B: Backend>(
     lin: &mut Linear<B>,
     original: Tensor<B, 2>,
     stats: &InputStats<B>,
     kept: &[usize],
+    ridge_over: usize,
     recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(f64, f64)> {
     let dtype = original.dtype();
     let r = match recipe.linalg.unwrap_or_default() {
-        Linalg::Device => repaired(at_least_f32(original), stats, kept, recipe).await?,
+        Linalg::Device => repaired(at_least_f32(original), stats, kept, ridge_over, recipe).await?,
         Linalg::HostF64 => {
             let (w, stats) = (to_host(original).await?, stats.to_host().await?);
-            let r = repaired(w, &stats, kept, recipe).await?;
+            let r = repaired(w, &stats, kept, ridge_over, recipe).await?;
             Repaired {
                 weight: onto(r.weight, device).await?,
                 bias: match r.bias {
@@ -128,8 +132,8 @@ pub struct Sequential<B: Backend> {
     pub reconstruction: Vec<Reconstruction>,
 }
 
-/// Calibration activations entering the first pruned layer: `h [windows, len, hidden]` and the positions.
-fn prefix<B: Backend>(
+/// Calibration activations entering layer `start`: `h [windows, len, hidden]` and the positions.
+pub(super) fn prefix<B: Backend>(
     model: &Llama<B>,
     calib: &[Vec<u32>],
     start: usize,
@@ -273,6 +277,7 @@ pub async fn layer_scores<B: Backend>(
         layer: l,
         kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim, recipe.aggregation),
         mlp_channels: to_f32(mlp),
+        whole: None,
     };
     Ok((
         scores,
@@ -356,7 +361,8 @@ pub async fn prune_layer<B: Backend>(
     apply_layer(block, &kept_attn);
     let kept = expand(&kept_attn.heads, hd);
     let o_proj = &mut block.self_attn.o_proj;
-    let (before, after) = repair(o_proj, w_o, &dense.attn, &kept, recipe, device).await?;
+    let n = dense.attn.n();
+    let (before, after) = repair(o_proj, w_o, &dense.attn, &kept, n, recipe, device).await?;
     let recon_o = Reconstruction {
         layer: l,
         module: "o_proj",
@@ -388,11 +394,13 @@ pub async fn prune_layer<B: Backend>(
     let kept_mlp = Kept::of(&kept_attn.shape(), &[], &channels);
     apply_layer(block, &kept_mlp);
     let mlp = &mut block.mlp;
+    let n = mlp_stats.n();
     let (before, after) = repair(
         &mut mlp.down_proj,
         w_down,
         &mlp_stats,
         &kept_mlp.mlp,
+        n,
         recipe,
         device,
     )
@@ -412,6 +420,7 @@ pub async fn prune_layer<B: Backend>(
         layer: l,
         kv_groups: kv_scores,
         mlp_channels: mlp_scores,
+        whole: None,
     });
     Ok(LayerOutcome {
         h,
@@ -546,7 +555,7 @@ pub async fn prune_sequential<B: Backend>(
 
 /// Biases exist model-wide or not at all (HF `attention_bias` covers q/k/v/o, `mlp_bias` gate/up/down): after
 /// bias compensation gave some `o_proj`/`down_proj` a bias, every other projection gets a zero one.
-fn add_zero_biases<B: Backend>(model: &mut Llama<B>, device: &B::Device) {
+pub(super) fn add_zero_biases<B: Backend>(model: &mut Llama<B>, device: &B::Device) {
     for block in &mut model.layers {
         add_zero_biases_to_block(block, device);
     }

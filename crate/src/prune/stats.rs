@@ -117,6 +117,11 @@ impl<C: Backend> InputStats<C> {
 
     /// Default ridge `λ = ratio · mean(diag G)`.
     pub async fn ridge(&self, ratio: f64) -> Result<f64> {
-        Ok(ratio * scalar(self.diag().mean()).await?)
+        self.ridge_over(ratio, self.n()).await
+    }
+
+    /// `λ = ratio · mean(diag G[..n, ..n])`: the ridge of a regression on the first `n` inputs only.
+    pub async fn ridge_over(&self, ratio: f64, n: usize) -> Result<f64> {
+        Ok(ratio * scalar(self.diag().narrow(0, 0, n).mean()).await?)
     }
 }

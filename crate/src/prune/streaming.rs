@@ -111,6 +111,14 @@ impl<'a, B: Backend> Streamed<'a, B> {
         progress: &'a dyn Progress,
     ) -> Result<Self> {
         check_inventory(cfg, src)?;
+        if recipe.prunes_depth() || fixed.is_some_and(|p| !p.removed_layers.is_empty()) {
+            return Err(Error::unsupported(
+                "--stream",
+                "whole layers",
+                "streamed runs narrow layers; whole layers are removed from a model held in memory (drop \
+                 --stream)",
+            ));
+        }
         match fixed {
             Some(plan) => recipe.check_with_plan(cfg, plan)?,
             None => recipe.check(cfg)?,

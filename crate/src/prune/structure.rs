@@ -1,5 +1,5 @@
-//! Coupled structures (methods.md §1): what goes together when a KV group or an MLP channel is removed, and how
-//! query heads are credited to KV groups.
+//! Coupled structures (methods.md §1): what goes together when a KV group, an MLP channel or a whole decoder
+//! layer is removed, and how query heads are credited to KV groups.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +25,19 @@ pub enum StructureKind {
     KvGroups,
     /// An MLP channel (rows of gate/up, a column of down_proj).
     Mlp,
+    /// A whole decoder layer (depth pruning): every tensor of `model.layers.{l}`; the layers after it move up.
+    Layers,
 }
 
 impl StructureKind {
-    /// Parses `kv-groups` or `mlp`.
+    /// Parses `kv-groups`, `mlp` or `layers`.
     pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(s.trim().to_string())).ok()
+    }
+
+    /// Whether the kind removes width inside a layer (KV groups, MLP channels) rather than whole layers.
+    pub fn is_width(self) -> bool {
+        self != StructureKind::Layers
     }
 }
 

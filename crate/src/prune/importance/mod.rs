@@ -2,6 +2,7 @@
 //! [`Importance`]; [`score_layer`] turns per-channel member scores into scores per KV group and MLP channel.
 
 pub mod activation;
+pub mod block_influence;
 pub mod magnitude;
 pub mod random;
 pub mod taylor;
@@ -35,11 +36,13 @@ pub enum Importance {
     Flap,
     Obs,
     Numerical,
+    /// Whole layers only: ShortGPT's Block Influence, from calibration activations of the unpruned model.
+    BlockInfluence,
 }
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 11] = [
+    pub const ALL: [Importance; 12] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -51,6 +54,7 @@ impl Importance {
         Importance::Flap,
         Importance::Obs,
         Importance::Numerical,
+        Importance::BlockInfluence,
     ];
 
     /// One line for a user choosing a score.
@@ -70,6 +74,9 @@ impl Importance {
             }
             Importance::Numerical => {
                 "Numerical Pruning: u = A⁻¹1, A = (WᵀW)∘G; the columns with the largest u go first"
+            }
+            Importance::BlockInfluence => {
+                "ShortGPT Block Influence of a whole layer: 1 − mean cos(input, output) (whole layers only)"
             }
         }
     }
@@ -95,6 +102,26 @@ impl Importance {
         matches!(self, Importance::TaylorSecond | Importance::TaylorMix)
     }
 
+    /// Whether the score reads calibration windows at all.
+    pub fn needs_calibration(self) -> bool {
+        self.needs_gradient()
+            || self.needs_fisher()
+            || self.needs_activations()
+            || self == Importance::BlockInfluence
+    }
+
+    /// Whether the score can rank whole decoder layers: block influence, and every weight or gradient score
+    /// (summed over the layer's structures, which together hold all its weights). The activation scores of
+    /// `o_proj` / `down_proj` columns rank columns against each other only.
+    pub fn ranks_layers(self) -> bool {
+        !self.needs_activations()
+    }
+
+    /// Whether the score ranks nothing but whole layers.
+    pub fn ranks_only_layers(self) -> bool {
+        self == Importance::BlockInfluence
+    }
+
     fn member<B: Backend>(self, m: &Member<B>) -> Result<Option<Tensor<B, 1>>> {
         use taylor::Term;
         Ok(Some(match self {
@@ -102,7 +129,8 @@ impl Importance {
             | Importance::WandaSp
             | Importance::Flap
             | Importance::Obs
-            | Importance::Numerical => return Ok(None),
+            | Importance::Numerical
+            | Importance::BlockInfluence => return Ok(None),
             Importance::L1 => magnitude::score(m, 1),
             Importance::L2 => magnitude::score(m, 2),
             Importance::TaylorVector => taylor::score(m, Term::Vector)?,
@@ -151,10 +179,13 @@ pub struct GradStats<B: Backend> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerScores {
     pub layer: usize,
-    /// One per KV group.
+    /// One per KV group (empty when whole layers are ranked).
     pub kv_groups: Vec<f32>,
-    /// One per MLP channel.
+    /// One per MLP channel (empty when whole layers are ranked).
     pub mlp_channels: Vec<f32>,
+    /// The score of the whole layer (depth pruning only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<f64>,
 }
 
 /// How member scores are combined into a structure's score.
@@ -194,6 +225,7 @@ pub async fn score_layer<B: Backend>(
             layer,
             kv_groups: random::scores(seed, layer, 1, shape.num_kv_heads),
             mlp_channels: random::scores(seed, layer, 2, shape.intermediate_size),
+            whole: None,
         });
     }
     let member = |suffix: &str, w: &Tensor<B, 2>, axis| {
@@ -271,5 +303,6 @@ pub async fn score_layer<B: Backend>(
         layer,
         kv_groups: kv.chunks(hd).map(|c| c.iter().sum()).collect(),
         mlp_channels: combine(vec![gate, up, down], mean),
+        whole: None,
     })
 }

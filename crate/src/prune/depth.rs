@@ -1,0 +1,240 @@
+//! Depth pruning (methods.md §1, `--structures layers`): whole decoder layers go, and the layers after them move
+//! up.
+//! * **Scores** of a whole layer: `block-influence` (ShortGPT) from one forward pass of the calibration windows
+//!   through the unpruned model; `random` draws one number per layer; every weight or gradient score is summed
+//!   over the layer's KV groups and MLP channels, which together hold every weight of the layer (for
+//!   `taylor-first` this is the Taylor+ criterion of "Shortened LLaMA").
+//! * **Choice**: the lowest-scored layers of the pruned range — `C − ⌊C·(1−r)⌋` of its `C` layers at ratio `r`
+//!   (LLM-Pruner's rounding), or, for a parameter target, one by one until a running count of removed
+//!   parameters reaches it.
+//! * **Repair**: a run of consecutive removed layers `R` adds `T = F_R(h) − h` to the residual stream `h` after
+//!   the kept layer `p` before it. The repair regresses `T` on the inputs `x` of `p`'s `down_proj`, whose output
+//!   lands in the same stream: with `W̃ = [W_down, I]` on `x̃ = [x; T]`, removing `T`'s columns and refitting the
+//!   kept ones is the width repair of methods.md §4 — `ls`: `W' = W + T Xᵀ (X Xᵀ + λI)⁻¹`, `bias`: `Δb = mean(T)`,
+//!   `ls-bias` both — with `λ` from `diag(X Xᵀ)` alone. Runs are repaired in order on the repaired prefix.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::allocate::lowest_order;
+use super::compensate::Compensation;
+use super::importance::block_influence::block_influence;
+use super::importance::{random, LayerScores};
+use super::plan::{apply, Plan};
+use super::recipe::Recipe;
+use super::sequential::{prefix, repair, Reconstruction, Sequential};
+use super::stats::InputStats;
+use crate::error::{Error, Result};
+use crate::model::llama::{Block, Positions};
+use crate::model::params::count_params;
+use crate::model::{Llama, ModelConfig};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
+
+/// How many of `layers` layers go at ratio `r`: `C − ⌊C·(1−r)⌋`.
+pub fn removed_count(layers: usize, r: f64) -> usize {
+    layers - (layers as f64 * (1.0 - r)).floor() as usize
+}
+
+/// The score of each whole layer from its structures' scores: a seeded draw per layer for `random`, else the sum
+/// of its KV groups' and MLP channels' scores (which are dropped).
+pub fn whole_layer_scores(scores: Vec<LayerScores>, recipe: &Recipe) -> Vec<LayerScores> {
+    let random = recipe.importance == super::Importance::Random;
+    scores
+        .into_iter()
+        .map(|s| {
+            let whole = match random {
+                true => random::scores(recipe.seed, s.layer, 3, 1)[0] as f64,
+                false => s
+                    .kv_groups
+                    .iter()
+                    .chain(&s.mlp_channels)
+                    .map(|&x| x as f64)
+                    .sum(),
+            };
+            LayerScores {
+                layer: s.layer,
+                kv_groups: vec![],
+                mlp_channels: vec![],
+                whole: Some(whole),
+            }
+        })
+        .collect()
+}
+
+/// Block influence of every layer of the recipe's range on the unpruned `model`.
+pub async fn block_influence_scores<B: Backend>(
+    model: &Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerScores>> {
+    let layers = recipe.layer_range(&model.config);
+    let (mut h, pos) = prefix(model, calib, layers.start, device)?;
+    let mut out = Vec::with_capacity(layers.len());
+    for (step, l) in layers.clone().enumerate() {
+        checkpoint(progress).await?;
+        let next = model.layers[l].forward(h.clone(), &pos);
+        out.push(LayerScores {
+            layer: l,
+            kv_groups: vec![],
+            mlp_channels: vec![],
+            whole: Some(block_influence(h, next.clone()).await?),
+        });
+        h = next;
+        progress.report(ProgressEvent {
+            stage: "score",
+            done: step + 1,
+            total: layers.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// The depth plan: the lowest-scored layers of `scores` (ties: the earlier layer) go — `removed_count` of them at
+/// `ratio`, or at a parameter `target` as many as it takes to remove that fraction of all parameters.
+pub fn depth_plan(
+    cfg: &ModelConfig,
+    scores: &[LayerScores],
+    ratio: Option<f64>,
+    target: Option<f64>,
+) -> Result<Plan> {
+    let whole: Vec<f64> = scores.iter().map(|s| s.whole.unwrap_or(0.0)).collect();
+    let order: Vec<usize> = lowest_order(&whole)
+        .into_iter()
+        .map(|i| scores[i].layer)
+        .collect();
+    let removed = match (ratio, target) {
+        (Some(r), _) => order[..removed_count(scores.len(), r)].to_vec(),
+        (None, Some(t)) => {
+            let total = count_params(cfg).total;
+            let need = (t * total as f64).ceil() as usize;
+            let mut chosen = vec![];
+            for &l in &order {
+                if params_removed(cfg, &chosen) >= need || chosen.len() + 1 >= cfg.num_layers() {
+                    break;
+                }
+                chosen.push(l);
+            }
+            let got = params_removed(cfg, &chosen);
+            if got < need {
+                return Err(Error::Invalid(format!(
+                    "a target of {:.1}% of parameters is out of reach: removing {} whole layers of the range \
+                     removes {:.1}%",
+                    t * 100.0,
+                    chosen.len(),
+                    got as f64 / total as f64 * 100.0
+                )));
+            }
+            chosen
+        }
+        (None, None) => {
+            return Err(Error::Invalid(
+                "give a ratio (--ratio) or a parameter target (--target-params)".into(),
+            ))
+        }
+    };
+    let plan = Plan::depth(cfg, removed);
+    plan.check(cfg)?;
+    Ok(plan)
+}
+
+/// Parameters `cfg` loses with its layers `removed` gone.
+fn params_removed(cfg: &ModelConfig, removed: &[usize]) -> usize {
+    let pruned = Plan::depth(cfg, removed.to_vec()).pruned_config(cfg);
+    count_params(cfg).total - count_params(&pruned).total
+}
+
+/// Runs of consecutive removed layers with the kept layer before each: `(p, first..end)`.
+fn runs(removed: &[usize]) -> Result<Vec<(usize, std::ops::Range<usize>)>> {
+    let mut out: Vec<(usize, std::ops::Range<usize>)> = vec![];
+    for &l in removed {
+        match out.last_mut() {
+            Some((_, run)) if run.end == l => run.end = l + 1,
+            _ if l == 0 => return Err(Error::Invalid(
+                "layer 0 has no layer before it whose down_proj could absorb its removal: keep it \
+                     (--layers 1..), or remove it with --compensation none"
+                    .into(),
+            )),
+            _ => out.push((l - 1, l..l + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// Layer `p` run on its input `h`: its output and the input of its `down_proj` `[windows, len, intermediate]`.
+fn through_kept<B: Backend>(
+    block: &Block<B>,
+    h: Tensor<B, 3>,
+    pos: &Positions<B>,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let x = block.input_layernorm.forward(h.clone());
+    let h_mid = h + block.self_attn.forward(x, pos);
+    let x = block
+        .mlp
+        .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
+    (h_mid, x)
+}
+
+/// Removes the plan's whole layers from `model` and repairs each run of them into the `down_proj` of the kept
+/// layer before it, as the recipe's compensation says (see the module docs).
+pub async fn remove_layers<B: Backend>(
+    mut model: Llama<B>,
+    recipe: &Recipe,
+    plan: Plan,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Sequential<B>> {
+    let runs = runs(&plan.removed_layers)?;
+    let mut reconstruction = vec![];
+    if recipe.compensation != Compensation::None && !runs.is_empty() {
+        let (mut h, pos) = prefix(&model, calib, runs[0].0, device)?;
+        let mut next = runs[0].0;
+        for (step, (p, run)) in runs.iter().enumerate() {
+            checkpoint(progress).await?;
+            for block in &model.layers[next..*p] {
+                h = block.forward(h, &pos);
+            }
+            let (h_mid, x) = through_kept(&model.layers[*p], h, &pos);
+            let h_out = h_mid.clone() + model.layers[*p].mlp.down_proj.forward(x.clone());
+            let mut h_run = h_out.clone();
+            for block in &model.layers[run.clone()] {
+                h_run = block.forward(h_run, &pos);
+            }
+            let target = h_run - h_out;
+            let (b, s, n) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+            let hidden = target.dims()[2];
+            let stats = InputStats::of(
+                Tensor::cat(vec![x.clone(), target], 2).reshape([b * s, n + hidden]),
+            );
+            let down = &mut model.layers[*p].mlp.down_proj;
+            let w = down.weight.val();
+            let identity = Tensor::<B, 2>::eye(hidden, device).cast(w.dtype());
+            let widened = Tensor::cat(vec![w, identity], 1);
+            let kept: Vec<usize> = (0..n).collect();
+            let (before, after) = repair(down, widened, &stats, &kept, n, recipe, device).await?;
+            reconstruction.push(Reconstruction {
+                layer: *p,
+                module: "down_proj+removed",
+                before,
+                after,
+            });
+            h = h_mid + model.layers[*p].mlp.down_proj.forward(x);
+            next = run.end;
+            progress.report(ProgressEvent {
+                stage: "layers",
+                done: step + 1,
+                total: runs.len(),
+            });
+        }
+        if recipe.compensation.adds_bias() {
+            super::sequential::add_zero_biases(&mut model, device);
+        }
+    }
+    Ok(Sequential {
+        model: apply(model, &plan)?,
+        plan,
+        scores: vec![],
+        reconstruction,
+    })
+}

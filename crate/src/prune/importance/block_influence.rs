@@ -1,0 +1,20 @@
+//! `block-influence` (ShortGPT, Men et al. 2024): how much a whole decoder layer changes the residual stream,
+//! `BI = 1 − mean_t cos(h_t, h'_t)` over every calibration token `t`, with `h` the layer's input and `h'` its
+//! output on the unpruned model. A layer that leaves the stream's direction alone scores 0 and goes first.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::error::Result;
+use crate::prune::linalg::at_least_f32;
+use crate::readback::scalar;
+
+/// The block influence of a layer with input `h` and output `out`, both `[windows, len, hidden]` (f32
+/// arithmetic whatever their type).
+pub async fn block_influence<B: Backend>(h: Tensor<B, 3>, out: Tensor<B, 3>) -> Result<f64> {
+    let (h, out) = (at_least_f32(h), at_least_f32(out));
+    let dot = (h.clone() * out.clone()).sum_dim(2);
+    let norms = (h.square().sum_dim(2) * out.square().sum_dim(2)).sqrt();
+    // A zero vector (never met in a real residual stream) gives cosine 0 rather than NaN.
+    let cos = dot / norms.clamp_min(f32::MIN_POSITIVE as f64);
+    Ok(1.0 - scalar(cos.mean()).await?)
+}
