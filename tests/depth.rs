@@ -1,7 +1,8 @@
-//! Depth pruning (`--structures layers`): block influence against its definition, whole-layer Taylor scores
+//! Depth pruning (`--structures layers`): block influence against its definition, the skipped-layer perplexity
+//! against the loss of the model without the layer, whole-layer Taylor scores
 //! against the sum of LLM-Pruner's golden structure scores, a layer that computes nothing removed without
 //! changing the logits (repaired or not), the repair against its normal equations, parameter targets, the CLI's
-//! HF and GGUF outputs and plan replay, and bad depth recipes and plans.
+//! HF and GGUF outputs, plan replay and streamed runs, and bad depth recipes and plans.
 
 mod common;
 
@@ -20,11 +21,11 @@ use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::depth::{depth_plan, removed_count};
 use prunelab::prune::importance::{Importance, LayerScores};
-use prunelab::prune::pipeline::{make_plan, prune};
-use prunelab::prune::plan::Plan;
+use prunelab::prune::pipeline::{apply_plan, make_plan, prune};
+use prunelab::prune::plan::{apply, Plan};
 use prunelab::prune::recipe::{LayerRange, Recipe};
 use prunelab::prune::structure::StructureKind;
-use prunelab::readback::{to_vec, to_vec_f64};
+use prunelab::readback::{scalar, to_vec, to_vec_f64};
 use serde_json::Value;
 
 type Cpu = prunelab::backend::Cpu;
@@ -64,6 +65,22 @@ fn probe_logits(model: &Llama<Cpu>) -> Vec<f32> {
     block_on(to_vec(model.forward(ids))).unwrap()
 }
 
+/// The plan and scores `recipe` makes for `model` on `windows`.
+fn plan_of(model: &Llama<Cpu>, recipe: &Recipe, windows: &[Vec<u32>]) -> (Plan, Vec<LayerScores>) {
+    let ad: Llama<Ad> = Llama::from_inner(model.clone());
+    let device = Default::default();
+    let (plan, _, scores) = block_on(make_plan(
+        &ad,
+        recipe,
+        windows,
+        &device,
+        &Silent,
+        &mut vec![],
+    ))
+    .unwrap();
+    (plan, scores)
+}
+
 /// Calibration activations entering layer `l` of `model`, `[windows, len, hidden]`.
 fn input_of(model: &Llama<Cpu>, l: usize, windows: &[Vec<u32>]) -> Tensor<Cpu, 3> {
     let device = Default::default();
@@ -101,17 +118,7 @@ fn an_identity_layer_has_zero_block_influence_and_goes_without_changing_the_logi
         "tiny-gqa",
     );
     let windows = calib("tiny-gqa");
-    let mut timings = vec![];
-    let ad: Llama<Ad> = Llama::from_inner(model.clone());
-    let (plan, _, scores) = block_on(make_plan(
-        &ad,
-        &recipe,
-        &windows,
-        &device,
-        &Silent,
-        &mut timings,
-    ))
-    .unwrap();
+    let (plan, scores) = plan_of(&model, &recipe, &windows);
     assert_eq!(removed_count(3, 0.25), 1);
     assert_eq!(
         plan.removed_layers,
@@ -153,11 +160,69 @@ fn an_identity_layer_has_zero_block_influence_and_goes_without_changing_the_logi
         assert_eq!(out.model.layers.len(), 3);
         let diff = max_abs_diff(&probe_logits(&out.model), &original);
         assert!(diff < 1e-5, "{compensation:?}: logits moved by {diff:e}");
+        let repairs = usize::from(compensation != Compensation::None);
+        assert_eq!(out.reconstruction.len(), repairs, "{compensation:?}");
         for r in &out.reconstruction {
             assert_eq!((r.layer, r.module), (1, "down_proj+removed"));
             assert!(r.before < 1e-12 && r.after < 1e-12, "{r:?}");
         }
     }
+
+    // Layer 0 has no layer before it: removed without a repair, refused with one.
+    let plan = Plan::depth(&model.config, vec![0]);
+    let first = Recipe {
+        layers: Some(LayerRange { start: 0, end: 4 }),
+        compensation: Compensation::None,
+        ..recipe.clone()
+    };
+    let run = |recipe: &Recipe| {
+        block_on(apply_plan(
+            model.clone(),
+            recipe,
+            Some(plan.clone()),
+            None,
+            &windows,
+            &device,
+            &Silent,
+            &mut vec![],
+        ))
+    };
+    assert_eq!(run(&first).unwrap().model.layers.len(), 3);
+    let repaired = Recipe {
+        compensation: Compensation::Ls,
+        ..first
+    };
+    let err = run(&repaired).err().unwrap().to_string();
+    assert!(err.contains("layer 0 has no layer before it"), "{err}");
+}
+
+#[test]
+fn the_perplexity_criterion_is_the_calibration_loss_with_the_layer_skipped() {
+    let device = Default::default();
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    // 10 windows: a batch of 8 and one of 2.
+    let windows = calib("tiny-gqa");
+    let recipe = depth_recipe(
+        Importance::Perplexity,
+        0.25,
+        (1, 4),
+        Compensation::None,
+        "tiny-gqa",
+    );
+    let (plan, scores) = plan_of(&model, &recipe, &windows);
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    let ids = batch_tensor::<Cpu>(&refs, &device);
+    let mut want = vec![];
+    for (s, l) in scores.iter().zip(1..4) {
+        let without = apply(model.clone(), &Plan::depth(&model.config, vec![l])).unwrap();
+        let ppl = block_on(scalar(without.loss(ids.clone()))).unwrap().exp();
+        let got = s.whole.unwrap();
+        assert_eq!(s.layer, l);
+        assert!((got - ppl).abs() / ppl < 1e-5, "layer {l}: {got} vs {ppl}");
+        want.push((ppl, l));
+    }
+    let lowest = want.iter().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap().1;
+    assert_eq!(plan.removed_layers, vec![lowest]);
 }
 
 #[test]
@@ -427,6 +492,13 @@ fn bad_depth_recipes_and_plans_are_refused() {
         ),
         (
             Recipe {
+                ratio: Some(0.0),
+                ..base.clone()
+            },
+            "ratio 0 removes none of the 3 layers of the range 1..4",
+        ),
+        (
+            Recipe {
                 allocation: prunelab::prune::allocate::Allocation::AttnMlpRatio { gamma: 1.0 },
                 ..base.clone()
             },
@@ -444,11 +516,21 @@ fn bad_depth_recipes_and_plans_are_refused() {
     assert_eq!(good["removed_layers"], serde_json::json!([1, 2]));
     plan(good.clone()).check(&cfg).unwrap();
     for (removed, want) in [
-        (serde_json::json!([2, 2]), "distinct increasing"),
-        (serde_json::json!([4]), "below 4"),
+        (
+            serde_json::json!([2, 2]),
+            "[2, 2]: layer indices must be distinct and increasing",
+        ),
+        (
+            serde_json::json!([3, 1]),
+            "[3, 1]: layer indices must be distinct and increasing",
+        ),
+        (
+            serde_json::json!([4]),
+            "[4]: layer 4 is not below the model's 4 layers",
+        ),
         (
             serde_json::json!([0, 1, 2, 3]),
-            "leaving at least one layer",
+            "removes all 4 layers; at least one must stay",
         ),
     ] {
         good["removed_layers"] = removed;
@@ -561,7 +643,7 @@ fn the_cli_writes_depth_pruned_models_that_load_back_and_replay() {
     let from_gguf = Llama::<Cpu>::load(&parsed.config, &parsed, &device).unwrap();
     assert_eq!(probe_logits(&from_gguf), want, "GGUF");
 
-    // The saved plan with the run's recipe replays to the same model; --stream refuses whole layers.
+    // The saved plan with the run's recipe replays to the same model.
     let replay = dir.path().join("replay");
     let (plan, recipe) = (hf.join("plan.json"), hf.join("recipe.json"));
     run_cli(&[
@@ -577,13 +659,27 @@ fn the_cli_writes_depth_pruned_models_that_load_back_and_replay() {
         ids.to_str().unwrap(),
     ]);
     assert_eq!(probe_logits(&loaded(&replay)), want, "replayed plan");
+    // Streamed from disk to disk (scored in a first pass, then the plan streamed): the same model.
     let mut streamed = args(&dir.path().join("s"));
     streamed.push("--stream".into());
+    let report_streamed = run(streamed);
+    assert_eq!(report_streamed["plan"], report["plan"]);
+    assert_eq!(report_streamed["scores"], report["scores"]);
+    let diff = max_abs_diff(&probe_logits(&loaded(&dir.path().join("s"))), &want);
+    assert!(diff < 1e-5, "streamed: {diff:e}");
+    // The skipped-layer perplexity needs every later layer for each one: not streamed, and nothing written.
+    let mut refused = args(&dir.path().join("r"));
+    refused[7] = "perplexity".into();
+    refused.push("--stream".into());
     let out = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-        .args(&streamed)
+        .args(&refused)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("whole layers"));
-    assert!(!dir.path().join("s").exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped-layer perplexity need the whole model"),
+        "{err}"
+    );
+    assert!(!dir.path().join("r").exists());
 }

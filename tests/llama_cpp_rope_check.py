@@ -1,6 +1,6 @@
 """Opt-in check with llama.cpp itself (llama-cpp-python 0.3.36): rotary scaling written to GGUF (LLaMA-3 as
-`rope_freqs.weight`, linear and YaRN as `rope.scaling.*` metadata) and q/k/v biases (as `llama`, `deci`, and read
-from `qwen2`) mean to llama.cpp what they mean to prunelab. Run by tests/llama_cpp.sh with prunelab's binary, a
+`rope_freqs.weight`, linear and YaRN as `rope.scaling.*` metadata), q/k/v biases (as `llama`, `deci`, and read
+from `qwen2`) and a depth-pruned stack mean to llama.cpp what they mean to prunelab. Run by tests/llama_cpp.sh with prunelab's binary, a
 text, the unscaled f32 GGUF of one model and `NAME=PATH` for each changed one (pruned ones too, named
 "..., pruned ..."): both tools compute the mean NLL of the same 128-token windows; they must agree on each model,
 and each unpruned change must move it far more than they differ."""

@@ -1,7 +1,7 @@
 //! The real model (SmolLM2-135M-Instruct from its GGUF; `models/smollm2/fetch` must have run — `scripts/test`
 //! runs it): tokenizer from GGUF metadata, dense logits and perplexity against the reference, GGUF → HF → GGUF
-//! round trip, the GGUF read by byte ranges (as the page reads a `File`), and our GGUF read by the `gguf` Python
-//! package.
+//! round trip, the GGUF read by byte ranges (as the page reads a `File`), our GGUF read by the `gguf` Python
+//! package, pruning runs against the reference, and depth pruning with its repair.
 
 mod common;
 
@@ -317,26 +317,26 @@ fn prune_reference_shapes(
         model, &recipe, &windows, &device, &Silent,
     ))
     .unwrap();
-    let tok = tokenizer(&gguf.file).unwrap();
+    let ppl = eval_ppl(&out.model, &tokenizer(&gguf.file).unwrap());
+    let cfg = &out.model.config;
+    (
+        prunelab::model::params::count_params(cfg).total,
+        cfg.layers.clone(),
+        ppl,
+    )
+}
+
+/// Perplexity of `model` on the eval text (64 windows of 128 tokens).
+fn eval_ppl(model: &Llama<Cpu>, tok: &prunelab::io::tokenizer::Tokenizer) -> f64 {
     let opts = PerplexityOptions {
         seq_len: 128,
         max_windows: Some(64),
         batch: 8,
     };
-    let ppl = pollster::block_on(perplexity(
-        &out.model,
-        &tok.encode(&eval_text()).unwrap(),
-        &opts,
-        &device,
-        &Silent,
-    ))
-    .unwrap();
-    let cfg = &out.model.config;
-    (
-        prunelab::model::params::count_params(cfg).total,
-        cfg.layers.clone(),
-        ppl.ppl,
-    )
+    let ids = tok.encode(&eval_text()).unwrap();
+    pollster::block_on(perplexity(model, &ids, &opts, &Default::default(), &Silent))
+        .unwrap()
+        .ppl
 }
 
 /// LLM-Pruner's run (taylor-first, its exact 10 × 64 calibration windows) with the given GQA aggregation.
@@ -476,4 +476,54 @@ fn bias_params() -> usize {
     let pruned = 24 * (6 * 64 + 2 * 2 * 64 + 576 + 2 * 1013 + 576);
     let unpruned = 6 * (9 * 64 + 2 * 3 * 64 + 576 + 2 * 1536 + 576);
     pruned + unpruned
+}
+
+/// Depth pruning on the real model, as `benches/depth_smollm2.sh` runs it: 6 of the 26 layers of the default
+/// range 3..29 by block influence, repaired by least squares, 32 × 128 calibration windows sampled (seed 42) from
+/// the calibration text. The bench measured perplexity 40.767 with the repair (53.147 without) through the CLI.
+#[test]
+fn depth_pruning_by_block_influence_is_repaired_by_least_squares() {
+    use prunelab::prune::calib::{sample_windows, CalibSource};
+    use prunelab::prune::compensate::Compensation;
+    use prunelab::prune::recipe::Recipe;
+    use prunelab::prune::structure::StructureKind;
+    use prunelab::prune::Importance;
+    let bytes = gguf_bytes();
+    let gguf = GgufModel::parse(&bytes).unwrap();
+    let tok = tokenizer(&gguf.file).unwrap();
+    let calib_text =
+        String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
+    let windows = sample_windows(&tok.encode(&calib_text).unwrap(), 32, 128, 42).unwrap();
+    let recipe = Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::BlockInfluence,
+        compensation: Compensation::Ls,
+        ratio: Some(0.2),
+        calibration: CalibSource::Sampled {
+            samples: 32,
+            length: 128,
+        },
+        ..Default::default()
+    };
+    let device = Default::default();
+    let model = Llama::<burn::backend::Autodiff<Cpu>>::load(&gguf.config, &gguf, &device).unwrap();
+    let out = pollster::block_on(prunelab::prune::pipeline::prune(
+        model, &recipe, &windows, &device, &Silent,
+    ))
+    .unwrap();
+    assert_eq!(out.plan.removed_layers, vec![13, 14, 15, 16, 17, 25]);
+    assert_eq!(
+        prunelab::model::params::count_params(&out.model.config).total,
+        113_274_432
+    );
+    // Two runs of removed layers, each absorbed by the layer before it, and each repair removes error.
+    let repaired: Vec<usize> = out.reconstruction.iter().map(|r| r.layer).collect();
+    assert_eq!(repaired, vec![12, 24]);
+    assert!(out.reconstruction.iter().all(|r| r.after < r.before));
+    let ppl = eval_ppl(&out.model, &tok);
+    eprintln!("block influence + ls, 6 layers: perplexity {ppl:.3}");
+    assert!(
+        (ppl - 40.767).abs() / 40.767 < REFERENCE_TOLERANCE,
+        "perplexity {ppl} vs 40.767 measured by the CLI"
+    );
 }

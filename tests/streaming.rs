@@ -17,9 +17,12 @@ use prunelab::model::{Llama, ModelConfig, WeightSource};
 use prunelab::progress::Silent;
 use prunelab::prune::calib::sample_windows;
 use prunelab::prune::compensate::Compensation;
+use prunelab::prune::depth::remove_layers;
+use prunelab::prune::plan::Plan;
 use prunelab::prune::recipe::{LayerRange, Recipe};
 use prunelab::prune::sequential::prune_sequential;
 use prunelab::prune::streaming::Streamed;
+use prunelab::prune::structure::StructureKind;
 use prunelab::prune::Importance;
 
 fn tiny() -> ModelConfig {
@@ -192,6 +195,105 @@ fn streamed_pruning_equals_the_in_memory_pipeline_one_layer_at_a_time() {
             peak.host
         );
         assert!(peak.device > 0 && peak.host > 0);
+    }
+}
+
+#[test]
+fn whole_layers_stream_like_the_in_memory_run_with_two_layers_on_the_device() {
+    for comp in [Compensation::Ls, Compensation::None] {
+        let cfg = tiny();
+        let weights = RandomWeights::new(&cfg, 7, 0.05);
+        let calib = calib(&cfg);
+        let recipe = Recipe {
+            structures: vec![StructureKind::Layers],
+            importance: Importance::BlockInfluence,
+            compensation: comp,
+            ratio: Some(0.5),
+            layers: Some(LayerRange { start: 1, end: 4 }),
+            ..Recipe::default()
+        };
+        // Layers 2 and 3 go: one run, absorbed by layer 1.
+        let plan = Plan::depth(&cfg, vec![2, 3]);
+        let device = Default::default();
+        let model = Llama::<Flex>::load(&cfg, &weights, &device).unwrap();
+        let whole = pollster::block_on(remove_layers(
+            model,
+            &recipe,
+            plan.clone(),
+            &calib,
+            &device,
+            &Silent,
+        ))
+        .unwrap();
+        let log = RefCell::new(vec![]);
+        let input = Logged {
+            inner: &weights,
+            log: &log,
+        };
+        let streamed = Streamed::<Flex>::new(
+            &input,
+            &cfg,
+            &recipe,
+            None,
+            Some(&plan),
+            &calib,
+            device,
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(streamed.config(), &whole.model.config);
+        assert_eq!(streamed.config().num_layers(), 2);
+        for (name, w) in whole.model.named_weights() {
+            let want = pollster::block_on(prunelab::readback::to_vec(w.flatten())).unwrap();
+            let got = streamed.read_f32(&name).unwrap();
+            assert_eq!(got.len(), want.len(), "{name}");
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-6, "{comp:?} {name}: differs by {diff}");
+        }
+        let (got_plan, _, recon) = streamed.take_results();
+        assert_eq!(got_plan, plan);
+        assert_eq!(recon.len(), usize::from(comp != Compensation::None));
+        // Output layer 1 is input layer 1 (repaired) and nothing of input layers 2 and 3 is copied.
+        let log = log.borrow();
+        let copied = |l: usize| log.iter().filter(|e| layer_of(e) == Some(l)).count();
+        let per_layer = tensor_specs(&cfg)
+            .iter()
+            .filter(|s| s.layer == Some(2))
+            .count();
+        match comp {
+            // Without a repair nothing runs: each kept layer is copied once, the removed ones never read.
+            Compensation::None => {
+                assert_eq!(
+                    (copied(0), copied(1), copied(2), copied(3)),
+                    (per_layer, per_layer, 0, 0)
+                );
+                assert_eq!(streamed.peak().device, 0);
+            }
+            // With one: layers 0 and 1 run the windows (layer 0 is then copied), 2 and 3 run once.
+            _ => {
+                assert_eq!(copied(0), 2 * per_layer);
+                assert_eq!(
+                    (copied(1), copied(2), copied(3)),
+                    (per_layer, per_layer, per_layer)
+                );
+                let one = layer_bytes(&cfg, 1);
+                let peak = streamed.peak();
+                assert!(
+                    peak.device <= 2 * one,
+                    "device peak {} > two layers",
+                    peak.device
+                );
+                assert!(
+                    peak.device > one,
+                    "the kept layer stays while the run passes"
+                );
+                assert!(peak.host <= layer_bytes(streamed.config(), 1));
+            }
+        }
     }
 }
 

@@ -161,6 +161,7 @@ function recipeFromControls() {
 async function syncRecipe() {
   if (!state.methods) return;
   const r = recipeFromControls();
+  $("kv").disabled = $("mlp").disabled = $("whole").checked; // whole layers are pruned in a run of their own
   $("recipe").value = JSON.stringify(r, null, 2);
   $("target-value").textContent = (Number($("target").value) * 100).toFixed(0) + "%";
   explain();
@@ -172,6 +173,7 @@ async function showPlanned() {
     const p = await call("planned", { recipe: $("recipe").value });
     $("planned").textContent = `${Math.round(p.params).toLocaleString()} parameters left (of ` +
       `${state.model.params.total.toLocaleString()})` + (p.ratio == null ? " — the target: exact count after scoring" :
+      JSON.parse($("recipe").value).structures.includes("layers") ? `, ${(p.ratio * 100).toFixed(0)}% of the range's layers` :
       `, per-layer ratio ${p.ratio.toFixed(3)}`);
   } catch (e) { $("planned").textContent = e.message; }
 }
@@ -180,6 +182,7 @@ const PAPERS = {
   "taylor-second": "https://arxiv.org/abs/2305.11627", "taylor-mix": "https://arxiv.org/abs/2305.11627",
   "wanda-sp": "https://arxiv.org/abs/2306.11695", flap: "https://arxiv.org/abs/2312.11983",
   obs: "https://arxiv.org/abs/2410.07807", numerical: "https://arxiv.org/abs/2410.07807",
+  "block-influence": "https://arxiv.org/abs/2403.03853", perplexity: "https://arxiv.org/abs/2402.02834",
   ls: "https://arxiv.org/abs/2410.07807", "ls-bias": "https://arxiv.org/abs/2410.07807", bias: "https://arxiv.org/abs/2312.11983",
 };
 function explain() {

@@ -7,7 +7,8 @@
 // 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
 //    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
-//    on the GGUF model gives the same numbers.
+//    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
+//    the chart marks the layers the CLI removes.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -198,6 +199,29 @@ try {
   close(again.ppl, fallback.ppl, "a run on the uploaded GGUF after the errors and the cancel");
   const rows = await cpu.page.$$eval("#runs tbody tr", (r) => r.length);
   if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
+  // Whole layers from the same page: block influence, each run of removed layers repaired into the layer before.
+  await cpu.page.check("#whole");
+  await cpu.page.selectOption("#importance", "block-influence");
+  await cpu.page.fill("#layer-start", "1");
+  await cpu.page.fill("#calib-samples", WINDOWS);
+  await cpu.page.waitForFunction(() => JSON.parse(document.getElementById("recipe").value).structures[0] === "layers");
+  await cpu.page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
+  const depthRecipe = await cpu.page.inputValue("#recipe");
+  await cpu.page.evaluate(() => document.activeElement?.blur());
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length > 2, null, { timeout: 900000 });
+  await cpu.shot("7-whole-layers");
+  const depthPpl = Number(await cpu.page.textContent("#ppl-after"));
+  const removedBars = await cpu.page.$$eval("#chart rect.removed title", (t) => t.map((x) => Number(x.textContent.match(/^layer (\d+)/)[1])));
+  const strip = await cpu.page.textContent("#heatmap h3");
+  await writeFile(join(tmp, "depth.json"), depthRecipe);
+  const depthReport = cli("prune", demoGguf, "--out", join(tmp, "depth-pruned"), "--recipe", join(tmp, "depth.json"),
+    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
+    "--eval-windows", WINDOWS, "--json");
+  const removed = depthReport.plan.removed_layers ?? [];
+  if (!(removed.length > 0) || removedBars.join() !== removed.join() || !strip.startsWith("Whole-layer scores"))
+    throw new Error(`whole layers: ${removedBars} bars for layers ${removed} removed by the CLI; heading ${strip}`);
+  close(depthPpl, depthReport.eval.after.ppl, `whole layers ${removed} (block influence + ls) vs CLI perplexity`);
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +

@@ -39,7 +39,7 @@ pub struct PruneArgs {
     #[arg(long)]
     recipe: Option<PathBuf>,
     /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs, numerical,
-    /// block-influence (whole layers only).
+    /// block-influence, perplexity (whole layers only).
     #[arg(long)]
     importance: Option<String>,
     /// uniform, global (needs --target-params) or attn-mlp-ratio (with --gamma).

@@ -14,6 +14,7 @@ use super::prune::{extras_of, report_files};
 use super::run_on::BackendJob;
 use crate::error::Result;
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
+use crate::prune::depth::depth_plan;
 use crate::prune::plan::Plan;
 use crate::prune::recipe::Recipe;
 use crate::prune::report::{Report, StageTime};
@@ -37,7 +38,12 @@ impl BackendJob for StreamJob<'_> {
         let fixed = self.plan;
         let layers = recipe.layer_range(cfg);
         let global = fixed.is_none() && recipe.allocation == Allocation::Global;
-        let ratio = match (fixed.is_some() || global, recipe.allocation, recipe.ratio) {
+        let depth = fixed.is_none() && recipe.prunes_depth();
+        let ratio = match (
+            fixed.is_some() || global || depth,
+            recipe.allocation,
+            recipe.ratio,
+        ) {
             (true, _, _) => None,
             (false, _, Some(r)) => Some(r),
             (false, alloc, None) => Some(ratio_for_target(
@@ -54,10 +60,10 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         self.input.with_weights(|src| {
-            // `global` ranks every layer first: a streamed pass of scores on the unpruned model, then the
-            // pruning pass streams the plan it makes.
+            // `global` and whole layers rank every layer first: a streamed pass of scores on the unpruned model,
+            // then the pruning pass streams the plan it makes.
             let (mut timings, mut first_scores, mut fixed) = (vec![], vec![], fixed);
-            if global {
+            if global || depth {
                 first_scores = streamed_scores::<B::InnerBackend>(
                     src,
                     cfg,
@@ -67,7 +73,10 @@ impl BackendJob for StreamJob<'_> {
                     &bars,
                 )?;
                 let target = recipe.target_params.unwrap_or(0.0);
-                fixed = Some(global_plan(cfg, &first_scores, target, &recipe.structures)?);
+                fixed = Some(match depth {
+                    true => depth_plan(cfg, &first_scores, recipe.ratio, recipe.target_params)?,
+                    false => global_plan(cfg, &first_scores, target, &recipe.structures)?,
+                });
                 timings.push(StageTime {
                     stage: "score".into(),
                     seconds: start.elapsed().as_secs_f64(),
@@ -108,6 +117,8 @@ impl BackendJob for StreamJob<'_> {
                         - before
                         - (phases.load + phases.compute + phases.read_back),
                 });
+                // A depth run reports its ratio as the in-memory run does (its plan replaced the allocation).
+                let ratio = if depth { recipe.ratio } else { ratio };
                 let r = Report::new(
                     recipe, ratio, cfg, &out_cfg, plan, &scores, recon, timings, None,
                 );

@@ -203,17 +203,23 @@ impl<B: Backend> Llama<B> {
     /// Negative log-likelihood of every next token (in f32 whatever the run's float type).
     /// `ids [batch, seq]` → `[batch, seq − 1]`
     pub fn token_nll(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let [b, s] = ids.dims();
-        let logits = self.forward(ids.clone()).narrow(1, 0, s - 1);
-        let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-        log_softmax(logits.cast(DType::F32), 2)
-            .gather(2, targets)
-            .reshape([b, s - 1])
-            .neg()
+        next_token_nll(self.forward(ids.clone()), ids)
     }
 
     /// Mean next-token cross-entropy over the batch (HF `LlamaForCausalLM` loss). `ids [batch, seq]` → `[1]`
     pub fn loss(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         self.token_nll(ids).mean()
     }
+}
+
+/// Negative log-likelihood of every next token of `ids` under `logits` (in f32 whatever their type).
+/// `logits [batch, seq, vocab]`, `ids [batch, seq]` → `[batch, seq − 1]`
+pub fn next_token_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let [b, s] = ids.dims();
+    let logits = logits.narrow(1, 0, s - 1);
+    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+    log_softmax(logits.cast(DType::F32), 2)
+        .gather(2, targets)
+        .reshape([b, s - 1])
+        .neg()
 }

@@ -1,9 +1,11 @@
 //! Depth pruning (methods.md §1, `--structures layers`): whole decoder layers go, and the layers after them move
 //! up.
 //! * **Scores** of a whole layer: `block-influence` (ShortGPT) from one forward pass of the calibration windows
-//!   through the unpruned model; `random` draws one number per layer; every weight or gradient score is summed
-//!   over the layer's KV groups and MLP channels, which together hold every weight of the layer (for
-//!   `taylor-first` this is the Taylor+ criterion of "Shortened LLaMA").
+//!   through the unpruned model; `perplexity` ("Shortened LLaMA"'s PPL criterion), the calibration perplexity of
+//!   the model with that one layer skipped; `random` draws one number per layer; every weight or gradient score
+//!   is summed over the layer's KV groups and MLP channels, which together hold every weight of the layer (for
+//!   `taylor-first` this is the Taylor+ criterion of "Shortened LLaMA"; under `--compat llm-pruner` the sums
+//!   follow its crediting of query heads and its averaged magnitudes).
 //! * **Choice**: the lowest-scored layers of the pruned range — `C − ⌊C·(1−r)⌋` of its `C` layers at ratio `r`
 //!   (LLM-Pruner's rounding), or, for a parameter target, one by one until a running count of removed
 //!   parameters reaches it.
@@ -13,6 +15,8 @@
 //!   kept ones is the width repair of methods.md §4 — `ls`: `W' = W + T Xᵀ (X Xᵀ + λI)⁻¹`, `bias`: `Δb = mean(T)`,
 //!   `ls-bias` both — with `λ` from `diag(X Xᵀ)` alone. Runs are repaired in order on the repaired prefix.
 
+use std::ops::Range;
+
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::allocate::lowest_order;
@@ -21,13 +25,15 @@ use super::importance::block_influence::block_influence;
 use super::importance::{random, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
-use super::sequential::{prefix, repair, Reconstruction, Sequential};
+use super::sequential::{activation_scores, prefix, repair, Reconstruction, Sequential};
 use super::stats::InputStats;
 use crate::error::{Error, Result};
-use crate::model::llama::{Block, Positions};
+use crate::eval::perplexity::batch_tensor;
+use crate::model::llama::{next_token_nll, Block, Positions};
 use crate::model::params::count_params;
 use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
+use crate::readback::scalar;
 
 /// How many of `layers` layers go at ratio `r`: `C − ⌊C·(1−r)⌋`.
 pub fn removed_count(layers: usize, r: f64) -> usize {
@@ -60,8 +66,28 @@ pub fn whole_layer_scores(scores: Vec<LayerScores>, recipe: &Recipe) -> Vec<Laye
         .collect()
 }
 
-/// Block influence of every layer of the recipe's range on the unpruned `model`.
-pub async fn block_influence_scores<B: Backend>(
+/// Windows per forward of the skipped-layer perplexity (its logits are `batch × len × vocab`).
+const SKIP_BATCH: usize = 8;
+
+/// The whole-layer criterion of the recipe (`block-influence` or `perplexity`) for every layer of its range.
+pub async fn layer_criterion_scores<B: Backend>(
+    model: &Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerScores>> {
+    match recipe.importance {
+        super::Importance::Perplexity => {
+            skipped_layer_perplexity(model, recipe, calib, device, progress).await
+        }
+        _ => activation_scores(model, recipe, calib, device, progress).await,
+    }
+}
+
+/// The calibration perplexity of `model` with each layer of the recipe's range skipped in turn (the others
+/// whole): `exp` of the mean next-token NLL over every window.
+async fn skipped_layer_perplexity<B: Backend>(
     model: &Llama<B>,
     recipe: &Recipe,
     calib: &[Vec<u32>],
@@ -69,25 +95,54 @@ pub async fn block_influence_scores<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<Vec<LayerScores>> {
     let layers = recipe.layer_range(&model.config);
-    let (mut h, pos) = prefix(model, calib, layers.start, device)?;
-    let mut out = Vec::with_capacity(layers.len());
-    for (step, l) in layers.clone().enumerate() {
-        checkpoint(progress).await?;
-        let next = model.layers[l].forward(h.clone(), &pos);
-        out.push(LayerScores {
-            layer: l,
+    let mut nll = vec![0.0f64; layers.len()];
+    let chunks: Vec<&[Vec<u32>]> = calib.chunks(SKIP_BATCH).collect();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let (mut h, pos) = prefix(model, chunk, layers.start, device)?;
+        let refs: Vec<&[u32]> = chunk.iter().map(|w| w.as_slice()).collect();
+        let ids = batch_tensor::<B>(&refs, device);
+        for (i, l) in layers.clone().enumerate() {
+            checkpoint(progress).await?;
+            let mut skipped = h.clone();
+            for block in &model.layers[l + 1..] {
+                skipped = block.forward(skipped, &pos);
+            }
+            nll[i] += scalar(next_token_nll(model.head(skipped), ids.clone()).sum()).await?;
+            h = model.layers[l].forward(h, &pos);
+            progress.report(ProgressEvent {
+                stage: "score",
+                done: c * layers.len() + i + 1,
+                total: chunks.len() * layers.len(),
+            });
+        }
+    }
+    let tokens = calib.iter().map(|w| w.len() - 1).sum::<usize>() as f64;
+    Ok(layers
+        .zip(nll)
+        .map(|(layer, nll)| LayerScores {
+            layer,
             kv_groups: vec![],
             mlp_channels: vec![],
-            whole: Some(block_influence(h, next.clone()).await?),
-        });
-        h = next;
-        progress.report(ProgressEvent {
-            stage: "score",
-            done: step + 1,
-            total: layers.len(),
-        });
-    }
-    Ok(out)
+            whole: Some((nll / tokens).exp()),
+        })
+        .collect())
+}
+
+/// The block influence of layer `l` (`block`) on its input `h`, and its output (the next layer's input).
+pub async fn layer_influence<B: Backend>(
+    block: &Block<B>,
+    l: usize,
+    h: Tensor<B, 3>,
+    pos: &Positions<B>,
+) -> Result<(LayerScores, Tensor<B, 3>)> {
+    let next = block.forward(h.clone(), pos);
+    let scores = LayerScores {
+        layer: l,
+        kv_groups: vec![],
+        mlp_channels: vec![],
+        whole: Some(block_influence(h, next.clone()).await?),
+    };
+    Ok((scores, next))
 }
 
 /// The depth plan: the lowest-scored layers of `scores` (ties: the earlier layer) go — `removed_count` of them at
@@ -145,8 +200,8 @@ fn params_removed(cfg: &ModelConfig, removed: &[usize]) -> usize {
 }
 
 /// Runs of consecutive removed layers with the kept layer before each: `(p, first..end)`.
-fn runs(removed: &[usize]) -> Result<Vec<(usize, std::ops::Range<usize>)>> {
-    let mut out: Vec<(usize, std::ops::Range<usize>)> = vec![];
+pub fn runs(removed: &[usize]) -> Result<Vec<(usize, Range<usize>)>> {
+    let mut out: Vec<(usize, Range<usize>)> = vec![];
     for &l in removed {
         match out.last_mut() {
             Some((_, run)) if run.end == l => run.end = l + 1,
@@ -161,18 +216,42 @@ fn runs(removed: &[usize]) -> Result<Vec<(usize, std::ops::Range<usize>)>> {
     Ok(out)
 }
 
-/// Layer `p` run on its input `h`: its output and the input of its `down_proj` `[windows, len, intermediate]`.
-fn through_kept<B: Backend>(
-    block: &Block<B>,
+/// Repairs kept layer `p` (`block`, whose input is `h`) for the run of removed layers after it: `through_run`
+/// takes the stream after `p` through the removed layers. Returns the stream after the repaired `p` (the next
+/// kept layer's input) and the errors of the repair.
+#[allow(clippy::too_many_arguments)]
+pub async fn repair_before_run<B: Backend>(
+    block: &mut Block<B>,
+    p: usize,
     h: Tensor<B, 3>,
     pos: &Positions<B>,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    through_run: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>>,
+    recipe: &Recipe,
+    device: &B::Device,
+) -> Result<(Tensor<B, 3>, Reconstruction)> {
     let x = block.input_layernorm.forward(h.clone());
     let h_mid = h + block.self_attn.forward(x, pos);
     let x = block
         .mlp
         .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
-    (h_mid, x)
+    let h_out = h_mid.clone() + block.mlp.down_proj.forward(x.clone());
+    let target = through_run(h_out.clone())? - h_out;
+    let ([b, s, n], hidden) = (x.dims(), target.dims()[2]);
+    let inputs = Tensor::cat(vec![x.clone(), target], 2).reshape([b * s, n + hidden]);
+    let stats = InputStats::of(inputs);
+    let down = &mut block.mlp.down_proj;
+    let w = down.weight.val();
+    let identity = Tensor::<B, 2>::eye(hidden, device).cast(w.dtype());
+    let widened = Tensor::cat(vec![w, identity], 1);
+    let kept: Vec<usize> = (0..n).collect();
+    let (before, after) = repair(down, widened, &stats, &kept, n, recipe, device).await?;
+    let errors = Reconstruction {
+        layer: p,
+        module: "down_proj+removed",
+        before,
+        after,
+    };
+    Ok((h_mid + down.forward(x), errors))
 }
 
 /// Removes the plan's whole layers from `model` and repairs each run of them into the `down_proj` of the kept
@@ -185,9 +264,12 @@ pub async fn remove_layers<B: Backend>(
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<Sequential<B>> {
-    let runs = runs(&plan.removed_layers)?;
+    let runs = match recipe.compensation {
+        Compensation::None => vec![],
+        _ => runs(&plan.removed_layers)?,
+    };
     let mut reconstruction = vec![];
-    if recipe.compensation != Compensation::None && !runs.is_empty() {
+    if !runs.is_empty() {
         let (mut h, pos) = prefix(&model, calib, runs[0].0, device)?;
         let mut next = runs[0].0;
         for (step, (p, run)) in runs.iter().enumerate() {
@@ -195,31 +277,17 @@ pub async fn remove_layers<B: Backend>(
             for block in &model.layers[next..*p] {
                 h = block.forward(h, &pos);
             }
-            let (h_mid, x) = through_kept(&model.layers[*p], h, &pos);
-            let h_out = h_mid.clone() + model.layers[*p].mlp.down_proj.forward(x.clone());
-            let mut h_run = h_out.clone();
-            for block in &model.layers[run.clone()] {
-                h_run = block.forward(h_run, &pos);
-            }
-            let target = h_run - h_out;
-            let (b, s, n) = (x.dims()[0], x.dims()[1], x.dims()[2]);
-            let hidden = target.dims()[2];
-            let stats = InputStats::of(
-                Tensor::cat(vec![x.clone(), target], 2).reshape([b * s, n + hidden]),
-            );
-            let down = &mut model.layers[*p].mlp.down_proj;
-            let w = down.weight.val();
-            let identity = Tensor::<B, 2>::eye(hidden, device).cast(w.dtype());
-            let widened = Tensor::cat(vec![w, identity], 1);
-            let kept: Vec<usize> = (0..n).collect();
-            let (before, after) = repair(down, widened, &stats, &kept, n, recipe, device).await?;
-            reconstruction.push(Reconstruction {
-                layer: *p,
-                module: "down_proj+removed",
-                before,
-                after,
-            });
-            h = h_mid + model.layers[*p].mlp.down_proj.forward(x);
+            let (head, tail) = model.layers.split_at_mut(p + 1);
+            let through_run = |mut h: Tensor<B, 3>| {
+                for block in &tail[..run.len()] {
+                    h = block.forward(h, &pos);
+                }
+                Ok(h)
+            };
+            let (after, errors) =
+                repair_before_run(&mut head[*p], *p, h, &pos, through_run, recipe, device).await?;
+            h = after;
+            reconstruction.push(errors);
             next = run.end;
             progress.report(ProgressEvent {
                 stage: "layers",

@@ -9,7 +9,7 @@ use web_time::Instant;
 use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::calib::check_windows;
 use super::compensate::Compensation;
-use super::depth::{block_influence_scores, depth_plan, remove_layers, whole_layer_scores};
+use super::depth::{depth_plan, layer_criterion_scores, remove_layers, whole_layer_scores};
 use super::gradients::gradient_stats;
 use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
@@ -63,7 +63,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     if kind.ranks_only_layers() {
         let start = Instant::now();
         let scores =
-            block_influence_scores(&model.valid(), recipe, calib, device, progress).await?;
+            layer_criterion_scores(&model.valid(), recipe, calib, device, progress).await?;
         timings.push(StageTime {
             stage: "score".into(),
             seconds: start.elapsed().as_secs_f64(),

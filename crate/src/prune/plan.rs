@@ -154,11 +154,6 @@ impl Plan {
         }
     }
 
-    /// Whether the plan removes nothing at all.
-    pub fn is_empty(&self) -> bool {
-        self.removed_layers.is_empty() && self.layers.iter().all(LayerPlan::is_empty)
-    }
-
     /// Parses a plan file.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let plan: Plan = serde_json::from_slice(bytes).map_err(|e| Error::Json {
@@ -219,19 +214,20 @@ impl Plan {
                 )));
             }
         }
-        let n = cfg.num_layers();
-        let mut sorted = self.removed_layers.clone();
-        sorted.dedup();
-        if sorted.len() != self.removed_layers.len()
-            || sorted.windows(2).any(|w| w[0] > w[1])
-            || sorted.iter().any(|&l| l >= n)
-            || sorted.len() >= n
-        {
-            return Err(Error::Invalid(format!(
-                "plan removed_layers {:?} must be distinct increasing layer indices below {n}, leaving at least \
-                 one layer",
-                self.removed_layers
-            )));
+        let (n, removed) = (cfg.num_layers(), &self.removed_layers);
+        let bad = |why: String| {
+            Err(Error::Invalid(format!(
+                "plan removed_layers {removed:?}: {why}"
+            )))
+        };
+        if removed.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("layer indices must be distinct and increasing".into());
+        }
+        if let Some(l) = removed.iter().find(|&&l| l >= n) {
+            return bad(format!("layer {l} is not below the model's {n} layers"));
+        }
+        if removed.len() >= n {
+            return bad(format!("removes all {n} layers; at least one must stay"));
         }
         Ok(())
     }

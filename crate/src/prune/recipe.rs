@@ -262,14 +262,22 @@ impl Recipe {
         }
         if !self.importance.ranks_layers() {
             return Err(Error::Invalid(format!(
-                "{} scores columns of o_proj / down_proj and cannot rank whole layers: use block-influence, a \
-                 Taylor score, l1, l2 or random",
+                "{} scores columns of o_proj / down_proj and cannot rank whole layers: use block-influence, \
+                 perplexity, a Taylor score, l1, l2 or random",
                 self.importance_name()
             )));
         }
         let r = self.layer_range(cfg);
         if let Some(ratio) = self.ratio {
             let n = super::depth::removed_count(r.len(), ratio);
+            if n == 0 {
+                return Err(Error::Invalid(format!(
+                    "ratio {ratio} removes none of the {} layers of the range {}..{}",
+                    r.len(),
+                    r.start,
+                    r.end
+                )));
+            }
             if n >= cfg.num_layers() {
                 return Err(Error::Invalid(format!(
                     "ratio {ratio} removes {n} of the model's {} layers: at least one must stay",

@@ -66,7 +66,8 @@ pub struct EvalReport {
 pub struct Report {
     pub schema_version: u32,
     pub recipe: Recipe,
-    /// The per-layer ratio used (given, or found for the parameter target); `None` for global allocation.
+    /// The per-layer ratio used (given, or found for the parameter target); `None` for global allocation. For
+    /// whole layers, the fraction of the range's layers given (`None` for a parameter target).
     pub ratio: Option<f64>,
     pub params_before: ParamCount,
     pub params_after: ParamCount,

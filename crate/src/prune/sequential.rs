@@ -12,8 +12,9 @@ use super::calib::check_windows;
 use super::compensate::{
     self, bias_update, error_energy, least_squares, output_energy, Compensation,
 };
+use super::depth::layer_influence;
 use super::importance::activation::column_scores;
-use super::importance::{score_layer, GradStats, LayerScores};
+use super::importance::{score_layer, GradStats, Importance, LayerScores};
 use super::linalg::{at_least_f32, onto, to_host, Linalg};
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
@@ -232,8 +233,8 @@ fn columns<B: Backend>(t: Tensor<B, 3>, idx: &[usize], device: &B::Device) -> Te
     t.select(2, index(idx, device))
 }
 
-/// Activation scores of every layer of the recipe's range on the unpruned model (for allocations that need all
-/// layers' scores before anything is removed, e.g. `global`).
+/// Activation scores (or block influence) of every layer of the recipe's range on the unpruned model (for
+/// allocations that need all layers' scores before anything is removed, e.g. `global`, and whole layers).
 pub async fn activation_scores<B: Backend>(
     model: &Llama<B>,
     recipe: &Recipe,
@@ -259,8 +260,9 @@ pub async fn activation_scores<B: Backend>(
     Ok(out)
 }
 
-/// The recipe's activation scores of the unpruned decoder layer `l` of a model with config `cfg` from its input
-/// `h`, and its output (the next layer's input). Weight scores need no input: [`weight_scores`].
+/// The recipe's activation scores (or block influence) of the unpruned decoder layer `l` of a model with config
+/// `cfg` from its input `h`, and its output (the next layer's input). Weight scores need no input:
+/// [`weight_scores`].
 pub async fn layer_scores<B: Backend>(
     block: &Block<B>,
     l: usize,
@@ -269,6 +271,9 @@ pub async fn layer_scores<B: Backend>(
     pos: &Positions<B>,
     recipe: &Recipe,
 ) -> Result<(LayerScores, Tensor<B, 3>)> {
+    if recipe.importance == Importance::BlockInfluence {
+        return layer_influence(block, l, h, pos).await;
+    }
     debug_assert!(recipe.importance.needs_activations());
     let dense = dense_layer(block, h, pos).await?;
     let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;

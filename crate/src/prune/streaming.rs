@@ -4,8 +4,12 @@
 //! the pruned prefix, reads it back and drops it; embeddings, the final norm and the head pass straight through.
 //! A weight score (or a saved plan) without repair needs no activations: each layer of the range is only
 //! scored and sliced, and no calibration text is read.
-//! Memory: the calibration activations, one decoder layer on the device and one on the host — the input's
-//! other layers are never held. Training-free recipes only (gradient scores need the whole model's backward).
+//! Whole layers (a depth plan) are skipped and the layers after them renamed; a repaired run of removed layers
+//! is absorbed by the kept layer before it, which stays on the device while the run's layers pass through one by
+//! one (two layers on the device).
+//! Memory: the calibration activations, one decoder layer on the device (two for a depth repair) and one on the
+//! host — the input's other layers are never held. Training-free recipes only (gradient scores need the whole
+//! model's backward).
 //! Native only: a writer pulls synchronously, so reads block on the device (the browser keeps small models
 //! whole).
 
@@ -18,6 +22,7 @@ use web_time::Instant;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use super::calib::check_windows;
+use super::depth::{repair_before_run, runs, whole_layer_scores};
 use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
 use super::recipe::Recipe;
@@ -48,6 +53,8 @@ struct State<B: Backend> {
     pos: Option<Positions<B>>,
     /// The last pruned layer, read back in the device's float type, by HF name; taken as it is written.
     ready: HashMap<String, TensorData>,
+    /// The input layer `ready` holds.
+    ready_layer: Option<usize>,
     plans: Vec<LayerPlan>,
     scores: Vec<LayerScores>,
     reconstruction: Vec<Reconstruction>,
@@ -82,6 +89,10 @@ pub struct Streamed<'a, B: Backend> {
     /// repair); a weight score or a saved plan without repair only slices each layer.
     activations: bool,
     layers: Range<usize>,
+    /// The input layer behind each output layer (all of them, unless a depth plan removes some).
+    kept: Vec<usize>,
+    /// A depth plan's repaired runs: the kept layer before each run of removed layers, and the run.
+    runs: Vec<(usize, Range<usize>)>,
     device: B::Device,
     progress: &'a dyn Progress,
     state: RefCell<State<B>>,
@@ -111,12 +122,18 @@ impl<'a, B: Backend> Streamed<'a, B> {
         progress: &'a dyn Progress,
     ) -> Result<Self> {
         check_inventory(cfg, src)?;
-        if recipe.prunes_depth() || fixed.is_some_and(|p| !p.removed_layers.is_empty()) {
+        let depth = fixed.filter(|p| !p.removed_layers.is_empty());
+        if depth.is_some_and(|p| p.layers.iter().any(|lp| !lp.is_empty())) {
             return Err(Error::unsupported(
                 "--stream",
-                "whole layers",
-                "streamed runs narrow layers; whole layers are removed from a model held in memory (drop \
-                 --stream)",
+                "a plan that removes whole layers and narrows others",
+                "a streamed run does one or the other: split the plan, or drop --stream",
+            ));
+        }
+        if recipe.prunes_depth() && fixed.is_none() {
+            return Err(Error::Invalid(
+                "a streamed depth run needs its plan: score the layers first (streamed_scores)"
+                    .into(),
             ));
         }
         match fixed {
@@ -128,7 +145,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
         }
         let layers = recipe.layer_range(cfg);
         let mut out = cfg.clone();
-        for l in layers.clone() {
+        for l in layers.clone().filter(|_| depth.is_none()) {
             let choice = layer_choice(cfg, recipe, l, ratio, fixed)?;
             let lp = match choice {
                 super::sequential::LayerChoice::Fixed(lp) => lp,
@@ -143,6 +160,17 @@ impl<'a, B: Backend> Streamed<'a, B> {
             };
             out.layers[l] = Plan::new(cfg, vec![lp]).kept(cfg, l).shape();
         }
+        let (kept, runs) = match depth {
+            Some(plan) => {
+                out.layers = plan.pruned_config(cfg).layers;
+                let runs = match recipe.compensation {
+                    super::compensate::Compensation::None => vec![],
+                    _ => runs(&plan.removed_layers)?,
+                };
+                (plan.kept_layers(cfg), runs)
+            }
+            None => ((0..cfg.num_layers()).collect(), vec![]),
+        };
         if recipe.compensation.adds_bias() {
             with_biases(&mut out);
         }
@@ -160,6 +188,8 @@ impl<'a, B: Backend> Streamed<'a, B> {
             calib,
             activations,
             layers,
+            kept,
+            runs,
             device,
             progress,
             state: RefCell::new(State {
@@ -167,6 +197,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 h: None,
                 pos: None,
                 ready: HashMap::new(),
+                ready_layer: None,
                 plans: vec![],
                 scores: vec![],
                 reconstruction: vec![],
@@ -186,8 +217,12 @@ impl<'a, B: Backend> Streamed<'a, B> {
     pub fn take_results(&self) -> (Plan, Vec<LayerScores>, Vec<Reconstruction>) {
         let mut s = self.state.borrow_mut();
         let plans = std::mem::take(&mut s.plans);
+        let plan = match self.fixed.filter(|p| !p.removed_layers.is_empty()) {
+            Some(depth) => depth.clone(),
+            None => Plan::new(&self.cfg, plans),
+        };
         (
-            Plan::new(&self.cfg, plans),
+            plan,
             std::mem::take(&mut s.scores),
             std::mem::take(&mut s.reconstruction),
         )
@@ -256,11 +291,51 @@ impl<'a, B: Backend> Streamed<'a, B> {
             let clock = Instant::now();
             let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
-            if l < self.layers.start {
-                let (h, pos) = flow.expect("layers before the range run only for the activations");
+            let mut next = l + 1;
+            if !self.computes(l) {
+                let (h, pos) =
+                    flow.expect("layers that are not pruned run only for the activations");
                 s.h = Some(block.forward(h, &pos));
                 s.pos = Some(pos);
                 s.seconds.compute += clock.elapsed().as_secs_f64();
+            } else if let Some((step, (_, run))) =
+                self.runs.iter().enumerate().find(|(_, (p, _))| *p == l)
+            {
+                let (h, pos) = flow.expect("a depth repair runs the activations");
+                let through_run = |mut h: Tensor<B, 3>| -> Result<Tensor<B, 3>> {
+                    for r in run.clone() {
+                        let removed = Block::<B>::load(&self.cfg, r, self.src, &self.device)?;
+                        let b = Self::layer_bytes(&removed, r) as isize;
+                        Self::account(&mut s, b, 0);
+                        h = removed.forward(h, &pos);
+                        Self::account(&mut s, -b, 0);
+                    }
+                    Ok(h)
+                };
+                let (after, errors) = pollster::block_on(repair_before_run(
+                    &mut block,
+                    l,
+                    h,
+                    &pos,
+                    through_run,
+                    self.recipe,
+                    &self.device,
+                ))?;
+                s.h = Some(after);
+                s.pos = Some(pos);
+                s.reconstruction.push(errors);
+                if self.recipe.compensation.adds_bias() {
+                    add_zero_biases_to_block(&mut block, &self.device);
+                }
+                s.seconds.compute += clock.elapsed().as_secs_f64();
+                let out_index = self.kept.iter().position(|&k| k == l).expect("p is kept");
+                self.hold(&mut s, &block, l, out_index)?;
+                next = run.end;
+                self.progress.report(ProgressEvent {
+                    stage: "layers",
+                    done: step + 1,
+                    total: self.runs.len(),
+                });
             } else {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
                 let shape = self.cfg.layers[l];
@@ -289,17 +364,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
                     add_zero_biases_to_block(&mut block, &self.device);
                 }
                 s.seconds.compute += clock.elapsed().as_secs_f64();
-                let clock = Instant::now();
-                let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
-                s.ready.clear();
-                Self::account(&mut s, 0, -(leftover as isize));
-                for (name, w) in block.named_weights(l) {
-                    let v = pollster::block_on(w.to_data())?;
-                    let b = v.bytes.len() as isize;
-                    s.ready.insert(name, v);
-                    Self::account(&mut s, 0, b);
-                }
-                s.seconds.read_back += clock.elapsed().as_secs_f64();
+                self.hold(&mut s, &block, l, l)?;
                 s.plans.push(plan);
                 s.scores.extend(scores);
                 self.progress.report(ProgressEvent {
@@ -310,17 +375,46 @@ impl<'a, B: Backend> Streamed<'a, B> {
             }
             drop(block);
             Self::account(&mut s, -bytes, 0);
-            s.next = l + 1;
+            s.next = next;
         }
+        Ok(())
+    }
+
+    /// Whether input layer `l` is pruned or repaired here (else it passes through, or only moves the
+    /// activations): a width run's layers in the range, a depth run's kept layers before removed ones.
+    fn computes(&self, l: usize) -> bool {
+        match self.kept.len() == self.cfg.num_layers() {
+            true => self.layers.contains(&l),
+            false => self.runs.iter().any(|(p, _)| *p == l),
+        }
+    }
+
+    /// Reads `block` (input layer `l`) back to the host as output layer `out_index`, in place of the last layer
+    /// held there.
+    fn hold(&self, s: &mut State<B>, block: &Block<B>, l: usize, out_index: usize) -> Result<()> {
+        let clock = Instant::now();
+        let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
+        s.ready.clear();
+        s.ready_layer = Some(l);
+        Self::account(s, 0, -(leftover as isize));
+        for (name, w) in block.named_weights(out_index) {
+            let v = pollster::block_on(w.to_data())?;
+            let b = v.bytes.len() as isize;
+            s.ready.insert(name, v);
+            Self::account(s, 0, b);
+        }
+        s.seconds.read_back += clock.elapsed().as_secs_f64();
         Ok(())
     }
 }
 
-/// Streamed scores see one layer at a time: gradient scores, which need the whole model, are refused.
+/// Streamed scores see one layer at a time: gradient scores and the skipped-layer perplexity, which need the
+/// whole model, are refused.
 fn check_training_free(recipe: &Recipe) -> Result<()> {
-    match recipe.importance.needs_gradient() || recipe.importance.needs_fisher() {
+    match recipe.importance.needs_whole_model() {
         true => Err(Error::Invalid(
-            "streamed pruning is training-free: gradient scores need the whole model (drop --stream)"
+            "streamed pruning is training-free and sees one layer at a time: gradient scores and the \
+             skipped-layer perplexity need the whole model (drop --stream)"
                 .into(),
         )),
         false => Ok(()),
@@ -351,8 +445,8 @@ fn embed<B: Backend>(
 }
 
 /// The training-free scores of every layer of the recipe's range on the unpruned model read from `src` one
-/// layer at a time (for `global`, which ranks all layers before anything is removed; the pruning pass then
-/// streams the plan). Memory: one layer, and the calibration activations for an activation score (a weight
+/// layer at a time (for `global` and whole layers, which rank all layers before anything is removed; the
+/// pruning pass then streams the plan). Memory: one layer, and the calibration activations for an activation score (a weight
 /// score reads only the range's layers).
 pub fn streamed_scores<B: Backend>(
     src: &dyn WeightSource,
@@ -370,7 +464,8 @@ pub fn streamed_scores<B: Backend>(
         check_windows(calib, cfg.vocab_size)?;
     }
     // A weight score reads each layer of the range alone; an activation score runs the windows through.
-    let mut flow = match recipe.importance.needs_activations() {
+    let kind = recipe.importance;
+    let mut flow = match kind.needs_activations() || kind.ranks_only_layers() {
         true => Some(embed::<B>(src, cfg, calib, device)?),
         false => None,
     };
@@ -408,7 +503,10 @@ pub fn streamed_scores<B: Backend>(
             });
         }
     }
-    Ok(scores)
+    Ok(match recipe.prunes_depth() && !kind.ranks_only_layers() {
+        true => whole_layer_scores(scores, recipe),
+        false => scores,
+    })
 }
 
 impl<B: Backend> WeightSource for Streamed<'_, B> {
@@ -420,11 +518,21 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
     }
 
     fn read(&self, name: &str) -> Result<TensorData> {
-        let Some(l) = layer_of(name).filter(|l| self.layers.contains(l)) else {
-            // Outside the pruned range: as in the input (zero biases where the output gained them).
-            let has = self.src.inventory().iter().any(|(n, _)| n == name);
+        // Output layer `i` is input layer `kept[i]`.
+        let layer = layer_of(name).and_then(|i| Some((i, *self.kept.get(i)?)));
+        let input = match layer {
+            Some((i, l)) if i != l => name.replacen(
+                &format!("model.layers.{i}."),
+                &format!("model.layers.{l}."),
+                1,
+            ),
+            _ => name.to_string(),
+        };
+        let Some(l) = layer.map(|(_, l)| l).filter(|&l| self.computes(l)) else {
+            // Not pruned here: as in the input (zero biases where the output gained them).
+            let has = self.src.inventory().iter().any(|(n, _)| *n == input);
             return match has {
-                true => self.src.read(name),
+                true => self.src.read(&input),
                 false => {
                     let spec = tensor_specs(&self.out).into_iter().find(|s| s.name == name);
                     spec.filter(|_| name.ends_with(".bias"))
@@ -438,9 +546,10 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
         };
         self.advance(l)?;
         let mut s = self.state.borrow_mut();
-        if s.next != l + 1 {
+        if s.ready_layer != Some(l) {
             return Err(Error::Invalid(format!(
-                "streamed tensors are read once, in layer order: {name} was asked after layer {}",
+                "streamed tensors are read once, in layer order: {name} (input layer {l}) was asked \
+                 after input layer {}",
                 s.next.saturating_sub(1)
             )));
         }

@@ -38,11 +38,13 @@ pub enum Importance {
     Numerical,
     /// Whole layers only: ShortGPT's Block Influence, from calibration activations of the unpruned model.
     BlockInfluence,
+    /// Whole layers only: "Shortened LLaMA"'s PPL criterion, the calibration perplexity with the layer skipped.
+    Perplexity,
 }
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 12] = [
+    pub const ALL: [Importance; 13] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -55,6 +57,7 @@ impl Importance {
         Importance::Obs,
         Importance::Numerical,
         Importance::BlockInfluence,
+        Importance::Perplexity,
     ];
 
     /// One line for a user choosing a score.
@@ -77,6 +80,9 @@ impl Importance {
             }
             Importance::BlockInfluence => {
                 "ShortGPT Block Influence of a whole layer: 1 − mean cos(input, output) (whole layers only)"
+            }
+            Importance::Perplexity => {
+                "Shortened LLaMA: calibration perplexity with the layer skipped (whole layers only)"
             }
         }
     }
@@ -107,7 +113,13 @@ impl Importance {
         self.needs_gradient()
             || self.needs_fisher()
             || self.needs_activations()
-            || self == Importance::BlockInfluence
+            || self.ranks_only_layers()
+    }
+
+    /// Whether the score needs the whole model at once (a backward pass, or every later layer for each layer
+    /// skipped), so that a streamed run cannot compute it.
+    pub fn needs_whole_model(self) -> bool {
+        self.needs_gradient() || self.needs_fisher() || self == Importance::Perplexity
     }
 
     /// Whether the score can rank whole decoder layers: block influence, and every weight or gradient score
@@ -119,7 +131,7 @@ impl Importance {
 
     /// Whether the score ranks nothing but whole layers.
     pub fn ranks_only_layers(self) -> bool {
-        self == Importance::BlockInfluence
+        matches!(self, Importance::BlockInfluence | Importance::Perplexity)
     }
 
     fn member<B: Backend>(self, m: &Member<B>) -> Result<Option<Tensor<B, 1>>> {
@@ -130,7 +142,8 @@ impl Importance {
             | Importance::Flap
             | Importance::Obs
             | Importance::Numerical
-            | Importance::BlockInfluence => return Ok(None),
+            | Importance::BlockInfluence
+            | Importance::Perplexity => return Ok(None),
             Importance::L1 => magnitude::score(m, 1),
             Importance::L2 => magnitude::score(m, 2),
             Importance::TaylorVector => taylor::score(m, Term::Vector)?,
