@@ -17,9 +17,10 @@ use prunelab::eval::perplexity::batch_tensor;
 use prunelab::model::params::count_params;
 use prunelab::model::Llama;
 use prunelab::progress::Silent;
+use prunelab::prune::allocate::pruned_count;
 use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
-use prunelab::prune::depth::{depth_plan, removed_count};
+use prunelab::prune::depth::depth_plan;
 use prunelab::prune::importance::{Importance, LayerScores};
 use prunelab::prune::pipeline::{apply_plan, make_plan, prune};
 use prunelab::prune::plan::{apply, Plan};
@@ -119,7 +120,7 @@ fn an_identity_layer_has_zero_block_influence_and_goes_without_changing_the_logi
     );
     let windows = calib("tiny-gqa");
     let (plan, scores) = plan_of(&model, &recipe, &windows);
-    assert_eq!(removed_count(3, 0.25), 1);
+    assert_eq!(pruned_count(3, 0.25), 1);
     assert_eq!(
         plan.removed_layers,
         vec![2],
@@ -438,7 +439,7 @@ fn parameter_targets_remove_the_fewest_layers_that_reach_them() {
     };
     assert_eq!(ratio(0.0), Vec::<usize>::new());
     assert_eq!(ratio(0.34), vec![2, 3]);
-    assert_eq!(removed_count(26, 0.25), 7, "26 − ⌊26 · 0.75⌋");
+    assert_eq!(pruned_count(26, 0.25), 7, "26 − ⌊26 · 0.75⌋");
 }
 
 #[test]

@@ -10,8 +10,7 @@ use std::rc::Rc;
 
 use prunelab::model::params::count_params;
 use prunelab::model::ModelConfig;
-use prunelab::prune::allocate::{ratio_for_target, shapes_at, Allocation};
-use prunelab::prune::depth::removed_count;
+use prunelab::prune::allocate::{pruned_count, ratio_for_target, shapes_at, Allocation};
 use prunelab::prune::{Plan, Recipe};
 use wasm_bindgen::prelude::*;
 
@@ -71,7 +70,7 @@ pub fn methods() -> String {
         .iter()
         .map(|k| {
             serde_json::json!({
-                "name": name(serde_json::to_value(k).unwrap_or_default()),
+                "name": k.name(),
                 "describe": k.describe(),
                 "training_free": k.needs_activations() || !(k.needs_gradient() || k.needs_fisher()),
             })
@@ -179,7 +178,7 @@ impl Lab {
             (_, Some(r), _) if recipe.prunes_depth() => {
                 // Which layers go depends on the scores: counted as the range's first ones (exact when the
                 // range's layers have equal sizes, as in every unpruned model).
-                let n = removed_count(layers.len(), r);
+                let n = pruned_count(layers.len(), r);
                 let after =
                     Plan::depth(cfg, (layers.start..layers.start + n).collect()).pruned_config(cfg);
                 let params = count_params(&after).total;

@@ -419,7 +419,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         (CalibSource::Sampled { .. }, None) => {
             let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
             let (score, repair) = (
-                name(serde_json::to_value(recipe.importance).expect("serialisable")),
+                recipe.importance.name(),
                 name(serde_json::to_value(recipe.compensation).expect("serialisable")),
             );
             let pass = "pass --calib FILE or --calib-ids FILE.json";

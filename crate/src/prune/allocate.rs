@@ -71,6 +71,11 @@ impl Allocation {
     }
 }
 
+/// How many of `c` structures go at ratio `r` (LLM-Pruner's rounding): `C − ⌊C·(1−r)⌋`.
+pub fn pruned_count(c: usize, r: f64) -> usize {
+    c - (c as f64 * (1.0 - r)).floor() as usize
+}
+
 /// `(kv groups, mlp channels)` layer `shape` loses at ratio `r`: `n = C − ⌊C·(1−r)⌋` channels, then whole groups.
 pub fn uniform_counts(
     cfg: &ModelConfig,
@@ -79,7 +84,7 @@ pub fn uniform_counts(
     kinds: &[StructureKind],
 ) -> (usize, usize) {
     let s = &cfg.layers[layer];
-    let pruned = |c: usize| c - (c as f64 * (1.0 - r)).floor() as usize;
+    let pruned = |c: usize| pruned_count(c, r);
     let kv = match kinds.contains(&StructureKind::KvGroups) {
         true => (pruned(s.num_kv_heads * cfg.head_dim) / cfg.head_dim)
             .min(s.num_kv_heads.saturating_sub(1)),
@@ -144,7 +149,7 @@ pub fn ratio_for_target(
     Ok(hi)
 }
 
-fn out_of_reach(fraction: f64, layers: &Range<usize>, max: f64) -> Error {
+pub(super) fn out_of_reach(fraction: f64, layers: &Range<usize>, max: f64) -> Error {
     Error::Invalid(format!(
         "a target of {:.1}% of parameters is out of reach: pruning layers {}..{} at most removes {:.1}%",
         fraction * 100.0,

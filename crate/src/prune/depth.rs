@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::allocate::lowest_order;
+use super::allocate::{lowest_order, out_of_reach, pruned_count};
 use super::compensate::Compensation;
 use super::importance::block_influence::block_influence;
 use super::importance::{random, LayerScores};
@@ -34,11 +34,6 @@ use crate::model::params::count_params;
 use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback::scalar;
-
-/// How many of `layers` layers go at ratio `r`: `C − ⌊C·(1−r)⌋`.
-pub fn removed_count(layers: usize, r: f64) -> usize {
-    layers - (layers as f64 * (1.0 - r)).floor() as usize
-}
 
 /// The score of each whole layer from its structures' scores: a seeded draw per layer for `random`, else the sum
 /// of its KV groups' and MLP channels' scores (which are dropped).
@@ -145,7 +140,7 @@ pub async fn layer_influence<B: Backend>(
     Ok((scores, next))
 }
 
-/// The depth plan: the lowest-scored layers of `scores` (ties: the earlier layer) go — `removed_count` of them at
+/// The depth plan: the lowest-scored layers of `scores` (ties: the earlier layer) go — `pruned_count` of them at
 /// `ratio`, or at a parameter `target` as many as it takes to remove that fraction of all parameters.
 pub fn depth_plan(
     cfg: &ModelConfig,
@@ -159,7 +154,7 @@ pub fn depth_plan(
         .map(|i| scores[i].layer)
         .collect();
     let removed = match (ratio, target) {
-        (Some(r), _) => order[..removed_count(scores.len(), r)].to_vec(),
+        (Some(r), _) => order[..pruned_count(scores.len(), r)].to_vec(),
         (None, Some(t)) => {
             let total = count_params(cfg).total;
             let need = (t * total as f64).ceil() as usize;
@@ -172,13 +167,9 @@ pub fn depth_plan(
             }
             let got = params_removed(cfg, &chosen);
             if got < need {
-                return Err(Error::Invalid(format!(
-                    "a target of {:.1}% of parameters is out of reach: removing {} whole layers of the range \
-                     removes {:.1}%",
-                    t * 100.0,
-                    chosen.len(),
-                    got as f64 / total as f64 * 100.0
-                )));
+                let range =
+                    scores.first().map_or(0, |s| s.layer)..scores.last().map_or(0, |s| s.layer + 1);
+                return Err(out_of_reach(t, &range, got as f64 / total as f64));
             }
             chosen
         }

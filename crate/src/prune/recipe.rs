@@ -228,7 +228,7 @@ impl Recipe {
         if self.importance.ranks_only_layers() {
             return Err(Error::Invalid(format!(
                 "{} ranks whole layers: use it with --structures layers",
-                self.importance_name()
+                self.importance.name()
             )));
         }
         let r = self.layer_range(cfg);
@@ -264,12 +264,12 @@ impl Recipe {
             return Err(Error::Invalid(format!(
                 "{} scores columns of o_proj / down_proj and cannot rank whole layers: use block-influence, \
                  perplexity, a Taylor score, l1, l2 or random",
-                self.importance_name()
+                self.importance.name()
             )));
         }
         let r = self.layer_range(cfg);
         if let Some(ratio) = self.ratio {
-            let n = super::depth::removed_count(r.len(), ratio);
+            let n = super::allocate::pruned_count(r.len(), ratio);
             if n == 0 {
                 return Err(Error::Invalid(format!(
                     "ratio {ratio} removes none of the {} layers of the range {}..{}",
@@ -293,14 +293,6 @@ impl Recipe {
             ));
         }
         Ok(())
-    }
-
-    /// The score's name as recipes spell it.
-    fn importance_name(&self) -> String {
-        serde_json::to_value(self.importance)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
     }
 
     /// Everything but the amount: layer range, ridge, calibration.

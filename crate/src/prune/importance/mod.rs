@@ -60,6 +60,14 @@ impl Importance {
         Importance::Perplexity,
     ];
 
+    /// The score's name as recipes and flags spell it (`taylor-first`, `block-influence`, …).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => unreachable!("a unit variant serialises as its kebab-case name"),
+        }
+    }
+
     /// One line for a user choosing a score.
     pub fn describe(self) -> &'static str {
         match self {
