@@ -9,7 +9,7 @@
 //! one (two layers on the device).
 //! Memory: the calibration activations, one decoder layer on the device (two for a depth repair) and one on the
 //! host — the input's other layers are never held. Training-free recipes only (gradient scores need the whole
-//! model's backward).
+//! model's backward, the skipped-layer perplexity every later layer).
 //! Native only: a writer pulls synchronously, so reads block on the device (the browser keeps small models
 //! whole).
 
