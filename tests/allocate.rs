@@ -73,6 +73,7 @@ fn random_scores(cfg: &ModelConfig, layers: std::ops::Range<usize>, seed: u64) -
                 kv_groups: (0..cfg.layers[l].num_kv_heads)
                     .map(|_| offset + scale * rng.random::<f32>())
                     .collect(),
+                query_heads: vec![],
                 mlp_channels: (0..cfg.layers[l].intermediate_size)
                     .map(|_| offset + scale * rng.random::<f32>())
                     .collect(),

@@ -413,12 +413,7 @@ fn parameter_targets_remove_the_fewest_layers_that_reach_them() {
     let one = total - count_params(&Plan::depth(&cfg, vec![1]).pruned_config(&cfg)).total as f64;
     let scores: Vec<LayerScores> = [(1, 3.0), (2, 1.0), (3, 2.0)]
         .into_iter()
-        .map(|(layer, s)| LayerScores {
-            layer,
-            kv_groups: vec![],
-            mlp_channels: vec![],
-            whole: Some(s),
-        })
+        .map(|(layer, s)| LayerScores::whole_layer(layer, s))
         .collect();
     let plan = |t: f64| depth_plan(&cfg, &scores, None, Some(t));
     assert_eq!(plan(one / total).unwrap().removed_layers, vec![2]);

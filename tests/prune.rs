@@ -243,6 +243,7 @@ fn plans_round_trip_and_refuse_other_models() {
         vec![LayerPlan {
             layer: 2,
             kv_groups: vec![1],
+            query_heads: vec![],
             mlp_channels: vec![0, 5, 7],
         }],
     );
@@ -269,14 +270,7 @@ fn plans_round_trip_and_refuse_other_models() {
         ),
         "{err}"
     );
-    let bad = Plan::new(
-        &pruned.config,
-        vec![LayerPlan {
-            layer: 9,
-            kv_groups: vec![],
-            mlp_channels: vec![],
-        }],
-    );
+    let bad = Plan::new(&pruned.config, vec![LayerPlan::keep_all(9)]);
     assert!(apply(pruned, &bad)
         .err()
         .unwrap()

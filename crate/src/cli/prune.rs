@@ -48,7 +48,8 @@ pub struct PruneArgs {
     /// attn-mlp-ratio: MLP pruned fraction = γ × attention pruned fraction.
     #[arg(long)]
     gamma: Option<f64>,
-    /// Comma-separated: kv-groups, mlp; or layers (whole decoder layers, in a run of their own).
+    /// Comma-separated: kv-groups or query-heads (the same number from every KV group), mlp; or layers (whole
+    /// decoder layers, in a run of their own).
     #[arg(long)]
     structures: Option<String>,
     /// Fraction of each pruned layer's KV groups and MLP channels to remove (with layers: of the range's layers).
@@ -178,7 +179,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
             .map(|x| {
                 StructureKind::parse(x).ok_or_else(|| {
                     Error::Invalid(format!(
-                        "--structures: unknown structure {x:?} (kv-groups, mlp, layers)"
+                        "--structures: unknown structure {x:?} (kv-groups, query-heads, mlp, layers)"
                     ))
                 })
             })

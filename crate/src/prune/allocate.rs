@@ -1,10 +1,11 @@
 //! Allocation (methods.md §3): how many structures each layer loses, and which.
-//! * `uniform` removes the same fraction `r` of KV groups and MLP channels from every layer of a range, with
-//!   LLM-Pruner's rounding;
-//! * `attn-mlp-ratio` (NIRVANA) removes `r` of the KV groups and `γ·r` of the MLP channels, kept MLP widths
+//! * `uniform` removes the same fraction `r` of KV groups (or of each group's query heads) and MLP channels from
+//!   every layer of a range, with LLM-Pruner's rounding;
+//! * `attn-mlp-ratio` (NIRVANA) removes `r` of the attention and `γ·r` of the MLP channels, kept MLP widths
 //!   rounded up to a multiple of 8;
 //! * `global` (FLAP) z-normalises scores per layer and module and removes the lowest across all layers until a
-//!   running count of removed parameters reaches the target.
+//!   running count of removed parameters reaches the target. Query heads go there one "rank" at a time: the
+//!   next-lowest head of every group of the layer together, scored by the sum of their scores.
 //!
 //! A parameter target is met by searching `r` (uniform, attn-mlp-ratio) or by the running count (global).
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
-use super::structure::StructureKind;
+use super::structure::{even_query_heads, query_heads, Aggregation, StructureKind};
 use crate::error::{Error, Result};
 use crate::model::params::count_params;
 use crate::model::ModelConfig;
@@ -46,29 +47,41 @@ impl Allocation {
         }
     }
 
-    /// `(kv groups, mlp channels)` that `layer` loses at fraction `r` (not for `global`, which has no `r`).
+    /// What `layer` loses at fraction `r` (not for `global`, which has no `r`).
     pub fn counts(
         self,
         cfg: &ModelConfig,
         layer: usize,
         r: f64,
         kinds: &[StructureKind],
-    ) -> (usize, usize) {
-        let (kv, mlp) = uniform_counts(cfg, layer, r, kinds);
+    ) -> Counts {
+        let uniform = uniform_counts(cfg, layer, r, kinds);
         match self {
-            Allocation::Uniform | Allocation::Global => (kv, mlp),
+            Allocation::Uniform | Allocation::Global => uniform,
             Allocation::AttnMlpRatio { gamma } => {
                 let c = cfg.layers[layer].intermediate_size;
                 let frac = (gamma * r).clamp(0.0, 1.0);
                 let kept = ((c as f64 * (1.0 - frac) / 8.0).ceil() as usize * 8).clamp(1, c);
-                let mlp = match kinds.contains(&StructureKind::Mlp) {
+                let mlp_channels = match kinds.contains(&StructureKind::Mlp) {
                     true => c - kept,
                     false => 0,
                 };
-                (kv, mlp)
+                Counts {
+                    mlp_channels,
+                    ..uniform
+                }
             }
         }
     }
+}
+
+/// How many structures of each kind one layer loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub kv_groups: usize,
+    /// Query heads removed from each KV group that stays.
+    pub query_heads_per_group: usize,
+    pub mlp_channels: usize,
 }
 
 /// How many of `c` structures go at ratio `r` (LLM-Pruner's rounding): `C − ⌊C·(1−r)⌋`.
@@ -76,34 +89,32 @@ pub fn pruned_count(c: usize, r: f64) -> usize {
     c - (c as f64 * (1.0 - r)).floor() as usize
 }
 
-/// `(kv groups, mlp channels)` layer `shape` loses at ratio `r`: `n = C − ⌊C·(1−r)⌋` channels, then whole groups.
-pub fn uniform_counts(
-    cfg: &ModelConfig,
-    layer: usize,
-    r: f64,
-    kinds: &[StructureKind],
-) -> (usize, usize) {
-    let s = &cfg.layers[layer];
-    let pruned = |c: usize| pruned_count(c, r);
-    let kv = match kinds.contains(&StructureKind::KvGroups) {
-        true => (pruned(s.num_kv_heads * cfg.head_dim) / cfg.head_dim)
-            .min(s.num_kv_heads.saturating_sub(1)),
+/// What layer `layer` loses at ratio `r`: `n = C − ⌊C·(1−r)⌋` channels, then whole groups (or whole heads of
+/// each group's `n_rep · head_dim` query channels); every layer keeps a group, a head per group and a channel.
+pub fn uniform_counts(cfg: &ModelConfig, layer: usize, r: f64, kinds: &[StructureKind]) -> Counts {
+    let (s, hd) = (&cfg.layers[layer], cfg.head_dim);
+    let heads = |n: usize| (pruned_count(n * hd, r) / hd).min(n.saturating_sub(1));
+    let when = |kind, n: usize| match kinds.contains(&kind) {
+        true => n,
         false => 0,
     };
-    let mlp = match kinds.contains(&StructureKind::Mlp) {
-        true => pruned(s.intermediate_size).min(s.intermediate_size.saturating_sub(1)),
-        false => 0,
-    };
-    (kv, mlp)
+    Counts {
+        kv_groups: when(StructureKind::KvGroups, heads(s.num_kv_heads)),
+        query_heads_per_group: when(StructureKind::QueryHeads, heads(s.n_rep())),
+        mlp_channels: when(
+            StructureKind::Mlp,
+            pruned_count(s.intermediate_size, r).min(s.intermediate_size.saturating_sub(1)),
+        ),
+    }
 }
 
-/// `cfg` after layer `l` loses `kv` KV groups (with their query heads) and `mlp` MLP channels.
-fn shrink(cfg: &mut ModelConfig, l: usize, kv: usize, mlp: usize) {
+/// `cfg` after layer `l` loses what `c` counts.
+fn shrink(cfg: &mut ModelConfig, l: usize, c: Counts) {
     let s = &mut cfg.layers[l];
     let n_rep = s.n_rep();
-    s.num_kv_heads -= kv;
-    s.num_heads -= kv * n_rep;
-    s.intermediate_size -= mlp;
+    s.num_kv_heads -= c.kv_groups;
+    s.num_heads = s.num_kv_heads * (n_rep - c.query_heads_per_group);
+    s.intermediate_size -= c.mlp_channels;
 }
 
 /// The config after `alloc` removes its counts at fraction `r` in `layers` (parameter accounting before scoring).
@@ -116,8 +127,7 @@ pub fn shapes_at(
 ) -> ModelConfig {
     let mut out = cfg.clone();
     for l in layers.clone() {
-        let (kv, mlp) = alloc.counts(cfg, l, r, kinds);
-        shrink(&mut out, l, kv, mlp);
+        shrink(&mut out, l, alloc.counts(cfg, l, r, kinds));
     }
     out
 }
@@ -187,11 +197,19 @@ pub fn counted_plan(
     let layers = scores
         .iter()
         .map(|s| {
-            let (kv, mlp) = alloc.counts(cfg, s.layer, r, kinds);
+            let c = alloc.counts(cfg, s.layer, r, kinds);
+            let kv_groups = lowest(&s.kv_groups, c.kv_groups);
+            let shape = &cfg.layers[s.layer];
             LayerPlan {
                 layer: s.layer,
-                kv_groups: lowest(&s.kv_groups, kv),
-                mlp_channels: lowest(&s.mlp_channels, mlp),
+                query_heads: even_query_heads(
+                    &s.query_heads,
+                    shape,
+                    c.query_heads_per_group,
+                    &kv_groups,
+                ),
+                kv_groups,
+                mlp_channels: lowest(&s.mlp_channels, c.mlp_channels),
             }
         })
         .collect();
@@ -212,58 +230,106 @@ fn z_normalise(s: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// Per-rank scores of a layer's query heads: rank `i` is the `i`-th lowest head of every KV group together,
+/// scored by their sum (non-decreasing in `i`, so ranks go in order).
+fn head_rank_scores(scores: &[f32], s: &crate::model::LayerShape) -> Vec<f32> {
+    let sorted: Vec<Vec<f32>> = (0..s.num_kv_heads)
+        .map(|g| {
+            let mut v: Vec<f32> = query_heads(s, g, Aggregation::Correct)
+                .iter()
+                .map(|&h| scores[h])
+                .collect();
+            v.sort_by(f32::total_cmp);
+            v
+        })
+        .collect();
+    (0..s.n_rep())
+        .map(|i| sorted.iter().map(|v| v[i]).sum())
+        .collect()
+}
+
 /// The global plan: structures of all scored layers ranked together by z-normalised score; the lowest go, one
-/// by one, until at least `fraction` of all parameters is removed. Every layer keeps one KV group and one MLP
-/// channel.
+/// by one, until at least `fraction` of all parameters is removed. Every layer keeps one KV group, one query
+/// head per group and one MLP channel.
 pub fn global_plan(
     cfg: &ModelConfig,
     scores: &[LayerScores],
     fraction: f64,
     kinds: &[StructureKind],
 ) -> Result<Plan> {
+    // The kinds a candidate can be, in the order ties are broken.
+    const KINDS: [StructureKind; 3] = [
+        StructureKind::KvGroups,
+        StructureKind::QueryHeads,
+        StructureKind::Mlp,
+    ];
     let total = count_params(cfg).total;
     let need = (fraction * total as f64).ceil() as usize;
-    // (z, layer slot, is_kv, index)
-    let mut candidates: Vec<(f64, usize, bool, usize)> = vec![];
-    for (slot, s) in scores.iter().enumerate() {
-        if kinds.contains(&StructureKind::KvGroups) {
-            let z = z_normalise(&s.kv_groups);
-            candidates.extend(z.into_iter().enumerate().map(|(i, z)| (z, slot, true, i)));
-        }
-        if kinds.contains(&StructureKind::Mlp) {
-            let z = z_normalise(&s.mlp_channels);
-            candidates.extend(z.into_iter().enumerate().map(|(i, z)| (z, slot, false, i)));
+    // Per layer slot and kind: the candidates' scores and the parameters one of them carries.
+    let units = |s: &LayerScores, k: StructureKind| -> (Vec<f32>, usize) {
+        let shape = &cfg.layers[s.layer];
+        let (v, one) = match k {
+            StructureKind::KvGroups => (
+                s.kv_groups.clone(),
+                Counts {
+                    kv_groups: 1,
+                    ..Default::default()
+                },
+            ),
+            StructureKind::QueryHeads => (
+                head_rank_scores(&s.query_heads, shape),
+                Counts {
+                    query_heads_per_group: 1,
+                    ..Default::default()
+                },
+            ),
+            _ => (
+                s.mlp_channels.clone(),
+                Counts {
+                    mlp_channels: 1,
+                    ..Default::default()
+                },
+            ),
+        };
+        let mut smaller = cfg.clone();
+        shrink(&mut smaller, s.layer, one);
+        (v, total - count_params(&smaller).total)
+    };
+    let table: Vec<Vec<(Vec<f32>, usize)>> = scores
+        .iter()
+        .map(|s| {
+            KINDS
+                .iter()
+                .map(|&k| match kinds.contains(&k) {
+                    true => units(s, k),
+                    false => (vec![], 0),
+                })
+                .collect()
+        })
+        .collect();
+    // (z, layer slot, kind, index)
+    let mut candidates: Vec<(f64, usize, usize, usize)> = vec![];
+    for (slot, row) in table.iter().enumerate() {
+        for (k, (v, _)) in row.iter().enumerate() {
+            let z = z_normalise(v);
+            candidates.extend(z.into_iter().enumerate().map(|(i, z)| (z, slot, k, i)));
         }
     }
     candidates.sort_by(|a, b| {
         a.0.total_cmp(&b.0)
-            .then((a.1, !a.2, a.3).cmp(&(b.1, !b.2, b.3)))
+            .then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)))
     });
-    // Parameters one structure of each kind carries in each layer.
-    let cost = |l: usize, kv: bool| {
-        let mut smaller = cfg.clone();
-        shrink(&mut smaller, l, usize::from(kv), usize::from(!kv));
-        total - count_params(&smaller).total
-    };
-    let costs: Vec<(usize, usize)> = scores
-        .iter()
-        .map(|s| (cost(s.layer, true), cost(s.layer, false)))
-        .collect();
     let mut removed = 0usize;
-    let mut chosen: Vec<(Vec<usize>, Vec<usize>)> = vec![(vec![], vec![]); scores.len()];
-    for (_, slot, is_kv, i) in candidates {
+    let mut chosen: Vec<[Vec<usize>; 3]> = vec![Default::default(); scores.len()];
+    for (_, slot, k, i) in candidates {
         if removed >= need {
             break;
         }
-        let shape = &cfg.layers[scores[slot].layer];
-        let (kv, mlp) = &mut chosen[slot];
-        let (list, limit, c) = match is_kv {
-            true => (kv, shape.num_kv_heads, costs[slot].0),
-            false => (mlp, shape.intermediate_size, costs[slot].1),
-        };
-        if list.len() + 1 < limit {
+        let (v, cost) = &table[slot][k];
+        let list = &mut chosen[slot][k];
+        if list.len() + 1 < v.len() {
             list.push(i);
-            removed += c;
+            removed += cost;
         }
     }
     if removed < need {
@@ -278,11 +344,13 @@ pub fn global_plan(
     let layers = scores
         .iter()
         .zip(chosen)
-        .map(|(s, (mut kv, mut mlp))| {
+        .map(|(s, [mut kv, ranks, mut mlp])| {
             kv.sort_unstable();
             mlp.sort_unstable();
+            let shape = &cfg.layers[s.layer];
             LayerPlan {
                 layer: s.layer,
+                query_heads: even_query_heads(&s.query_heads, shape, ranks.len(), &kv),
                 kv_groups: kv,
                 mlp_channels: mlp,
             }

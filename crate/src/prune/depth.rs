@@ -51,12 +51,7 @@ pub fn whole_layer_scores(scores: Vec<LayerScores>, recipe: &Recipe) -> Vec<Laye
                     .map(|&x| x as f64)
                     .sum(),
             };
-            LayerScores {
-                layer: s.layer,
-                kv_groups: vec![],
-                mlp_channels: vec![],
-                whole: Some(whole),
-            }
+            LayerScores::whole_layer(s.layer, whole)
         })
         .collect()
 }
@@ -114,12 +109,7 @@ async fn skipped_layer_perplexity<B: Backend>(
     let tokens = calib.iter().map(|w| w.len() - 1).sum::<usize>() as f64;
     Ok(layers
         .zip(nll)
-        .map(|(layer, nll)| LayerScores {
-            layer,
-            kv_groups: vec![],
-            mlp_channels: vec![],
-            whole: Some((nll / tokens).exp()),
-        })
+        .map(|(layer, nll)| LayerScores::whole_layer(layer, (nll / tokens).exp()))
         .collect())
 }
 
@@ -131,12 +121,7 @@ pub async fn layer_influence<B: Backend>(
     pos: &Positions<B>,
 ) -> Result<(LayerScores, Tensor<B, 3>)> {
     let next = block.forward(h.clone(), pos);
-    let scores = LayerScores {
-        layer: l,
-        kv_groups: vec![],
-        mlp_channels: vec![],
-        whole: Some(block_influence(h, next.clone()).await?),
-    };
+    let scores = LayerScores::whole_layer(l, block_influence(h, next.clone()).await?);
     Ok((scores, next))
 }
 

@@ -1,4 +1,5 @@
-//! A [`Plan`] says, per layer, which KV groups and MLP channels go, and which whole layers go (depth pruning). It
+//! A [`Plan`] says, per layer, which KV groups, query heads and MLP channels go, and which whole layers go (depth
+//! pruning). It
 //! is JSON (saved with every output, editable, applied later) and is checked against the model before anything
 //! is sliced. [`apply`] slices every tensor a removed structure owns, drops removed layers (the ones after them
 //! move up) and updates the per-layer config in the same step.
@@ -24,14 +25,68 @@ pub struct LayerPlan {
     pub layer: usize,
     /// KV groups removed (each with its query heads).
     pub kv_groups: Vec<usize>,
+    /// Query heads removed from the groups that stay, the same number from each (indices of the original
+    /// layer); absent from files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_heads: Vec<usize>,
     /// MLP channels removed.
     pub mlp_channels: Vec<usize>,
 }
 
 impl LayerPlan {
+    /// A plan that removes nothing from `layer`.
+    pub fn keep_all(layer: usize) -> Self {
+        Self {
+            layer,
+            kv_groups: vec![],
+            query_heads: vec![],
+            mlp_channels: vec![],
+        }
+    }
+
     /// Whether the layer loses nothing.
     pub fn is_empty(&self) -> bool {
-        self.kv_groups.is_empty() && self.mlp_channels.is_empty()
+        self.kv_groups.is_empty() && self.query_heads.is_empty() && self.mlp_channels.is_empty()
+    }
+
+    /// Checks the query heads against a layer of shape `s`: none in a removed group, every kept group losing the
+    /// same number and keeping at least one (so that HF `repeat_kv` pairs the heads that stay with their group).
+    fn check_query_heads(&self, s: &LayerShape) -> Result<()> {
+        let l = self.layer;
+        let n_rep = s.n_rep();
+        if let Some(h) = self
+            .query_heads
+            .iter()
+            .find(|&&h| self.kv_groups.contains(&(h / n_rep)))
+        {
+            return Err(Error::Invalid(format!(
+                "plan layer {l}: query head {h} belongs to KV group {}, which is removed whole",
+                h / n_rep
+            )));
+        }
+        let kept_groups = (0..s.num_kv_heads).filter(|g| !self.kv_groups.contains(g));
+        let lost: Vec<(usize, usize)> = kept_groups
+            .map(|g| {
+                (
+                    g,
+                    self.query_heads.iter().filter(|&&h| h / n_rep == g).count(),
+                )
+            })
+            .collect();
+        if let Some((g, _)) = lost.iter().find(|(_, n)| *n >= n_rep) {
+            return Err(Error::Invalid(format!(
+                "plan layer {l}: removes all {n_rep} query heads of KV group {g}; remove the group \
+                 (kv_groups) instead"
+            )));
+        }
+        if let (Some(a), Some(b)) = (lost.first(), lost.iter().find(|(_, n)| *n != lost[0].1)) {
+            return Err(Error::Invalid(format!(
+                "plan layer {l}: KV group {} loses {} query heads and group {} loses {}: every group must keep \
+                 the same number of query heads, or transformers and llama.cpp cannot load the model",
+                a.0, a.1, b.0, b.1
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -97,13 +152,15 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// What a layer of shape `s` keeps after losing KV `groups` and MLP channels `mlp`.
-    pub fn of(s: &LayerShape, groups: &[usize], mlp: &[usize]) -> Self {
+    /// What a layer of shape `s` keeps after losing KV `groups`, query `heads` (of the other groups) and MLP
+    /// channels `mlp`.
+    pub fn of(s: &LayerShape, groups: &[usize], heads: &[usize], mlp: &[usize]) -> Self {
         // A KV group always takes the query heads HF pairs with it (h / n_rep), whatever the scores credited:
         // the published LLM-Pruner code does the same, and any other choice would re-pair the heads that stay.
         let removed_heads: Vec<usize> = groups
             .iter()
             .flat_map(|&g| query_heads(s, g, Aggregation::Correct))
+            .chain(heads.iter().copied())
             .collect();
         Kept {
             heads: (0..s.num_heads)
@@ -206,10 +263,12 @@ impl Plan {
                 Ok(())
             };
             check(&lp.kv_groups, s.num_kv_heads, "KV groups")?;
+            check(&lp.query_heads, s.num_heads, "query heads")?;
+            lp.check_query_heads(s)?;
             check(&lp.mlp_channels, s.intermediate_size, "MLP channels")?;
             if !lp.is_empty() && self.removed_layers.contains(&lp.layer) {
                 return Err(Error::Invalid(format!(
-                    "plan layer {} is removed whole and also loses KV groups or MLP channels",
+                    "plan layer {} is removed whole and also loses KV groups, query heads or MLP channels",
                     lp.layer
                 )));
             }
@@ -241,11 +300,15 @@ impl Plan {
 
     /// What layer `layer` keeps.
     pub fn kept(&self, cfg: &ModelConfig, layer: usize) -> Kept {
-        let lp = self.layers.iter().find(|p| p.layer == layer);
-        let (groups, mlp) = lp
-            .map(|p| (p.kv_groups.as_slice(), p.mlp_channels.as_slice()))
-            .unwrap_or((&[], &[]));
-        Kept::of(&cfg.layers[layer], groups, mlp)
+        match self.layers.iter().find(|p| p.layer == layer) {
+            Some(p) => Kept::of(
+                &cfg.layers[layer],
+                &p.kv_groups,
+                &p.query_heads,
+                &p.mlp_channels,
+            ),
+            None => Kept::of(&cfg.layers[layer], &[], &[], &[]),
+        }
     }
 
     /// The configuration after the plan.

@@ -219,7 +219,7 @@ impl Recipe {
         }
         if self.structures.is_empty() {
             return Err(Error::Invalid(
-                "no structures to prune (kv-groups, mlp, layers)".into(),
+                "no structures to prune (kv-groups, query-heads, mlp, layers)".into(),
             ));
         }
         if self.prunes_depth() {
@@ -233,12 +233,28 @@ impl Recipe {
         }
         let r = self.layer_range(cfg);
         if self.structures.contains(&StructureKind::KvGroups)
-            && cfg.layers[r].iter().all(|s| s.num_kv_heads < 2)
+            && cfg.layers[r.clone()].iter().all(|s| s.num_kv_heads < 2)
         {
             return Err(Error::Invalid(
                 "the pruned layers have a single KV group each: there is no KV group to remove"
                     .into(),
             ));
+        }
+        if self.structures.contains(&StructureKind::QueryHeads) {
+            if self.structures.contains(&StructureKind::KvGroups) {
+                return Err(Error::Invalid(
+                    "kv-groups and query-heads are two ways to narrow the attention (whole groups, or the same \
+                     number of query heads from every group): choose one per run"
+                        .into(),
+                ));
+            }
+            if cfg.layers[r].iter().all(|s| s.n_rep() < 2) {
+                return Err(Error::Invalid(
+                    "every KV group of the pruned layers has a single query head (multi-head attention): there \
+                     is no query head to remove inside a group; prune kv-groups instead"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

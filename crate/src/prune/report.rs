@@ -7,6 +7,7 @@ use super::importance::LayerScores;
 use super::plan::Plan;
 use super::recipe::Recipe;
 use super::sequential::Reconstruction;
+use super::structure::StructureKind;
 use crate::eval::Perplexity;
 use crate::model::params::{count_params, ParamCount};
 use crate::model::LayerShape;
@@ -46,6 +47,9 @@ impl Summary {
 pub struct LayerSummary {
     pub layer: usize,
     pub kv_groups: Vec<f32>,
+    /// One per query head, when query heads were pruned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_heads: Vec<f32>,
     /// Absent when whole layers were ranked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlp_channels: Option<Summary>,
@@ -108,7 +112,7 @@ impl Report {
             layers_before: before.layers.clone(),
             layers_after: after.layers.clone(),
             plan,
-            scores: summarise(scores),
+            scores: summarise(scores, recipe),
             reconstruction,
             timings,
             eval,
@@ -116,13 +120,18 @@ impl Report {
     }
 }
 
-/// Summaries of the per-layer scores.
-pub fn summarise(scores: &[LayerScores]) -> Vec<LayerSummary> {
+/// Summaries of the per-layer scores (query heads' only when the recipe prunes them).
+fn summarise(scores: &[LayerScores], recipe: &Recipe) -> Vec<LayerSummary> {
+    let heads = recipe.structures.contains(&StructureKind::QueryHeads);
     scores
         .iter()
         .map(|s| LayerSummary {
             layer: s.layer,
             kv_groups: s.kv_groups.clone(),
+            query_heads: match heads {
+                true => s.query_heads.clone(),
+                false => vec![],
+            },
             mlp_channels: (!s.mlp_channels.is_empty()).then(|| Summary::of(&s.mlp_channels)),
             whole: s.whole,
         })

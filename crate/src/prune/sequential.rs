@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::Serialize;
 
-use super::allocate::lowest;
+use super::allocate::{lowest, Counts};
 use super::calib::check_windows;
 use super::compensate::{
     self, bias_update, error_energy, least_squares, output_energy, Compensation,
@@ -19,7 +19,7 @@ use super::linalg::{at_least_f32, onto, to_host, Linalg};
 use super::plan::{apply_layer, index, Kept, LayerPlan, Plan};
 use super::recipe::Recipe;
 use super::stats::InputStats;
-use super::structure::{expand, query_heads, Aggregation};
+use super::structure::{even_query_heads, expand, query_heads, Aggregation};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::linear::Linear;
@@ -224,6 +224,14 @@ fn group_scores(columns: &[f64], shape: &LayerShape, hd: usize, agg: Aggregation
         .collect()
 }
 
+/// Per-query-head scores from per-column scores of `o_proj`: a head sums its `head_dim` columns.
+fn head_scores(columns: &[f64], hd: usize) -> Vec<f32> {
+    columns
+        .chunks(hd)
+        .map(|c| c.iter().sum::<f64>() as f32)
+        .collect()
+}
+
 fn to_f32(v: Vec<f64>) -> Vec<f32> {
     v.into_iter().map(|x| x as f32).collect()
 }
@@ -281,6 +289,7 @@ pub async fn layer_scores<B: Backend>(
     let scores = LayerScores {
         layer: l,
         kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim, recipe.aggregation),
+        query_heads: head_scores(&attn, cfg.head_dim),
         mlp_channels: to_f32(mlp),
         whole: None,
     };
@@ -304,10 +313,7 @@ pub async fn weight_scores<B: Backend>(
 /// Which structures one layer loses: the lowest scores up to a count, or a plan made beforehand.
 #[derive(Debug, Clone)]
 pub enum LayerChoice {
-    Count {
-        kv_groups: usize,
-        mlp_channels: usize,
-    },
+    Count(Counts),
     Fixed(LayerPlan),
 }
 
@@ -339,30 +345,33 @@ pub async fn prune_layer<B: Backend>(
     let hd = block.self_attn.head_dim;
     // Weight scores (magnitude, random) depend on this layer's weights alone: taken before anything changes.
     let weight_scores = match choice {
-        LayerChoice::Count { .. } if !recipe.importance.needs_activations() => {
+        LayerChoice::Count(_) if !recipe.importance.needs_activations() => {
             Some(weight_scores(block, l, &shape, recipe).await?)
         }
         _ => None,
     };
     let dense = dense_layer(block, h, pos).await?;
 
-    let mut kv_scores = vec![];
-    let groups = match choice {
-        LayerChoice::Fixed(lp) => lp.kv_groups.clone(),
-        LayerChoice::Count { kv_groups, .. } => {
-            kv_scores = match &weight_scores {
-                Some(s) => s.kv_groups.clone(),
+    let (mut kv_scores, mut q_scores) = (vec![], vec![]);
+    let (groups, heads) = match choice {
+        LayerChoice::Fixed(lp) => (lp.kv_groups.clone(), lp.query_heads.clone()),
+        LayerChoice::Count(c) => {
+            (kv_scores, q_scores) = match &weight_scores {
+                Some(s) => (s.kv_groups.clone(), s.query_heads.clone()),
                 None => {
                     let o_proj = &block.self_attn.o_proj;
                     let cols = column_scores_of(o_proj, &dense.attn, recipe).await?;
-                    group_scores(&cols, &shape, hd, recipe.aggregation)
+                    let groups = group_scores(&cols, &shape, hd, recipe.aggregation);
+                    (groups, head_scores(&cols, hd))
                 }
             };
-            lowest(&kv_scores, *kv_groups)
+            let groups = lowest(&kv_scores, c.kv_groups);
+            let heads = even_query_heads(&q_scores, &shape, c.query_heads_per_group, &groups);
+            (groups, heads)
         }
     };
     let w_o = block.self_attn.o_proj.weight.val();
-    let kept_attn = Kept::of(&shape, &groups, &[]);
+    let kept_attn = Kept::of(&shape, &groups, &heads, &[]);
     apply_layer(block, &kept_attn);
     let kept = expand(&kept_attn.heads, hd);
     let o_proj = &mut block.self_attn.o_proj;
@@ -387,16 +396,16 @@ pub async fn prune_layer<B: Backend>(
     let mut mlp_scores = vec![];
     let channels = match choice {
         LayerChoice::Fixed(lp) => lp.mlp_channels.clone(),
-        LayerChoice::Count { mlp_channels, .. } => {
+        LayerChoice::Count(c) => {
             mlp_scores = match weight_scores {
                 Some(s) => s.mlp_channels,
                 None => to_f32(column_scores_of(&block.mlp.down_proj, &mlp_stats, recipe).await?),
             };
-            lowest(&mlp_scores, *mlp_channels)
+            lowest(&mlp_scores, c.mlp_channels)
         }
     };
     let w_down = block.mlp.down_proj.weight.val();
-    let kept_mlp = Kept::of(&kept_attn.shape(), &[], &channels);
+    let kept_mlp = Kept::of(&kept_attn.shape(), &[], &[], &channels);
     apply_layer(block, &kept_mlp);
     let mlp = &mut block.mlp;
     let n = mlp_stats.n();
@@ -421,9 +430,10 @@ pub async fn prune_layer<B: Backend>(
         None => mlp.hidden(x2),
     };
     let h = h_mid + mlp.down_proj.forward(hidden);
-    let scores = matches!(choice, LayerChoice::Count { .. }).then(|| LayerScores {
+    let scores = matches!(choice, LayerChoice::Count(_)).then(|| LayerScores {
         layer: l,
         kv_groups: kv_scores,
+        query_heads: q_scores,
         mlp_channels: mlp_scores,
         whole: None,
     });
@@ -432,6 +442,7 @@ pub async fn prune_layer<B: Backend>(
         plan: LayerPlan {
             layer: l,
             kv_groups: groups,
+            query_heads: heads,
             mlp_channels: channels,
         },
         scores,
@@ -452,23 +463,30 @@ pub async fn slice_layer<B: Backend>(
 ) -> Result<(LayerPlan, Option<LayerScores>)> {
     let (plan, scores) = match choice {
         LayerChoice::Fixed(lp) => (lp.clone(), None),
-        LayerChoice::Count {
-            kv_groups,
-            mlp_channels,
-        } => {
+        LayerChoice::Count(c) => {
             let s = weight_scores(block, l, &shape, recipe).await?;
+            let kv_groups = lowest(&s.kv_groups, c.kv_groups);
             let plan = LayerPlan {
                 layer: l,
-                kv_groups: lowest(&s.kv_groups, *kv_groups),
-                mlp_channels: lowest(&s.mlp_channels, *mlp_channels),
+                query_heads: even_query_heads(
+                    &s.query_heads,
+                    &shape,
+                    c.query_heads_per_group,
+                    &kv_groups,
+                ),
+                kv_groups,
+                mlp_channels: lowest(&s.mlp_channels, c.mlp_channels),
             };
             (plan, Some(s))
         }
     };
-    apply_layer(
-        block,
-        &Kept::of(&shape, &plan.kv_groups, &plan.mlp_channels),
+    let kept = Kept::of(
+        &shape,
+        &plan.kv_groups,
+        &plan.query_heads,
+        &plan.mlp_channels,
     );
+    apply_layer(block, &kept);
     Ok((plan, scores))
 }
 
@@ -487,19 +505,14 @@ pub fn layer_choice(
                 .iter()
                 .find(|lp| lp.layer == l)
                 .cloned()
-                .unwrap_or(LayerPlan {
-                    layer: l,
-                    kv_groups: vec![],
-                    mlp_channels: vec![],
-                }),
+                .unwrap_or(LayerPlan::keep_all(l)),
         )),
-        (None, Some(r)) => {
-            let (kv, mlp) = recipe.allocation.counts(cfg, l, r, &recipe.structures);
-            Ok(LayerChoice::Count {
-                kv_groups: kv,
-                mlp_channels: mlp,
-            })
-        }
+        (None, Some(r)) => Ok(LayerChoice::Count(recipe.allocation.counts(
+            cfg,
+            l,
+            r,
+            &recipe.structures,
+        ))),
         (None, None) => Err(Error::Invalid(
             "the sequential pipeline needs a plan or a per-layer ratio".into(),
         )),

@@ -30,6 +30,7 @@ use super::sequential::{
     add_zero_biases_to_block, layer_choice, layer_scores, prune_layer, slice_layer, weight_scores,
     with_biases, Reconstruction,
 };
+use super::structure::even_query_heads;
 use crate::error::{Error, Result};
 use crate::model::llama::{Block, Positions};
 use crate::model::tensors::tensor_specs;
@@ -149,14 +150,22 @@ impl<'a, B: Backend> Streamed<'a, B> {
             let choice = layer_choice(cfg, recipe, l, ratio, fixed)?;
             let lp = match choice {
                 super::sequential::LayerChoice::Fixed(lp) => lp,
-                super::sequential::LayerChoice::Count {
-                    kv_groups,
-                    mlp_channels,
-                } => LayerPlan {
-                    layer: l,
-                    kv_groups: (0..kv_groups).collect(),
-                    mlp_channels: (0..mlp_channels).collect(),
-                },
+                // Which structures go is decided layer by layer; their counts fix the shapes.
+                super::sequential::LayerChoice::Count(c) => {
+                    let kv_groups: Vec<usize> = (0..c.kv_groups).collect();
+                    let s = &cfg.layers[l];
+                    LayerPlan {
+                        layer: l,
+                        query_heads: even_query_heads(
+                            &vec![0.0; s.num_heads],
+                            s,
+                            c.query_heads_per_group,
+                            &kv_groups,
+                        ),
+                        kv_groups,
+                        mlp_channels: (0..c.mlp_channels).collect(),
+                    }
+                }
             };
             out.layers[l] = Plan::new(cfg, vec![lp]).kept(cfg, l).shape();
         }

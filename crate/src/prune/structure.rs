@@ -1,5 +1,5 @@
-//! Coupled structures (methods.md §1): what goes together when a KV group, an MLP channel or a whole decoder
-//! layer is removed, and how query heads are credited to KV groups.
+//! Coupled structures (methods.md §1): what goes together when a KV group, a query head inside its group, an MLP
+//! channel or a whole decoder layer is removed, and how query heads are credited to KV groups.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,9 @@ pub enum Aggregation {
 pub enum StructureKind {
     /// A KV head with its query heads (rows of q/k/v, columns of o_proj).
     KvGroups,
+    /// A query head inside its KV group (rows of q, columns of o_proj), the same number from every group of a
+    /// layer so that HF `repeat_kv` still pairs the heads that stay with their groups (GQA only).
+    QueryHeads,
     /// An MLP channel (rows of gate/up, a column of down_proj).
     Mlp,
     /// A whole decoder layer (depth pruning): every tensor of `model.layers.{l}`; the layers after it move up.
@@ -30,12 +33,13 @@ pub enum StructureKind {
 }
 
 impl StructureKind {
-    /// Parses `kv-groups`, `mlp` or `layers`.
+    /// Parses `kv-groups`, `query-heads`, `mlp` or `layers`.
     pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(s.trim().to_string())).ok()
     }
 
-    /// Whether the kind removes width inside a layer (KV groups, MLP channels) rather than whole layers.
+    /// Whether the kind removes width inside a layer (KV groups, query heads, MLP channels) rather than whole
+    /// layers.
     pub fn is_width(self) -> bool {
         self != StructureKind::Layers
     }
@@ -75,4 +79,29 @@ pub fn expand(blocks: &[usize], width: usize) -> Vec<usize> {
         .iter()
         .flat_map(|&b| b * width..(b + 1) * width)
         .collect()
+}
+
+/// The query heads that go when every KV group of a layer of shape `s` outside `removed_groups` loses its
+/// `per_group` lowest-scored heads (`scores` has one entry per query head; ties: lower index first), sorted.
+pub fn even_query_heads(
+    scores: &[f32],
+    s: &LayerShape,
+    per_group: usize,
+    removed_groups: &[usize],
+) -> Vec<usize> {
+    if per_group == 0 {
+        return vec![];
+    }
+    let mut out: Vec<usize> = (0..s.num_kv_heads)
+        .filter(|g| !removed_groups.contains(g))
+        .flat_map(|g| {
+            let heads = query_heads(s, g, Aggregation::Correct);
+            let own: Vec<f32> = heads.iter().map(|&h| scores[h]).collect();
+            super::allocate::lowest(&own, per_group)
+                .into_iter()
+                .map(move |i| heads[i])
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }

@@ -1,5 +1,6 @@
 //! Importance scores: how much each structure matters. One file per family, one entry per score in
-//! [`Importance`]; [`score_layer`] turns per-channel member scores into scores per KV group and MLP channel.
+//! [`Importance`]; [`score_layer`] turns per-channel member scores into scores per KV group, query head and MLP
+//! channel.
 
 pub mod activation;
 pub mod block_influence;
@@ -202,6 +203,10 @@ pub struct LayerScores {
     pub layer: usize,
     /// One per KV group (empty when whole layers are ranked).
     pub kv_groups: Vec<f32>,
+    /// One per query head: its q rows and o_proj columns (empty when whole layers are ranked, and in files
+    /// written before query heads could be pruned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_heads: Vec<f32>,
     /// One per MLP channel (empty when whole layers are ranked).
     pub mlp_channels: Vec<f32>,
     /// The score of the whole layer (depth pruning only).
@@ -209,10 +214,28 @@ pub struct LayerScores {
     pub whole: Option<f64>,
 }
 
+impl LayerScores {
+    /// The score of whole layer `layer` alone (depth pruning).
+    pub fn whole_layer(layer: usize, whole: f64) -> Self {
+        Self {
+            layer,
+            kv_groups: vec![],
+            query_heads: vec![],
+            mlp_channels: vec![],
+            whole: Some(whole),
+        }
+    }
+}
+
 /// How member scores are combined into a structure's score.
 fn mean_over_members(kind: Importance, agg: Aggregation) -> bool {
     // The published code averages magnitude scores across a group's members and sums Taylor ones.
     agg == Aggregation::LlmPruner && matches!(kind, Importance::L1 | Importance::L2)
+}
+
+/// Per-head sums of per-channel scores (`head_dim` channels a head).
+fn head_sums(channels: &[f32], hd: usize) -> Vec<f32> {
+    channels.chunks(hd).map(|c| c.iter().sum()).collect()
 }
 
 fn combine(members: Vec<Vec<f32>>, mean: bool) -> Vec<f32> {
@@ -229,8 +252,8 @@ fn combine(members: Vec<Vec<f32>>, mean: bool) -> Vec<f32> {
     out
 }
 
-/// Scores every KV group and MLP channel of layer `layer` (methods.md §2: member scores per channel, query
-/// channels folded onto their KV group, combined over members, summed over a head's `head_dim` channels).
+/// Scores every KV group, query head and MLP channel of layer `layer` (methods.md §2: member scores per channel,
+/// query channels folded onto their KV group, combined over members, summed over a head's `head_dim` channels).
 pub async fn score_layer<B: Backend>(
     layer: usize,
     block: &Block<B>,
@@ -245,6 +268,7 @@ pub async fn score_layer<B: Backend>(
         return Ok(LayerScores {
             layer,
             kv_groups: random::scores(seed, layer, 1, shape.num_kv_heads),
+            query_heads: random::scores(seed, layer, 4, shape.num_heads),
             mlp_channels: random::scores(seed, layer, 2, shape.intermediate_size),
             whole: None,
         });
@@ -301,6 +325,7 @@ pub async fn score_layer<B: Backend>(
         ],
         mean,
     );
+    let heads = combine(vec![q, o], mean);
     let m = &block.mlp;
     let gate = channel(member(
         "mlp.gate_proj.weight",
@@ -322,7 +347,8 @@ pub async fn score_layer<B: Backend>(
     .await?;
     Ok(LayerScores {
         layer,
-        kv_groups: kv.chunks(hd).map(|c| c.iter().sum()).collect(),
+        kv_groups: head_sums(&kv, hd),
+        query_heads: head_sums(&heads, hd),
         mlp_channels: combine(vec![gate, up, down], mean),
         whole: None,
     })
