@@ -5,8 +5,9 @@
 # Writes an unpruned and a pruned SmolLM2 GGUF with prunelab and checks them with llama.cpp; then SmolLM2 with
 # LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear and YaRN
 # scaling (as rope.scaling.* metadata); then with q/k/v biases (a qwen2 config), written as llama and, through
-# llama.cpp's `gguf` package, as a `qwen2` GGUF (q/k rows unpermuted), which prunelab reads and prunes; last,
-# SmolLM2 with 6 whole layers removed and repaired (a shorter `llama` stack).
+# llama.cpp's `gguf` package, as a `qwen2` GGUF (q/k rows unpermuted), which prunelab reads and prunes; then
+# SmolLM2 with 6 whole layers removed and repaired (a shorter `llama` stack); last, query heads pruned inside
+# their KV groups (per-layer shapes as `deci`, and every layer alike as `llama`).
 # PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,10 @@ python3 tests/llama_cpp_qwen2.py to-qwen2 "$tmp/qwen2-as-llama.gguf" "$tmp/qwen2
     --layers 4..28
 "$bin" prune models/smollm2-135m.gguf --out "$tmp/depth.gguf" --structures layers --importance block-influence \
     --compensation ls --ratio 0.2 --calib "$shared/data/calib-python-tutorial.txt"
+"$bin" prune models/smollm2-135m.gguf --out "$tmp/heads.gguf" --structures query-heads,mlp --ratio 0.34 \
+    --layers 4..28 --calib "$shared/data/calib-python-tutorial.txt"
+"$bin" prune models/smollm2-135m.gguf --out "$tmp/heads-uniform.gguf" --structures query-heads --ratio 0.34 \
+    --layers 0..30 --calib "$shared/data/calib-python-tutorial.txt"
 "$bin" convert models/smollm2-135m.gguf --out "$tmp/unscaled.gguf"
 python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" "$tmp/unscaled.gguf" \
     "llama3=$tmp/scaled.gguf" "llama3, pruned (deci)=$tmp/scaled-pruned.gguf" \
@@ -79,4 +84,6 @@ python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" 
     "yarn, pruned (deci)=$tmp/yarn-pruned.gguf" \
     "q/k/v biases, as llama=$tmp/qwen2-as-llama.gguf" "q/k/v biases, as qwen2=$tmp/qwen2.gguf" \
     "q/k/v biases, qwen2 pruned (deci)=$tmp/qwen2-pruned.gguf" \
-    "6 whole layers, pruned (llama, 24 blocks)=$tmp/depth.gguf"
+    "6 whole layers, pruned (llama, 24 blocks)=$tmp/depth.gguf" \
+    "query heads 9 → 6 in layers 4..28, pruned (deci)=$tmp/heads.gguf" \
+    "query heads 9 → 6 in every layer, pruned (llama)=$tmp/heads-uniform.gguf"

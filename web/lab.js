@@ -151,7 +151,7 @@ function recipeFromControls() {
   r.importance = $("importance").value;
   r.compensation = $("compensation").value;
   r.allocation = alloc === "attn-mlp-ratio" ? { kind: alloc, gamma: Number($("gamma").value) } : { kind: alloc };
-  r.structures = $("whole").checked ? ["layers"] : [$("kv").checked && "kv-groups", $("mlp").checked && "mlp"].filter(Boolean);
+  r.structures = $("whole").checked ? ["layers"] : [$("kv").checked && "kv-groups", $("qheads").checked && "query-heads", $("mlp").checked && "mlp"].filter(Boolean);
   r.ratio = null; r.target_params = Number($("target").value);
   r.layers = { start: Number($("layer-start").value), end: Number($("layer-end").value) };
   r.calibration = { kind: "sampled", samples: Number($("calib-samples").value), length: Number($("calib-len").value) };
@@ -161,7 +161,7 @@ function recipeFromControls() {
 async function syncRecipe() {
   if (!state.methods) return;
   const r = recipeFromControls();
-  $("kv").disabled = $("mlp").disabled = $("whole").checked; // whole layers are pruned in a run of their own
+  $("kv").disabled = $("qheads").disabled = $("mlp").disabled = $("whole").checked; // whole layers are pruned in a run of their own
   $("recipe").value = JSON.stringify(r, null, 2);
   $("target-value").textContent = (Number($("target").value) * 100).toFixed(0) + "%";
   explain();
@@ -248,7 +248,7 @@ function showResult(out, useGpu, seconds) {
     `<pre id="sample-after">after:  ${esc(out.sample.after)}</pre>`;
   drawChart(r); drawHeatmap(out.scores, r);
   state.runs.push({ model: state.modelName, r, backend: useGpu ? "WebGPU" : "CPU", seconds });
-  const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
+  const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.structures.join(", ")}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
     `<td>${x.r.recipe.allocation.kind}</td><td>${x.backend}</td><td>${x.r.params_after.total.toLocaleString()}</td>` +
     `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td><td>${x.seconds.toFixed(1)} s</td></tr>`;
   document.querySelector("#runs tbody").innerHTML = state.runs.map(row).join("");
@@ -259,25 +259,27 @@ function drawChart(r) {
   let next = 0;
   const bars = r.layers_before.map((b, i) => {
     if (removed.has(i)) return `<rect x="${i * w + 2}" y="${h - 4}" width="${w - 5}" height="4" class="removed"><title>layer ${i}: removed</title></rect>`;
-    const l = r.layers_after[next++], kv = l.num_kv_heads / b.num_kv_heads, m = l.intermediate_size / b.intermediate_size;
-    return `<rect x="${i * w + 2}" y="${h - kv * h}" width="${w / 2 - 3}" height="${kv * h}" class="kv"><title>layer ${i}: ${l.num_kv_heads}/${b.num_kv_heads} KV groups, ${l.num_heads} heads</title></rect>` +
+    const l = r.layers_after[next++], q = l.num_heads / b.num_heads, m = l.intermediate_size / b.intermediate_size;
+    return `<rect x="${i * w + 2}" y="${h - q * h}" width="${w / 2 - 3}" height="${q * h}" class="kv"><title>layer ${i}: ${l.num_heads}/${b.num_heads} query heads, ${l.num_kv_heads}/${b.num_kv_heads} KV groups</title></rect>` +
       `<rect x="${i * w + w / 2}" y="${h - m * h}" width="${w / 2 - 3}" height="${m * h}" class="mlp"><title>layer ${i}: MLP ${l.intermediate_size}/${b.intermediate_size}</title></rect>`;
   }).join("");
-  $("chart").innerHTML = `<h3>Kept per layer (KV groups | MLP width, fraction of original; a flat bar = layer removed)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
+  $("chart").innerHTML = `<h3>Kept per layer (query heads | MLP width, fraction of original; a flat bar = layer removed)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
 }
 function drawHeatmap(scores, r) {
   if (scores.length && scores[0].whole != null) return drawLayerScores(scores, r);
-  if (!scores.length || !scores[0].kv_groups.length) return ($("heatmap").innerHTML = "");
+  // Query heads when the run pruned them, else KV groups: one row per layer, one cell per structure.
+  const key = r.recipe.structures.includes("query-heads") ? "query_heads" : "kv_groups", what = key === "query_heads" ? "query head" : "KV group";
+  if (!scores.length || !(scores[0][key] || []).length) return ($("heatmap").innerHTML = "");
   const cell = 18, rows = scores.map((s) => {
-    const v = s.kv_groups, lo = Math.min(...v), hi = Math.max(...v);
-    const removed = new Set((r.plan.layers.find((p) => p.layer === s.layer) || { kv_groups: [] }).kv_groups);
+    const v = s[key], lo = Math.min(...v), hi = Math.max(...v);
+    const removed = new Set((r.plan.layers.find((p) => p.layer === s.layer) || {})[key] || []);
     return v.map((x, g) => {
       const t = hi > lo ? (x - lo) / (hi - lo) : 0.5;
-      return `<rect x="${g * cell}" y="${s.layer * cell}" width="${cell - 1}" height="${cell - 1}" fill="hsl(${200 - 200 * t},70%,50%)" ${removed.has(g) ? 'stroke="black" stroke-width="2"' : ""}><title>layer ${s.layer}, KV group ${g}: ${x.toPrecision(4)}${removed.has(g) ? " (removed)" : ""}</title></rect>`;
+      return `<rect x="${g * cell}" y="${s.layer * cell}" width="${cell - 1}" height="${cell - 1}" fill="hsl(${200 - 200 * t},70%,50%)" ${removed.has(g) ? 'stroke="black" stroke-width="2"' : ""}><title>layer ${s.layer}, ${what} ${g}: ${x.toPrecision(4)}${removed.has(g) ? " (removed)" : ""}</title></rect>`;
     }).join("");
   }).join("");
-  const width = Math.max(...scores.map((s) => s.kv_groups.length)) * cell, height = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
-  $("heatmap").innerHTML = `<h3>KV group scores (layers × groups; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
+  const width = Math.max(...scores.map((s) => s[key].length)) * cell, height = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
+  $("heatmap").innerHTML = `<h3>${what[0].toUpperCase() + what.slice(1)} scores (layers × ${what}s; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
 }
 
 function drawLayerScores(scores, r) {
@@ -343,7 +345,10 @@ async function main() {
   showBackend();
   $("device").onchange = deviceChanged;
   fillMenus();
-  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "mlp", "whole", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
+  // KV groups and query heads are two ways to narrow the attention: one per run.
+  $("kv").addEventListener("input", () => { if ($("kv").checked) $("qheads").checked = false; });
+  $("qheads").addEventListener("input", () => { if ($("qheads").checked) $("kv").checked = false; });
+  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "qheads", "mlp", "whole", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
     $(id).addEventListener("input", syncRecipe);
   $("apply-recipe").onclick = showPlanned;
   $("copy-recipe").onclick = () => navigator.clipboard?.writeText($("recipe").value);

@@ -8,7 +8,7 @@
 //    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
 //    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
-//    the chart marks the layers the CLI removes.
+//    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -90,7 +90,7 @@ async function demoRun(s, step, load = loadDemo) {
   const ppl = Number(await page.textContent("#ppl-after"));
   const sample = await page.textContent("#sample-after");
   if (!(sample.length > "after:  ".length)) throw new Error("no generation sample after pruning");
-  const backend = await page.$eval("#runs tbody tr:last-child td:nth-child(6)", (td) => td.textContent);
+  const backend = await page.$eval("#runs tbody tr:last-child td:nth-child(7)", (td) => td.textContent);
   return { recipe, ppl, seconds, backend };
 }
 
@@ -222,6 +222,31 @@ try {
   if (!(removed.length > 0) || removedBars.join() !== removed.join() || !strip.startsWith("Whole-layer scores"))
     throw new Error(`whole layers: ${removedBars} bars for layers ${removed} removed by the CLI; heading ${strip}`);
   close(depthPpl, depthReport.eval.after.ppl, `whole layers ${removed} (block influence + ls) vs CLI perplexity`);
+  // Query heads from the same page: checking them unchecks KV groups; the same number goes from every group.
+  await cpu.page.uncheck("#whole");
+  await cpu.page.check("#qheads");
+  await cpu.page.selectOption("#importance", "obs");
+  // The demo has 2 heads per group: at 30% of the parameters each group of layers 1..6 loses one.
+  await cpu.page.$eval("#target", (el) => { el.value = "0.3"; el.dispatchEvent(new Event("input")); });
+  await cpu.page.waitForFunction(() => JSON.parse(document.getElementById("recipe").value).structures.join() === "query-heads,mlp");
+  if (await cpu.page.isChecked("#kv")) throw new Error("checking query heads left KV groups checked");
+  await cpu.page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
+  const headsRecipe = await cpu.page.inputValue("#recipe");
+  await cpu.page.evaluate(() => document.activeElement?.blur());
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length > 3, null, { timeout: 900000 });
+  await cpu.shot("8-query-heads");
+  const headsPpl = Number(await cpu.page.textContent("#ppl-after"));
+  const heatmap = await cpu.page.textContent("#heatmap h3");
+  const bars = await cpu.page.$$eval("#chart rect.kv title", (t) => t.map((x) => x.textContent));
+  await writeFile(join(tmp, "heads.json"), headsRecipe);
+  const headsReport = cli("prune", demoGguf, "--out", join(tmp, "heads-pruned"), "--recipe", join(tmp, "heads.json"),
+    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
+    "--eval-windows", WINDOWS, "--json");
+  const want = headsReport.layers_after.map((l, i) => `layer ${i}: ${l.num_heads}/${headsReport.layers_before[i].num_heads} query heads, ${l.num_kv_heads}/${headsReport.layers_before[i].num_kv_heads} KV groups`);
+  if (bars.join() !== want.join() || !headsReport.plan.layers.some((l) => (l.query_heads ?? []).length) || !heatmap.startsWith("Query head scores"))
+    throw new Error(`query heads: bars ${bars} vs ${want}; heatmap heading ${heatmap}`);
+  close(headsPpl, headsReport.eval.after.ppl, "query heads (obs + ls) vs CLI perplexity");
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +
