@@ -623,37 +623,18 @@ fn the_cli_writes_depth_pruned_models_that_load_back_and_replay() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        let bytes = read(&path.join("model.safetensors"));
-        let cfg =
-            prunelab::model::ModelConfig::from_json(&read(&path.join("config.json"))).unwrap();
-        let st = prunelab::io::SafetensorsWeights::from_files(
-            &[("model.safetensors".into(), &bytes)],
-            None,
-        )
-        .unwrap();
-        Llama::load(&cfg, &st, &device).unwrap()
+        load_hf_folder::<Cpu>(path, &device)
     };
     assert_eq!(probe_logits(&loaded(&hf)), want, "HF folder");
-    let bytes = read(&gguf);
-    let parsed = prunelab::io::gguf::GgufModel::parse(&bytes).unwrap();
-    let from_gguf = Llama::<Cpu>::load(&parsed.config, &parsed, &device).unwrap();
-    assert_eq!(probe_logits(&from_gguf), want, "GGUF");
+    assert_eq!(
+        probe_logits(&load_gguf::<Cpu>(&gguf, &device)),
+        want,
+        "GGUF"
+    );
 
     // The saved plan with the run's recipe replays to the same model.
     let replay = dir.path().join("replay");
-    let (plan, recipe) = (hf.join("plan.json"), hf.join("recipe.json"));
-    run_cli(&[
-        "prune",
-        model.to_str().unwrap(),
-        "--out",
-        replay.to_str().unwrap(),
-        "--plan",
-        plan.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--calib-ids",
-        ids.to_str().unwrap(),
-    ]);
+    replay_run(&model, &hf, &replay, &ids);
     assert_eq!(probe_logits(&loaded(&replay)), want, "replayed plan");
     // Streamed from disk to disk (scored in a first pass, then the plan streamed): the same model.
     let mut streamed = args(&dir.path().join("s"));

@@ -18,7 +18,7 @@ use prunelab::progress::Silent;
 use prunelab::prune::allocate::Allocation;
 use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
-use prunelab::prune::importance::Importance;
+use prunelab::prune::importance::{Importance, LayerScores};
 use prunelab::prune::pipeline::{make_plan, prune};
 use prunelab::prune::plan::{apply, LayerPlan, Plan};
 use prunelab::prune::recipe::{LayerRange, Recipe};
@@ -52,6 +52,21 @@ fn recipe(
         calibration: CalibSource::Ids { windows: calib() },
         ..Recipe::default()
     }
+}
+
+/// The plan and scores `recipe` makes for `model` on the golden calibration windows.
+fn plan_of(model: &Llama<Ad>, recipe: &Recipe) -> (Plan, Vec<LayerScores>) {
+    let device = Default::default();
+    let (plan, _, scores) = block_on(make_plan(
+        model,
+        recipe,
+        &calib(),
+        &device,
+        &Silent,
+        &mut vec![],
+    ))
+    .unwrap();
+    (plan, scores)
 }
 
 fn probe_logits(model: &Llama<Cpu>) -> Vec<f32> {
@@ -99,15 +114,7 @@ fn taylor_query_head_scores_follow_the_golden_gradients_and_each_group_loses_its
         Importance::TaylorFirst,
         (1, 3),
     );
-    let (plan, _, scores) = block_on(make_plan(
-        &model,
-        &r,
-        &calib(),
-        &device,
-        &Silent,
-        &mut vec![],
-    ))
-    .unwrap();
+    let (plan, scores) = plan_of(&model, &r);
     for (s, lp) in scores.iter().zip(&plan.layers) {
         let l = s.layer;
         let a = &inner.layers[l].self_attn;
@@ -242,15 +249,7 @@ fn global_allocation_removes_query_heads_rank_by_rank() {
             (0, 4),
         )
     };
-    let (plan, _, scores) = block_on(make_plan(
-        &model,
-        &r,
-        &calib(),
-        &device,
-        &Silent,
-        &mut vec![],
-    ))
-    .unwrap();
+    let (plan, scores) = plan_of(&model, &r);
     plan.check(&cfg).unwrap();
     let mut heads = 0;
     for (s, lp) in scores.iter().zip(&plan.layers) {
@@ -372,37 +371,16 @@ fn the_cli_writes_query_head_pruned_models_that_load_back_replay_and_stream() {
     let ad = load_fixture::<Ad>("tiny-gqa", &device);
     let out = block_on(prune(ad, &recipe, &calib(), &device, &Silent)).unwrap();
     let want = probe_logits(&out.model);
-    let loaded = |path: &std::path::Path| -> Llama<Cpu> {
-        let bytes = read(&path.join("model.safetensors"));
-        let cfg =
-            prunelab::model::ModelConfig::from_json(&read(&path.join("config.json"))).unwrap();
-        let st = prunelab::io::SafetensorsWeights::from_files(
-            &[("model.safetensors".into(), &bytes)],
-            None,
-        )
-        .unwrap();
-        Llama::load(&cfg, &st, &device).unwrap()
-    };
+    let loaded = |path: &std::path::Path| load_hf_folder::<Cpu>(path, &device);
     assert_eq!(probe_logits(&loaded(&hf)), want, "HF folder");
-    let bytes = read(&gguf);
-    let parsed = prunelab::io::gguf::GgufModel::parse(&bytes).unwrap();
-    let from_gguf = Llama::<Cpu>::load(&parsed.config, &parsed, &device).unwrap();
-    assert_eq!(probe_logits(&from_gguf), want, "GGUF");
+    assert_eq!(
+        probe_logits(&load_gguf::<Cpu>(&gguf, &device)),
+        want,
+        "GGUF"
+    );
 
-    let (plan, recipe) = (hf.join("plan.json"), hf.join("recipe.json"));
     let replay = dir.path().join("replay");
-    run_cli(&[
-        "prune",
-        model.to_str().unwrap(),
-        "--out",
-        replay.to_str().unwrap(),
-        "--plan",
-        plan.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--calib-ids",
-        ids.to_str().unwrap(),
-    ]);
+    replay_run(&model, &hf, &replay, &ids);
     let diff = max_abs_diff(&probe_logits(&loaded(&replay)), &want);
     assert!(diff < 1e-5, "replayed plan: {diff:e}");
     let streamed = dir.path().join("s");

@@ -478,32 +478,27 @@ fn bias_params() -> usize {
     pruned + unpruned
 }
 
-/// Depth pruning on the real model, as `benches/depth_smollm2.sh` runs it: 6 of the 26 layers of the default
-/// range 3..29 by block influence, repaired by least squares, 32 × 128 calibration windows sampled (seed 42) from
-/// the calibration text. The bench measured perplexity 40.767 with the repair (53.147 without) through the CLI.
-#[test]
-fn depth_pruning_by_block_influence_is_repaired_by_least_squares() {
+/// `recipe` run on SmolLM2 (from its GGUF) as the benches run it through the CLI: 32 × 128 calibration windows
+/// sampled (seed 42) from the calibration text. Returns the run and the model's tokenizer.
+fn bench_run(
+    recipe: prunelab::prune::recipe::Recipe,
+) -> (
+    prunelab::prune::pipeline::Pruned<burn::backend::Autodiff<Cpu>>,
+    prunelab::io::tokenizer::Tokenizer,
+) {
     use prunelab::prune::calib::{sample_windows, CalibSource};
-    use prunelab::prune::compensate::Compensation;
-    use prunelab::prune::recipe::Recipe;
-    use prunelab::prune::structure::StructureKind;
-    use prunelab::prune::Importance;
     let bytes = gguf_bytes();
     let gguf = GgufModel::parse(&bytes).unwrap();
     let tok = tokenizer(&gguf.file).unwrap();
     let calib_text =
         String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
     let windows = sample_windows(&tok.encode(&calib_text).unwrap(), 32, 128, 42).unwrap();
-    let recipe = Recipe {
-        structures: vec![StructureKind::Layers],
-        importance: Importance::BlockInfluence,
-        compensation: Compensation::Ls,
-        ratio: Some(0.2),
+    let recipe = prunelab::prune::recipe::Recipe {
         calibration: CalibSource::Sampled {
             samples: 32,
             length: 128,
         },
-        ..Default::default()
+        ..recipe
     };
     let device = Default::default();
     let model = Llama::<burn::backend::Autodiff<Cpu>>::load(&gguf.config, &gguf, &device).unwrap();
@@ -511,6 +506,25 @@ fn depth_pruning_by_block_influence_is_repaired_by_least_squares() {
         model, &recipe, &windows, &device, &Silent,
     ))
     .unwrap();
+    (out, tok)
+}
+
+/// Depth pruning on the real model, as `benches/depth_smollm2.sh` runs it: 6 of the 26 layers of the default
+/// range 3..29 by block influence, repaired by least squares, 32 × 128 calibration windows sampled (seed 42) from
+/// the calibration text. The bench measured perplexity 40.767 with the repair (53.147 without) through the CLI.
+#[test]
+fn depth_pruning_by_block_influence_is_repaired_by_least_squares() {
+    use prunelab::prune::compensate::Compensation;
+    use prunelab::prune::recipe::Recipe;
+    use prunelab::prune::structure::StructureKind;
+    use prunelab::prune::Importance;
+    let (out, tok) = bench_run(Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::BlockInfluence,
+        compensation: Compensation::Ls,
+        ratio: Some(0.2),
+        ..Default::default()
+    });
     assert_eq!(out.plan.removed_layers, vec![13, 14, 15, 16, 17, 25]);
     assert_eq!(
         prunelab::model::params::count_params(&out.model.config).total,
@@ -534,30 +548,13 @@ fn depth_pruning_by_block_influence_is_repaired_by_least_squares() {
 /// perplexity 30.248 through the CLI (whole KV groups of the same heads: 34.921).
 #[test]
 fn query_heads_go_evenly_from_every_group_and_are_repaired_by_least_squares() {
-    use prunelab::prune::calib::{sample_windows, CalibSource};
     use prunelab::prune::recipe::Recipe;
     use prunelab::prune::structure::StructureKind;
-    let bytes = gguf_bytes();
-    let gguf = GgufModel::parse(&bytes).unwrap();
-    let tok = tokenizer(&gguf.file).unwrap();
-    let calib_text =
-        String::from_utf8(read(&shared_dir().join("data/calib-python-tutorial.txt"))).unwrap();
-    let windows = sample_windows(&tok.encode(&calib_text).unwrap(), 32, 128, 42).unwrap();
-    let recipe = Recipe {
+    let (out, tok) = bench_run(Recipe {
         structures: vec![StructureKind::QueryHeads],
         ratio: Some(0.34),
-        calibration: CalibSource::Sampled {
-            samples: 32,
-            length: 128,
-        },
         ..Default::default()
-    };
-    let device = Default::default();
-    let model = Llama::<burn::backend::Autodiff<Cpu>>::load(&gguf.config, &gguf, &device).unwrap();
-    let out = pollster::block_on(prunelab::prune::pipeline::prune(
-        model, &recipe, &windows, &device, &Silent,
-    ))
-    .unwrap();
+    });
     for lp in &out.plan.layers {
         let groups: Vec<usize> = lp.query_heads.iter().map(|h| h / 3).collect();
         assert_eq!(

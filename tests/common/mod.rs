@@ -74,6 +74,27 @@ pub fn load_fixture<B: burn::tensor::backend::Backend>(name: &str, device: &B::D
     Llama::load(&cfg, &st, device).unwrap()
 }
 
+/// Loads an HF folder with one `model.safetensors` (as the CLI writes small models) on backend `B`.
+pub fn load_hf_folder<B: burn::tensor::backend::Backend>(
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Llama<B> {
+    let bytes = read(&path.join("model.safetensors"));
+    let cfg = ModelConfig::from_json(&read(&path.join("config.json"))).unwrap();
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    Llama::load(&cfg, &st, device).unwrap()
+}
+
+/// Loads a GGUF file on backend `B`.
+pub fn load_gguf<B: burn::tensor::backend::Backend>(
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Llama<B> {
+    let bytes = read(path);
+    let parsed = prunelab::io::gguf::GgufModel::parse(&bytes).unwrap();
+    Llama::load(&parsed.config, &parsed, device).unwrap()
+}
+
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
@@ -104,6 +125,30 @@ pub fn run_cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Replays a CLI run: prunes `model` into `out` with the `plan.json` and `recipe.json` the run wrote to `run`,
+/// calibrating on the token windows in `ids` (JSON).
+pub fn replay_run(
+    model: &std::path::Path,
+    run: &std::path::Path,
+    out: &std::path::Path,
+    ids: &std::path::Path,
+) {
+    let (plan, recipe) = (run.join("plan.json"), run.join("recipe.json"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    run_cli(&[
+        "prune",
+        &path(model),
+        "--out",
+        &path(out),
+        "--plan",
+        &path(&plan),
+        "--recipe",
+        &path(&recipe),
+        "--calib-ids",
+        &path(ids),
+    ]);
 }
 
 /// LLaMA-3 rotary scaling with `low_freq_factor` 1 (as in every release): frequencies with wavelengths above
