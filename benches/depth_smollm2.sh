@@ -4,34 +4,21 @@
 # pruning of the same parameter count. Calibration 32 × 128 tokens of the calibration text, perplexity on the
 # eval text (64 × 128) and on the GPL (tests/data/domains/gpl-3.0.txt, 59 × 128). Prints a Markdown table.
 # Needs models/smollm2/fetch.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-shared="${PRUNELAB_SHARED:-../shared}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-cargo build --quiet --release
-bin="${CARGO_TARGET_DIR:-target}/release/prunelab"
+source "$(dirname "$0")/smollm2_runs.sh"
 echo "| score | repair | layers removed | parameters | Python FAQ | GPL-3 | seconds |"
 echo "|---|---|---|---|---|---|---|"
 run() {
-    local name=$1; shift
-    local start end
-    start=$(date +%s.%N)
-    "$bin" prune models/smollm2-135m --out "$tmp/$name" --calib "$shared/data/calib-python-tutorial.txt" \
-        --eval "$shared/data/eval-python-faq.txt" --json "$@" > "$tmp/$name.json"
-    end=$(date +%s.%N)
-    "$bin" eval "$tmp/$name" --text tests/data/domains/gpl-3.0.txt --json > "$tmp/$name.gpl.json"
-    rm -rf "${tmp:?}/$name"
-    python3 - "$tmp/$name.json" "$start" "$end" "$tmp/$name.gpl.json" <<'PY'
+    measure "$@"
+    python3 - "$tmp/$1.json" "$tmp/$1.gpl.json" "$(cat "$tmp/$1.seconds")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 rec = r["recipe"]
 removed = r["plan"].get("removed_layers")
 what = ", ".join(map(str, removed)) if removed else "width: " + "+".join(rec["structures"])
-gpl = json.load(open(sys.argv[4]))
+gpl = json.load(open(sys.argv[2]))
 print(f"| {rec['importance']} | {rec['compensation']} | {what} | {r['params_after']['total']:,} "
       f"| {r['eval']['after']['ppl']:.3f} | {gpl['ppl']:.3f} "
-      f"| {float(sys.argv[3]) - float(sys.argv[2]):.0f} |")
+      f"| {float(sys.argv[3]):.0f} |")
 PY
 }
 for score in block-influence perplexity taylor-first l2 random; do

@@ -5,34 +5,21 @@
 # target of 20% of all parameters, uniform and global; the training-free numerical score with least squares,
 # and l2 unrepaired. Calibration 32 × 128 tokens of the calibration text, perplexity on the eval text (64 × 128)
 # and on the GPL (tests/data/domains/gpl-3.0.txt, 59 × 128). Prints a Markdown table. Needs models/smollm2/fetch.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-shared="${PRUNELAB_SHARED:-../shared}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-cargo build --quiet --release
-bin="${CARGO_TARGET_DIR:-target}/release/prunelab"
+source "$(dirname "$0")/smollm2_runs.sh"
 echo "| structures | score | repair | allocation | heads / KV heads per layer | parameters | Python FAQ | GPL-3 | seconds |"
 echo "|---|---|---|---|---|---|---|---|---|"
 run() {
-    local name=$1; shift
-    local start end
-    start=$(date +%s.%N)
-    "$bin" prune models/smollm2-135m --out "$tmp/$name" --calib "$shared/data/calib-python-tutorial.txt" \
-        --eval "$shared/data/eval-python-faq.txt" --json "$@" > "$tmp/$name.json"
-    end=$(date +%s.%N)
-    "$bin" eval "$tmp/$name" --text tests/data/domains/gpl-3.0.txt --json > "$tmp/$name.gpl.json"
-    rm -rf "${tmp:?}/$name"
-    python3 - "$tmp/$name.json" "$start" "$end" "$tmp/$name.gpl.json" <<'PY'
+    measure "$@"
+    python3 - "$tmp/$1.json" "$tmp/$1.gpl.json" "$(cat "$tmp/$1.seconds")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 rec = r["recipe"]
-gpl = json.load(open(sys.argv[4]))
+gpl = json.load(open(sys.argv[2]))
 shapes = sorted({f"{s['num_heads']}/{s['num_kv_heads']}" for s in r["layers_after"][3:29]})
 print(f"| {'+'.join(rec['structures'])} | {rec['importance']} | {rec['compensation']} "
       f"| {rec['allocation']['kind']} | {', '.join(shapes)} | {r['params_after']['total']:,} "
       f"| {r['eval']['after']['ppl']:.3f} | {gpl['ppl']:.3f} "
-      f"| {float(sys.argv[3]) - float(sys.argv[2]):.0f} |")
+      f"| {float(sys.argv[3]):.0f} |")
 PY
 }
 for attention in kv-groups query-heads; do
