@@ -18,7 +18,7 @@ use super::plan::{LayerPlan, Plan};
 use super::structure::{even_query_heads, query_heads, Aggregation, StructureKind};
 use crate::error::{Error, Result};
 use crate::model::params::count_params;
-use crate::model::ModelConfig;
+use crate::model::{LayerShape, ModelConfig};
 
 /// How removals are spread over layers and modules.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -82,6 +82,25 @@ pub struct Counts {
     /// Query heads removed from each KV group that stays.
     pub query_heads_per_group: usize,
     pub mlp_channels: usize,
+}
+
+impl Counts {
+    /// The plan of a layer of shape `shape`, scored `s`, that loses these counts: its lowest-scored KV groups and
+    /// MLP channels, and the lowest query heads of each group that stays.
+    pub fn lowest_of(self, s: &LayerScores, shape: &LayerShape) -> LayerPlan {
+        let kv_groups = lowest(&s.kv_groups, self.kv_groups);
+        LayerPlan {
+            layer: s.layer,
+            query_heads: even_query_heads(
+                &s.query_heads,
+                shape,
+                self.query_heads_per_group,
+                &kv_groups,
+            ),
+            kv_groups,
+            mlp_channels: lowest(&s.mlp_channels, self.mlp_channels),
+        }
+    }
 }
 
 /// How many of `c` structures go at ratio `r` (LLM-Pruner's rounding): `C − ⌊C·(1−r)⌋`.
@@ -197,20 +216,9 @@ pub fn counted_plan(
     let layers = scores
         .iter()
         .map(|s| {
-            let c = alloc.counts(cfg, s.layer, r, kinds);
-            let kv_groups = lowest(&s.kv_groups, c.kv_groups);
-            let shape = &cfg.layers[s.layer];
-            LayerPlan {
-                layer: s.layer,
-                query_heads: even_query_heads(
-                    &s.query_heads,
-                    shape,
-                    c.query_heads_per_group,
-                    &kv_groups,
-                ),
-                kv_groups,
-                mlp_channels: lowest(&s.mlp_channels, c.mlp_channels),
-            }
+            alloc
+                .counts(cfg, s.layer, r, kinds)
+                .lowest_of(s, &cfg.layers[s.layer])
         })
         .collect();
     Plan::new(cfg, layers)
@@ -232,7 +240,7 @@ fn z_normalise(s: &[f32]) -> Vec<f64> {
 
 /// Per-rank scores of a layer's query heads: rank `i` is the `i`-th lowest head of every KV group together,
 /// scored by their sum (non-decreasing in `i`, so ranks go in order).
-fn head_rank_scores(scores: &[f32], s: &crate::model::LayerShape) -> Vec<f32> {
+fn head_rank_scores(scores: &[f32], s: &LayerShape) -> Vec<f32> {
     let sorted: Vec<Vec<f32>> = (0..s.num_kv_heads)
         .map(|g| {
             let mut v: Vec<f32> = query_heads(s, g, Aggregation::Correct)

@@ -465,19 +465,7 @@ pub async fn slice_layer<B: Backend>(
         LayerChoice::Fixed(lp) => (lp.clone(), None),
         LayerChoice::Count(c) => {
             let s = weight_scores(block, l, &shape, recipe).await?;
-            let kv_groups = lowest(&s.kv_groups, c.kv_groups);
-            let plan = LayerPlan {
-                layer: l,
-                query_heads: even_query_heads(
-                    &s.query_heads,
-                    &shape,
-                    c.query_heads_per_group,
-                    &kv_groups,
-                ),
-                kv_groups,
-                mlp_channels: lowest(&s.mlp_channels, c.mlp_channels),
-            };
-            (plan, Some(s))
+            (c.lowest_of(&s, &shape), Some(s))
         }
     };
     let kept = Kept::of(
