@@ -1,12 +1,59 @@
-//! Greedy generation: a short continuation that shows what pruning did to a model, in words. No KV cache — each
-//! step runs the whole prefix (fine for the few dozen tokens of a sample).
+//! Greedy generation with a KV cache: the prompt runs through the model once (prefill), then every step runs the
+//! one token it chose. Shows what pruning did to a model, in words, and how fast it now decodes.
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
+use crate::model::cache::KvCache;
 use crate::model::Llama;
 use crate::readback::to_vec;
+
+/// One greedy continuation in progress (batch 1).
+pub struct Decoder<'a, B: Backend> {
+    model: &'a Llama<B>,
+    cache: KvCache<B>,
+    /// The token the last forward chose, not yet fed back.
+    next: u32,
+    device: B::Device,
+}
+
+impl<'a, B: Backend> Decoder<'a, B> {
+    /// Runs `prompt` through `model` (filling the cache) and chooses the first token.
+    pub async fn start(model: &'a Llama<B>, prompt: &[u32], device: &B::Device) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::Invalid("generation needs a non-empty prompt".into()));
+        }
+        crate::eval::perplexity::check_ids(prompt, model.config.vocab_size)?;
+        let mut cache = KvCache::new(model.layers.len());
+        let logits = model.forward_cached(batch_tensor::<B>(&[prompt], device), &mut cache);
+        Ok(Decoder {
+            next: last_argmax(logits).await?,
+            model,
+            cache,
+            device: device.clone(),
+        })
+    }
+
+    /// The token chosen last (the prompt's continuation so far ends with it).
+    pub fn next_token(&self) -> u32 {
+        self.next
+    }
+
+    /// Feeds the chosen token back (one position through every layer) and chooses the following one.
+    pub async fn step(&mut self) -> Result<u32> {
+        let ids = batch_tensor::<B>(&[&[self.next]], &self.device);
+        self.next = last_argmax(self.model.forward_cached(ids, &mut self.cache)).await?;
+        Ok(self.next)
+    }
+}
+
+/// The highest logit's id at the last position (ties: the lowest id). `logits [1, seq, vocab]`
+async fn last_argmax<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {
+    let [_, s, v] = logits.dims();
+    let last = to_vec(logits.narrow(1, s - 1, 1).reshape([v])).await?;
+    Ok((0..v).fold(0, |best, i| if last[i] > last[best] { i } else { best }) as u32)
+}
 
 /// The `n` tokens greedy decoding appends to `prompt` (ties: the lowest id).
 pub async fn greedy<B: Backend>(
@@ -15,17 +62,13 @@ pub async fn greedy<B: Backend>(
     n: usize,
     device: &B::Device,
 ) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(Error::Invalid("generation needs a non-empty prompt".into()));
+    let mut decoder = Decoder::start(model, prompt, device).await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 {
+            decoder.step().await?;
+        }
+        out.push(decoder.next_token());
     }
-    crate::eval::perplexity::check_ids(prompt, model.config.vocab_size)?;
-    let mut ids = prompt.to_vec();
-    for _ in 0..n {
-        let logits = model.forward(batch_tensor::<B>(&[ids.as_slice()], device));
-        let [_, s, v] = logits.dims();
-        let last = to_vec(logits.narrow(1, s - 1, 1).reshape([v])).await?;
-        let next = (0..v).fold(0, |best, i| if last[i] > last[best] { i } else { best });
-        ids.push(next as u32);
-    }
-    Ok(ids[prompt.len()..].to_vec())
+    Ok(out)
 }

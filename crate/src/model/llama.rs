@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{activation::log_softmax, backend::Backend, DType, Int, Tensor};
 
 use super::attention::{causal_mask, Attention};
+use super::cache::{KvCache, LayerKv};
 use super::config::ModelConfig;
 use super::linear::Linear;
 use super::mlp::Mlp;
@@ -25,13 +26,14 @@ pub struct Block<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-/// Per-forward constants shared by every layer: rotary tables and the causal mask for one sequence length.
+/// Per-forward constants shared by every layer: rotary tables and the causal mask for `seq` positions that
+/// follow `past` earlier ones (0 without a cache).
 pub struct Positions<B: Backend> {
     /// `[seq, head_dim]`
     pub cos: Tensor<B, 2>,
     /// `[seq, head_dim]`, the first half negated ([`rope::apply`]).
     pub sin: Tensor<B, 2>,
-    /// `[seq, seq]`, added to the scores: −∞ where masked, else 0.
+    /// `[seq, past + seq]`, added to the scores: −∞ where masked, else 0.
     pub mask: Tensor<B, 2>,
 }
 
@@ -84,7 +86,28 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x [batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), pos);
+        let a = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), pos);
+        self.after_attention(x, a)
+    }
+
+    /// [`Block::forward`] for positions that follow those in `kv` (appended to).
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        pos: &Positions<B>,
+        kv: &mut LayerKv<B>,
+    ) -> Tensor<B, 3> {
+        let a = self
+            .self_attn
+            .forward_cached(self.input_layernorm.forward(x.clone()), pos, kv);
+        self.after_attention(x, a)
+    }
+
+    /// The attention residual, then the MLP and its residual. `x`, `attention` `[batch, seq, hidden]` → same
+    fn after_attention(&self, x: Tensor<B, 3>, attention: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = x + attention;
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -160,11 +183,21 @@ impl<B: Backend> Llama<B> {
 
     /// Rotary tables and causal mask of `cfg` for sequences of length `seq` (no weights needed).
     pub fn positions_for(cfg: &ModelConfig, seq: usize, device: &B::Device) -> Positions<B> {
-        let (cos, sin) = rope::tables(&cfg.rope, cfg.head_dim, seq, device);
+        Self::positions_after(cfg, 0, seq, device)
+    }
+
+    /// Rotary tables and causal mask of `cfg` for `seq` positions that follow `past` cached ones.
+    fn positions_after(
+        cfg: &ModelConfig,
+        past: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> Positions<B> {
+        let (cos, sin) = rope::tables(&cfg.rope, cfg.head_dim, past, seq, device);
         Positions {
             cos,
             sin,
-            mask: causal_mask(seq, device),
+            mask: causal_mask(past, seq, device),
         }
     }
 
@@ -197,6 +230,20 @@ impl<B: Backend> Llama<B> {
         for layer in &self.layers {
             h = layer.forward(h, &pos);
         }
+        self.head(h)
+    }
+
+    /// Logits of tokens that follow those in `cache`, whose every layer gets their keys and values.
+    /// `ids [batch, new]` → `[batch, new, vocab]` (the batch must be the cache's).
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let device = ids.device();
+        let new = ids.dims()[1];
+        let pos = Self::positions_after(&self.config, cache.len(), new, &device);
+        let mut h = self.embed(ids);
+        for (layer, kv) in self.layers.iter().zip(&mut cache.layers) {
+            h = layer.forward_cached(h, &pos, kv);
+        }
+        cache.advance(new);
         self.head(h)
     }
 

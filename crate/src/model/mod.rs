@@ -1,6 +1,7 @@
 //! The model: configuration, tensor inventory, parameter accounting and the LLaMA modules.
 
 pub mod attention;
+pub mod cache;
 pub mod config;
 pub mod linear;
 pub mod llama;

@@ -86,19 +86,22 @@ fn yarn(base: Vec<f64>, s: &YarnScaling, theta: f64, head_dim: usize) -> Vec<f64
         .collect()
 }
 
-/// `cos` and signed `sin` tables, each `[seq, head_dim]` (the half-frequencies repeated twice, as HF does;
-/// the first half of `sin` negated, see [`apply`]), both multiplied by the attention factor (YaRN's).
+/// `cos` and signed `sin` tables of positions `past .. past + seq`, each `[seq, head_dim]` (the half-frequencies
+/// repeated twice, as HF does; the first half of `sin` negated, see [`apply`]), both multiplied by the attention
+/// factor (YaRN's). Frequencies are those of a forward over `past + seq` positions (dynamic NTK grows with it, as
+/// transformers' does with a cache).
 pub fn tables<B: Backend>(
     rope: &RopeConfig,
     head_dim: usize,
+    past: usize,
     seq: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let freqs = inv_freq(rope, head_dim, seq);
+    let freqs = inv_freq(rope, head_dim, past + seq);
     let scale = rope.attention_factor() as f32;
     let mut cos = Vec::with_capacity(seq * head_dim);
     let mut sin = Vec::with_capacity(seq * head_dim);
-    for p in 0..seq {
+    for p in past..past + seq {
         for sign in [-1.0f32, 1.0] {
             for f in &freqs {
                 // HF computes the angle in f32 (inv_freq f32 × position f32); match it before cos/sin.
