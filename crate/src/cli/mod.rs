@@ -4,6 +4,7 @@ mod allocator;
 mod convert;
 mod eval;
 mod files;
+mod generate;
 mod inspect;
 mod output;
 mod progress;
@@ -35,6 +36,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Prune a model: score, allocate, slice, evaluate, write.
     Prune(Box<prune::PruneArgs>),
+    /// Greedy continuation of a prompt, with prompt and decoding times.
+    Generate(generate::GenerateArgs),
     /// Convert between an HF folder and GGUF.
     Convert(convert::ConvertArgs),
     /// Train a tokenizer and a small model from scratch (the built-in demo model).
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
     let result: Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Prune(args) => prune::run(*args),
         Command::Train(args) => train::run(args),

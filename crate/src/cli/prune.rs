@@ -122,7 +122,7 @@ pub struct PruneArgs {
 }
 
 /// Parses a kebab-case name of one of `all`.
-fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
+pub(super) fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
     value: &str,
     flag: &str,
     all: &[T],

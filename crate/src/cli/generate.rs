@@ -1,0 +1,159 @@
+//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json [--tokens 32] [--backend cpu|wgpu|cuda]
+//! [--precision f32|bf16] [--json]`: a greedy continuation, and how fast the model decodes it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+use serde::Serialize;
+
+use super::files::{read, ModelInput};
+use super::prune::parse_enum;
+use super::run_on::{run_on, BackendJob};
+use crate::backend::{BackendKind, Precision};
+use crate::error::{Error, Result};
+use crate::eval::generate::Decoder;
+use crate::io::tokenizer::ids_from_json;
+use crate::model::Llama;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// HF model folder (config.json + *.safetensors, tokenizer.json for --prompt) or a .gguf file.
+    model: PathBuf,
+    /// Prompt text, tokenized with the model's tokenizer (no special tokens).
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
+    prompt: Option<String>,
+    /// Pre-tokenized prompt: JSON `[id, …]`.
+    #[arg(long)]
+    prompt_ids: Option<PathBuf>,
+    /// Tokens to generate (exactly this many: greedy decoding does not stop at an end-of-text token).
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// The float type the model is held and computed in: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Print one JSON object (ids, text, prompt and decode times, tokens per second).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A continuation and the time it took. Decoding is timed apart from the prompt: each of its steps runs one
+/// position through every layer (batch 1), which is what removing layers or channels speeds up.
+#[derive(Debug, Serialize)]
+struct Generated {
+    prompt_tokens: usize,
+    ids: Vec<u32>,
+    /// Seconds to run the prompt and choose the first token.
+    prefill_seconds: f64,
+    /// Seconds for the remaining `ids.len() − 1` tokens, one forward of one position each.
+    decode_seconds: f64,
+    decode_tokens_per_second: Option<f64>,
+}
+
+struct GenerateJob<'a> {
+    input: &'a ModelInput,
+    prompt: Vec<u32>,
+    tokens: usize,
+}
+
+impl BackendJob for GenerateJob<'_> {
+    type Output = Generated;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Generated> {
+        let model = self
+            .input
+            .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
+        let start = Instant::now();
+        let mut decoder = pollster::block_on(Decoder::start(&model, &self.prompt, &device))?;
+        let prefill_seconds = start.elapsed().as_secs_f64();
+        let mut ids = vec![decoder.next_token()];
+        let start = Instant::now();
+        while ids.len() < self.tokens {
+            ids.push(pollster::block_on(decoder.step())?);
+        }
+        let decode_seconds = start.elapsed().as_secs_f64();
+        let steps = ids.len() - 1;
+        Ok(Generated {
+            prompt_tokens: self.prompt.len(),
+            ids,
+            prefill_seconds,
+            decode_seconds,
+            decode_tokens_per_second: (steps > 0).then(|| steps as f64 / decode_seconds),
+        })
+    }
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let kind = BackendKind::parse(&args.backend)?;
+    let precision = parse_enum(&args.precision, "--precision", &Precision::ALL)?;
+    if args.tokens == 0 {
+        return Err(Error::Invalid("--tokens must be at least 1".into()));
+    }
+    let input = ModelInput::open(&args.model)?;
+    let tokenizer = input.tokenizer()?;
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) if text.is_empty() => {
+            return Err(Error::Text(
+                "--prompt is empty: give text to continue".into(),
+            ))
+        }
+        (Some(text), _) => tokenizer
+            .as_ref()
+            .ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "{} has no tokenizer; pass a pre-tokenized prompt with --prompt-ids",
+                    args.model.display()
+                ))
+            })?
+            .encode(text)?,
+        (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
+        (None, None) => unreachable!("clap requires --prompt or --prompt-ids"),
+    };
+    let out = run_on(
+        kind,
+        precision,
+        GenerateJob {
+            input: &input,
+            prompt,
+            tokens: args.tokens,
+        },
+    )?;
+    let text = match &tokenizer {
+        Some(t) => Some(t.decode(&out.ids)?),
+        None => None,
+    };
+    let speed = match out.decode_tokens_per_second {
+        Some(s) => format!(
+            "decode {} tokens {:.3} s = {s:.1} tokens/s",
+            out.ids.len() - 1,
+            out.decode_seconds
+        ),
+        None => "no decode step".into(),
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&out).expect("serialisable");
+        v["text"] = text.into();
+        v["backend"] = kind.name().into();
+        v["precision"] = serde_json::to_value(precision).expect("serialisable");
+        println!("{v}");
+    } else {
+        match &text {
+            Some(t) => println!("{}{t}", args.prompt.as_deref().unwrap_or_default()),
+            None => println!("{:?}", out.ids),
+        }
+        eprintln!(
+            "prompt {} tokens {:.3} s · {speed} on {}",
+            out.prompt_tokens,
+            out.prefill_seconds,
+            kind.name()
+        );
+    }
+    Ok(())
+}

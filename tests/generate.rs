@@ -1,0 +1,239 @@
+//! Decoding with the KV cache: a forward split into cached chunks gives the logits of one forward over the whole
+//! sequence (MHA, GQA, layers of different widths, LLaMA-3 and YaRN rotary scaling, a batch of two), and the CLI's
+//! `generate` continues a prompt with the tokens greedy decoding chooses, timed, or names what is wrong with its
+//! input.
+
+mod common;
+
+use burn::tensor::{backend::Backend, Tensor};
+use common::*;
+use pollster::block_on;
+use prunelab::eval::perplexity::batch_tensor;
+use prunelab::model::cache::KvCache;
+use prunelab::model::rope_scaling::{RopeScaling, YarnScaling};
+use prunelab::model::Llama;
+use prunelab::prune::plan::{apply, LayerPlan, Plan};
+use prunelab::readback::to_vec;
+
+type Cpu = prunelab::backend::Cpu;
+
+/// The fixture's probe windows (a batch of sequences).
+fn probe(name: &str) -> Vec<Vec<u32>> {
+    id_windows(&golden_json(name)["probe_input_ids"])
+}
+
+fn logits<B: Backend>(t: Tensor<B, 3>) -> (Vec<usize>, Vec<f32>) {
+    (t.dims().to_vec(), block_on(to_vec(t)).unwrap())
+}
+
+/// The logits of `windows` run through `model` in cached chunks of the given lengths, in order.
+/// Returns `[batch, seq, vocab]` flattened, position by position as a full forward lays them out.
+fn chunked<B: Backend>(model: &Llama<B>, windows: &[Vec<u32>], chunks: &[usize]) -> Vec<f32> {
+    let device = Default::default();
+    let (b, s, v) = (windows.len(), windows[0].len(), model.config.vocab_size);
+    assert_eq!(chunks.iter().sum::<usize>(), s);
+    let mut cache = KvCache::new(model.layers.len());
+    let mut out = vec![0.0; b * s * v];
+    let mut at = 0;
+    for &n in chunks {
+        let parts: Vec<&[u32]> = windows.iter().map(|w| &w[at..at + n]).collect();
+        let (dims, got) = logits(model.forward_cached(batch_tensor(&parts, &device), &mut cache));
+        assert_eq!(dims, vec![b, n, v]);
+        for w in 0..b {
+            let to = (w * s + at) * v;
+            out[to..to + n * v].copy_from_slice(&got[w * n * v..(w + 1) * n * v]);
+        }
+        at += n;
+        assert_eq!(cache.len(), at);
+    }
+    out
+}
+
+/// Checks that chunked decoding of the probe reproduces the full forward within `tol`: a long prompt, a short
+/// chunk, then one token at a time.
+fn assert_cache_matches<B: Backend>(model: &Llama<B>, name: &str, windows: &[Vec<u32>]) {
+    let device = Default::default();
+    let s = windows[0].len();
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    let (_, full) = logits(model.forward(batch_tensor(&refs, &device)));
+    let mut chunks = vec![s / 3, 4];
+    chunks.resize(chunks.len() + s - s / 3 - 4, 1);
+    let cached = chunked(model, windows, &chunks);
+    let diff = max_abs_diff(&cached, &full);
+    let scale = full.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(
+        diff < 1e-5 * scale.max(1.0),
+        "{name}: cached logits differ from the full forward's by {diff:e} (largest logit {scale})"
+    );
+}
+
+#[test]
+fn cached_chunks_give_the_logits_of_one_full_forward() {
+    let device = Default::default();
+    for name in ["tiny-mha", "tiny-gqa"] {
+        let model = load_fixture::<Cpu>(name, &device);
+        let windows = probe(name);
+        assert!(windows.len() >= 2 && windows[0].len() >= 12);
+        assert_cache_matches(&model, name, &windows);
+        assert_cache_matches(&model, name, &windows[..1]);
+    }
+    // Layers of different widths: every layer caches the KV heads it kept.
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let cfg = model.config.clone();
+    let layer = |l, kv_groups: Vec<usize>, query_heads: Vec<usize>, mlp: Vec<usize>| LayerPlan {
+        layer: l,
+        kv_groups,
+        query_heads,
+        mlp_channels: mlp,
+    };
+    let plan = Plan::new(
+        &cfg,
+        vec![
+            layer(1, vec![], vec![1, 4], (0..50).collect()),
+            layer(2, vec![0], vec![], vec![]),
+        ],
+    );
+    let pruned = apply(model.clone(), &plan).unwrap();
+    let kv: Vec<usize> = pruned
+        .layers
+        .iter()
+        .map(|b| b.self_attn.num_kv_heads())
+        .collect();
+    assert_eq!(kv, vec![2, 2, 1, 2]);
+    assert_cache_matches(&pruned, "tiny-gqa pruned", &probe("tiny-gqa"));
+    // Rotary scalings whose tables depend on the position (LLaMA-3) and carry an attention factor (YaRN).
+    let scalings = [
+        RopeScaling::Llama3(llama3(8.0, 4.0, 32)),
+        RopeScaling::Yarn(YarnScaling {
+            factor: 4.0,
+            original_max_position_embeddings: 32,
+            beta_fast: YarnScaling::BETA_FAST,
+            beta_slow: YarnScaling::BETA_SLOW,
+            truncate: true,
+            attention_factor: YarnScaling::mscale(4.0, 1.0),
+        }),
+    ];
+    for scaling in scalings {
+        let mut scaled = model.clone();
+        scaled.config.rope.scaling = Some(scaling);
+        assert_cache_matches(&scaled, &format!("{scaling:?}"), &probe("tiny-gqa"));
+    }
+}
+
+/// The same on the wgpu backend (the browser lab's WebGPU samples run this code).
+#[cfg(feature = "wgpu")]
+#[test]
+fn cached_chunks_give_the_full_forward_logits_on_wgpu() {
+    let device = Default::default();
+    let model = load_fixture::<prunelab::backend::Wgpu>("tiny-gqa", &device);
+    assert_cache_matches(&model, "tiny-gqa on wgpu", &probe("tiny-gqa"));
+}
+
+#[cfg(feature = "cli")]
+mod cli {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn demo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+    }
+
+    fn generate(args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .arg("generate")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn generate_continues_the_prompt_greedily_and_times_the_decoding() {
+        let demo = demo();
+        let prompt = "The list type has";
+        let out = run_cli(&[
+            "generate",
+            demo.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--tokens",
+            "12",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let ids: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
+        assert_eq!(ids.len(), 12);
+        assert!(v["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+        assert!(v["prefill_seconds"].as_f64().unwrap() > 0.0);
+        // The same tokens as choosing each one from a full forward over the prompt and the tokens before it.
+        let input = std::fs::read(demo.join("tokenizer.json")).unwrap();
+        let tok = prunelab::io::Tokenizer::from_json(&input).unwrap();
+        let mut seq = tok.encode(prompt).unwrap();
+        assert_eq!(v["prompt_tokens"], seq.len());
+        let model = load_hf_folder::<Cpu>(&demo, &Default::default());
+        for &id in &ids {
+            let (dims, l) =
+                logits(model.forward(batch_tensor(&[seq.as_slice()], &Default::default())));
+            let (s, vocab) = (dims[1], dims[2]);
+            let last = &l[(s - 1) * vocab..];
+            let best = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b });
+            assert_eq!(id as usize, best);
+            seq.push(id);
+        }
+        assert_eq!(v["text"], tok.decode(&ids).unwrap());
+    }
+
+    #[test]
+    fn generate_names_bad_input() {
+        let demo = demo();
+        let dir = tempfile::tempdir().unwrap();
+        let ids = |name: &str, json: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, json).unwrap();
+            p
+        };
+        let (empty, outside) = (ids("empty.json", "[]"), ids("outside.json", "[1, 99999]"));
+        let fixture = fixture("tiny-gqa");
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec![demo.to_str().unwrap(), "--prompt", "a", "--tokens", "0"],
+                "--tokens must be at least 1",
+            ),
+            (
+                vec![
+                    demo.to_str().unwrap(),
+                    "--prompt-ids",
+                    empty.to_str().unwrap(),
+                ],
+                "holds no token ids",
+            ),
+            (
+                vec![demo.to_str().unwrap(), "--prompt", ""],
+                "--prompt is empty",
+            ),
+            (
+                vec![
+                    demo.to_str().unwrap(),
+                    "--prompt-ids",
+                    outside.to_str().unwrap(),
+                ],
+                "token id 99999 is outside the model's vocabulary",
+            ),
+            (
+                vec![fixture.to_str().unwrap(), "--prompt", "a"],
+                "has no tokenizer; pass a pre-tokenized prompt with --prompt-ids",
+            ),
+            (
+                vec![demo.to_str().unwrap(), "--prompt", "a", "--precision", "f8"],
+                "--precision \"f8\": expected one of f32, bf16",
+            ),
+        ];
+        for (args, message) in cases {
+            let out = generate(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(message), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+}
