@@ -9,9 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::files::{read, ModelInput};
-use super::prune::parse_enum;
-use super::run_on::{run_on, BackendJob};
-use crate::backend::{BackendKind, Precision};
+use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::error::{Error, Result};
 use crate::eval::generate::Decoder;
 use crate::io::tokenizer::ids_from_json;
@@ -34,12 +32,8 @@ pub struct GenerateArgs {
     /// Tokens to generate (exactly this many: greedy decoding does not stop at an end-of-text token).
     #[arg(long, default_value_t = 32)]
     tokens: usize,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
-    /// The float type the model is held and computed in: f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print one JSON object (ids, text, prompt and decode times, tokens per second).
     #[arg(long)]
     json: bool,
@@ -91,8 +85,7 @@ impl BackendJob for GenerateJob<'_> {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let kind = BackendKind::parse(&args.backend)?;
-    let precision = parse_enum(&args.precision, "--precision", &Precision::ALL)?;
+    let (kind, precision) = args.device.parse()?;
     if args.tokens == 0 {
         return Err(Error::Invalid("--tokens must be at least 1".into()));
     }

@@ -46,6 +46,25 @@ enum Command {
     Synth(synth::SynthArgs),
 }
 
+/// Parses a kebab-case name of one of `all`.
+fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
+    value: &str,
+    flag: &str,
+    all: &[T],
+) -> Result<T> {
+    serde_json::from_value(value.into()).map_err(|_| {
+        let names: Vec<String> = all
+            .iter()
+            .filter_map(|x| serde_json::to_value(x).ok())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        Error::Invalid(format!(
+            "{flag} {value:?}: expected one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
 /// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure, 130 when interrupted.
 pub fn main() -> ExitCode {
     allocator::reuse_large_blocks();

@@ -11,9 +11,10 @@ use web_time::Instant;
 use super::convert::dtypes;
 use super::files::{read, read_text, ModelInput};
 use super::output::{write_model, Extras, Format, ModelWeights, Target};
+use super::parse_enum;
 use super::progress::Bars;
-use super::run_on::{run_on, BackendJob};
-use crate::backend::{BackendKind, Precision};
+use super::run_on::{run_on, BackendJob, DeviceArgs};
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::model::Llama;
@@ -104,13 +105,8 @@ pub struct PruneArgs {
     /// Apply a saved plan instead of scoring (no --ratio needed), repaired with the recipe's compensation.
     #[arg(long, conflicts_with = "plan_only")]
     plan: Option<PathBuf>,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
-    /// The float type the model is held and computed in: f32, or bf16 (half the memory; statistics, scores,
-    /// solves, norms and softmaxes stay in f32 or wider).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -119,25 +115,6 @@ pub struct PruneArgs {
     /// --plan; no --eval).
     #[arg(long, conflicts_with_all = ["eval", "plan_only"])]
     pub(super) stream: bool,
-}
-
-/// Parses a kebab-case name of one of `all`.
-pub(super) fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
-    value: &str,
-    flag: &str,
-    all: &[T],
-) -> Result<T> {
-    serde_json::from_value(value.into()).map_err(|_| {
-        let names: Vec<String> = all
-            .iter()
-            .filter_map(|x| serde_json::to_value(x).ok())
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        Error::Invalid(format!(
-            "{flag} {value:?}: expected one of {}",
-            names.join(", ")
-        ))
-    })
 }
 
 /// The recipe the flags spell (on top of `--recipe`).
@@ -212,7 +189,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         r.linalg = Some(parse_enum(l, "--linalg", &Linalg::ALL)?);
     }
     if r.linalg.is_none() {
-        r.linalg = Some(match BackendKind::parse(&args.backend)? {
+        r.linalg = Some(match BackendKind::parse(&args.device.backend)? {
             BackendKind::Cuda => Linalg::Device,
             _ => Linalg::HostF64,
         });
@@ -379,8 +356,7 @@ impl BackendJob for PruneJob<'_> {
 }
 
 pub fn run(args: PruneArgs) -> Result<()> {
-    let kind = BackendKind::parse(&args.backend)?;
-    let precision = parse_enum(&args.precision, "--precision", &Precision::ALL)?;
+    let (kind, precision) = args.device.parse()?;
     let input = ModelInput::open(&args.model)?;
     let recipe = recipe(&args)?;
     let plan = match &args.plan {

@@ -8,6 +8,27 @@ use crate::backend::Wgpu;
 use crate::backend::{BackendKind, Cpu, Precision};
 use crate::error::{Error, Result};
 
+/// `--backend` and `--precision`: where a command runs its model, and in which float type.
+#[derive(clap::Args, Debug)]
+pub struct DeviceArgs {
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// The float type the model is held and computed in: f32, or bf16 (half the memory; statistics, scores,
+    /// solves, norms and softmaxes stay in f32 or wider).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+}
+
+impl DeviceArgs {
+    pub fn parse(&self) -> Result<(BackendKind, Precision)> {
+        Ok((
+            BackendKind::parse(&self.backend)?,
+            super::parse_enum(&self.precision, "--precision", &Precision::ALL)?,
+        ))
+    }
+}
+
 /// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
 pub trait BackendJob {
     type Output;
