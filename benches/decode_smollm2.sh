@@ -3,7 +3,7 @@
 # parameter count of removing 20% of the default range 3..29 as whole layers (block influence + ls): those
 # layers; KV groups and MLP channels (numerical + ls, global allocation, --target-params of the same fraction);
 # query heads and MLP channels (likewise); then 40% of the range as layers against KV groups and MLP channels.
-# Each model greedily continues the same prompt for 128 tokens with the KV cache (`prunelab generate`, batch 1,
+# Each model greedily continues the same prompt for 128 tokens, past any end-of-text (`generate --ignore-eos`, batch 1,
 # CPU backend). The models take turns, five rounds, so that a slower minute of the machine slows them all;
 # decoding speed is each model's median. Calibration and perplexity as in depth_smollm2.sh. Prints a Markdown
 # table. Needs models/smollm2/fetch.
@@ -37,7 +37,7 @@ done
 
 for round in 1 2 3 4 5; do
     for name in "${names[@]}"; do
-        "$bin" generate "$tmp/$name" --prompt "$prompt" --tokens 128 --json >> "$tmp/$name.speed.jsonl"
+        "$bin" generate "$tmp/$name" --prompt "$prompt" --tokens 128 --ignore-eos --json >> "$tmp/$name.speed.jsonl"
     done
 done
 

@@ -722,3 +722,145 @@ fn an_interrupted_run_writes_nothing() {
         assert!(left.is_empty(), "{signal} left {left:?}");
     }
 }
+
+/// A copy of the tiny-gqa fixture with the tokenizer and generation files transformers keeps beside weights.
+fn fixture_with_side_files(dir: &Path) -> std::path::PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-gqa").join(name), model.join(name)).unwrap();
+    }
+    let template = json!([
+        {"name": "tool_use", "template": "{{ tools }}"},
+        {"name": "default", "template": "{% for m in messages %}{{ m.content }}{% endfor %}"},
+    ]);
+    let files = [
+        (
+            "tokenizer_config.json",
+            json!({"chat_template": template, "model_max_length": 64}),
+        ),
+        (
+            "generation_config.json",
+            json!({"eos_token_id": [2, 7], "do_sample": false}),
+        ),
+        ("special_tokens_map.json", json!({"eos_token": "</s>"})),
+    ];
+    for (name, v) in files {
+        write(
+            &model.join(name),
+            serde_json::to_string_pretty(&v).unwrap().as_bytes(),
+        );
+    }
+    model
+}
+
+#[test]
+fn outputs_carry_the_tokenizer_and_generation_files() {
+    use prunelab::io::gguf::GgufModel;
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_with_side_files(dir.path());
+    let side = [
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+    ];
+    let prune = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend([
+            "--importance",
+            "l2",
+            "--compensation",
+            "none",
+            "--ratio",
+            "0.5",
+        ]);
+        args.extend(["--layers", "1..3", "--json"]);
+        args.extend(extra);
+        json_stdout(&prunelab(&args));
+    };
+    // An HF output, converted, pruned in memory or streamed, holds the files byte for byte.
+    let (converted, pruned, streamed) = (
+        dir.path().join("converted"),
+        dir.path().join("pruned"),
+        dir.path().join("streamed"),
+    );
+    let out = prunelab(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prune(&pruned, &[]);
+    prune(&streamed, &["--stream"]);
+    for out in [&converted, &pruned, &streamed] {
+        for name in side {
+            assert_eq!(
+                read(&out.join(name)),
+                read(&model.join(name)),
+                "{out:?} {name}"
+            );
+        }
+    }
+    // A GGUF output takes the default chat template as `tokenizer.chat_template`; `chat_template.jinja` wins.
+    let template_of = |out: &Path| {
+        let bytes = read(out);
+        let gguf = GgufModel::parse(&bytes).unwrap();
+        gguf.file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    let gguf = dir.path().join("model.gguf");
+    prune(&gguf, &[]);
+    assert_eq!(
+        template_of(&gguf).as_deref(),
+        Some("{% for m in messages %}{{ m.content }}{% endfor %}")
+    );
+    write(
+        &model.join("chat_template.jinja"),
+        b"{{ messages[0].content }}",
+    );
+    let gguf = dir.path().join("converted.gguf");
+    let out = prunelab(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        gguf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        template_of(&gguf).as_deref(),
+        Some("{{ messages[0].content }}")
+    );
+    std::fs::remove_file(model.join("chat_template.jinja")).unwrap();
+    // A garbled tokenizer_config.json is named, and no GGUF appears.
+    write(
+        &model.join("tokenizer_config.json"),
+        b"{\"chat_template\": ",
+    );
+    let gguf = dir.path().join("garbled.gguf");
+    let out = prunelab(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        gguf.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tokenizer_config.json"), "{stderr}");
+    assert!(!gguf.exists());
+}

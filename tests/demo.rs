@@ -151,7 +151,7 @@ fn greedy_samples_follow_the_logits() {
     let model = d.model.valid();
     let device = Default::default();
     let prompt = heldout_ids(&d.tok)[..16].to_vec();
-    let sample = pollster::block_on(greedy(&model, &prompt, 8, &device)).unwrap();
+    let sample = pollster::block_on(greedy(&model, &prompt, 8, &[], &device)).unwrap();
     assert_eq!(sample.len(), 8);
     // Each token is the argmax of the model's logits after the prompt and the tokens before it.
     let mut ids = prompt.clone();
@@ -166,8 +166,13 @@ fn greedy_samples_follow_the_logits() {
         assert_eq!(last[t as usize], best, "token {t}");
         ids.push(t);
     }
+    // With an end-of-text id, the sample ends at that id's first occurrence.
+    let end = sample[3];
+    let first = sample.iter().position(|&t| t == end).unwrap();
+    let short = pollster::block_on(greedy(&model, &prompt, 8, &[end], &device)).unwrap();
+    assert_eq!(short, sample[..=first]);
     assert!(
-        pollster::block_on(greedy(&model, &[], 4, &device)).is_err(),
+        pollster::block_on(greedy(&model, &[], 4, &[0], &device)).is_err(),
         "empty prompt"
     );
     eprintln!("demo sample: {:?}", d.tok.decode(&sample).unwrap());

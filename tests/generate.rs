@@ -236,4 +236,43 @@ mod cli {
             assert!(out.stdout.is_empty(), "{args:?}");
         }
     }
+
+    #[test]
+    fn generate_stops_at_end_of_text_unless_told_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("demo");
+        std::fs::create_dir(&model).unwrap();
+        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(demo().join(name), model.join(name)).unwrap();
+        }
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "generate",
+                model.to_str().unwrap(),
+                "--prompt",
+                "The list type has",
+            ];
+            args.extend(["--tokens", "12", "--json"]);
+            args.extend(extra);
+            let v: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
+            let ids: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
+            (ids, v["finish_reason"].as_str().unwrap().to_string())
+        };
+        let (all, finish) = run(&["--ignore-eos"]);
+        assert_eq!((all.len(), finish.as_str()), (12, "length"));
+        // generation_config.json names a token the continuation reaches: it ends there (config.json's eos 0 too).
+        let end = all[4];
+        let gen = model.join("generation_config.json");
+        std::fs::write(&gen, format!("{{\"eos_token_id\": [4095, {end}]}}")).unwrap();
+        let first = all.iter().position(|&t| t == end || t == 0).unwrap();
+        let (short, finish) = run(&[]);
+        assert_eq!((short.as_slice(), finish.as_str()), (&all[..=first], "eos"));
+        assert_eq!(run(&["--ignore-eos"]).0, all);
+        // A garbled generation_config.json is named.
+        std::fs::write(&gen, "{\"eos_token_id\": [").unwrap();
+        let out = generate(&[model.to_str().unwrap(), "--prompt", "a"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("generation_config.json"), "{stderr}");
+    }
 }

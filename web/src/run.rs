@@ -48,7 +48,7 @@ struct Inputs<'a> {
     prompt: Vec<u32>,
 }
 
-/// Tokens of each greedy sample, before and after pruning.
+/// Tokens of each greedy sample, before and after pruning (fewer when the model ends the text).
 const SAMPLE_TOKENS: usize = 24;
 /// Tokens of the evaluation text that prompt the samples.
 const PROMPT_TOKENS: usize = 16;
@@ -133,11 +133,11 @@ async fn go<B: AutodiffBackend>(
     let start = Instant::now();
     let before = perplexity(&model.valid(), &inp.eval, &opts, &device, progress).await?;
     stage("eval before", start);
-    let prompt = &inp.prompt;
-    let sample_before = greedy(&model.valid(), prompt, SAMPLE_TOKENS, &device).await?;
+    let (prompt, stop) = (&inp.prompt, cfg.eos_token_id.as_slice());
+    let sample_before = greedy(&model.valid(), prompt, SAMPLE_TOKENS, stop, &device).await?;
     let start = Instant::now();
     let out = prune(model, &inp.recipe, &inp.calib, &device, progress).await?;
-    let sample_after = greedy(&out.model, prompt, SAMPLE_TOKENS, &device).await?;
+    let sample_after = greedy(&out.model, prompt, SAMPLE_TOKENS, stop, &device).await?;
     stage("prune", start);
     let start = Instant::now();
     let after = perplexity(&out.model, &inp.eval, &opts, &device, progress).await?;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::files::ModelInput;
-use super::output::{write_model, Extras, Format, Target};
+use super::output::{write_model, Format, Target};
 use super::progress::Bars;
+use super::prune::extras_of;
 use crate::error::{Error, Result};
 use crate::io::gguf::GgufDtype;
 use crate::io::safetensors_out::StDtype;
@@ -48,12 +49,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let input = ModelInput::open(&args.input)?;
     let format = Format::resolve(args.format, &args.out);
     let (hf_dtype, gguf_dtype) = dtypes(format, &args.dtype)?;
-    let extras = Extras {
-        base_config: input.hf_config_json()?,
-        tokenizer_json: input.tokenizer_json()?,
-        gguf_metadata: input.gguf_metadata()?,
-        files: vec![],
-    };
+    let extras = extras_of(&input)?;
     input.with_weights(|src| {
         check_inventory(&input.config, src)?;
         write_model(

@@ -100,12 +100,7 @@ impl ModelInput {
     pub fn hf_config_json(&self) -> Result<Option<Json>> {
         match self.files {
             Files::Gguf(_) => Ok(None),
-            Files::Hf { .. } => serde_json::from_slice(&read(&self.path.join("config.json"))?)
-                .map(Some)
-                .map_err(|e| Error::Json {
-                    what: "config.json".into(),
-                    message: e.to_string(),
-                }),
+            Files::Hf { .. } => self.json_file("config.json"),
         }
     }
 
@@ -119,18 +114,7 @@ impl ModelInput {
                     None => Ok(None),
                 }
             }
-            Files::Hf { .. } => {
-                let p = self.path.join("tokenizer.json");
-                match p.exists() {
-                    true => serde_json::from_slice(&read(&p)?)
-                        .map(Some)
-                        .map_err(|e| Error::Json {
-                            what: "tokenizer.json".into(),
-                            message: e.to_string(),
-                        }),
-                    false => Ok(None),
-                }
-            }
+            Files::Hf { .. } => self.json_file("tokenizer.json"),
         }
     }
 
@@ -141,12 +125,94 @@ impl ModelInput {
             .transpose()
     }
 
+    /// The files of an HF folder that describe its tokenizer and generation ([`SIDE_FILES`] that exist), as
+    /// `(name, bytes)`: an HF output carries them verbatim. A GGUF input keeps the same facts in its metadata.
+    pub fn side_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        match self.files {
+            Files::Gguf(_) => Ok(vec![]),
+            Files::Hf { .. } => SIDE_FILES
+                .iter()
+                .filter(|name| self.path.join(name).is_file())
+                .map(|name| Ok((name.to_string(), read(&self.path.join(name))?)))
+                .collect(),
+        }
+    }
+
+    /// The ids that end a text: `eos_token_id` of `config.json` and of `generation_config.json` (a number or a
+    /// list; transformers' `generate` stops at any of them), or a GGUF's end-of-sequence, end-of-turn and
+    /// end-of-message tokens (as llama.cpp does). Empty when the model names none.
+    pub fn stop_ids(&self) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = vec![];
+        match &self.files {
+            Files::Gguf(m) => {
+                let model = GgufModel::parse(m)?;
+                for kind in ["eos", "eot", "eom"] {
+                    let key = format!("tokenizer.ggml.{kind}_token_id");
+                    ids.extend(
+                        model
+                            .file
+                            .get(&key)
+                            .and_then(Value::as_u64)
+                            .map(|v| v as u32),
+                    );
+                }
+            }
+            Files::Hf { .. } => {
+                for name in ["config.json", "generation_config.json"] {
+                    if let Some(json) = self.json_file(name)? {
+                        ids.extend(token_ids(&json["eos_token_id"]));
+                    }
+                }
+            }
+        }
+        let mut unique = vec![];
+        for id in ids {
+            if !unique.contains(&id) {
+                unique.push(id);
+            }
+        }
+        Ok(unique)
+    }
+
+    /// A JSON file of an HF folder, parsed; `None` when the folder has no such file.
+    fn json_file(&self, name: &str) -> Result<Option<Json>> {
+        let path = self.path.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&read(&path)?)
+            .map(Some)
+            .map_err(|e| Error::Json {
+                what: name.into(),
+                message: e.to_string(),
+            })
+    }
+
     /// Metadata a GGUF input carries that outputs keep (general.* and tokenizer.*).
     pub fn gguf_metadata(&self) -> Result<Vec<(String, Value)>> {
         match &self.files {
             Files::Gguf(m) => Ok(carried(&GgufModel::parse(m)?.file)),
             Files::Hf { .. } => Ok(vec![]),
         }
+    }
+}
+
+/// Files beside an HF model's weights that transformers reads for its tokenizer (special tokens, chat template,
+/// the SentencePiece model of LLaMA-2-era folders) and for `generate`'s defaults.
+pub const SIDE_FILES: [&str; 6] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+];
+
+/// A token id field: a number, a list of numbers, or absent (`null`).
+fn token_ids(v: &Json) -> Vec<u32> {
+    match v {
+        Json::Array(a) => a.iter().flat_map(token_ids).collect(),
+        v => v.as_u64().map(|id| id as u32).into_iter().collect(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json [--tokens 32] [--backend cpu|wgpu|cuda]
-//! [--precision f32|bf16] [--json]`: a greedy continuation, and how fast the model decodes it.
+//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json [--tokens 32] [--ignore-eos]
+//! [--backend cpu|wgpu|cuda] [--precision f32|bf16] [--json]`: a greedy continuation, and how fast the model
+//! decodes it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,9 +30,13 @@ pub struct GenerateArgs {
     /// Pre-tokenized prompt: JSON `[id, …]`.
     #[arg(long)]
     prompt_ids: Option<PathBuf>,
-    /// Tokens to generate (exactly this many: greedy decoding does not stop at an end-of-text token).
+    /// Most tokens to generate; fewer when the model ends the text (an `eos_token_id` of `config.json` or
+    /// `generation_config.json`, or a GGUF's end-of-sequence/turn/message token).
     #[arg(long, default_value_t = 32)]
     tokens: usize,
+    /// Generate exactly `--tokens` tokens, past end-of-text (for timing).
+    #[arg(long)]
+    ignore_eos: bool,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print one JSON object (ids, text, prompt and decode times, tokens per second).
@@ -50,12 +55,16 @@ struct Generated {
     /// Seconds for the remaining `ids.len() − 1` tokens, one forward of one position each.
     decode_seconds: f64,
     decode_tokens_per_second: Option<f64>,
+    /// `eos` when the last token ends the text, `length` when `--tokens` were generated.
+    finish_reason: &'static str,
 }
 
 struct GenerateJob<'a> {
     input: &'a ModelInput,
     prompt: Vec<u32>,
     tokens: usize,
+    /// End-of-text ids (empty with `--ignore-eos`).
+    stop: Vec<u32>,
 }
 
 impl BackendJob for GenerateJob<'_> {
@@ -69,7 +78,7 @@ impl BackendJob for GenerateJob<'_> {
         let prefill_seconds = start.elapsed().as_secs_f64();
         let mut ids = vec![decoder.next_token()];
         let start = Instant::now();
-        while ids.len() < self.tokens {
+        while ids.len() < self.tokens && !decoder.stopped(&self.stop) {
             ids.push(pollster::block_on(decoder.step())?);
         }
         let decode_seconds = start.elapsed().as_secs_f64();
@@ -80,6 +89,10 @@ impl BackendJob for GenerateJob<'_> {
             prefill_seconds,
             decode_seconds,
             decode_tokens_per_second: (steps > 0).then(|| steps as f64 / decode_seconds),
+            finish_reason: match decoder.stopped(&self.stop) {
+                true => "eos",
+                false => "length",
+            },
         })
     }
 }
@@ -116,6 +129,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             input: &input,
             prompt,
             tokens: args.tokens,
+            stop: match args.ignore_eos {
+                true => vec![],
+                false => input.stop_ids()?,
+            },
         },
     )?;
     let text = match &tokenizer {
@@ -142,10 +159,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             None => println!("{:?}", out.ids),
         }
         eprintln!(
-            "prompt {} tokens {:.3} s · {speed} on {}",
+            "prompt {} tokens {:.3} s · {speed} on {}{}",
             out.prompt_tokens,
             out.prefill_seconds,
-            kind.name()
+            kind.name(),
+            match out.finish_reason {
+                "eos" => " · stopped at end-of-text",
+                _ => "",
+            }
         );
     }
     Ok(())

@@ -12,7 +12,7 @@ use burn::tensor::{backend::Backend, TensorData};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::io::gguf::metadata::{keep_pre, output_metadata};
+use crate::io::gguf::metadata::{chat_template, keep_pre, output_metadata, CHAT_TEMPLATE_KEY};
 use crate::io::gguf::reader::Value;
 use crate::io::gguf::{GgufDtype, GgufWriter};
 use crate::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
@@ -52,6 +52,9 @@ pub struct Extras {
     pub tokenizer_json: Option<Json>,
     /// GGUF metadata carried from a GGUF input (general.*, tokenizer.*).
     pub gguf_metadata: Vec<(String, Value)>,
+    /// An HF input's tokenizer and generation files (`tokenizer_config.json`, `generation_config.json`, …):
+    /// copied verbatim into an HF output; a GGUF output takes their chat template.
+    pub side_files: Vec<(String, Vec<u8>)>,
     /// More files to place beside the weights (`report.json`, `plan.json`, …): in the folder for HF, next to
     /// the file as `NAME.<file>` for GGUF.
     pub files: Vec<(String, Vec<u8>)>,
@@ -278,7 +281,7 @@ fn write_hf(
             &serde_json::to_vec(tok).expect("serialisable"),
         )?;
     }
-    for (name, bytes) in &extras.files {
+    for (name, bytes) in extras.side_files.iter().chain(&extras.files) {
         put(name, bytes)?;
     }
     Ok(())
@@ -292,12 +295,16 @@ fn write_gguf(
     dtype: GgufDtype,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let meta = output_metadata(
+    let mut meta = output_metadata(
         cfg,
         &extras.gguf_metadata,
         extras.tokenizer_json.as_ref(),
         extras.base_config.as_ref(),
     )?;
+    if let Some(template) = chat_template(&extras.side_files)? {
+        meta.retain(|(k, _)| k != CHAT_TEMPLATE_KEY);
+        meta.push((CHAT_TEMPLATE_KEY.into(), Value::String(template)));
+    }
     let writer = GgufWriter::new(cfg, &meta, dtype)?;
     let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
     w.write_all(writer.header()).map_err(io(path))?;

@@ -463,6 +463,7 @@ pub(super) fn extras_of(input: &ModelInput) -> Result<Extras> {
         base_config: input.hf_config_json()?,
         tokenizer_json: input.tokenizer_json()?,
         gguf_metadata: input.gguf_metadata()?,
+        side_files: input.side_files()?,
         files: vec![],
     })
 }

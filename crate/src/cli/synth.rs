@@ -51,6 +51,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         base_config: Some(config),
         tokenizer_json: None,
         gguf_metadata: vec![],
+        side_files: vec![],
         files: vec![],
     };
     // Up to 8 tensors in flight (each an f32 draw and its converted copy: ≈ 4 GB at most for llama3-8b).

@@ -229,6 +229,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .expect("tokenizers writes JSON"),
             ),
             gguf_metadata: vec![],
+            side_files: vec![],
             files: vec![],
         },
     };

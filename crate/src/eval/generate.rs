@@ -40,6 +40,11 @@ impl<'a, B: Backend> Decoder<'a, B> {
         self.next
     }
 
+    /// Whether the token chosen last is one of `stop` (end-of-text ids), where a continuation ends.
+    pub fn stopped(&self, stop: &[u32]) -> bool {
+        stop.contains(&self.next)
+    }
+
     /// Feeds the chosen token back (one position through every layer) and chooses the following one.
     pub async fn step(&mut self) -> Result<u32> {
         let ids = batch_tensor::<B>(&[&[self.next]], &self.device);
@@ -55,20 +60,20 @@ async fn last_argmax<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {
     Ok((0..v).fold(0, |best, i| if last[i] > last[best] { i } else { best }) as u32)
 }
 
-/// The `n` tokens greedy decoding appends to `prompt` (ties: the lowest id).
+/// The tokens greedy decoding appends to `prompt`: `n` of them, or fewer when one of `stop` (end-of-text ids)
+/// comes first, which is then the last (ties: the lowest id).
 pub async fn greedy<B: Backend>(
     model: &Llama<B>,
     prompt: &[u32],
     n: usize,
+    stop: &[u32],
     device: &B::Device,
 ) -> Result<Vec<u32>> {
     let mut decoder = Decoder::start(model, prompt, device).await?;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        if i > 0 {
-            decoder.step().await?;
-        }
-        out.push(decoder.next_token());
+    let mut out = vec![decoder.next_token()];
+    while out.len() < n && !decoder.stopped(stop) {
+        out.push(decoder.step().await?);
     }
+    out.truncate(n);
     Ok(out)
 }

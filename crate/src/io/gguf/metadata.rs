@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use super::reader::{GgufHeader, Value};
 use super::tokenizer::gguf_metadata;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
 /// `config.json` key that keeps a GGUF input's `tokenizer.ggml.pre` (llama.cpp's pre-tokenizer name, which
@@ -71,4 +71,39 @@ pub fn output_metadata(
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::U32(v)))),
     );
     Ok(meta)
+}
+
+/// GGUF key of the chat template (a Jinja string), which llama.cpp applies to chat messages.
+pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
+
+/// The chat template of an HF folder, from its side files `(name, bytes)` as transformers looks for it:
+/// `chat_template.jinja`, else `chat_template.json`'s or `tokenizer_config.json`'s `chat_template` (a string, or a
+/// list of named templates, where the one named `default` is taken, as llama.cpp's converter does).
+pub fn chat_template(side_files: &[(String, Vec<u8>)]) -> Result<Option<String>> {
+    let file = |name: &str| side_files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+    if let Some(bytes) = file("chat_template.jinja") {
+        return String::from_utf8(bytes.clone())
+            .map(Some)
+            .map_err(|_| Error::Text("chat_template.jinja is not UTF-8 text".into()));
+    }
+    for name in ["chat_template.json", "tokenizer_config.json"] {
+        let Some(bytes) = file(name) else { continue };
+        let json: Json = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+            what: name.into(),
+            message: e.to_string(),
+        })?;
+        let template = match &json["chat_template"] {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(String::from),
+            _ => None,
+        };
+        if template.is_some() {
+            return Ok(template);
+        }
+    }
+    Ok(None)
 }
