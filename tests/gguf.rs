@@ -852,3 +852,35 @@ fn metadata_a_model_cannot_have_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn gguf_end_tokens_and_chat_template_become_hf_side_files() {
+    use prunelab::io::gguf::metadata::hf_side_files;
+    let tokenizer = serde_json::json!({
+        "added_tokens": [{"id": 7, "content": "<|eot|>", "special": true}],
+        "model": {"vocab": {"<s>": 1, "</s>": 2, "a": 3}},
+    });
+    let id = |k: &str, v: u32| (format!("tokenizer.ggml.{k}_token_id"), Value::U32(v));
+    let mut meta = vec![id("bos", 1), id("eos", 2)];
+    // EOS alone, no template: transformers needs nothing beyond config.json.
+    assert!(hf_side_files(&meta, Some(&tokenizer)).is_empty());
+    meta.push(id("eot", 7));
+    meta.push((
+        "tokenizer.chat_template".into(),
+        Value::String("{{ x }}".into()),
+    ));
+    let files = hf_side_files(&meta, Some(&tokenizer));
+    let json = |name: &str| -> serde_json::Value {
+        let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
+        serde_json::from_slice(bytes).unwrap()
+    };
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        json("tokenizer_config.json"),
+        serde_json::json!({"chat_template": "{{ x }}", "bos_token": "<s>", "eos_token": "</s>"})
+    );
+    assert_eq!(
+        json("generation_config.json"),
+        serde_json::json!({"eos_token_id": [2, 7], "bos_token_id": 1})
+    );
+}

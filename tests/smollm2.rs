@@ -228,6 +228,7 @@ fn gguf_to_hf_to_gguf_round_trip_keeps_tensors_and_metadata() {
         "tokenizer.ggml.token_type",
         "tokenizer.ggml.bos_token_id",
         "tokenizer.ggml.eos_token_id",
+        "tokenizer.chat_template",
         "llama.block_count",
         "llama.embedding_length",
         "llama.feed_forward_length",
@@ -252,6 +253,21 @@ fn gguf_to_hf_to_gguf_round_trip_keeps_tensors_and_metadata() {
         };
         assert!(same, "metadata {key}: {a:?} vs {b:?}");
     }
+    // transformers finds the chat template and the special tokens in the HF folder's tokenizer_config.json.
+    let tokenizer_config: serde_json::Value =
+        serde_json::from_slice(&read(&hf.join("tokenizer_config.json"))).unwrap();
+    assert_eq!(
+        tokenizer_config["chat_template"].as_str(),
+        orig.file
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+    );
+    assert_eq!(tokenizer_config["bos_token"], "<|im_start|>");
+    assert_eq!(tokenizer_config["eos_token"], "<|im_end|>");
+    assert!(
+        !hf.join("generation_config.json").exists(),
+        "EOS is the only end token"
+    );
     let hf_bytes = read(&hf.join("model.safetensors"));
     let st =
         SafetensorsWeights::from_files(&[("model.safetensors".into(), &hf_bytes)], None).unwrap();

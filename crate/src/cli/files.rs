@@ -7,7 +7,7 @@ use memmap2::Mmap;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::io::gguf::metadata::carried;
+use crate::io::gguf::metadata::{carried, hf_side_files};
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
 use crate::io::{SafetensorsWeights, Tokenizer};
 use crate::model::{ModelConfig, WeightSource};
@@ -125,11 +125,15 @@ impl ModelInput {
             .transpose()
     }
 
-    /// The files of an HF folder that describe its tokenizer and generation ([`SIDE_FILES`] that exist), as
-    /// `(name, bytes)`: an HF output carries them verbatim. A GGUF input keeps the same facts in its metadata.
+    /// The files that describe the tokenizer and generation beside the weights, as `(name, bytes)`, for an HF
+    /// output: an HF folder's [`SIDE_FILES`] that exist, verbatim; for a GGUF input, the chat template and end
+    /// tokens of its metadata written as transformers reads them.
     pub fn side_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         match self.files {
-            Files::Gguf(_) => Ok(vec![]),
+            Files::Gguf(_) => Ok(hf_side_files(
+                &self.gguf_metadata()?,
+                self.tokenizer_json()?.as_ref(),
+            )),
             Files::Hf { .. } => SIDE_FILES
                 .iter()
                 .filter(|name| self.path.join(name).is_file())

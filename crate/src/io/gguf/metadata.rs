@@ -107,3 +107,60 @@ pub fn chat_template(side_files: &[(String, Vec<u8>)]) -> Result<Option<String>>
     }
     Ok(None)
 }
+
+/// What transformers reads beside `tokenizer.json` and GGUF metadata says, for an HF output of a GGUF input:
+/// `tokenizer_config.json` with the chat template and the BOS/EOS tokens by their text (when the metadata has a
+/// template), and `generation_config.json` listing the end-of-turn and end-of-message ids beside EOS (when it names
+/// any), so that `generate` stops where llama.cpp does. `tokenizer_json` is the one built from the metadata.
+pub fn hf_side_files(
+    carried: &[(String, Value)],
+    tokenizer_json: Option<&Json>,
+) -> Vec<(String, Vec<u8>)> {
+    let get = |key: &str| carried.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let id = |kind: &str| get(&format!("tokenizer.ggml.{kind}_token_id")).and_then(Value::as_u64);
+    let mut files = vec![];
+    if let Some(template) = get(CHAT_TEMPLATE_KEY).and_then(Value::as_str) {
+        let mut config = serde_json::json!({ "chat_template": template });
+        for kind in ["bos", "eos"] {
+            if let Some(text) = id(kind).and_then(|id| token_text(tokenizer_json?, id)) {
+                config[format!("{kind}_token")] = text.into();
+            }
+        }
+        files.push(("tokenizer_config.json".into(), pretty(&config)));
+    }
+    let ends: Vec<u64> = ["eos", "eot", "eom"].iter().filter_map(|k| id(k)).collect();
+    if ends.len() > 1 {
+        let mut config = serde_json::json!({ "eos_token_id": ends });
+        if let Some(bos) = id("bos") {
+            config["bos_token_id"] = bos.into();
+        }
+        files.push(("generation_config.json".into(), pretty(&config)));
+    }
+    files
+}
+
+/// The text of token `id` in an HF `tokenizer.json` (its added tokens, then the model's vocabulary).
+fn token_text(tokenizer_json: &Json, id: u64) -> Option<String> {
+    let added = tokenizer_json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let vocab = tokenizer_json["model"]["vocab"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    added
+        .filter(|t| t["id"].as_u64() == Some(id))
+        .filter_map(|t| t["content"].as_str())
+        .chain(
+            vocab
+                .filter(|(_, v)| v.as_u64() == Some(id))
+                .map(|(k, _)| k.as_str()),
+        )
+        .next()
+        .map(String::from)
+}
+
+fn pretty(v: &Json) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("serialisable")
+}
