@@ -1,7 +1,7 @@
 //! Decoding with the KV cache: a forward split into cached chunks gives the logits of one forward over the whole
 //! sequence (MHA, GQA, layers of different widths, LLaMA-3 and YaRN rotary scaling, a batch of two), and the CLI's
-//! `generate` continues a prompt with the tokens greedy decoding chooses, timed, or names what is wrong with its
-//! input.
+//! `generate` continues a prompt with the tokens greedy decoding chooses, timed, up to an end-of-text token, or names
+//! what is wrong with its input; sampling draws from the softmax that temperature, top-k and top-p leave.
 
 mod common;
 
@@ -9,6 +9,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use common::*;
 use pollster::block_on;
 use prunelab::eval::perplexity::batch_tensor;
+use prunelab::eval::sampling::{Chooser, Sampling};
 use prunelab::model::cache::KvCache;
 use prunelab::model::rope_scaling::{RopeScaling, YarnScaling};
 use prunelab::model::Llama;
@@ -129,6 +130,112 @@ fn cached_chunks_give_the_full_forward_logits_on_wgpu() {
     assert_cache_matches(&model, "tiny-gqa on wgpu", &probe("tiny-gqa"));
 }
 
+/// Draws `n` tokens from `logits` with a fresh chooser for `s` and returns each id's frequency.
+fn frequencies(logits: &[f32], s: Sampling, n: usize) -> Vec<f64> {
+    let mut chooser = Chooser::sample(s).unwrap();
+    let mut counts = vec![0usize; logits.len()];
+    for _ in 0..n {
+        counts[chooser.choose(logits) as usize] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / n as f64).collect()
+}
+
+/// `softmax(logits / t)` restricted to `keep` (renormalised), zero elsewhere.
+fn softmax_over(logits: &[f32], t: f64, keep: &[usize]) -> Vec<f64> {
+    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 / t).exp()).collect();
+    let z: f64 = keep.iter().map(|&i| e[i]).sum();
+    (0..logits.len())
+        .map(|i| if keep.contains(&i) { e[i] / z } else { 0.0 })
+        .collect()
+}
+
+#[test]
+fn sampling_draws_from_the_filtered_softmax() {
+    // softmax(logits) = [0.0871, 0.6439, 0.0321, 0.2369]: ids 1, 3, 0, 2 from the most likely.
+    let logits = [0.0f32, 2.0, -1.0, 1.0];
+    let s = |temperature, top_k, top_p| Sampling {
+        temperature,
+        top_k,
+        top_p,
+        seed: 7,
+    };
+    let n = 40_000;
+    // 4 standard deviations of a frequency near 0.5 over 40,000 draws: 0.01.
+    let close = |got: &[f64], want: &[f64], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 0.01, "{what}: {got:?} against {want:?}");
+        }
+    };
+    let all = [0, 1, 2, 3];
+    close(
+        &frequencies(&logits, s(1.0, 0, 1.0), n),
+        &softmax_over(&logits, 1.0, &all),
+        "t=1",
+    );
+    close(
+        &frequencies(&logits, s(0.5, 0, 1.0), n),
+        &softmax_over(&logits, 0.5, &all),
+        "t=0.5",
+    );
+    close(
+        &frequencies(&logits, s(2.0, 0, 1.0), n),
+        &softmax_over(&logits, 2.0, &all),
+        "t=2",
+    );
+    // top-k 2 keeps ids 1 and 3; top-p 0.8 keeps the fewest reaching 0.8 (0.644 + 0.237); top-p 0.5 one token.
+    close(
+        &frequencies(&logits, s(1.0, 2, 1.0), n),
+        &softmax_over(&logits, 1.0, &[1, 3]),
+        "top-k 2",
+    );
+    close(
+        &frequencies(&logits, s(1.0, 0, 0.8), n),
+        &softmax_over(&logits, 1.0, &[1, 3]),
+        "top-p 0.8",
+    );
+    assert_eq!(
+        frequencies(&logits, s(1.0, 0, 0.5), 100),
+        [0.0, 1.0, 0.0, 0.0]
+    );
+    // top-p 0.9 keeps ids 1, 3, 0 (0.881 < 0.9); after top-k 3 it measures what is left (0.665, 0.245, 0.090),
+    // where 1 and 3 reach it.
+    close(
+        &frequencies(&logits, s(1.0, 0, 0.9), n),
+        &softmax_over(&logits, 1.0, &[1, 3, 0]),
+        "top-p 0.9",
+    );
+    close(
+        &frequencies(&logits, s(1.0, 3, 0.9), n),
+        &softmax_over(&logits, 1.0, &[1, 3]),
+        "top-k 3, top-p 0.9",
+    );
+    assert_eq!(
+        frequencies(&logits, s(5.0, 1, 1.0), 100),
+        [0.0, 1.0, 0.0, 0.0]
+    );
+    // The same seed draws the same tokens; greedy takes the highest logit.
+    let draws = |seed| {
+        let mut c = Chooser::sample(Sampling {
+            seed,
+            ..s(1.0, 0, 1.0)
+        })
+        .unwrap();
+        (0..64).map(|_| c.choose(&logits)).collect::<Vec<_>>()
+    };
+    assert_eq!(draws(1), draws(1));
+    assert_ne!(draws(1), draws(2));
+    assert_eq!(Chooser::Greedy.choose(&logits), 1);
+    for bad in [
+        s(0.0, 0, 1.0),
+        s(-1.0, 0, 1.0),
+        s(f32::NAN, 0, 1.0),
+        s(1.0, 0, 0.0),
+        s(1.0, 0, 1.5),
+    ] {
+        assert!(Chooser::sample(bad).is_err(), "{bad:?}");
+    }
+}
+
 #[cfg(feature = "cli")]
 mod cli {
     use super::*;
@@ -227,6 +334,32 @@ mod cli {
                 vec![demo.to_str().unwrap(), "--prompt", "a", "--precision", "f8"],
                 "--precision \"f8\": expected one of f32, bf16",
             ),
+            (
+                vec![
+                    demo.to_str().unwrap(),
+                    "--prompt",
+                    "a",
+                    "--temperature",
+                    "0",
+                ],
+                "--temperature 0: must be a positive number (leave it out for greedy decoding)",
+            ),
+            (
+                vec![
+                    demo.to_str().unwrap(),
+                    "--prompt",
+                    "a",
+                    "--temperature",
+                    "1",
+                    "--top-p",
+                    "1.5",
+                ],
+                "--top-p 1.5: must be in (0, 1]",
+            ),
+            (
+                vec![demo.to_str().unwrap(), "--prompt", "a", "--top-k", "5"],
+                "--temperature",
+            ),
         ];
         for (args, message) in cases {
             let out = generate(&args);
@@ -274,5 +407,36 @@ mod cli {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("generation_config.json"), "{stderr}");
+    }
+
+    #[test]
+    fn generate_samples_reproducibly_from_a_seed() {
+        let demo = demo();
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "generate",
+                demo.to_str().unwrap(),
+                "--prompt",
+                "The list type has",
+            ];
+            args.extend(["--tokens", "16", "--ignore-eos", "--json"]);
+            args.extend(extra);
+            let v: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
+            let ids: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
+            (ids, v["sampling"].clone())
+        };
+        let (greedy, none) = run(&[]);
+        assert!(none.is_null());
+        let (a, sampling) = run(&["--temperature", "1", "--seed", "3"]);
+        assert_eq!(
+            sampling,
+            serde_json::json!({"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 3})
+        );
+        assert_eq!(run(&["--temperature", "1", "--seed", "3"]).0, a);
+        assert_ne!(run(&["--temperature", "1", "--seed", "4"]).0, a);
+        assert_ne!(a, greedy);
+        // One candidate left: sampling is greedy decoding, at any temperature.
+        assert_eq!(run(&["--temperature", "3", "--top-k", "1"]).0, greedy);
+        assert_eq!(run(&["--temperature", "3", "--top-p", "1e-6"]).0, greedy);
     }
 }

@@ -1,6 +1,6 @@
 //! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json [--tokens 32] [--ignore-eos]
-//! [--backend cpu|wgpu|cuda] [--precision f32|bf16] [--json]`: a greedy continuation, and how fast the model
-//! decodes it.
+//! [--temperature T [--top-k K] [--top-p P] [--seed S]] [--backend cpu|wgpu|cuda] [--precision f32|bf16] [--json]`:
+//! a greedy (or sampled) continuation, and how fast the model decodes it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use super::files::{read, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::error::{Error, Result};
 use crate::eval::generate::Decoder;
+use crate::eval::sampling::{Chooser, Sampling};
 use crate::io::tokenizer::ids_from_json;
 use crate::model::Llama;
 
@@ -37,6 +38,18 @@ pub struct GenerateArgs {
     /// Generate exactly `--tokens` tokens, past end-of-text (for timing).
     #[arg(long)]
     ignore_eos: bool,
+    /// Sample from the softmax at this temperature instead of decoding greedily.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, requires = "temperature", default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the fewest most likely tokens whose probability reaches P (1: all).
+    #[arg(long, requires = "temperature", default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampling: the same seed gives the same continuation.
+    #[arg(long, requires = "temperature", default_value_t = 42)]
+    seed: u64,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print one JSON object (ids, text, prompt and decode times, tokens per second).
@@ -57,6 +70,8 @@ struct Generated {
     decode_tokens_per_second: Option<f64>,
     /// `eos` when the last token ends the text, `length` when `--tokens` were generated.
     finish_reason: &'static str,
+    /// The sampling settings; `None` for greedy decoding.
+    sampling: Option<Sampling>,
 }
 
 struct GenerateJob<'a> {
@@ -65,6 +80,7 @@ struct GenerateJob<'a> {
     tokens: usize,
     /// End-of-text ids (empty with `--ignore-eos`).
     stop: Vec<u32>,
+    sampling: Option<Sampling>,
 }
 
 impl BackendJob for GenerateJob<'_> {
@@ -74,7 +90,12 @@ impl BackendJob for GenerateJob<'_> {
             .input
             .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
         let start = Instant::now();
-        let mut decoder = pollster::block_on(Decoder::start(&model, &self.prompt, &device))?;
+        let chooser = match self.sampling {
+            Some(s) => Chooser::sample(s)?,
+            None => Chooser::Greedy,
+        };
+        let mut decoder =
+            pollster::block_on(Decoder::start(&model, &self.prompt, chooser, &device))?;
         let prefill_seconds = start.elapsed().as_secs_f64();
         let mut ids = vec![decoder.next_token()];
         let start = Instant::now();
@@ -93,6 +114,7 @@ impl BackendJob for GenerateJob<'_> {
                 true => "eos",
                 false => "length",
             },
+            sampling: self.sampling,
         })
     }
 }
@@ -101,6 +123,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (kind, precision) = args.device.parse()?;
     if args.tokens == 0 {
         return Err(Error::Invalid("--tokens must be at least 1".into()));
+    }
+    let sampling = args.temperature.map(|temperature| Sampling {
+        temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    });
+    if let Some(s) = &sampling {
+        s.check()?;
     }
     let input = ModelInput::open(&args.model)?;
     let tokenizer = input.tokenizer()?;
@@ -133,6 +164,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 true => vec![],
                 false => input.stop_ids()?,
             },
+            sampling,
         },
     )?;
     let text = match &tokenizer {

@@ -1,26 +1,34 @@
-//! Greedy generation with a KV cache: the prompt runs through the model once (prefill), then every step runs the
-//! one token it chose. Shows what pruning did to a model, in words, and how fast it now decodes.
+//! Generation with a KV cache: the prompt runs through the model once (prefill), then every step runs the one
+//! token it chose (greedily or sampled, see [`Chooser`]). Shows what pruning did to a model, in words, and how
+//! fast it now decodes.
 
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
+use crate::eval::sampling::Chooser;
 use crate::model::cache::KvCache;
 use crate::model::Llama;
 use crate::readback::to_vec;
 
-/// One greedy continuation in progress (batch 1).
+/// One continuation in progress (batch 1).
 pub struct Decoder<'a, B: Backend> {
     model: &'a Llama<B>,
     cache: KvCache<B>,
+    chooser: Chooser,
     /// The token the last forward chose, not yet fed back.
     next: u32,
     device: B::Device,
 }
 
 impl<'a, B: Backend> Decoder<'a, B> {
-    /// Runs `prompt` through `model` (filling the cache) and chooses the first token.
-    pub async fn start(model: &'a Llama<B>, prompt: &[u32], device: &B::Device) -> Result<Self> {
+    /// Runs `prompt` through `model` (filling the cache) and chooses the first token with `chooser`.
+    pub async fn start(
+        model: &'a Llama<B>,
+        prompt: &[u32],
+        mut chooser: Chooser,
+        device: &B::Device,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::Invalid("generation needs a non-empty prompt".into()));
         }
@@ -28,9 +36,10 @@ impl<'a, B: Backend> Decoder<'a, B> {
         let mut cache = KvCache::new(model.layers.len());
         let logits = model.forward_cached(batch_tensor::<B>(&[prompt], device), &mut cache);
         Ok(Decoder {
-            next: last_argmax(logits).await?,
+            next: choose_last(logits, &mut chooser).await?,
             model,
             cache,
+            chooser,
             device: device.clone(),
         })
     }
@@ -48,16 +57,16 @@ impl<'a, B: Backend> Decoder<'a, B> {
     /// Feeds the chosen token back (one position through every layer) and chooses the following one.
     pub async fn step(&mut self) -> Result<u32> {
         let ids = batch_tensor::<B>(&[&[self.next]], &self.device);
-        self.next = last_argmax(self.model.forward_cached(ids, &mut self.cache)).await?;
+        let logits = self.model.forward_cached(ids, &mut self.cache);
+        self.next = choose_last(logits, &mut self.chooser).await?;
         Ok(self.next)
     }
 }
 
-/// The highest logit's id at the last position (ties: the lowest id). `logits [1, seq, vocab]`
-async fn last_argmax<B: Backend>(logits: Tensor<B, 3>) -> Result<u32> {
+/// The token `chooser` picks from the last position's logits (read back to the host). `logits [1, seq, vocab]`
+async fn choose_last<B: Backend>(logits: Tensor<B, 3>, chooser: &mut Chooser) -> Result<u32> {
     let [_, s, v] = logits.dims();
-    let last = to_vec(logits.narrow(1, s - 1, 1).reshape([v])).await?;
-    Ok((0..v).fold(0, |best, i| if last[i] > last[best] { i } else { best }) as u32)
+    Ok(chooser.choose(&to_vec(logits.narrow(1, s - 1, 1).reshape([v])).await?))
 }
 
 /// The tokens greedy decoding appends to `prompt`: `n` of them, or fewer when one of `stop` (end-of-text ids)
@@ -69,7 +78,7 @@ pub async fn greedy<B: Backend>(
     stop: &[u32],
     device: &B::Device,
 ) -> Result<Vec<u32>> {
-    let mut decoder = Decoder::start(model, prompt, device).await?;
+    let mut decoder = Decoder::start(model, prompt, Chooser::Greedy, device).await?;
     let mut out = vec![decoder.next_token()];
     while out.len() < n && !decoder.stopped(stop) {
         out.push(decoder.step().await?);

@@ -1,6 +1,7 @@
-//! Measuring a model: perplexity, and greedy samples to read.
+//! Measuring a model: perplexity, and continuations to read (greedy or sampled).
 
 pub mod generate;
 pub mod perplexity;
+pub mod sampling;
 
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions};
