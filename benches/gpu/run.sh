@@ -8,7 +8,9 @@
 #   5. prunelab's two runs again, warm: cubecl compiles every kernel and autotunes every new matmul shape on first
 #      use, which PyTorch (precompiled kernels, cuBLAS heuristics) never pays; prunelab runs in $WORK, whose
 #      cubecl.toml keeps both caches in $WORK/cubecl (empty before step 3), as a user's second run finds them;
-#   6. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch.
+#   6. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch;
+#   7. when the call has time left (the table is written first): decoding speed at batch 1, the dense model and the
+#      flap + ls output each continuing a 128-token prompt for 64 tokens (`generate --ignore-eos`, KV cache).
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
 # Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
 set -uo pipefail
@@ -100,11 +102,32 @@ if [ "${SKIP_WARM:-0}" != 1 ]; then
     measure ours-taylor-first-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first \
         --compensation none --calib-ids "$WORK/ids10.json" "${common[@]}"
     rm -rf "$WORK/out" "$WORK"/.out.partial-*
-    measure ours-flap-ls-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance flap --compensation ls \
-        --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
-    rm -rf "$WORK/out" "$WORK"/.out.partial-*
+    measure ours-flap-ls-warm env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/pruned" --importance flap \
+        --compensation ls --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
+    rm -rf "$WORK"/.pruned.partial-*
 fi
 cp "$WORK/model/config.json" "$OUT/model-config.json"
-rm -rf "$WORK"
 
 PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
+
+if [ "${SKIP_DECODE:-0}" != 1 ] && [ -d "$WORK/pruned" ] && [ "$SECONDS" -lt "${DECODE_BEFORE:-420}" ]; then
+    "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \
+        "$WORK/ids10.json" "$WORK/prompt.json"
+    for model in model pruned; do
+        measure "decode-$model" env -C "$WORK" "$BIN" generate "$WORK/$model" --prompt-ids "$WORK/prompt.json" \
+            --tokens 64 --ignore-eos --backend "$BACKEND" --precision "$PRECISION" --json
+    done
+    "$PY" - "$OUT" <<'PY' | tee -a "$OUT/table.md"
+import json, os, sys
+def speed(name):
+    try:
+        return json.load(open(os.path.join(sys.argv[1], name + ".json")))["decode_tokens_per_second"]
+    except (OSError, ValueError, KeyError):
+        return None
+dense, pruned = speed("decode-model"), speed("decode-pruned")
+fmt = lambda v: "failed" if v is None else "%.1f tokens/s" % v
+ratio = " (%.2fx)" % (pruned / dense) if dense and pruned else ""
+print("\nDecoding at batch 1 (128-token prompt, 64 tokens): dense %s, flap + ls %s%s" % (fmt(dense), fmt(pruned), ratio))
+PY
+fi
+rm -rf "$WORK"
