@@ -855,7 +855,7 @@ fn metadata_a_model_cannot_have_is_refused() {
 
 #[test]
 fn gguf_end_tokens_and_chat_template_become_hf_side_files() {
-    use prunelab::io::gguf::metadata::hf_side_files;
+    use prunelab::io::side_files::hf_side_files;
     let tokenizer = serde_json::json!({
         "added_tokens": [{"id": 7, "content": "<|eot|>", "special": true}],
         "model": {"vocab": {"<s>": 1, "</s>": 2, "a": 3}},

@@ -1,7 +1,7 @@
 // The lab's main thread: UI, files, downloads. The core runs in worker.js; messages carry request ids.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { worker: null, next: 1, pending: new Map(), methods: null, webgpu: null, model: null,
+const state = { worker: null, next: 1, pending: new Map(), methods: null, sideFiles: [], webgpu: null, model: null,
   modelName: "", parts: null, lastReport: null, runs: [], running: null };
 
 // ---- worker -------------------------------------------------------------------------------------------
@@ -125,9 +125,12 @@ async function loadModelFiles(files) {
   const shards = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => a.name.localeCompare(b.name));
   if (!shards.length) throw new Error("no *.safetensors file among the files");
   const tok = byName("tokenizer.json");
+  const side = state.sideFiles.map(byName).filter((f) => f); // tokenizer_config.json, …: carried into the downloads
   const summary = await call("loadFiles", {
     config: new Uint8Array(await config.arrayBuffer()),
     tokenizer: tok ? new Uint8Array(await tok.arrayBuffer()) : null,
+    sideNames: side.map((f) => f.name),
+    sideBytes: await Promise.all(side.map(async (f) => new Uint8Array(await f.arrayBuffer()))),
     names: shards.map((f) => f.name), files: shards,
   });
   modelLoaded(summary, shards.length > 1 ? `${shards.length} shards` : shards[0].name);
@@ -340,7 +343,7 @@ async function downloadGguf() {
 async function main() {
   startWorker();
   const hello = await call("hello");
-  state.methods = hello.methods; state.webgpu = hello.webgpu;
+  state.methods = hello.methods; state.webgpu = hello.webgpu; state.sideFiles = hello.sideFiles;
   $("version").textContent = "prunelab " + hello.version;
   showBackend();
   $("device").onchange = deviceChanged;

@@ -33,10 +33,11 @@ const progress = (id) => (stage, done, total) => postMessage({ id, type: "progre
 const handlers = {
   async hello() {
     const info = await webgpu().catch(() => null);
-    return { version: wasm_bindgen.version(), methods: JSON.parse(wasm_bindgen.methods()), webgpu: info };
+    return { version: wasm_bindgen.version(), methods: JSON.parse(wasm_bindgen.methods()),
+      sideFiles: JSON.parse(wasm_bindgen.sideFiles()), webgpu: info };
   },
-  async loadFiles({ config, tokenizer, names, files }) {
-    lab = wasm_bindgen.Lab.fromFiles(config, tokenizer ?? undefined, names, files);
+  async loadFiles({ config, tokenizer, sideNames, sideBytes, names, files }) {
+    lab = wasm_bindgen.Lab.fromFiles(config, tokenizer ?? undefined, sideNames, sideBytes, names, files);
     return JSON.parse(lab.summary());
   },
   async loadGguf({ file }) {

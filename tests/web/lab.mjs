@@ -8,7 +8,8 @@
 //    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
 //    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
-//    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes.
+//    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
+//    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -70,6 +71,14 @@ async function setRecipe(page) {
   await page.$eval("#target", (el) => { el.value = "0.2"; el.dispatchEvent(new Event("input")); });
   await page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
 }
+// Downloads the last run's zip and returns the folder it holds (extracted under tmp/NAME).
+async function downloadZip(page, name) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-zip")]);
+  const zipPath = join(tmp, name + ".zip");
+  await download.saveAs(zipPath);
+  execFileSync("python3", ["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])", zipPath, join(tmp, name)]);
+  return join(tmp, name, "pruned");
+}
 async function demoRun(s, step, load = loadDemo) {
   const { page, shot } = s;
   await load(page);
@@ -114,11 +123,7 @@ try {
   close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
   close(auto.ppl, report.eval.after.ppl, "device auto (CPU backend) on SwiftShader vs CLI perplexity");
 
-  const [download] = await Promise.all([gpu.page.waitForEvent("download"), gpu.page.click("#download-zip")]);
-  const zipPath = join(tmp, "pruned.zip");
-  await download.saveAs(zipPath);
-  execFileSync("python3", ["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])", zipPath, join(tmp, "zip")]);
-  const evalOut = cli("eval", join(tmp, "zip/pruned"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
+  const evalOut = cli("eval", await downloadZip(gpu.page, "zip"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
   close(evalOut.ppl, first.ppl, "downloaded zip evaluated by the CLI vs the page");
 
   // A tensor over the adapter's storage-binding limit blocks runs on WebGPU only (the limit is lowered here:
@@ -171,9 +176,15 @@ try {
   const layer = `model.layers.${config.num_hidden_layers - 1}.`;
   await cpu.page.waitForFunction((l) => document.getElementById("error").textContent.includes(l), layer, { timeout: 60000 });
   console.log("ok  mismatched files: " + (await cpu.page.textContent("#error")));
-  // The demo as one .gguf (converted by the CLI), read by byte ranges.
+  // The demo with a chat template and generation defaults, as an HF folder and as one .gguf (converted by the CLI).
+  const demoSide = join(tmp, "demo-side");
+  await mkdir(demoSide);
+  for (const f of ["config.json", "tokenizer.json", "model.safetensors"]) await writeFile(join(demoSide, f), await readFile(join(repo, "models/demo", f)));
+  const template = "{% for m in messages %}<|user|>{{ m.content }}{% endfor %}";
+  const side = { "tokenizer_config.json": JSON.stringify({ chat_template: template }), "generation_config.json": JSON.stringify({ eos_token_id: 0 }) };
+  for (const [f, text] of Object.entries(side)) await writeFile(join(demoSide, f), text);
   const demoGguf = join(tmp, "demo.gguf");
-  execFileSync(bin, ["convert", join(repo, "models/demo"), "--out", demoGguf]);
+  execFileSync(bin, ["convert", demoSide, "--out", demoGguf]);
   const loadGguf = async (page) => {
     await page.setInputFiles("#files", [demoGguf]);
     await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo.gguf:"), null, { timeout: 120000 });
@@ -197,6 +208,10 @@ try {
   await cpu.shot("5-cancelled");
   const again = await demoRun(cpu, 6, async () => {});
   close(again.ppl, fallback.ppl, "a run on the uploaded GGUF after the errors and the cancel");
+  // Its zip gives transformers the GGUF's chat template in tokenizer_config.json.
+  const fromGguf = JSON.parse(await readFile(join(await downloadZip(cpu.page, "zip-gguf"), "tokenizer_config.json"), "utf8"));
+  if (fromGguf.chat_template !== template) throw new Error("zip of a GGUF upload: tokenizer_config.json " + JSON.stringify(fromGguf));
+  console.log("ok  the zip of a GGUF upload holds its chat template in tokenizer_config.json");
   const rows = await cpu.page.$$eval("#runs tbody tr", (r) => r.length);
   if (rows !== 2) throw new Error(`the run table has ${rows} rows, expected 2`);
   // Whole layers from the same page: block influence, each run of removed layers repaired into the layer before.
@@ -247,6 +262,17 @@ try {
   if (bars.join() !== want.join() || !headsReport.plan.layers.some((l) => (l.query_heads ?? []).length) || !heatmap.startsWith("Query head scores"))
     throw new Error(`query heads: bars ${bars} vs ${want}; heatmap heading ${heatmap}`);
   close(headsPpl, headsReport.eval.after.ppl, "query heads (obs + ls) vs CLI perplexity");
+  // An HF upload's tokenizer and generation files go into the zip byte for byte.
+  await cpu.page.uncheck("#qheads");
+  await cpu.page.check("#kv");
+  await demoRun(cpu, 9, async (page) => {
+    await page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors", ...Object.keys(side)].map((f) => join(demoSide, f)));
+    await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("model.safetensors:"), null, { timeout: 120000 });
+  });
+  const fromHf = await downloadZip(cpu.page, "zip-hf");
+  for (const [f, text] of Object.entries(side))
+    if ((await readFile(join(fromHf, f), "utf8")) !== text) throw new Error(`zip of an HF upload: ${f} differs from the upload`);
+  console.log("ok  the zip of an HF upload holds its " + Object.keys(side).join(" and "));
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +

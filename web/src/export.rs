@@ -34,6 +34,7 @@ pub fn gguf(
     let pruned = ModelFiles::hf(
         config,
         input.tokenizer.clone(),
+        vec![],
         vec![("model.safetensors".into(), weights)],
     )?;
     let tokenizer = input
@@ -50,6 +51,7 @@ pub fn gguf(
         &input.gguf_metadata,
         tokenizer.as_ref(),
         pruned.base_config.as_ref(),
+        &input.side_files,
     )?;
     let writer = GgufWriter::new(&pruned.config, &meta, dtype)?;
     emit.part(GGUF_FILE, writer.header())?;

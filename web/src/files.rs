@@ -9,6 +9,7 @@ use prunelab::io::gguf::tokenizer::tokenizer_json;
 use prunelab::io::gguf::GgufModel;
 use prunelab::io::ranges::ByteRanges;
 use prunelab::io::safetensors_ranges::RangedSafetensors;
+use prunelab::io::side_files::{hf_side_files, SideFile};
 use prunelab::model::params::count_params;
 use prunelab::model::weights::check_inventory;
 use prunelab::model::{ModelConfig, WeightSource};
@@ -76,6 +77,9 @@ pub struct ModelFiles {
     pub tokenizer: Option<Vec<u8>>,
     /// A GGUF input's general.* and tokenizer.* metadata, kept for GGUF downloads.
     pub gguf_metadata: Vec<(String, Value)>,
+    /// The tokenizer and generation files of an HF upload (`tokenizer_config.json`, …), or made from a GGUF's
+    /// metadata: they go into the zip download, and their chat template into a GGUF download.
+    pub side_files: Vec<SideFile>,
     weights: Weights,
     /// Bytes of the largest tensor in f32 and of all tensors in f32 (what the device must hold).
     pub largest_tensor: u64,
@@ -83,10 +87,11 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// An HF folder's files: `config.json`, optional `tokenizer.json`, and the weight shards.
+    /// An HF folder's files: `config.json`, optional `tokenizer.json`, side files, and the weight shards.
     pub fn hf(
         config: &[u8],
         tokenizer: Option<Vec<u8>>,
+        side_files: Vec<SideFile>,
         shards: Vec<(String, Data)>,
     ) -> Result<Self> {
         let cfg = ModelConfig::from_json(config)?;
@@ -102,6 +107,7 @@ impl ModelFiles {
             base_config: Some(base_config),
             tokenizer,
             gguf_metadata: vec![],
+            side_files,
             weights: Weights::Safetensors(shards),
             largest_tensor: 0,
             total_f32: 0,
@@ -113,15 +119,18 @@ impl ModelFiles {
     pub fn gguf(data: Data) -> Result<Self> {
         let model = GgufModel::open(&data)?;
         let tokenizer = match model.file.get("tokenizer.ggml.model") {
-            Some(_) => Some(tokenizer_json(&model.file)?.to_string().into_bytes()),
+            Some(_) => Some(tokenizer_json(&model.file)?),
             None => None,
         };
         let (config, gguf_metadata) = (model.config, carried(&model.file));
+        let side_files = hf_side_files(&gguf_metadata, tokenizer.as_ref());
+        let tokenizer = tokenizer.map(|t| t.to_string().into_bytes());
         Self {
             config,
             base_config: None,
             tokenizer,
             gguf_metadata,
+            side_files,
             weights: Weights::Gguf(data),
             largest_tensor: 0,
             total_f32: 0,

@@ -52,6 +52,13 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The names of the tokenizer and generation files an HF upload may hold beside its weights (carried into the
+/// downloads), as a JSON array.
+#[wasm_bindgen(js_name = sideFiles)]
+pub fn side_files() -> String {
+    serde_json::to_string(&prunelab::io::side_files::SIDE_FILES).expect("json")
+}
+
 /// Parses a `config.json` and returns the resolved per-layer configuration and parameter counts as JSON.
 #[wasm_bindgen]
 pub fn resolve_config(bytes: &[u8]) -> Result<String, JsError> {
@@ -113,13 +120,15 @@ impl Lab {
 
 #[wasm_bindgen]
 impl Lab {
-    /// A model uploaded as an HF folder's files: `config.json` and `tokenizer.json` bytes (small), and the
-    /// `*.safetensors` `File`s, which are read one tensor at a time with `File.slice`. Checks names and shapes
-    /// before anything else.
+    /// A model uploaded as an HF folder's files: `config.json` and `tokenizer.json` bytes (small), the side
+    /// files' names and bytes (`tokenizer_config.json`, …), and the `*.safetensors` `File`s, which are read one
+    /// tensor at a time with `File.slice`. Checks names and shapes before anything else.
     #[wasm_bindgen(js_name = fromFiles)]
     pub fn from_files(
         config: &[u8],
         tokenizer: Option<Vec<u8>>,
+        side_names: Vec<String>,
+        side_bytes: Vec<js_sys::Uint8Array>,
         names: Vec<String>,
         shards: Vec<web_sys::File>,
     ) -> Result<Lab, JsError> {
@@ -131,7 +140,12 @@ impl Lab {
                 (name.clone(), Data::Blob(BlobRanges { name, blob }))
             })
             .collect();
-        Lab::with_files(ModelFiles::hf(config, tokenizer, shards))
+        let side = side_names
+            .into_iter()
+            .zip(&side_bytes)
+            .map(|(n, b)| (n, b.to_vec()))
+            .collect();
+        Lab::with_files(ModelFiles::hf(config, tokenizer, side, shards))
     }
 
     /// A model uploaded as one `.gguf` `File`: config, tokenizer and weights from it, read by byte ranges.
@@ -155,7 +169,7 @@ impl Lab {
             .zip(&shards)
             .map(|(n, a)| (n, Data::Bytes(a.to_vec())))
             .collect();
-        Lab::with_files(ModelFiles::hf(config, tokenizer, shards))
+        Lab::with_files(ModelFiles::hf(config, tokenizer, vec![], shards))
     }
 
     /// Config, parameter count and tensor sizes of the loaded model (JSON).

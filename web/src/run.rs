@@ -164,6 +164,9 @@ async fn go<B: AutodiffBackend>(
     keep_pre(&mut config, &inp.files.gguf_metadata);
     emit.part("config.json", &pretty(config))?;
     emit.part("tokenizer.json", inp.tokenizer)?;
+    for (name, bytes) in &inp.files.side_files {
+        emit.part(name, bytes)?;
+    }
     emit.part(
         "report.json",
         &pretty(serde_json::to_value(&report).expect("json")),

@@ -7,8 +7,9 @@ use memmap2::Mmap;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::io::gguf::metadata::{carried, hf_side_files};
+use crate::io::gguf::metadata::carried;
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
+use crate::io::side_files::{hf_side_files, SideFile, SIDE_FILES};
 use crate::io::{SafetensorsWeights, Tokenizer};
 use crate::model::{ModelConfig, WeightSource};
 
@@ -128,7 +129,7 @@ impl ModelInput {
     /// The files that describe the tokenizer and generation beside the weights, as `(name, bytes)`, for an HF
     /// output: an HF folder's [`SIDE_FILES`] that exist, verbatim; for a GGUF input, the chat template and end
     /// tokens of its metadata written as transformers reads them.
-    pub fn side_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    pub fn side_files(&self) -> Result<Vec<SideFile>> {
         match self.files {
             Files::Gguf(_) => Ok(hf_side_files(
                 &self.gguf_metadata()?,
@@ -200,17 +201,6 @@ impl ModelInput {
         }
     }
 }
-
-/// Files beside an HF model's weights that transformers reads for its tokenizer (special tokens, chat template,
-/// the SentencePiece model of LLaMA-2-era folders) and for `generate`'s defaults.
-pub const SIDE_FILES: [&str; 6] = [
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-];
 
 /// A token id field: a number, a list of numbers, or absent (`null`).
 fn token_ids(v: &Json) -> Vec<u32> {

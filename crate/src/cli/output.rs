@@ -12,10 +12,11 @@ use burn::tensor::{backend::Backend, TensorData};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::io::gguf::metadata::{chat_template, keep_pre, output_metadata, CHAT_TEMPLATE_KEY};
+use crate::io::gguf::metadata::{keep_pre, output_metadata};
 use crate::io::gguf::reader::Value;
 use crate::io::gguf::{GgufDtype, GgufWriter};
 use crate::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
+use crate::io::side_files::SideFile;
 use crate::model::named::Weight;
 use crate::model::tensors::tensor_specs;
 use crate::model::{Llama, ModelConfig, WeightSource};
@@ -54,7 +55,7 @@ pub struct Extras {
     pub gguf_metadata: Vec<(String, Value)>,
     /// An HF input's tokenizer and generation files (`tokenizer_config.json`, `generation_config.json`, …):
     /// copied verbatim into an HF output; a GGUF output takes their chat template.
-    pub side_files: Vec<(String, Vec<u8>)>,
+    pub side_files: Vec<SideFile>,
     /// More files to place beside the weights (`report.json`, `plan.json`, …): in the folder for HF, next to
     /// the file as `NAME.<file>` for GGUF.
     pub files: Vec<(String, Vec<u8>)>,
@@ -295,16 +296,13 @@ fn write_gguf(
     dtype: GgufDtype,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut meta = output_metadata(
+    let meta = output_metadata(
         cfg,
         &extras.gguf_metadata,
         extras.tokenizer_json.as_ref(),
         extras.base_config.as_ref(),
+        &extras.side_files,
     )?;
-    if let Some(template) = chat_template(&extras.side_files)? {
-        meta.retain(|(k, _)| k != CHAT_TEMPLATE_KEY);
-        meta.push((CHAT_TEMPLATE_KEY.into(), Value::String(template)));
-    }
     let writer = GgufWriter::new(cfg, &meta, dtype)?;
     let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
     w.write_all(writer.header()).map_err(io(path))?;

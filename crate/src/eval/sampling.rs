@@ -39,7 +39,8 @@ pub enum Chooser {
     Greedy,
     Sample {
         sampling: Sampling,
-        rng: rand::rngs::StdRng,
+        /// Boxed: the generator's state is large next to `Greedy`.
+        rng: Box<rand::rngs::StdRng>,
     },
 }
 
@@ -48,7 +49,7 @@ impl Chooser {
     pub fn sample(sampling: Sampling) -> Result<Self> {
         sampling.check()?;
         Ok(Chooser::Sample {
-            rng: rand::rngs::StdRng::seed_from_u64(sampling.seed),
+            rng: Box::new(rand::rngs::StdRng::seed_from_u64(sampling.seed)),
             sampling,
         })
     }

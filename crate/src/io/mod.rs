@@ -7,6 +7,7 @@ pub mod safetensors;
 pub mod safetensors_header;
 pub mod safetensors_out;
 pub mod safetensors_ranges;
+pub mod side_files;
 pub mod tokenizer;
 
 pub use self::safetensors::SafetensorsWeights;
