@@ -789,17 +789,23 @@ fn outputs_carry_the_tokenizer_and_generation_files() {
         dir.path().join("pruned"),
         dir.path().join("streamed"),
     );
-    let out = prunelab(&[
-        "convert",
-        model.to_str().unwrap(),
-        "--out",
-        converted.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let convert = |out: &Path| {
+        prunelab(&[
+            "convert",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let converts = |out: &Path| {
+        let run = convert(out);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    converts(&converted);
     prune(&pruned, &[]);
     prune(&streamed, &["--stream"]);
     for out in [&converted, &pruned, &streamed] {
@@ -831,17 +837,7 @@ fn outputs_carry_the_tokenizer_and_generation_files() {
         b"{{ messages[0].content }}",
     );
     let gguf = dir.path().join("converted.gguf");
-    let out = prunelab(&[
-        "convert",
-        model.to_str().unwrap(),
-        "--out",
-        gguf.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    converts(&gguf);
     assert_eq!(
         template_of(&gguf).as_deref(),
         Some("{{ messages[0].content }}")
@@ -853,12 +849,7 @@ fn outputs_carry_the_tokenizer_and_generation_files() {
         b"{\"chat_template\": ",
     );
     let gguf = dir.path().join("garbled.gguf");
-    let out = prunelab(&[
-        "convert",
-        model.to_str().unwrap(),
-        "--out",
-        gguf.to_str().unwrap(),
-    ]);
+    let out = convert(&gguf);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("tokenizer_config.json"), "{stderr}");

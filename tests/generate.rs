@@ -439,4 +439,64 @@ mod cli {
         assert_eq!(run(&["--temperature", "3", "--top-k", "1"]).0, greedy);
         assert_eq!(run(&["--temperature", "3", "--top-p", "1e-6"]).0, greedy);
     }
+
+    #[test]
+    fn generate_chat_renders_the_template_as_transformers_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("demo");
+        std::fs::create_dir(&model).unwrap();
+        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(demo().join(name), model.join(name)).unwrap();
+        }
+        // Block tags on their own lines (trim_blocks, lstrip_blocks), a Python string method, raise_exception.
+        let template = "{{ bos_token }}{% for m in messages %}\n  {% if m.content == 'boom' %}\n{{ raise_exception('no booms') }}\n  {% endif %}\n<{{ m.role }}>{{ m.content.strip() }}{{ eos_token }}\n{% endfor %}\n{% if add_generation_prompt %}<assistant>{% endif %}";
+        let config = serde_json::json!({"chat_template": template, "bos_token": {"content": "<s>"}, "eos_token": "</s>"});
+        let chat = |model: &Path, extra: &[&str]| {
+            let mut args = vec![model.to_str().unwrap(), "--tokens", "6", "--ignore-eos"];
+            args.extend(extra);
+            generate(&args)
+        };
+        let missing = chat(&model, &["--chat", "hi"]);
+        assert_eq!(missing.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("has no chat template"));
+        std::fs::write(model.join("tokenizer_config.json"), config.to_string()).unwrap();
+        let out = chat(
+            &model,
+            &[
+                "--system",
+                "  Be brief. ",
+                "--chat",
+                "What is a list?",
+                "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want = "<s><system>Be brief.</s>\n<user>What is a list?</s>\n<assistant>";
+        assert_eq!(v["chat_prompt"], want);
+        // The same tokens as the rendered text given as the prompt.
+        let plain = chat(&model, &["--prompt", want, "--json"]);
+        let p: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+        assert_eq!(
+            (&v["ids"], &v["prompt_tokens"]),
+            (&p["ids"], &p["prompt_tokens"])
+        );
+        for (args, message) in [
+            (vec!["--chat", "boom"], "no booms"),
+            (vec!["--chat", ""], "--chat is empty"),
+            (
+                vec!["--system", "x", "--prompt", "a"],
+                "--system goes with --chat",
+            ),
+        ] {
+            let out = chat(&model, &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(message), "{args:?}: {stderr}");
+        }
+    }
 }

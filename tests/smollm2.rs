@@ -604,3 +604,30 @@ fn query_heads_go_evenly_from_every_group_and_are_repaired_by_least_squares() {
         "perplexity {ppl} vs 30.248 measured by the CLI"
     );
 }
+
+#[test]
+fn a_chat_turn_uses_the_gguf_template_and_ends_at_its_eos() {
+    let src = models().join("smollm2-135m.gguf");
+    let out = run_cli(&[
+        "generate",
+        src.to_str().unwrap(),
+        "--chat",
+        "What is the capital of France?",
+        "--tokens",
+        "48",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["chat_prompt"],
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(v["text"], "The capital of France is Paris.");
+    assert_eq!(v["finish_reason"], "eos");
+    assert_eq!(
+        v["ids"].as_array().unwrap().last().unwrap(),
+        2,
+        "<|im_end|>"
+    );
+}

@@ -1,4 +1,4 @@
-//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json [--tokens 32] [--ignore-eos]
+//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json | --chat TEXT [--system TEXT] [--tokens 32] [--ignore-eos]
 //! [--temperature T [--top-k K] [--top-p P] [--seed S]] [--backend cpu|wgpu|cuda] [--precision f32|bf16] [--json]`:
 //! a greedy (or sampled) continuation, and how fast the model decodes it.
 
@@ -9,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Serialize;
 
+use super::chat::chat_prompt;
 use super::files::{read, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::error::{Error, Result};
@@ -21,16 +22,22 @@ use crate::model::Llama;
 pub struct GenerateArgs {
     /// HF model folder (config.json + *.safetensors, tokenizer.json for --prompt) or a .gguf file.
     model: PathBuf,
-    /// Prompt text, tokenized with the model's tokenizer (no special tokens).
+    /// Prompt text, tokenized with the model's tokenizer (special tokens written in it are matched; none added).
     #[arg(
         long,
-        conflicts_with = "prompt_ids",
-        required_unless_present = "prompt_ids"
+        conflicts_with_all = ["prompt_ids", "chat"],
+        required_unless_present_any = ["prompt_ids", "chat"]
     )]
     prompt: Option<String>,
     /// Pre-tokenized prompt: JSON `[id, …]`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "chat")]
     prompt_ids: Option<PathBuf>,
+    /// A user message, put into the model's chat template (with the assistant's turn opened) to make the prompt.
+    #[arg(long)]
+    chat: Option<String>,
+    /// A system message before `--chat`'s user message.
+    #[arg(long)]
+    system: Option<String>,
     /// Most tokens to generate; fewer when the model ends the text (an `eos_token_id` of `config.json` or
     /// `generation_config.json`, or a GGUF's end-of-sequence/turn/message token).
     #[arg(long, default_value_t = 32)]
@@ -135,7 +142,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let input = ModelInput::open(&args.model)?;
     let tokenizer = input.tokenizer()?;
-    let prompt = match (&args.prompt, &args.prompt_ids) {
+    if args.system.is_some() && args.chat.is_none() {
+        return Err(Error::Invalid(
+            "--system goes with --chat (a system message before the user's)".into(),
+        ));
+    }
+    let chat_text = match &args.chat {
+        Some(user) if user.is_empty() => {
+            return Err(Error::Text("--chat is empty: give a message".into()))
+        }
+        Some(user) => Some(chat_prompt(
+            &input.side_files()?,
+            args.system.as_deref(),
+            user,
+            &args.model.display().to_string(),
+        )?),
+        None => None,
+    };
+    let prompt = match (
+        chat_text.as_ref().or(args.prompt.as_ref()),
+        &args.prompt_ids,
+    ) {
         (Some(text), _) if text.is_empty() => {
             return Err(Error::Text(
                 "--prompt is empty: give text to continue".into(),
@@ -151,7 +178,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             })?
             .encode(text)?,
         (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
-        (None, None) => unreachable!("clap requires --prompt or --prompt-ids"),
+        (None, None) => unreachable!("clap requires --prompt, --prompt-ids or --chat"),
     };
     let out = run_on(
         kind,
@@ -184,6 +211,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         v["text"] = text.into();
         v["backend"] = kind.name().into();
         v["precision"] = serde_json::to_value(precision).expect("serialisable");
+        v["chat_prompt"] = chat_text.into();
         println!("{v}");
     } else {
         match &text {
