@@ -9,7 +9,7 @@ use minijinja::{context, Environment, ErrorKind, Value};
 use serde_json::{json, Value as Json};
 
 use crate::error::{Error, Result};
-use crate::io::side_files::{chat_template, SideFile};
+use crate::io::side_files::{chat_template, special_token, SideFile};
 
 /// The prompt text the chat template of `model` (its side files) makes of `system` and `user`, ending where the
 /// assistant's answer starts.
@@ -48,31 +48,11 @@ pub fn chat_prompt(
         .chain([json!({"role": "user", "content": user})])
         .collect();
     let (bos_token, eos_token) = (
-        special(side_files, "bos_token")?,
-        special(side_files, "eos_token")?,
+        special_token(side_files, "bos_token")?,
+        special_token(side_files, "eos_token")?,
     );
     env.template_from_str(&template)
         .map_err(bad)?
         .render(context! { messages => Value::from(Serde(messages)), add_generation_prompt => true, bos_token, eos_token })
         .map_err(bad)
-}
-
-/// A special token's text in `tokenizer_config.json` (a string, or an object with `content`); empty without one.
-fn special(side_files: &[SideFile], key: &str) -> Result<String> {
-    let Some((_, bytes)) = side_files
-        .iter()
-        .find(|(n, _)| n == "tokenizer_config.json")
-    else {
-        return Ok(String::new());
-    };
-    let config: Json = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        what: "tokenizer_config.json".into(),
-        message: e.to_string(),
-    })?;
-    let token = &config[key];
-    Ok(token
-        .as_str()
-        .or_else(|| token["content"].as_str())
-        .unwrap_or_default()
-        .to_string())
 }

@@ -28,18 +28,15 @@ pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
 /// `chat_template.jinja`, else `chat_template.json`'s or `tokenizer_config.json`'s `chat_template` (a string, or a
 /// list of named templates, where the one named `default` is taken, as llama.cpp's converter does).
 pub fn chat_template(side_files: &[SideFile]) -> Result<Option<String>> {
-    let file = |name: &str| side_files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-    if let Some(bytes) = file("chat_template.jinja") {
-        return String::from_utf8(bytes.clone())
+    if let Some(bytes) = file(side_files, "chat_template.jinja") {
+        return String::from_utf8(bytes.to_vec())
             .map(Some)
             .map_err(|_| Error::Text("chat_template.jinja is not UTF-8 text".into()));
     }
     for name in ["chat_template.json", "tokenizer_config.json"] {
-        let Some(bytes) = file(name) else { continue };
-        let json: Json = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-            what: name.into(),
-            message: e.to_string(),
-        })?;
+        let Some(json) = json_file(side_files, name)? else {
+            continue;
+        };
         let template = match &json["chat_template"] {
             Json::String(s) => Some(s.clone()),
             Json::Array(named) => named
@@ -54,6 +51,39 @@ pub fn chat_template(side_files: &[SideFile]) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// A special token's text in `tokenizer_config.json` (`key` `bos_token`, `eos_token`, …: a string, or an object with
+/// `content`, as older folders write it); empty when there is none, as transformers passes it to chat templates.
+pub fn special_token(side_files: &[SideFile], key: &str) -> Result<String> {
+    let Some(config) = json_file(side_files, "tokenizer_config.json")? else {
+        return Ok(String::new());
+    };
+    let token = &config[key];
+    Ok(token
+        .as_str()
+        .or_else(|| token["content"].as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn file<'a>(side_files: &'a [SideFile], name: &str) -> Option<&'a [u8]> {
+    side_files
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| b.as_slice())
+}
+
+/// A side file parsed as JSON; `None` when it is absent, an error naming it when it is not JSON.
+fn json_file(side_files: &[SideFile], name: &str) -> Result<Option<Json>> {
+    file(side_files, name)
+        .map(|bytes| {
+            serde_json::from_slice(bytes).map_err(|e| Error::Json {
+                what: name.into(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 /// What transformers reads beside `tokenizer.json` and GGUF metadata says, for an HF output of a GGUF input:
