@@ -342,7 +342,7 @@ mod cli {
                     "--temperature",
                     "0",
                 ],
-                "--temperature 0: must be a positive number (leave it out for greedy decoding)",
+                "temperature 0: must be a positive number (greedy decoding has none)",
             ),
             (
                 vec![
@@ -354,7 +354,7 @@ mod cli {
                     "--top-p",
                     "1.5",
                 ],
-                "--top-p 1.5: must be in (0, 1]",
+                "top-p 1.5: must be in (0, 1]",
             ),
             (
                 vec![demo.to_str().unwrap(), "--prompt", "a", "--top-k", "5"],
@@ -487,7 +487,7 @@ mod cli {
         );
         for (args, message) in [
             (vec!["--chat", "boom"], "no booms"),
-            (vec!["--chat", ""], "--chat is empty"),
+            (vec!["--chat", ""], "the chat message is empty"),
             (
                 vec!["--system", "x", "--prompt", "a"],
                 "--system goes with --chat",

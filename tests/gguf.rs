@@ -855,7 +855,7 @@ fn metadata_a_model_cannot_have_is_refused() {
 
 #[test]
 fn gguf_end_tokens_and_chat_template_become_hf_side_files() {
-    use prunelab::io::side_files::hf_side_files;
+    use prunelab::io::side_files::{hf_side_files, stop_ids};
     let tokenizer = serde_json::json!({
         "added_tokens": [{"id": 7, "content": "<|eot|>", "special": true}],
         "model": {"vocab": {"<s>": 1, "</s>": 2, "a": 3}},
@@ -882,5 +882,30 @@ fn gguf_end_tokens_and_chat_template_become_hf_side_files() {
     assert_eq!(
         json("generation_config.json"),
         serde_json::json!({"eos_token_id": [2, 7], "bos_token_id": 1})
+    );
+    // Generation stops at every end token, with the EOS the config was read with first.
+    let (mut cfg, _) = fixture_files("tiny-gqa");
+    cfg.eos_token_id = Some(2);
+    assert_eq!(stop_ids(&cfg, None, &files).unwrap(), vec![2, 7]);
+    // An end-of-turn token without an end-of-sequence one still ends a text.
+    let eot_only = vec![id("bos", 1), id("eot", 7)];
+    let files = hf_side_files(&eot_only, Some(&tokenizer));
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&files[0].1).unwrap(),
+        serde_json::json!({"eos_token_id": [7], "bos_token_id": 1})
+    );
+    cfg.eos_token_id = None;
+    assert_eq!(stop_ids(&cfg, None, &files).unwrap(), vec![7]);
+    // An HF folder: every id of config.json's list and of generation_config.json's, once each.
+    let config_json = serde_json::json!({"eos_token_id": [2, 5]});
+    let generation = vec![(
+        "generation_config.json".to_string(),
+        br#"{"eos_token_id": [5, 9]}"#.to_vec(),
+    )];
+    cfg.eos_token_id = Some(2);
+    assert_eq!(
+        stop_ids(&cfg, Some(&config_json), &generation).unwrap(),
+        vec![2, 5, 9]
     );
 }

@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { worker: null, next: 1, pending: new Map(), methods: null, sideFiles: [], webgpu: null, model: null,
-  modelName: "", parts: null, lastReport: null, runs: [], running: null };
+  modelName: "", parts: null, partsOf: null, lastReport: null, runs: [], running: null, generating: null };
 
 // ---- worker -------------------------------------------------------------------------------------------
 function startWorker() {
@@ -13,6 +13,7 @@ function startWorker() {
     if (!p) return;
     if (m.type === "progress") return p.onProgress?.(m);
     if (m.type === "part") return p.onPart?.(m);
+    if (m.type === "text") return p.onText?.(m);
     if (m.fatal) return restartWorker(m.message);
     state.pending.delete(m.id);
     m.type === "result" ? p.resolve(m.value) : p.reject(new Error(m.message));
@@ -27,7 +28,7 @@ function restartWorker(why) {
   const pending = [...state.pending.values()];
   state.pending.clear();
   startWorker();
-  state.model = null; $("run").disabled = true; // until the reload below is back
+  state.model = null; syncButtons(); // until the reload below is back
   state.reload?.();
   showError(msg);
   for (const p of pending) p.reject(new Error(msg));
@@ -71,8 +72,22 @@ function deviceChanged() {
     `binding limit of ${mb(limit)}: choose CPU under Device, or a model whose tensors fit`);
   else if (state.blocked) showError("");
   state.blocked = blocked;
-  $("run").disabled = !m || blocked || !!state.running;
+  syncButtons();
 }
+// One job at a time in the worker: a run or a generation.
+function syncButtons() {
+  const m = state.model, busy = !!state.running || !!state.generating;
+  $("run").disabled = !m || state.blocked || busy;
+  $("try-go").disabled = !m || !m.has_tokenizer || state.blocked || busy;
+  // The pruned model is the last run's on the model loaded now (it shares its tokenizer).
+  const pruned = !!state.parts && state.partsOf === modelKey();
+  $("try-model").querySelector("option[value=pruned]").disabled = !pruned;
+  if (!pruned) $("try-model").value = "loaded";
+  $("download-gguf").disabled = !pruned || busy;
+  $("try-chat").disabled = !m?.has_chat_template;
+  if ($("try-chat").disabled) $("try-chat").checked = false;
+}
+const modelKey = () => state.model && `${state.modelName} ${state.model.params.total}`;
 
 // ---- model ---------------------------------------------------------------------------------------------
 const FITS = 1.5 * 2 ** 30; // bytes of f32 weights a tab can hold twice (model + pruned copy) in 4 GiB wasm
@@ -84,7 +99,7 @@ function checkMemory(summary) {
 const mb = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
 
 function modelLoaded(summary, name) {
-  try { checkMemory(summary); } catch (e) { state.model = null; state.blocked = false; $("run").disabled = true; throw e; }
+  try { checkMemory(summary); } catch (e) { state.model = null; state.blocked = false; syncButtons(); throw e; }
   state.model = summary; state.modelName = name;
   const c = summary.config;
   $("model-summary").textContent = `${name}: ${summary.params.total.toLocaleString()} parameters, ` +
@@ -211,30 +226,32 @@ async function run() {
   try { recipe = JSON.parse($("recipe").value); } catch (e) { return showError("recipe JSON: " + e.message); }
   const useGpu = gpuChosen();
   const parts = new Map();
-  $("run").disabled = true; $("cancel").disabled = false;
   const started = performance.now();
-  state.running = call("run", { recipe: JSON.stringify(recipe), calib: await text("calib"), evalText: await text("eval"), useGpu }, {
-    onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total}`; },
-    onPart: (m) => { if (!parts.has(m.file)) parts.set(m.file, []); parts.get(m.file).push(m.bytes); },
-  });
+  state.running = true; syncButtons();
   try {
+    const texts = { calib: await text("calib"), evalText: await text("eval") };
+    state.running = call("run", { recipe: JSON.stringify(recipe), ...texts, useGpu }, {
+      onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total}`; },
+      onPart: (m) => { if (!parts.has(m.file)) parts.set(m.file, []); parts.get(m.file).push(m.bytes); },
+    });
+    $("cancel").disabled = false;
     const out = await state.running;
-    state.parts = parts; state.lastReport = out.report;
+    state.parts = parts; state.partsOf = modelKey(); state.lastReport = out.report;
     const seconds = (performance.now() - started) / 1000;
     showResult(out, out.gpu, seconds);
-    for (const b of ["download-zip", "download-gguf", "download-report"]) $(b).disabled = false;
+    for (const b of ["download-zip", "download-report"]) $(b).disabled = false;
   } catch (e) {
     showError(e.message === "cancelled" ? "run cancelled" : e.message);
   } finally {
     clearTimeout(state.cancelTimer);
-    $("run").disabled = !state.model || state.blocked; $("cancel").disabled = true; $("stage").textContent = ""; state.running = null;
+    $("cancel").disabled = true; $("stage").textContent = ""; state.running = null; syncButtons();
   }
 }
 // Cancel asks the worker; the core stops at its next checkpoint (between layers and evaluation windows) and
 // the model stays loaded. A worker that does not answer within CANCEL_GRACE_MS is replaced.
 const CANCEL_GRACE_MS = 30000;
 function cancel() {
-  if (!state.running) return;
+  if (!state.running?.id) return;
   const run = state.running;
   $("cancel").disabled = true; $("stage").textContent = "cancelling at the next layer…";
   call("cancel", { target: run.id });
@@ -336,7 +353,49 @@ async function downloadGguf() {
     }, { onPart: (m) => gguf.push(m.bytes), onProgress: (m) => ($("stage").textContent = `${m.stage} ${m.done}/${m.total}`) });
     save(new Blob(gguf, { type: "application/octet-stream" }), "pruned-model.gguf");
   } catch (e) { showError("GGUF: " + e.message); }
-  finally { $("download-gguf").disabled = false; $("stage").textContent = ""; }
+  finally { $("stage").textContent = ""; syncButtons(); }
+}
+
+// ---- try the model ---------------------------------------------------------------------------------------
+// A continuation or a chat answer, shown token by token; Stop ends it between tokens and keeps the text.
+async function generate() {
+  showError("");
+  const temperature = Number($("try-temperature").value);
+  const request = {
+    text: $("try-text").value, chat: $("try-chat").checked, max_tokens: Number($("try-tokens").value),
+    system: $("try-chat").checked && $("try-system").value.trim() ? $("try-system").value : null,
+    // Temperature 0 is greedy decoding.
+    sampling: temperature > 0 ? { temperature, top_k: Number($("try-top-k").value), top_p: Number($("try-top-p").value),
+      seed: Number($("try-seed").value) } : null,
+  };
+  const pruned = $("try-model").value === "pruned";
+  const shown = request.chat ? "" : request.text; // a continuation is shown after its text
+  $("try-out").textContent = ""; $("try-stats").textContent = "loading the model…";
+  state.generating = true; syncButtons();
+  try {
+    const args = { request: JSON.stringify(request), useGpu: gpuChosen(),
+      config: pruned ? new Uint8Array(await new Blob(state.parts.get("config.json")).arrayBuffer()) : null,
+      weights: pruned ? new Blob(state.parts.get("model.safetensors")) : null };
+    state.generating = call("generate", args, {
+      onText: (m) => { $("try-out").textContent = shown + m.text; $("try-stats").textContent = `${m.tokens} tokens…`; },
+      onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; },
+    });
+    $("try-stop").disabled = false;
+    const out = await state.generating;
+    state.lastGenerated = out;
+    $("try-out").textContent = shown + out.text;
+    const speed = out.decode_tokens_per_second ? `, ${out.decode_tokens_per_second.toFixed(1)} tokens/s` : "";
+    $("try-stats").textContent = `${out.ids.length} tokens (${{ eos: "ended the text", length: "the most asked for",
+      stopped: "stopped" }[out.finish_reason]}) after a ${out.prompt_tokens}-token prompt — load ${out.load_seconds.toFixed(2)} s, ` +
+      `prompt ${out.prefill_seconds.toFixed(2)} s${speed} on ${out.gpu ? "WebGPU" : "the CPU"}` +
+      (out.sampling ? `; sampled at temperature ${out.sampling.temperature}, seed ${out.sampling.seed}` : "; greedy");
+  } catch (e) { $("try-stats").textContent = ""; showError("generate: " + e.message); }
+  finally { state.generating = null; $("try-stop").disabled = true; syncButtons(); }
+}
+function stopGenerating() {
+  if (!state.generating?.id) return;
+  $("try-stop").disabled = true;
+  call("cancel", { target: state.generating.id });
 }
 
 // ---- wiring --------------------------------------------------------------------------------------------
@@ -362,6 +421,7 @@ async function main() {
   $("run").onclick = run; $("cancel").onclick = cancel;
   $("download-zip").onclick = () => save(zip([...state.parts].map(([n, p]) => ["pruned/" + n, p])), "pruned-model.zip");
   $("download-gguf").onclick = downloadGguf;
+  $("try-go").onclick = generate; $("try-stop").onclick = stopGenerating;
   $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
   syncRecipe();
   window.labState = state; // for the console and the end-to-end test

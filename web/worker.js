@@ -61,6 +61,16 @@ const handlers = {
       return { ...JSON.parse(out), gpu };
     } finally { cancels.delete(id); }
   },
+  async generate({ id, request, config, weights, useGpu }) {
+    if (!lab) throw new Error("load a model first");
+    const checkpoint = () => yieldTurn().then(() => cancels.has(id));
+    const text = (text, tokens) => postMessage({ id, type: "text", text, tokens });
+    try {
+      const gpu = useGpu && !!(await webgpu());
+      const out = await lab.generate(request, config ?? undefined, weights ?? undefined, gpu, text, progress(id), checkpoint);
+      return { ...JSON.parse(out), gpu };
+    } finally { cancels.delete(id); }
+  },
   async cancel({ target }) { cancels.add(target); return true; },
   async exportGguf({ id, config, weights, dtype }) {
     if (!lab) throw new Error("load a model first");

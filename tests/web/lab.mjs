@@ -9,7 +9,10 @@
 //    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
 //    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
 //    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
-//    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files.
+//    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files;
+//    "Try the model" gives the CLI's tokens for a greedy continuation of the loaded model and a sampled chat answer
+//    of the pruned one, and Stop ends a long continuation between tokens, keeping the CLI's first tokens. WebGPU
+//    (stage 1) gives the CLI's greedy continuation too.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -55,6 +58,30 @@ async function session(name, args) {
   console.log(`[${name}] ${backend}`);
   return { name, browser, page, shot, foreign, backend };
 }
+
+// "Try the model" with options {model, text, tokens, chat, temperature, topK, seed, stopAfter}: the result the
+// worker returned (ids, text, finish_reason, chat_prompt, …) and the text the page shows.
+async function tryModel(page, o) {
+  await page.selectOption("#try-model", o.model);
+  await page.setChecked("#try-chat", !!o.chat);
+  await page.fill("#try-text", o.text);
+  for (const [id, v] of [["tokens", o.tokens], ["temperature", o.temperature ?? 0], ["top-k", o.topK ?? 0], ["seed", o.seed ?? 42]])
+    await page.fill("#try-" + id, String(v));
+  await page.evaluate(() => { window.labState.lastGenerated = null; document.activeElement?.blur(); });
+  await page.click("#try-go");
+  if (o.stopAfter) {
+    await page.waitForFunction((n) => parseInt(document.getElementById("try-stats").textContent) >= n, o.stopAfter, { timeout: 300000 });
+    await page.click("#try-stop");
+  }
+  await page.waitForFunction(() => window.labState.lastGenerated || document.getElementById("error").textContent, null, { timeout: 300000 });
+  const out = await page.evaluate(() => window.labState.lastGenerated);
+  if (!out) throw new Error("generate: " + (await page.textContent("#error")));
+  return { ...out, shown: await page.textContent("#try-out") };
+}
+const sameIds = (page, cliIds, what) => {
+  if (page.join() !== cliIds.join()) throw new Error(`${what}: page ${page} vs CLI ${cliIds}`);
+  console.log(`ok  ${what}: ${page.length} tokens as the CLI's`);
+};
 
 // SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
 // (8 calibration windows, 8 evaluation windows); the CLI gets exactly the same recipe.
@@ -125,6 +152,11 @@ try {
 
   const evalOut = cli("eval", await downloadZip(gpu.page, "zip"), "--text", join(repo, "web/data/eval-python-faq.txt"), "--max-windows", WINDOWS, "--json");
   close(evalOut.ppl, first.ppl, "downloaded zip evaluated by the CLI vs the page");
+  const TEXT = "To sort a list in Python";
+  const onGpu = await tryModel(gpu.page, { model: "loaded", text: TEXT, tokens: 8 });
+  if (!onGpu.gpu) throw new Error("Try the model with device WebGPU ran on the CPU");
+  sameIds(onGpu.ids, cli("generate", join(repo, "models/demo"), "--prompt", TEXT, "--tokens", "8", "--json").ids,
+    "greedy continuation on WebGPU");
 
   // A tensor over the adapter's storage-binding limit blocks runs on WebGPU only (the limit is lowered here:
   // the demo's tensors are far below SwiftShader's).
@@ -273,6 +305,29 @@ try {
   for (const [f, text] of Object.entries(side))
     if ((await readFile(join(fromHf, f), "utf8")) !== text) throw new Error(`zip of an HF upload: ${f} differs from the upload`);
   console.log("ok  the zip of an HF upload holds its " + Object.keys(side).join(" and "));
+  // Try the model: the loaded model's greedy continuation and the pruned model's sampled chat answer.
+  const greedy = await tryModel(cpu.page, { model: "loaded", text: TEXT, tokens: 24 });
+  const cliGreedy = cli("generate", demoSide, "--prompt", TEXT, "--tokens", "24", "--json");
+  sameIds(greedy.ids, cliGreedy.ids, "greedy continuation of the loaded model");
+  if (greedy.shown !== TEXT + cliGreedy.text || greedy.finish_reason !== "length")
+    throw new Error(`the page shows ${JSON.stringify(greedy.shown)} (${greedy.finish_reason})`);
+  const QUESTION = "How do I sort a list?";
+  const answer = await tryModel(cpu.page, { model: "pruned", chat: true, text: QUESTION, tokens: 24, temperature: 0.8, topK: 20, seed: 7 });
+  const cliAnswer = cli("generate", fromHf, "--chat", QUESTION, "--temperature", "0.8", "--top-k", "20", "--seed", "7", "--tokens", "24", "--json");
+  sameIds(answer.ids, cliAnswer.ids, "sampled chat answer of the pruned model");
+  if (answer.chat_prompt !== cliAnswer.chat_prompt || answer.shown !== cliAnswer.text || answer.ids.join() === greedy.ids.join())
+    throw new Error(`chat prompt ${JSON.stringify(answer.chat_prompt)} vs ${JSON.stringify(cliAnswer.chat_prompt)}`);
+  await cpu.shot("10-try");
+  // Stop: a long continuation ends between tokens and keeps what came (the CLI's first tokens).
+  const stopped = await tryModel(cpu.page, { model: "loaded", text: TEXT, tokens: 3000, stopAfter: 5 });
+  const cliLong = cli("generate", demoSide, "--prompt", TEXT, "--tokens", "400", "--json");
+  if (stopped.finish_reason !== "stopped" || !(stopped.ids.length >= 5 && stopped.ids.length < 400))
+    throw new Error(`Stop: ${stopped.ids.length} tokens, ${stopped.finish_reason}`);
+  sameIds(stopped.ids, cliLong.ids.slice(0, stopped.ids.length), "a continuation stopped by the page");
+  await cpu.page.fill("#try-text", "");
+  await cpu.page.click("#try-go");
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("the text is empty"), null, { timeout: 60000 });
+  console.log("ok  empty text: " + (await cpu.page.textContent("#error")));
   if (cpu.foreign.length) throw new Error("requests outside the page's origin: " + cpu.foreign.join(", "));
   await cpu.browser.close();
   console.log(`browser lab: obs + ls on the demo in ${first.seconds.toFixed(1)} s (WebGPU/SwiftShader), ` +

@@ -6,7 +6,7 @@ use prunelab::io::gguf::metadata::output_metadata;
 use prunelab::io::gguf::{GgufDtype, GgufWriter};
 use prunelab::progress::{Progress, ProgressEvent};
 
-use crate::files::{BlobRanges, Data, ModelFiles};
+use crate::files::ModelFiles;
 use crate::host::Emit;
 
 /// The output file's name in `emit` calls.
@@ -27,16 +27,7 @@ pub fn gguf(
             "GGUF storage type {dtype:?}: choose f32, f16 or q8_0"
         ))
     })?;
-    let weights = Data::Blob(BlobRanges {
-        name: "model.safetensors".into(),
-        blob: weights,
-    });
-    let pruned = ModelFiles::hf(
-        config,
-        input.tokenizer.clone(),
-        vec![],
-        vec![("model.safetensors".into(), weights)],
-    )?;
+    let pruned = input.pruned(config, weights)?;
     let tokenizer = input
         .tokenizer
         .as_deref()

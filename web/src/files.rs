@@ -9,7 +9,7 @@ use prunelab::io::gguf::tokenizer::tokenizer_json;
 use prunelab::io::gguf::GgufModel;
 use prunelab::io::ranges::ByteRanges;
 use prunelab::io::safetensors_ranges::RangedSafetensors;
-use prunelab::io::side_files::{hf_side_files, SideFile};
+use prunelab::io::side_files::{chat_template, hf_side_files, SideFile};
 use prunelab::model::params::count_params;
 use prunelab::model::weights::check_inventory;
 use prunelab::model::{ModelConfig, WeightSource};
@@ -138,6 +138,22 @@ impl ModelFiles {
         .checked()
     }
 
+    /// A run's pruned model, which the page assembled from the run's parts (its `config.json` bytes and
+    /// `model.safetensors` as a `Blob`): this model's tokenizer with the pruned weights.
+    pub fn pruned(&self, config: &[u8], weights: web_sys::Blob) -> Result<Self> {
+        let name = "model.safetensors".to_string();
+        let weights = Data::Blob(BlobRanges {
+            name: name.clone(),
+            blob: weights,
+        });
+        Self::hf(
+            config,
+            self.tokenizer.clone(),
+            vec![],
+            vec![(name, weights)],
+        )
+    }
+
     /// Checks names and shapes against the config and records tensor sizes.
     fn checked(mut self) -> Result<Self> {
         let sizes: Vec<u64> = self.with_source(|src| {
@@ -171,6 +187,7 @@ impl ModelFiles {
             "largest_tensor_bytes": self.largest_tensor,
             "total_f32_bytes": self.total_f32,
             "has_tokenizer": self.tokenizer.is_some(),
+            "has_chat_template": matches!(chat_template(&self.side_files), Ok(Some(_))),
             "format": match self.weights { Weights::Safetensors(_) => "safetensors", Weights::Gguf(_) => "gguf" },
         })
     }

@@ -3,6 +3,7 @@
 
 mod export;
 mod files;
+mod generate;
 mod host;
 mod run;
 
@@ -230,6 +231,40 @@ impl Lab {
         let (progress, emit) = (JsProgress::new(progress, Some(checkpoint)), Emit(emit));
         wasm_bindgen_futures::future_to_promise(async move {
             run::run(&files, &recipe, &calib, &eval, gpu, &progress, &emit)
+                .await
+                .map(JsValue::from)
+                .map_err(|e| JsError::new(&e.to_string()).into())
+        })
+    }
+
+    /// Generates for `request` (JSON: `text`, `chat`, `system`, `max_tokens`, `sampling`) with the loaded model,
+    /// or with a run's pruned model when its `config.json` bytes and `model.safetensors` `Blob` are given, on
+    /// WebGPU (`gpu`) or the CPU. `on_text(text, tokens)` receives the text so far after every token;
+    /// `progress(stage, done, total)` counts tokens; `checkpoint()` between tokens returns a promise of whether to
+    /// stop. Resolves to the result (JSON).
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate(
+        &self,
+        request: String,
+        pruned_config: Option<Vec<u8>>,
+        pruned_weights: Option<web_sys::Blob>,
+        gpu: bool,
+        on_text: js_sys::Function,
+        progress: js_sys::Function,
+        checkpoint: js_sys::Function,
+    ) -> js_sys::Promise {
+        let files = self.files.clone();
+        let progress = JsProgress::new(progress, Some(checkpoint));
+        let on_text = generate::OnText(on_text);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let pruned = match (pruned_config, pruned_weights) {
+                (Some(config), Some(weights)) => Some(files.pruned(&config, weights)),
+                _ => None,
+            }
+            .transpose()
+            .map_err(|e| JsValue::from(js(e)))?;
+            let model = pruned.as_ref().unwrap_or(&files);
+            generate::generate(&files, model, &request, gpu, &on_text, &progress)
                 .await
                 .map(JsValue::from)
                 .map_err(|e| JsError::new(&e.to_string()).into())

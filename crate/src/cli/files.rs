@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::io::gguf::metadata::carried;
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
-use crate::io::side_files::{hf_side_files, SideFile, SIDE_FILES};
+use crate::io::side_files::{hf_side_files, stop_ids, SideFile, SIDE_FILES};
 use crate::io::{SafetensorsWeights, Tokenizer};
 use crate::model::{ModelConfig, WeightSource};
 
@@ -143,40 +143,13 @@ impl ModelInput {
         }
     }
 
-    /// The ids that end a text: `eos_token_id` of `config.json` and of `generation_config.json` (a number or a
-    /// list; transformers' `generate` stops at any of them), or a GGUF's end-of-sequence, end-of-turn and
-    /// end-of-message tokens (as llama.cpp does). Empty when the model names none.
+    /// The ids that end a text (see [`stop_ids`]).
     pub fn stop_ids(&self) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = vec![];
-        match &self.files {
-            Files::Gguf(m) => {
-                let model = GgufModel::parse(m)?;
-                for kind in ["eos", "eot", "eom"] {
-                    let key = format!("tokenizer.ggml.{kind}_token_id");
-                    ids.extend(
-                        model
-                            .file
-                            .get(&key)
-                            .and_then(Value::as_u64)
-                            .map(|v| v as u32),
-                    );
-                }
-            }
-            Files::Hf { .. } => {
-                for name in ["config.json", "generation_config.json"] {
-                    if let Some(json) = self.json_file(name)? {
-                        ids.extend(token_ids(&json["eos_token_id"]));
-                    }
-                }
-            }
-        }
-        let mut unique = vec![];
-        for id in ids {
-            if !unique.contains(&id) {
-                unique.push(id);
-            }
-        }
-        Ok(unique)
+        stop_ids(
+            &self.config,
+            self.hf_config_json()?.as_ref(),
+            &self.side_files()?,
+        )
     }
 
     /// A JSON file of an HF folder, parsed; `None` when the folder has no such file.
@@ -199,14 +172,6 @@ impl ModelInput {
             Files::Gguf(m) => Ok(carried(&GgufModel::parse(m)?.file)),
             Files::Hf { .. } => Ok(vec![]),
         }
-    }
-}
-
-/// A token id field: a number, a list of numbers, or absent (`null`).
-fn token_ids(v: &Json) -> Vec<u32> {
-    match v {
-        Json::Array(a) => a.iter().flat_map(token_ids).collect(),
-        v => v.as_u64().map(|id| id as u32).into_iter().collect(),
     }
 }
 

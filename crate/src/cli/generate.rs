@@ -9,10 +9,10 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Serialize;
 
-use super::chat::chat_prompt;
 use super::files::{read, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::error::{Error, Result};
+use crate::eval::chat::chat_prompt;
 use crate::eval::generate::Decoder;
 use crate::eval::sampling::{Chooser, Sampling};
 use crate::io::tokenizer::ids_from_json;
@@ -148,9 +148,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ));
     }
     let chat_text = match &args.chat {
-        Some(user) if user.is_empty() => {
-            return Err(Error::Text("--chat is empty: give a message".into()))
-        }
         Some(user) => Some(chat_prompt(
             &input.side_files()?,
             args.system.as_deref(),

@@ -1,7 +1,6 @@
 //! The native command line: argument parsing, files, progress bars. Only this module touches `std::fs`.
 
 mod allocator;
-mod chat;
 mod convert;
 mod eval;
 mod files;

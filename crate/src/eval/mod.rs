@@ -1,5 +1,6 @@
-//! Measuring a model: perplexity, and continuations to read (greedy or sampled).
+//! Measuring a model: perplexity, and continuations to read (greedy or sampled, of a text or a chat turn).
 
+pub mod chat;
 pub mod generate;
 pub mod perplexity;
 pub mod sampling;

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Error, Result};
 
 /// Settings for drawing tokens (`temperature` > 0; `top_k` 0 = every token; `top_p` in (0, 1], 1 = every token).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sampling {
     pub temperature: f32,
     pub top_k: usize,
@@ -20,13 +20,13 @@ impl Sampling {
     pub fn check(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(Error::Invalid(format!(
-                "--temperature {}: must be a positive number (leave it out for greedy decoding)",
+                "temperature {}: must be a positive number (greedy decoding has none)",
                 self.temperature
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::Invalid(format!(
-                "--top-p {}: must be in (0, 1]",
+                "top-p {}: must be in (0, 1]",
                 self.top_p
             )));
         }

@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::io::gguf::reader::Value;
+use crate::model::ModelConfig;
 
 /// A side file: its name in the folder and its bytes.
 pub type SideFile = (String, Vec<u8>);
@@ -67,6 +68,35 @@ pub fn special_token(side_files: &[SideFile], key: &str) -> Result<String> {
         .to_string())
 }
 
+/// The ids that end a text: the config's `eos_token_id` (`cfg`, and every id of `config.json`'s, a number or a
+/// list) and `generation_config.json`'s, where transformers' `generate` stops; for a GGUF input, whose side files
+/// are made by [`hf_side_files`], that is its end-of-sequence, end-of-turn and end-of-message tokens, where
+/// llama.cpp stops. Empty when the model names none.
+pub fn stop_ids(
+    cfg: &ModelConfig,
+    config_json: Option<&Json>,
+    side_files: &[SideFile],
+) -> Result<Vec<u32>> {
+    let generation = json_file(side_files, "generation_config.json")?;
+    let mut ids: Vec<u32> = cfg.eos_token_id.into_iter().collect();
+    for json in config_json.into_iter().chain(generation.as_ref()) {
+        for id in token_ids(&json["eos_token_id"]) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// A token id field: a number, a list of numbers, or absent (`null`).
+fn token_ids(v: &Json) -> Vec<u32> {
+    match v {
+        Json::Array(a) => a.iter().flat_map(token_ids).collect(),
+        v => v.as_u64().map(|id| id as u32).into_iter().collect(),
+    }
+}
+
 fn file<'a>(side_files: &'a [SideFile], name: &str) -> Option<&'a [u8]> {
     side_files
         .iter()
@@ -88,8 +118,8 @@ fn json_file(side_files: &[SideFile], name: &str) -> Result<Option<Json>> {
 
 /// What transformers reads beside `tokenizer.json` and GGUF metadata says, for an HF output of a GGUF input:
 /// `tokenizer_config.json` with the chat template and the BOS/EOS tokens by their text (when the metadata has a
-/// template), and `generation_config.json` listing the end-of-turn and end-of-message ids beside EOS (when it names
-/// any), so that `generate` stops where llama.cpp does. `tokenizer_json` is the one built from the metadata.
+/// template), and `generation_config.json` listing the end-of-turn and end-of-message ids with EOS (when it names
+/// any besides EOS), so that `generate` stops where llama.cpp does. `tokenizer_json` is the one built from the metadata.
 pub fn hf_side_files(carried: &[(String, Value)], tokenizer_json: Option<&Json>) -> Vec<SideFile> {
     let get = |key: &str| carried.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     let id = |kind: &str| get(&format!("tokenizer.ggml.{kind}_token_id")).and_then(Value::as_u64);
@@ -104,7 +134,7 @@ pub fn hf_side_files(carried: &[(String, Value)], tokenizer_json: Option<&Json>)
         files.push(("tokenizer_config.json".into(), pretty(&config)));
     }
     let ends: Vec<u64> = ["eos", "eot", "eom"].iter().filter_map(|k| id(k)).collect();
-    if ends.len() > 1 {
+    if ends.iter().any(|&e| Some(e) != id("eos")) {
         let mut config = serde_json::json!({ "eos_token_id": ends });
         if let Some(bos) = id("bos") {
             config["bos_token_id"] = bos.into();

@@ -1,4 +1,5 @@
-//! `generate --chat`: one user turn (after an optional system turn) rendered with the model's chat template, as
+//! A chat turn as a prompt: one user message (after an optional system message) rendered with the model's chat
+//! template, as
 //! transformers' `apply_chat_template(…, add_generation_prompt=True)` renders it: Jinja with `trim_blocks` and
 //! `lstrip_blocks`, loop controls, `tojson`, `raise_exception`, Python's string methods, and the tokenizer's
 //! `bos_token` / `eos_token` text.
@@ -11,18 +12,23 @@ use serde_json::{json, Value as Json};
 use crate::error::{Error, Result};
 use crate::io::side_files::{chat_template, special_token, SideFile};
 
-/// The prompt text the chat template of `model` (its side files) makes of `system` and `user`, ending where the
-/// assistant's answer starts.
+/// The prompt text the chat template in a model's side files makes of `system` and `user`, ending where the
+/// assistant's answer starts. `model` names the model in errors.
 pub fn chat_prompt(
     side_files: &[SideFile],
     system: Option<&str>,
     user: &str,
     model: &str,
 ) -> Result<String> {
+    if user.is_empty() {
+        return Err(Error::Text(
+            "the chat message is empty: give a message".into(),
+        ));
+    }
     let template = chat_template(side_files)?.ok_or_else(|| {
         Error::Invalid(format!(
             "{model} has no chat template (chat_template.jinja, tokenizer_config.json or the GGUF's \
-             tokenizer.chat_template): give the whole prompt with --prompt"
+             tokenizer.chat_template): give the whole prompt as text instead"
         ))
     })?;
     let bad =
