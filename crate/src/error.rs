@@ -89,3 +89,11 @@ impl Error {
 
 /// Result with the core's error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `bytes` parsed as JSON into `T`; an error names the document (`what`) when they are not JSON of that shape.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Json {
+        what: what.into(),
+        message: e.to_string(),
+    })
+}

@@ -1,7 +1,7 @@
 //! The GGUF download: the pruned model the page holds (its `config.json` and `model.safetensors`, assembled from
 //! a run's parts) written as GGUF one tensor at a time, with the input's tokenizer and metadata.
 
-use prunelab::error::{Error, Result};
+use prunelab::error::{parse_json, Error, Result};
 use prunelab::io::gguf::metadata::output_metadata;
 use prunelab::io::gguf::{GgufDtype, GgufWriter};
 use prunelab::progress::{Progress, ProgressEvent};
@@ -31,12 +31,8 @@ pub fn gguf(
     let tokenizer = input
         .tokenizer
         .as_deref()
-        .map(serde_json::from_slice)
-        .transpose()
-        .map_err(|e| Error::Json {
-            what: "tokenizer.json".into(),
-            message: e.to_string(),
-        })?;
+        .map(|t| parse_json(t, "tokenizer.json"))
+        .transpose()?;
     let meta = output_metadata(
         &pruned.config,
         &input.gguf_metadata,

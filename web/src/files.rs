@@ -2,7 +2,7 @@
 //! byte ranges) or one `.gguf`. `Blob`s (and `File`s) are read with `Blob.slice` + `FileReaderSync`, so a file is
 //! never copied whole into wasm memory.
 
-use prunelab::error::{Error, Result};
+use prunelab::error::{parse_json, Error, Result};
 use prunelab::io::gguf::metadata::carried;
 use prunelab::io::gguf::reader::Value;
 use prunelab::io::gguf::tokenizer::tokenizer_json;
@@ -95,10 +95,7 @@ impl ModelFiles {
         shards: Vec<(String, Data)>,
     ) -> Result<Self> {
         let cfg = ModelConfig::from_json(config)?;
-        let base_config = serde_json::from_slice(config).map_err(|e| Error::Json {
-            what: "config.json".into(),
-            message: e.to_string(),
-        })?;
+        let base_config = parse_json(config, "config.json")?;
         if let Some(t) = &tokenizer {
             prunelab::io::Tokenizer::from_json(t)?;
         }

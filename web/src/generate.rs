@@ -3,7 +3,7 @@
 //! core `Decoder` and chat rendering as the CLI's `generate`, so the page and the CLI give the same tokens.
 
 use burn::tensor::backend::Backend;
-use prunelab::error::{Error, Result};
+use prunelab::error::{parse_json, Error, Result};
 use prunelab::eval::chat::chat_prompt;
 use prunelab::eval::generate::Decoder;
 use prunelab::eval::sampling::{Chooser, Sampling};
@@ -59,10 +59,7 @@ pub async fn generate(
     on_text: &OnText,
     progress: &JsProgress,
 ) -> Result<String> {
-    let req: Request = serde_json::from_str(request).map_err(|e| Error::Json {
-        what: "the generation request".into(),
-        message: e.to_string(),
-    })?;
+    let req: Request = parse_json(request.as_bytes(), "the generation request")?;
     if req.max_tokens == 0 {
         return Err(Error::Invalid(
             "the number of tokens to generate must be at least 1".into(),

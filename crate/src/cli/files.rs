@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde_json::Value as Json;
 
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::io::gguf::metadata::carried;
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
 use crate::io::side_files::{hf_side_files, stop_ids, SideFile, SIDE_FILES};
@@ -158,12 +158,7 @@ impl ModelInput {
         if !path.is_file() {
             return Ok(None);
         }
-        serde_json::from_slice(&read(&path)?)
-            .map(Some)
-            .map_err(|e| Error::Json {
-                what: name.into(),
-                message: e.to_string(),
-            })
+        parse_json(&read(&path)?, name).map(Some)
     }
 
     /// Metadata a GGUF input carries that outputs keep (general.* and tokenizer.*).
@@ -179,10 +174,7 @@ impl ModelInput {
 /// `model.safetensors`.
 fn weight_files(dir: &Path, index: Option<&[u8]>) -> Result<Vec<String>> {
     if let Some(index) = index {
-        let v: Json = serde_json::from_slice(index).map_err(|e| Error::Json {
-            what: "model.safetensors.index.json".into(),
-            message: e.to_string(),
-        })?;
+        let v: Json = parse_json(index, "model.safetensors.index.json")?;
         let map = v["weight_map"].as_object().ok_or_else(|| Error::Json {
             what: "model.safetensors.index.json".into(),
             message: "no weight_map object".into(),

@@ -15,7 +15,7 @@ use super::parse_enum;
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::BackendKind;
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::model::Llama;
 use crate::prune::allocate::Allocation;
@@ -202,10 +202,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         *length = args.calib_len.unwrap_or(*length);
     }
     if let Some(p) = &args.calib_ids {
-        let v: serde_json::Value = serde_json::from_slice(&read(p)?).map_err(|e| Error::Json {
-            what: p.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let v: serde_json::Value = parse_json(&read(p)?, &p.display().to_string())?;
         let windows: Vec<Vec<u32>> = serde_json::from_value(v).map_err(|e| Error::Json {
             what: p.display().to_string(),
             message: format!("expected [[id, …], …]: {e}"),

@@ -16,7 +16,7 @@ use super::output::{write_model, Extras, Format, ModelWeights, Target};
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::eval::perplexity::windows;
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::io::gguf::GgufDtype;
@@ -161,10 +161,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         )));
     }
     let mut recipe: TrainRecipe =
-        serde_json::from_slice(&read(&args.recipe)?).map_err(|e| Error::Json {
-            what: args.recipe.display().to_string(),
-            message: e.to_string(),
-        })?;
+        parse_json(&read(&args.recipe)?, &args.recipe.display().to_string())?;
     if let Some(steps) = args.steps {
         recipe.schedule.steps = steps;
         recipe.schedule.warmup = recipe.schedule.warmup.min(steps);

@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use super::safetensors_header::header;
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::model::WeightSource;
 
 /// Tensors of one or more safetensors files.
@@ -54,10 +54,7 @@ impl<'a> SafetensorsWeights<'a> {
             shards.push((file.clone(), st));
         }
         if let Some(index) = index {
-            let index: Index = serde_json::from_slice(index).map_err(|e| Error::Json {
-                what: "model.safetensors.index.json".into(),
-                message: e.to_string(),
-            })?;
+            let index: Index = parse_json(index, "model.safetensors.index.json")?;
             for (name, shard) in &index.weight_map {
                 let Some(&at) = location.get(name) else {
                     return Err(Error::Safetensors {

@@ -4,7 +4,7 @@
 
 use serde_json::Value as Json;
 
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::io::gguf::reader::Value;
 use crate::model::ModelConfig;
 
@@ -107,12 +107,7 @@ fn file<'a>(side_files: &'a [SideFile], name: &str) -> Option<&'a [u8]> {
 /// A side file parsed as JSON; `None` when it is absent, an error naming it when it is not JSON.
 fn json_file(side_files: &[SideFile], name: &str) -> Result<Option<Json>> {
     file(side_files, name)
-        .map(|bytes| {
-            serde_json::from_slice(bytes).map_err(|e| Error::Json {
-                what: name.into(),
-                message: e.to_string(),
-            })
-        })
+        .map(|bytes| parse_json(bytes, name))
         .transpose()
 }
 

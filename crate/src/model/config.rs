@@ -12,7 +12,7 @@ use super::rope;
 use super::rope_scaling::RopeKeys;
 pub use super::rope_scaling::{Llama3Scaling, RopeConfig, RopeScaling, YarnScaling};
 
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 
 /// Per-layer query head counts of a pruned model (extension key of `config.json`).
 pub const PER_LAYER_HEADS: &str = "num_attention_heads_per_layer";
@@ -154,10 +154,7 @@ fn per_layer(list: &Option<Vec<usize>>, key: &str, uniform: usize, n: usize) -> 
 impl HfConfig {
     /// Parses `config.json` bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Json {
-            what: "config.json".into(),
-            message: e.to_string(),
-        })
+        parse_json(bytes, "config.json")
     }
 
     /// Checks that the model is a plain LLaMA block stack and resolves the runtime configuration.

@@ -9,7 +9,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::structure::{expand, query_heads, Aggregation};
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::model::linear::Linear;
 use crate::model::llama::Block;
 use crate::model::{LayerShape, Llama, ModelConfig};
@@ -213,10 +213,7 @@ impl Plan {
 
     /// Parses a plan file.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let plan: Plan = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-            what: "plan".into(),
-            message: e.to_string(),
-        })?;
+        let plan: Plan = parse_json(bytes, "plan")?;
         if plan.format != PLAN_FORMAT || plan.version != PLAN_VERSION {
             return Err(Error::Invalid(format!(
                 "plan: format {} version {} (expected {PLAN_FORMAT} version {PLAN_VERSION})",

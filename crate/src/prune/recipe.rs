@@ -10,7 +10,7 @@ use super::importance::Importance;
 use super::linalg::Linalg;
 use super::plan::Plan;
 use super::structure::{Aggregation, StructureKind};
-use crate::error::{Error, Result};
+use crate::error::{parse_json, Error, Result};
 use crate::model::ModelConfig;
 
 /// Layers `[start, end)` that are pruned.
@@ -106,10 +106,7 @@ impl Default for Recipe {
 impl Recipe {
     /// Parses a recipe file.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Json {
-            what: "recipe".into(),
-            message: e.to_string(),
-        })
+        parse_json(bytes, "recipe")
     }
 
     /// Whether the run removes whole decoder layers (`--structures layers`).
