@@ -485,12 +485,77 @@ mod cli {
             (&v["ids"], &v["prompt_tokens"]),
             (&p["ids"], &p["prompt_tokens"])
         );
+        // A conversation from a file: the same turn as --system/--chat, then one with an answer and a follow-up.
+        let file = |name: &str, messages: serde_json::Value| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, messages.to_string()).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let messages = |path: &str| {
+            let out = chat(&model, &["--messages", path, "--json"]);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "{stderr}");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let one = file(
+            "one.json",
+            serde_json::json!([{"role": "system", "content": "  Be brief. "}, {"role": "user", "content": "What is a list?"}]),
+        );
+        let from_file = messages(&one);
+        assert_eq!(
+            (&from_file["chat_prompt"], &from_file["ids"]),
+            (&v["chat_prompt"], &v["ids"])
+        );
+        let two = file(
+            "two.json",
+            serde_json::json!([
+                {"role": "user", "content": "What is a list?"},
+                {"role": "assistant", "content": "A sequence."},
+                {"role": "user", "content": "And a tuple?"},
+            ]),
+        );
+        assert_eq!(
+            messages(&two)["chat_prompt"],
+            "<s><user>What is a list?</s>\n<assistant>A sequence.</s>\n<user>And a tuple?</s>\n<assistant>"
+        );
+        let ends_with_answer = file(
+            "answer.json",
+            serde_json::json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]),
+        );
+        let tool = file(
+            "tool.json",
+            serde_json::json!([{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]),
+        );
+        let late_system = file(
+            "system.json",
+            serde_json::json!([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]),
+        );
+        let garbled = dir.path().join("garbled.json");
+        std::fs::write(&garbled, "[{\"role\": \"user\"").unwrap();
+        let garbled = garbled.to_str().unwrap();
         for (args, message) in [
             (vec!["--chat", "boom"], "no booms"),
             (vec!["--chat", ""], "the chat message is empty"),
             (
                 vec!["--system", "x", "--prompt", "a"],
                 "--system goes with --chat",
+            ),
+            (
+                vec!["--messages", &ends_with_answer],
+                "a conversation ends with the user's message",
+            ),
+            (
+                vec!["--messages", &tool],
+                "chat message 1: role \"tool\" (expected system, user, assistant",
+            ),
+            (
+                vec!["--messages", &late_system],
+                "chat message 2: role \"system\" (expected user, assistant; a system message comes first)",
+            ),
+            (vec!["--messages", garbled], "garbled.json: invalid JSON"),
+            (
+                vec!["--messages", &one, "--chat", "hi"],
+                "cannot be used with",
             ),
         ] {
             let out = chat(&model, &args);

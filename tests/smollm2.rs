@@ -606,7 +606,7 @@ fn query_heads_go_evenly_from_every_group_and_are_repaired_by_least_squares() {
 }
 
 #[test]
-fn a_chat_turn_uses_the_gguf_template_and_ends_at_its_eos() {
+fn chat_turns_use_the_gguf_template_and_end_at_its_eos() {
     let src = models().join("smollm2-135m.gguf");
     let out = run_cli(&[
         "generate",
@@ -630,4 +630,34 @@ fn a_chat_turn_uses_the_gguf_template_and_ends_at_its_eos() {
         2,
         "<|im_end|>"
     );
+    // The conversation goes on: the answer and a follow-up, rendered turn by turn.
+    let dir = tempfile::tempdir().unwrap();
+    let conversation = dir.path().join("conversation.json");
+    let messages = serde_json::json!([
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": v["text"]},
+        {"role": "user", "content": "And of Italy?"},
+    ]);
+    std::fs::write(&conversation, messages.to_string()).unwrap();
+    let out = run_cli(&[
+        "generate",
+        src.to_str().unwrap(),
+        "--messages",
+        conversation.to_str().unwrap(),
+        "--tokens",
+        "48",
+        "--json",
+    ]);
+    let w: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let prompt = w["chat_prompt"].as_str().unwrap();
+    assert!(
+        prompt.ends_with(
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n\
+             The capital of France is Paris.<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        ),
+        "{prompt}"
+    );
+    assert_eq!(w["text"], "The capital of Italy is Rome.");
+    assert_eq!(w["finish_reason"], "eos");
 }

@@ -2,7 +2,8 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { worker: null, next: 1, pending: new Map(), methods: null, sideFiles: [], webgpu: null, model: null,
-  modelName: "", parts: null, partsOf: null, lastReport: null, runs: [], running: null, generating: null };
+  modelName: "", parts: null, partsOf: null, lastReport: null, runs: [], running: null, generating: null,
+  conversation: [] };
 
 // ---- worker -------------------------------------------------------------------------------------------
 function startWorker() {
@@ -101,6 +102,7 @@ const mb = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
 function modelLoaded(summary, name) {
   try { checkMemory(summary); } catch (e) { state.model = null; state.blocked = false; syncButtons(); throw e; }
   state.model = summary; state.modelName = name;
+  newConversation(); // another model, another tokenizer and template
   const c = summary.config;
   $("model-summary").textContent = `${name}: ${summary.params.total.toLocaleString()} parameters, ` +
     `${c.layers.length} layers, hidden ${c.hidden_size}, vocab ${c.vocab_size}` +
@@ -357,33 +359,41 @@ async function downloadGguf() {
 }
 
 // ---- try the model ---------------------------------------------------------------------------------------
-// A continuation or a chat answer, shown token by token; Stop ends it between tokens and keeps the text.
+// A continuation, or the next answer of a conversation (chat messages through the model's chat template), shown
+// token by token; Stop ends it between tokens and keeps the text. The conversation goes on with either model
+// (ask the pruned one what the loaded one was asked) until New conversation or another model is loaded.
+const turn = (m) => `${m.role === "assistant" ? "model" : m.role === "user" ? "you" : m.role}: ${m.content}`;
 async function generate() {
   showError("");
-  const temperature = Number($("try-temperature").value);
+  const temperature = Number($("try-temperature").value), chat = $("try-chat").checked, text = $("try-text").value;
+  const system = $("try-system").value.trim() ? [{ role: "system", content: $("try-system").value }] : [];
+  const asked = { role: "user", content: text };
   const request = {
-    text: $("try-text").value, chat: $("try-chat").checked, max_tokens: Number($("try-tokens").value),
-    system: $("try-chat").checked && $("try-system").value.trim() ? $("try-system").value : null,
+    ...(chat ? { messages: [...system, ...state.conversation, asked] } : { text }),
+    max_tokens: Number($("try-tokens").value),
     // Temperature 0 is greedy decoding.
     sampling: temperature > 0 ? { temperature, top_k: Number($("try-top-k").value), top_p: Number($("try-top-p").value),
       seed: Number($("try-seed").value) } : null,
   };
   const pruned = $("try-model").value === "pruned";
-  const shown = request.chat ? "" : request.text; // a continuation is shown after its text
-  $("try-out").textContent = ""; $("try-stats").textContent = "loading the model…";
+  // A continuation is shown after its text; an answer after the conversation so far.
+  const before = chat ? [...state.conversation, asked].map(turn).join("\n") + "\nmodel: " : text;
+  $("try-out").textContent = before; $("try-stats").textContent = "loading the model…";
   state.generating = true; syncButtons();
   try {
     const args = { request: JSON.stringify(request), useGpu: gpuChosen(),
       config: pruned ? new Uint8Array(await new Blob(state.parts.get("config.json")).arrayBuffer()) : null,
       weights: pruned ? new Blob(state.parts.get("model.safetensors")) : null };
     state.generating = call("generate", args, {
-      onText: (m) => { $("try-out").textContent = shown + m.text; $("try-stats").textContent = `${m.tokens} tokens…`; },
+      onText: (m) => { $("try-out").textContent = before + m.text; $("try-stats").textContent = `${m.tokens} tokens…`; },
       onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; },
     });
     $("try-stop").disabled = false;
     const out = await state.generating;
     state.lastGenerated = out;
-    $("try-out").textContent = shown + out.text;
+    $("try-out").textContent = before + out.text;
+    if (chat) { state.conversation.push(asked, { role: "assistant", content: out.text }); $("try-text").value = ""; }
+    $("try-new").disabled = !state.conversation.length;
     const speed = out.decode_tokens_per_second ? `, ${out.decode_tokens_per_second.toFixed(1)} tokens/s` : "";
     $("try-stats").textContent = `${out.ids.length} tokens (${{ eos: "ended the text", length: "the most asked for",
       stopped: "stopped" }[out.finish_reason]}) after a ${out.prompt_tokens}-token prompt — load ${out.load_seconds.toFixed(2)} s, ` +
@@ -391,6 +401,9 @@ async function generate() {
       (out.sampling ? `; sampled at temperature ${out.sampling.temperature}, seed ${out.sampling.seed}` : "; greedy");
   } catch (e) { $("try-stats").textContent = ""; showError("generate: " + e.message); }
   finally { state.generating = null; $("try-stop").disabled = true; syncButtons(); }
+}
+function newConversation() {
+  state.conversation = []; $("try-out").textContent = ""; $("try-stats").textContent = ""; $("try-new").disabled = true;
 }
 function stopGenerating() {
   if (!state.generating?.id) return;
@@ -421,7 +434,7 @@ async function main() {
   $("run").onclick = run; $("cancel").onclick = cancel;
   $("download-zip").onclick = () => save(zip([...state.parts].map(([n, p]) => ["pruned/" + n, p])), "pruned-model.zip");
   $("download-gguf").onclick = downloadGguf;
-  $("try-go").onclick = generate; $("try-stop").onclick = stopGenerating;
+  $("try-go").onclick = generate; $("try-stop").onclick = stopGenerating; $("try-new").onclick = newConversation;
   $("download-report").onclick = () => save(new Blob([JSON.stringify(state.lastReport, null, 2)], { type: "application/json" }), "report.json");
   syncRecipe();
   window.labState = state; // for the console and the end-to-end test

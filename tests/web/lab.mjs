@@ -10,8 +10,9 @@
 //    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
 //    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
 //    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files;
-//    "Try the model" gives the CLI's tokens for a greedy continuation of the loaded model and a sampled chat answer
-//    of the pruned one, and Stop ends a long continuation between tokens, keeping the CLI's first tokens. WebGPU
+//    "Try the model" gives the CLI's tokens for a greedy continuation of the loaded model, a sampled chat answer
+//    of the pruned one and the loaded model's answer to a follow-up of that conversation, and Stop ends a long
+//    continuation between tokens, keeping the CLI's first tokens. WebGPU
 //    (stage 1) gives the CLI's greedy continuation too.
 // Every request must go to the page's own origin. Screenshots of each step go to SHOTS_DIR.
 import { chromium } from "playwright-core";
@@ -315,9 +316,22 @@ try {
   const answer = await tryModel(cpu.page, { model: "pruned", chat: true, text: QUESTION, tokens: 24, temperature: 0.8, topK: 20, seed: 7 });
   const cliAnswer = cli("generate", fromHf, "--chat", QUESTION, "--temperature", "0.8", "--top-k", "20", "--seed", "7", "--tokens", "24", "--json");
   sameIds(answer.ids, cliAnswer.ids, "sampled chat answer of the pruned model");
-  if (answer.chat_prompt !== cliAnswer.chat_prompt || answer.shown !== cliAnswer.text || answer.ids.join() === greedy.ids.join())
-    throw new Error(`chat prompt ${JSON.stringify(answer.chat_prompt)} vs ${JSON.stringify(cliAnswer.chat_prompt)}`);
+  if (answer.chat_prompt !== cliAnswer.chat_prompt || answer.shown !== `you: ${QUESTION}\nmodel: ${cliAnswer.text}`)
+    throw new Error(`chat prompt ${JSON.stringify(answer.chat_prompt)} vs ${JSON.stringify(cliAnswer.chat_prompt)}; shown ${JSON.stringify(answer.shown)}`);
+  // The conversation goes on with the loaded model: the CLI answers the same messages (--messages) alike.
+  const FOLLOW_UP = "And a tuple?";
+  const followUp = await tryModel(cpu.page, { model: "loaded", chat: true, text: FOLLOW_UP, tokens: 16 });
+  const conversation = [{ role: "user", content: QUESTION }, { role: "assistant", content: answer.text }, { role: "user", content: FOLLOW_UP }];
+  await writeFile(join(tmp, "conversation.json"), JSON.stringify(conversation));
+  const cliFollowUp = cli("generate", demoSide, "--messages", join(tmp, "conversation.json"), "--tokens", "16", "--json");
+  sameIds(followUp.ids, cliFollowUp.ids, "the loaded model's answer to the pruned model's conversation");
+  const transcript = `you: ${QUESTION}\nmodel: ${answer.text}\nyou: ${FOLLOW_UP}\nmodel: ${cliFollowUp.text}`;
+  if (followUp.chat_prompt !== cliFollowUp.chat_prompt || followUp.shown !== transcript)
+    throw new Error(`follow-up: ${JSON.stringify(followUp.chat_prompt)} vs ${JSON.stringify(cliFollowUp.chat_prompt)}; shown ${JSON.stringify(followUp.shown)}`);
   await cpu.shot("10-try");
+  await cpu.page.click("#try-new");
+  if ((await cpu.page.textContent("#try-out")) || (await cpu.page.evaluate(() => window.labState.conversation.length)))
+    throw new Error("New conversation kept the conversation");
   // Stop: a long continuation ends between tokens and keeps what came (the CLI's first tokens).
   const stopped = await tryModel(cpu.page, { model: "loaded", text: TEXT, tokens: 3000, stopAfter: 5 });
   const cliLong = cli("generate", demoSide, "--prompt", TEXT, "--tokens", "400", "--json");

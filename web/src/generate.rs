@@ -1,10 +1,10 @@
-//! "Try the model": a continuation of a text, or the answer to a chat message put into the model's chat template,
+//! "Try the model": a continuation of a text, or the answer to a conversation put into the model's chat template,
 //! from the loaded model or a run's pruned one, greedy or sampled, handed to the page token by token. The same
 //! core `Decoder` and chat rendering as the CLI's `generate`, so the page and the CLI give the same tokens.
 
 use burn::tensor::backend::Backend;
 use prunelab::error::{parse_json, Error, Result};
-use prunelab::eval::chat::chat_prompt;
+use prunelab::eval::chat::{chat_prompt, ChatMessage};
 use prunelab::eval::generate::Decoder;
 use prunelab::eval::sampling::{Chooser, Sampling};
 use prunelab::io::side_files::stop_ids;
@@ -18,17 +18,17 @@ use web_time::Instant;
 use crate::files::ModelFiles;
 use crate::host::JsProgress;
 
-/// What the page asks for (JSON).
+/// What the page asks for (JSON): a `text` to continue or `messages` to answer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
-    /// The text to continue, or the user's message when `chat`.
-    pub text: String,
-    /// Put `text` (after `system`, if any) into the model's chat template, with the assistant's turn opened.
+    /// The text to continue, as it is.
     #[serde(default)]
-    pub chat: bool,
+    pub text: Option<String>,
+    /// A conversation ending with the user's message, put into the model's chat template with the assistant's
+    /// turn opened.
     #[serde(default)]
-    pub system: Option<String>,
+    pub messages: Option<Vec<ChatMessage>>,
     /// Most tokens to generate; fewer when the model ends the text or the page says stop.
     pub max_tokens: usize,
     /// `None`: greedy decoding.
@@ -69,25 +69,23 @@ pub async fn generate(
         Some(s) => Chooser::sample(s)?,
         None => Chooser::Greedy,
     };
-    if req.system.is_some() && !req.chat {
-        return Err(Error::Invalid(
-            "a system message goes with a chat message".into(),
-        ));
-    }
     let tokenizer = input.tokenizer.as_deref().ok_or_else(|| {
         Error::Tokenizer("the model has no tokenizer.json: texts cannot be tokenized".into())
     })?;
     let tok = Tokenizer::from_json(tokenizer)?;
-    let chat = match req.chat {
-        true => Some(chat_prompt(
-            &input.side_files,
-            req.system.as_deref(),
-            &req.text,
-            "the model",
-        )?),
-        false => None,
+    let chat = match &req.messages {
+        Some(m) => Some(chat_prompt(&input.side_files, m, "the model")?),
+        None => None,
     };
-    let prompt = tok.encode(chat.as_deref().unwrap_or(&req.text))?;
+    let prompt = match (&req.text, &chat) {
+        (Some(text), None) => tok.encode(text)?,
+        (None, Some(chat)) => tok.encode(chat)?,
+        _ => {
+            return Err(Error::Invalid(
+                "give a text to continue or chat messages to answer (one of the two)".into(),
+            ))
+        }
+    };
     let stop = stop_ids(&input.config, input.base_config.as_ref(), &input.side_files)?;
     let job = Job {
         model,

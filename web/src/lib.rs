@@ -237,7 +237,7 @@ impl Lab {
         })
     }
 
-    /// Generates for `request` (JSON: `text`, `chat`, `system`, `max_tokens`, `sampling`) with the loaded model,
+    /// Generates for `request` (JSON: `text` or `messages`, `max_tokens`, `sampling`) with the loaded model,
     /// or with a run's pruned model when its `config.json` bytes and `model.safetensors` `Blob` are given, on
     /// WebGPU (`gpu`) or the CPU. `on_text(text, tokens)` receives the text so far after every token;
     /// `progress(stage, done, total)` counts tokens; `checkpoint()` between tokens returns a promise of whether to

@@ -1,4 +1,5 @@
-//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json | --chat TEXT [--system TEXT] [--tokens 32] [--ignore-eos]
+//! `prunelab generate MODEL --prompt TEXT | --prompt-ids FILE.json | --chat TEXT [--system TEXT] | --messages FILE.json
+//! [--tokens 32] [--ignore-eos]
 //! [--temperature T [--top-k K] [--top-p P] [--seed S]] [--backend cpu|wgpu|cuda] [--precision f32|bf16] [--json]`:
 //! a greedy (or sampled) continuation, and how fast the model decodes it.
 
@@ -11,8 +12,8 @@ use serde::Serialize;
 
 use super::files::{read, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
-use crate::error::{Error, Result};
-use crate::eval::chat::chat_prompt;
+use crate::error::{parse_json, Error, Result};
+use crate::eval::chat::{chat_prompt, turn, ChatMessage};
 use crate::eval::generate::Decoder;
 use crate::eval::sampling::{Chooser, Sampling};
 use crate::io::tokenizer::ids_from_json;
@@ -26,7 +27,7 @@ pub struct GenerateArgs {
     #[arg(
         long,
         conflicts_with_all = ["prompt_ids", "chat"],
-        required_unless_present_any = ["prompt_ids", "chat"]
+        required_unless_present_any = ["prompt_ids", "chat", "messages"]
     )]
     prompt: Option<String>,
     /// Pre-tokenized prompt: JSON `[id, …]`.
@@ -38,6 +39,10 @@ pub struct GenerateArgs {
     /// A system message before `--chat`'s user message.
     #[arg(long)]
     system: Option<String>,
+    /// A conversation to answer: JSON `[{"role": "system" | "user" | "assistant", "content": TEXT}, …]` ending
+    /// with the user's message, put into the model's chat template (with the assistant's turn opened).
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_ids", "chat", "system"])]
+    messages: Option<PathBuf>,
     /// Most tokens to generate; fewer when the model ends the text (an `eos_token_id` of `config.json` or
     /// `generation_config.json`, or a GGUF's end-of-sequence/turn/message token).
     #[arg(long, default_value_t = 32)]
@@ -147,11 +152,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "--system goes with --chat (a system message before the user's)".into(),
         ));
     }
-    let chat_text = match &args.chat {
-        Some(user) => Some(chat_prompt(
+    let messages = match (&args.chat, &args.messages) {
+        (Some(user), _) => Some(turn(args.system.as_deref(), user)),
+        (None, Some(path)) => Some(parse_json::<Vec<ChatMessage>>(
+            &read(path)?,
+            &path.display().to_string(),
+        )?),
+        (None, None) => None,
+    };
+    let chat_text = match &messages {
+        Some(m) => Some(chat_prompt(
             &input.side_files()?,
-            args.system.as_deref(),
-            user,
+            m,
             &args.model.display().to_string(),
         )?),
         None => None,
@@ -175,7 +187,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             })?
             .encode(text)?,
         (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
-        (None, None) => unreachable!("clap requires --prompt, --prompt-ids or --chat"),
+        (None, None) => unreachable!("clap requires --prompt, --prompt-ids, --chat or --messages"),
     };
     let out = run_on(
         kind,

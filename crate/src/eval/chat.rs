@@ -1,30 +1,79 @@
-//! A chat turn as a prompt: one user message (after an optional system message) rendered with the model's chat
-//! template, as
-//! transformers' `apply_chat_template(…, add_generation_prompt=True)` renders it: Jinja with `trim_blocks` and
-//! `lstrip_blocks`, loop controls, `tojson`, `raise_exception`, Python's string methods, and the tokenizer's
-//! `bos_token` / `eos_token` text.
+//! A conversation as a prompt: its messages (an optional system message, then user and assistant turns, ending
+//! with the user's) rendered with the model's chat template, as transformers' `apply_chat_template(…,
+//! add_generation_prompt=True)` renders them: Jinja with `trim_blocks` and `lstrip_blocks`, loop controls,
+//! `tojson`, `raise_exception`, Python's string methods, and the tokenizer's `bos_token` / `eos_token` text.
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
 use minijinja::{context, Environment, ErrorKind, Value};
-use serde_json::{json, Value as Json};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::side_files::{chat_template, special_token, SideFile};
 
-/// The prompt text the chat template in a model's side files makes of `system` and `user`, ending where the
-/// assistant's answer starts. `model` names the model in errors.
+/// One message of a conversation: `role` `system`, `user` or `assistant`, and its text (JSON `{"role", "content"}`,
+/// as transformers takes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The messages of a turn: `system` (if any), then `user`.
+pub fn turn(system: Option<&str>, user: &str) -> Vec<ChatMessage> {
+    system
+        .map(|s| ChatMessage::new("system", s))
+        .into_iter()
+        .chain([ChatMessage::new("user", user)])
+        .collect()
+}
+
+/// Refuses a conversation a model cannot answer: no messages, a role other than `system` (first only), `user`
+/// and `assistant`, or a last message that is not a non-empty one of the user's.
+fn check(messages: &[ChatMessage]) -> Result<()> {
+    for (i, m) in messages.iter().enumerate() {
+        let allowed = match i {
+            0 => ["system", "user", "assistant"].as_slice(),
+            _ => ["user", "assistant"].as_slice(),
+        };
+        if !allowed.contains(&m.role.as_str()) {
+            return Err(Error::Invalid(format!(
+                "chat message {}: role {:?} (expected {}; a system message comes first)",
+                i + 1,
+                m.role,
+                allowed.join(", ")
+            )));
+        }
+    }
+    match messages.last() {
+        Some(m) if m.role == "user" && !m.content.is_empty() => Ok(()),
+        Some(m) if m.role == "user" => Err(Error::Text(
+            "the chat message is empty: give a message".into(),
+        )),
+        _ => Err(Error::Invalid(
+            "a conversation ends with the user's message, which the model answers".into(),
+        )),
+    }
+}
+
+/// The prompt text the chat template in a model's side files makes of `messages`, ending where the assistant's
+/// answer starts. `model` names the model in errors.
 pub fn chat_prompt(
     side_files: &[SideFile],
-    system: Option<&str>,
-    user: &str,
+    messages: &[ChatMessage],
     model: &str,
 ) -> Result<String> {
-    if user.is_empty() {
-        return Err(Error::Text(
-            "the chat message is empty: give a message".into(),
-        ));
-    }
+    check(messages)?;
     let template = chat_template(side_files)?.ok_or_else(|| {
         Error::Invalid(format!(
             "{model} has no chat template (chat_template.jinja, tokenizer_config.json or the GGUF's \
@@ -48,11 +97,6 @@ pub fn chat_prompt(
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
         },
     );
-    let messages: Vec<Json> = system
-        .map(|s| json!({"role": "system", "content": s}))
-        .into_iter()
-        .chain([json!({"role": "user", "content": user})])
-        .collect();
     let (bos_token, eos_token) = (
         special_token(side_files, "bos_token")?,
         special_token(side_files, "eos_token")?,
