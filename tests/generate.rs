@@ -246,6 +246,16 @@ mod cli {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
     }
 
+    /// A copy of the demo model's config, weights and tokenizer in `dir/demo`, to add side files to.
+    fn demo_copy(dir: &Path) -> PathBuf {
+        let model = dir.join("demo");
+        std::fs::create_dir(&model).unwrap();
+        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(demo().join(name), model.join(name)).unwrap();
+        }
+        model
+    }
+
     fn generate(args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_prunelab"))
             .arg("generate")
@@ -373,11 +383,7 @@ mod cli {
     #[test]
     fn generate_stops_at_end_of_text_unless_told_not_to() {
         let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("demo");
-        std::fs::create_dir(&model).unwrap();
-        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
-            std::fs::copy(demo().join(name), model.join(name)).unwrap();
-        }
+        let model = demo_copy(dir.path());
         let run = |extra: &[&str]| {
             let mut args = vec![
                 "generate",
@@ -443,11 +449,7 @@ mod cli {
     #[test]
     fn generate_chat_renders_the_template_as_transformers_does() {
         let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("demo");
-        std::fs::create_dir(&model).unwrap();
-        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
-            std::fs::copy(demo().join(name), model.join(name)).unwrap();
-        }
+        let model = demo_copy(dir.path());
         // Block tags on their own lines (trim_blocks, lstrip_blocks), a Python string method, raise_exception.
         let template = "{{ bos_token }}{% for m in messages %}\n  {% if m.content == 'boom' %}\n{{ raise_exception('no booms') }}\n  {% endif %}\n<{{ m.role }}>{{ m.content.strip() }}{{ eos_token }}\n{% endfor %}\n{% if add_generation_prompt %}<assistant>{% endif %}";
         let config = serde_json::json!({"chat_template": template, "bos_token": {"content": "<s>"}, "eos_token": "</s>"});
