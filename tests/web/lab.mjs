@@ -5,9 +5,9 @@
 //    recipe; the zip download evaluates (CLI) to the same perplexity; a tensor over the adapter's binding limit
 //    blocks WebGPU runs and not CPU ones.
 // 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
-//    perplexity; a garbled safetensors upload and a config that does not match the weights show errors; the demo
-//    uploaded as one .gguf loads; Cancel stops a run between layers without restarting the core; a following run
-//    on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
+//    perplexity; a garbled safetensors upload, a config that does not match the weights and a garbled
+//    tokenizer_config.json show errors; the demo uploaded as one .gguf loads; Cancel stops a run between layers
+//    without restarting the core; a following run on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
 //    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
 //    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files;
 //    "Try the model" gives the CLI's tokens for a greedy continuation of the loaded model, a sampled chat answer
@@ -209,6 +209,14 @@ try {
   const layer = `model.layers.${config.num_hidden_layers - 1}.`;
   await cpu.page.waitForFunction((l) => document.getElementById("error").textContent.includes(l), layer, { timeout: 60000 });
   console.log("ok  mismatched files: " + (await cpu.page.textContent("#error")));
+  // A garbled tokenizer_config.json beside good weights is named at the upload.
+  const garbledSide = join(tmp, "garbled-side");
+  await mkdir(garbledSide);
+  for (const f of ["config.json", "tokenizer.json", "model.safetensors"]) await writeFile(join(garbledSide, f), await readFile(join(repo, "models/demo", f)));
+  await writeFile(join(garbledSide, "tokenizer_config.json"), '{"chat_template": ');
+  await cpu.page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors", "tokenizer_config.json"].map((f) => join(garbledSide, f)));
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("tokenizer_config.json: invalid JSON"), null, { timeout: 60000 });
+  console.log("ok  garbled tokenizer_config.json: " + (await cpu.page.textContent("#error")));
   // The demo with a chat template and generation defaults, as an HF folder and as one .gguf (converted by the CLI).
   const demoSide = join(tmp, "demo-side");
   await mkdir(demoSide);

@@ -9,7 +9,7 @@ use prunelab::io::gguf::tokenizer::tokenizer_json;
 use prunelab::io::gguf::GgufModel;
 use prunelab::io::ranges::ByteRanges;
 use prunelab::io::safetensors_ranges::RangedSafetensors;
-use prunelab::io::side_files::{chat_template, hf_side_files, SideFile};
+use prunelab::io::side_files::{chat_template, hf_side_files, stop_ids, SideFile};
 use prunelab::model::params::count_params;
 use prunelab::model::weights::check_inventory;
 use prunelab::model::{ModelConfig, WeightSource};
@@ -99,6 +99,9 @@ impl ModelFiles {
         if let Some(t) = &tokenizer {
             prunelab::io::Tokenizer::from_json(t)?;
         }
+        // The side files are read when the model generates: a garbled one is named at the upload.
+        chat_template(&side_files)?;
+        stop_ids(&cfg, Some(&base_config), &side_files)?;
         Self {
             config: cfg,
             base_config: Some(base_config),
