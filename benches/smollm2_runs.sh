@@ -10,8 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 shared="${PRUNELAB_SHARED:-../shared}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-cargo build --quiet --release
-bin="${CARGO_TARGET_DIR:-target}/release/prunelab"
+# PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
+bin="${PRUNELAB_BIN:-${CARGO_TARGET_DIR:-target}/release/prunelab}"
+[ -n "${PRUNELAB_BIN:-}" ] || cargo build --quiet --release
 measure() {
     local name=$1; shift
     local start end

@@ -1,44 +1,56 @@
-//! `prunelab eval MODEL --text FILE | --ids FILE.json [--seq-len 128] [--max-windows N] [--batch B]
-//! [--backend cpu|wgpu|cuda] [--json]`.
+//! `prunelab eval MODEL --text FILE | --ids FILE.json | --tasks FILE.jsonl [--seq-len 128] [--max-windows N]
+//! [--max-items N] [--batch B] [--backend cpu|wgpu|cuda] [--json]`: perplexity, or multiple-choice accuracy.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::files::{read, read_text, ModelInput};
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
 use crate::error::{Error, Result};
-use crate::eval::{perplexity, Perplexity, PerplexityOptions};
-use crate::io::tokenizer::ids_from_json;
+use crate::eval::choice::{parse_items, ChoiceScores};
+use crate::eval::{
+    perplexity, score_choices, ChoiceItem, ChoiceOptions, Perplexity, PerplexityOptions,
+};
+use crate::io::tokenizer::{ids_from_json, Tokenizer};
 use crate::model::Llama;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["text", "ids", "tasks"])))]
 pub struct EvalArgs {
-    /// HF model folder (config.json + *.safetensors, tokenizer.json for --text) or a .gguf file.
+    /// HF model folder (config.json + *.safetensors, tokenizer.json for --text / --tasks) or a .gguf file.
     model: PathBuf,
     /// Text to evaluate, tokenized with the model's tokenizer (no special tokens).
-    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    #[arg(long)]
     text: Option<PathBuf>,
     /// Pre-tokenized input: JSON `[id, …]` or `[[id, …], …]` (windows are concatenated).
     #[arg(long)]
     ids: Option<PathBuf>,
+    /// A multiple-choice task instead of perplexity: JSON lines `{"context": …, "choices": […], "gold": i}`,
+    /// scored as lm-evaluation-harness does (acc, acc_norm).
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+    /// Score only the first N items of --tasks.
+    #[arg(long, conflicts_with_all = ["text", "ids"])]
+    max_items: Option<usize>,
     /// Tokens per window.
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
     /// Evaluate only the first N windows.
     #[arg(long)]
     max_windows: Option<usize>,
-    /// Windows per forward pass.
+    /// Windows (or choices) per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// Print one JSON object (ppl, mean_nll, tokens, windows, seconds, backend).
+    /// Print one JSON object (ppl, mean_nll, tokens, windows, seconds, backend; for --tasks acc, acc_norm,
+    /// their standard errors, items, choices, tokens and every choice's log-likelihood).
     #[arg(long)]
     json: bool,
 }
@@ -65,21 +77,92 @@ impl BackendJob for EvalJob<'_> {
     }
 }
 
+struct ChoiceJob<'a> {
+    input: &'a ModelInput,
+    tokenizer: Tokenizer,
+    items: Vec<ChoiceItem>,
+    opts: ChoiceOptions,
+}
+
+impl BackendJob for ChoiceJob<'_> {
+    type Output = ChoiceScores;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ChoiceScores> {
+        let model = self
+            .input
+            .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
+        pollster::block_on(score_choices(
+            &model,
+            &self.tokenizer,
+            &self.items,
+            &self.opts,
+            &device,
+            &Bars::default(),
+        ))
+    }
+}
+
+fn tokenizer(input: &ModelInput, args: &EvalArgs, instead: &str) -> Result<Tokenizer> {
+    input.tokenizer()?.ok_or_else(|| {
+        Error::Tokenizer(format!(
+            "{} has no tokenizer.json{instead}",
+            args.model.display()
+        ))
+    })
+}
+
+/// `--tasks`: scores every choice and prints the accuracy.
+fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &PathBuf) -> Result<()> {
+    let items = parse_items(&read(path)?, &path.display().to_string())?;
+    let job = ChoiceJob {
+        input,
+        tokenizer: tokenizer(input, args, "")?,
+        items,
+        opts: ChoiceOptions {
+            batch: args.batch,
+            max_items: args.max_items,
+        },
+    };
+    let items = job.items.clone();
+    let start = Instant::now();
+    let scores = run_on(kind, Precision::F32, job)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let items = &items[..scores.log_likelihoods.len()];
+    let acc = scores.accuracy(items);
+    if args.json {
+        let mut v = serde_json::to_value(&acc).expect("serialisable");
+        v["log_likelihoods"] = serde_json::to_value(&scores.log_likelihoods).expect("serialisable");
+        v["seconds"] = seconds.into();
+        v["backend"] = kind.name().into();
+        println!("{v}");
+    } else {
+        let stderr = |s: Option<f64>| s.map(|s| format!(" ± {:.4}", s)).unwrap_or_default();
+        println!(
+            "acc {:.4}{} · acc_norm {:.4}{} over {} items ({} choices, {} tokens scored) · {:.2} s on {}",
+            acc.acc,
+            stderr(acc.acc_stderr),
+            acc.acc_norm,
+            stderr(acc.acc_norm_stderr),
+            acc.items,
+            acc.choices,
+            acc.tokens,
+            seconds,
+            kind.name()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let kind = BackendKind::parse(&args.backend)?;
     let input = ModelInput::open(&args.model)?;
+    if let Some(path) = &args.tasks {
+        return run_tasks(&args, kind, &input, path);
+    }
     let ids = match (&args.text, &args.ids) {
-        (Some(text), _) => {
-            let tok = input.tokenizer()?.ok_or_else(|| {
-                Error::Tokenizer(format!(
-                    "{} has no tokenizer.json; pass pre-tokenized input with --ids",
-                    args.model.display()
-                ))
-            })?;
-            tok.encode(&read_text(text)?)?
-        }
+        (Some(text), _) => tokenizer(&input, &args, "; pass pre-tokenized input with --ids")?
+            .encode(&read_text(text)?)?,
         (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
-        (None, None) => unreachable!("clap requires --text or --ids"),
+        (None, None) => unreachable!("clap requires --text, --ids or --tasks"),
     };
     let opts = PerplexityOptions {
         seq_len: args.seq_len,

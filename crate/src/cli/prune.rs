@@ -16,7 +16,12 @@ use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::BackendKind;
 use crate::error::{parse_json, Error, Result};
-use crate::eval::{perplexity, Perplexity, PerplexityOptions};
+use crate::eval::choice::parse_items;
+use crate::eval::{
+    choice_accuracy, perplexity, ChoiceAccuracy, ChoiceItem, ChoiceOptions, Perplexity,
+    PerplexityOptions,
+};
+use crate::io::tokenizer::Tokenizer;
 use crate::model::Llama;
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{sample_windows, CalibSource};
@@ -25,7 +30,7 @@ use crate::prune::linalg::Linalg;
 use crate::prune::pipeline::{apply_plan, prune};
 use crate::prune::plan::Plan;
 use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
-use crate::prune::report::{EvalReport, Report, StageTime};
+use crate::prune::report::{EvalReport, Report, StageTime, TasksReport};
 use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
 
@@ -99,6 +104,12 @@ pub struct PruneArgs {
     /// Evaluate only the first N windows (default 64, as the reference numbers).
     #[arg(long, default_value_t = 64)]
     eval_windows: usize,
+    /// A multiple-choice task (JSON lines, see `eval --tasks`): accuracy before and after.
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+    /// Score only the first N items of --tasks.
+    #[arg(long, requires = "tasks")]
+    tasks_items: Option<usize>,
     /// Write only the plan (JSON) to --out; apply it later with --plan.
     #[arg(long)]
     plan_only: bool,
@@ -113,7 +124,7 @@ pub struct PruneArgs {
     /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations
     /// (training-free scores, any allocation — global scores every layer in a first streamed pass — or
     /// --plan; no --eval).
-    #[arg(long, conflicts_with_all = ["eval", "plan_only"])]
+    #[arg(long, conflicts_with_all = ["eval", "tasks", "plan_only"])]
     pub(super) stream: bool,
 }
 
@@ -226,6 +237,30 @@ struct PruneJob<'a> {
     plan: Option<Plan>,
     calib: Vec<Vec<u32>>,
     eval_ids: Option<Vec<u32>>,
+    tasks: Option<Tasks>,
+}
+
+/// `--tasks`: the items and the tokenizer that splits them.
+struct Tasks {
+    name: String,
+    items: Vec<ChoiceItem>,
+    tokenizer: Tokenizer,
+    opts: ChoiceOptions,
+}
+
+impl Tasks {
+    fn accuracy<B: Backend>(&self, model: &Llama<B>, device: &B::Device) -> Result<ChoiceAccuracy> {
+        let progress = Bars::default();
+        let run = choice_accuracy(
+            model,
+            &self.tokenizer,
+            &self.items,
+            &self.opts,
+            device,
+            &progress,
+        );
+        pollster::block_on(run)
+    }
 }
 
 fn eval<B: Backend>(
@@ -258,6 +293,10 @@ impl BackendJob for PruneJob<'_> {
         let before = match (&self.eval_ids, &spec) {
             (Some(ids), Some(spec)) => Some(eval(&model.valid(), ids, spec, &device)?),
             _ => None,
+        };
+        let tasks_before = match &self.tasks {
+            Some(t) => Some(t.accuracy(&model.valid(), &device)?),
+            None => None,
         };
         let (pruned, plan, ratio, scores, reconstruction) = match self.plan {
             Some(plan) => {
@@ -308,6 +347,14 @@ impl BackendJob for PruneJob<'_> {
         let eval = before
             .zip(after)
             .map(|(before, after)| EvalReport { before, after });
+        let tasks = match (&self.tasks, tasks_before) {
+            (Some(t), Some(before)) => Some(TasksReport {
+                task: t.name.clone(),
+                before,
+                after: t.accuracy(&pruned, &device)?,
+            }),
+            _ => None,
+        };
         let mut report = Report::new(
             &self.recipe,
             ratio,
@@ -319,6 +366,7 @@ impl BackendJob for PruneJob<'_> {
             timings,
             eval,
         );
+        report.tasks = tasks;
         if !args.plan_only {
             let start = Instant::now();
             let format = Format::resolve(args.format, &args.out);
@@ -374,8 +422,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
         )));
     }
     let sampled = matches!(recipe.calibration, CalibSource::Sampled { .. });
-    let needs_text = args.eval.is_some() || (args.calib.is_some() && sampled);
-    let tokenizer = match needs_text {
+    let needs_text =
+        args.eval.is_some() || args.tasks.is_some() || (args.calib.is_some() && sampled);
+    let mut tokenizer = match needs_text {
         true => Some(input.tokenizer()?.ok_or_else(|| {
             Error::Tokenizer(format!("{} has no tokenizer", args.model.display()))
         })?),
@@ -416,6 +465,18 @@ pub fn run(args: PruneArgs) -> Result<()> {
         ),
         None => None,
     };
+    let tasks = match &args.tasks {
+        Some(p) => Some(Tasks {
+            name: p.display().to_string(),
+            items: parse_items(&read(p)?, &p.display().to_string())?,
+            tokenizer: tokenizer.take().expect("tokenizer loaded"),
+            opts: ChoiceOptions {
+                batch: 8,
+                max_items: args.tasks_items,
+            },
+        }),
+        None => None,
+    };
     let report = match args.stream {
         true => run_on(
             kind,
@@ -440,6 +501,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 plan,
                 calib,
                 eval_ids,
+                tasks,
             },
         )?,
     };
@@ -505,6 +567,12 @@ fn print_summary(r: &Report, out: &std::path::Path) {
         println!(
             "perplexity   {:.3} → {:.3} ({} windows of 128)",
             e.before.ppl, e.after.ppl, e.after.windows
+        );
+    }
+    if let Some(t) = &r.tasks {
+        println!(
+            "accuracy     {:.4} → {:.4}, acc_norm {:.4} → {:.4} ({} items of {})",
+            t.before.acc, t.after.acc, t.before.acc_norm, t.after.acc_norm, t.after.items, t.task
         );
     }
     for t in &r.timings {

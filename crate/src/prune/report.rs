@@ -8,7 +8,7 @@ use super::plan::Plan;
 use super::recipe::Recipe;
 use super::sequential::Reconstruction;
 use super::structure::StructureKind;
-use crate::eval::Perplexity;
+use crate::eval::{ChoiceAccuracy, Perplexity};
 use crate::model::params::{count_params, ParamCount};
 use crate::model::LayerShape;
 use crate::model::ModelConfig;
@@ -65,6 +65,14 @@ pub struct EvalReport {
     pub after: Perplexity,
 }
 
+/// Multiple-choice accuracy before and after, on the task file named.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TasksReport {
+    pub task: String,
+    pub before: ChoiceAccuracy,
+    pub after: ChoiceAccuracy,
+}
+
 /// Everything a run produced, except the weights.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -85,6 +93,9 @@ pub struct Report {
     pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
     pub eval: Option<EvalReport>,
+    /// Set by the CLI's `prune --tasks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TasksReport>,
 }
 
 impl Report {
@@ -116,6 +127,7 @@ impl Report {
             reconstruction,
             timings,
             eval,
+            tasks: None,
         }
     }
 }

@@ -1,0 +1,349 @@
+//! Multiple-choice accuracy, scored as lm-evaluation-harness scores the zero-shot tasks pruning papers report
+//! (BoolQ, PIQA, HellaSwag, ARC, …): every choice is a continuation of its item's context, its log-likelihood
+//! the sum of its tokens' log-probabilities after the context; `acc` counts the items whose real answer scores
+//! highest, `acc_norm` the items whose real answer scores highest per character.
+
+use burn::tensor::backend::Backend;
+
+use crate::error::{Error, Result};
+use crate::eval::perplexity::{batch_tensor, check_ids};
+use crate::io::tokenizer::Tokenizer;
+use crate::model::Llama;
+use crate::progress::{checkpoint, Progress, ProgressEvent};
+use crate::readback;
+
+/// One item of a task file, one JSON object per line: `{"context": "…", "choices": ["…", …], "gold": i}`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceItem {
+    /// The text every choice continues (a question and "Answer:", a sentence to complete, …).
+    pub context: String,
+    /// The candidate continuations, each with the separator it needs (usually a leading space).
+    pub choices: Vec<String>,
+    /// Index of the real answer in `choices`.
+    pub gold: usize,
+}
+
+/// Reads a task file: JSON lines of [`ChoiceItem`]s (blank lines skipped), each checked; `what` names the file
+/// in errors, with the line.
+pub fn parse_items(bytes: &[u8], what: &str) -> Result<Vec<ChoiceItem>> {
+    let mut items = Vec::new();
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = format!("{what} line {}", n + 1);
+        let item: ChoiceItem = crate::error::parse_json(line, &at)?;
+        check_item(&item).map_err(|reason| Error::Text(format!("{at}: {reason}")))?;
+        items.push(item);
+    }
+    if items.is_empty() {
+        return Err(Error::Text(format!(
+            "{what} holds no items (one JSON object per line: {{\"context\": …, \"choices\": […], \"gold\": i}})"
+        )));
+    }
+    Ok(items)
+}
+
+fn check_item(item: &ChoiceItem) -> std::result::Result<(), String> {
+    if item.context.trim().is_empty() {
+        return Err("the context is empty".into());
+    }
+    if item.choices.len() < 2 {
+        return Err(format!(
+            "{} choice(s): an item needs at least two",
+            item.choices.len()
+        ));
+    }
+    if let Some(k) = item.choices.iter().position(|c| c.trim().is_empty()) {
+        return Err(format!("choice {k} is empty"));
+    }
+    if item.gold >= item.choices.len() {
+        return Err(format!(
+            "gold {} is not an index of its {} choices",
+            item.gold,
+            item.choices.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The ids one choice is scored on: the context's, then the continuation's (whose tokens are scored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    pub context: Vec<u32>,
+    pub continuation: Vec<u32>,
+}
+
+/// lm-evaluation-harness's split: whitespace that ends the context moves to the start of the continuation, the
+/// pair is encoded as one text, and the continuation is what follows as many ids as the context alone encodes to.
+pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result<Continuation> {
+    let trimmed = context.trim_end();
+    let moved = format!("{}{continuation}", &context[trimmed.len()..]);
+    let context_ids = tok.encode(trimmed)?;
+    let mut whole = tok.encode(&format!("{trimmed}{moved}"))?;
+    if whole.len() <= context_ids.len() {
+        return Err(Error::Text(format!(
+            "the choice {continuation:?} adds no token to its context"
+        )));
+    }
+    let continuation_ids = whole.split_off(context_ids.len());
+    Ok(Continuation {
+        context: context_ids,
+        continuation: continuation_ids,
+    })
+}
+
+/// How to batch the scoring.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChoiceOptions {
+    /// Sequences (one per choice) per forward pass; shorter ones are padded at the end.
+    pub batch: usize,
+    /// Score only the first N items.
+    pub max_items: Option<usize>,
+}
+
+impl Default for ChoiceOptions {
+    fn default() -> Self {
+        Self {
+            batch: 8,
+            max_items: None,
+        }
+    }
+}
+
+/// Accuracy on a task, with lm-evaluation-harness's standard errors (sample standard deviation / √n; absent
+/// for a single item).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChoiceAccuracy {
+    pub acc: f64,
+    pub acc_stderr: Option<f64>,
+    pub acc_norm: f64,
+    pub acc_norm_stderr: Option<f64>,
+    pub items: usize,
+    /// Choices scored (one sequence each).
+    pub choices: usize,
+    /// Continuation tokens scored over all choices.
+    pub tokens: usize,
+}
+
+/// The log-likelihood of every choice of every item (`[item][choice]`), and the continuation tokens scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceScores {
+    pub log_likelihoods: Vec<Vec<f64>>,
+    pub tokens: usize,
+}
+
+impl ChoiceScores {
+    /// The choice each item's log-likelihoods pick: the highest (`per_char`: the highest divided by the choice's
+    /// length in characters), the first of equals.
+    pub fn predictions(&self, items: &[ChoiceItem], per_char: bool) -> Vec<usize> {
+        items
+            .iter()
+            .zip(&self.log_likelihoods)
+            .map(|(item, lls)| {
+                let score = |k: usize| match per_char {
+                    true => lls[k] / item.choices[k].chars().count() as f64,
+                    false => lls[k],
+                };
+                (1..lls.len()).fold(0, |best, k| if score(k) > score(best) { k } else { best })
+            })
+            .collect()
+    }
+
+    /// `acc` and `acc_norm` of these scores on `items`.
+    pub fn accuracy(&self, items: &[ChoiceItem]) -> ChoiceAccuracy {
+        let rate = |per_char: bool| {
+            let hits: Vec<f64> = self
+                .predictions(items, per_char)
+                .iter()
+                .zip(items)
+                .map(|(&p, item)| f64::from(u8::from(p == item.gold)))
+                .collect();
+            let n = hits.len() as f64;
+            let mean = hits.iter().sum::<f64>() / n;
+            let var = hits.iter().map(|h| (h - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (mean, (hits.len() > 1).then(|| (var / n).sqrt()))
+        };
+        let (acc, acc_stderr) = rate(false);
+        let (acc_norm, acc_norm_stderr) = rate(true);
+        ChoiceAccuracy {
+            acc,
+            acc_stderr,
+            acc_norm,
+            acc_norm_stderr,
+            items: items.len(),
+            choices: self.log_likelihoods.iter().map(Vec::len).sum(),
+            tokens: self.tokens,
+        }
+    }
+}
+
+/// The log-likelihood of every choice of `items` under `model`. A sequence is cut from the front to the model's
+/// `max_position_embeddings` (as lm-evaluation-harness cuts to its maximum length); a continuation that alone
+/// fills it is refused.
+pub async fn score_choices<B: Backend>(
+    model: &Llama<B>,
+    tok: &Tokenizer,
+    items: &[ChoiceItem],
+    opts: &ChoiceOptions,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<ChoiceScores> {
+    if opts.batch == 0 || opts.max_items == Some(0) {
+        return Err(Error::Invalid(format!(
+            "multiple-choice scoring needs batch ≥ 1 and at least one item (got batch {}, max_items {:?})",
+            opts.batch, opts.max_items
+        )));
+    }
+    let items = &items[..opts.max_items.unwrap_or(items.len()).min(items.len())];
+    let max_len = model.config.max_position_embeddings;
+    // (item, choice, sequence, scored tokens at its end)
+    let mut requests = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        for (k, choice) in item.choices.iter().enumerate() {
+            let pair = encode_pair(tok, &item.context, choice)
+                .map_err(|e| Error::Text(format!("item {i}, choice {k}: {e}")))?;
+            let scored = pair.continuation.len();
+            if scored >= max_len {
+                return Err(Error::Text(format!(
+                    "item {i}, choice {k}: {scored} tokens do not fit after a context in the model's {max_len} \
+                     positions"
+                )));
+            }
+            let mut seq = pair.context;
+            seq.extend(pair.continuation);
+            let seq = seq.split_off(seq.len().saturating_sub(max_len));
+            check_ids(&seq, model.config.vocab_size)?;
+            requests.push((i, k, seq, scored));
+        }
+    }
+    // Longest first, so each batch pads little.
+    requests.sort_by_key(|r| std::cmp::Reverse(r.2.len()));
+    let mut log_likelihoods: Vec<Vec<f64>> =
+        items.iter().map(|it| vec![0.0; it.choices.len()]).collect();
+    let total = requests.len();
+    progress.report(ProgressEvent {
+        stage: "choices",
+        done: 0,
+        total,
+    });
+    for (b, chunk) in requests.chunks(opts.batch).enumerate() {
+        checkpoint(progress).await?;
+        let len = chunk[0].2.len();
+        let padded: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|r| {
+                let mut s = r.2.clone();
+                s.resize(len, 0);
+                s
+            })
+            .collect();
+        let windows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
+        // [chunk, len − 1]: entry j is the NLL of token j + 1; padding only follows, so never reaches a scored one.
+        let nll =
+            readback::to_vec_f64(model.token_nll(batch_tensor::<B>(&windows, device))).await?;
+        for (row, (i, k, seq, scored)) in chunk.iter().enumerate() {
+            let end = row * (len - 1) + seq.len() - 1;
+            log_likelihoods[*i][*k] = -nll[end - scored..end].iter().sum::<f64>();
+        }
+        progress.report(ProgressEvent {
+            stage: "choices",
+            done: (b * opts.batch + chunk.len()).min(total),
+            total,
+        });
+    }
+    Ok(ChoiceScores {
+        log_likelihoods,
+        tokens: requests.iter().map(|r| r.3).sum(),
+    })
+}
+
+/// Scores `items` and returns the accuracy.
+pub async fn choice_accuracy<B: Backend>(
+    model: &Llama<B>,
+    tok: &Tokenizer,
+    items: &[ChoiceItem],
+    opts: &ChoiceOptions,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<ChoiceAccuracy> {
+    let scores = score_choices(model, tok, items, opts, device, progress).await?;
+    let n = scores.log_likelihoods.len();
+    Ok(scores.accuracy(&items[..n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(choices: &[&str], gold: usize) -> ChoiceItem {
+        ChoiceItem {
+            context: "Q:".into(),
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+            gold,
+        }
+    }
+
+    #[test]
+    fn accuracy_counts_the_highest_and_the_highest_per_character() {
+        // Item 0: raw picks choice 1 (−2 > −3); per character choice 0 (−3/6 = −0.5 > −2/2 = −1).
+        // Item 1: both pick choice 0. Item 2: a tie picks the first.
+        let items = vec![
+            item(&[" aaaaa", " b"], 0),
+            item(&[" yes", " no", " maybe"], 0),
+            item(&[" x", " y"], 1),
+        ];
+        let scores = ChoiceScores {
+            log_likelihoods: vec![vec![-3.0, -2.0], vec![-1.0, -4.0, -5.0], vec![-1.0, -1.0]],
+            tokens: 9,
+        };
+        assert_eq!(scores.predictions(&items, false), vec![1, 0, 0]);
+        assert_eq!(scores.predictions(&items, true), vec![0, 0, 0]);
+        let acc = scores.accuracy(&items);
+        assert_eq!((acc.acc, acc.acc_norm), (1.0 / 3.0, 2.0 / 3.0));
+        // lm-evaluation-harness: sample std (n − 1) / √n. Hits [0, 1, 0]: var 1/3, stderr √(1/9) = 1/3.
+        assert!((acc.acc_stderr.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        // Hits [1, 1, 0]: var 1/3 as well.
+        assert!((acc.acc_norm_stderr.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!((acc.items, acc.choices, acc.tokens), (3, 7, 9));
+    }
+
+    #[test]
+    fn items_are_checked_with_their_line() {
+        let good =
+            b"{\"context\": \"Q: 1+1?\\nA:\", \"choices\": [\" 2\", \" 3\"], \"gold\": 0}\n\n";
+        assert_eq!(parse_items(good, "t.jsonl").unwrap().len(), 1);
+        let cases: [(&[u8], &str); 7] = [
+            (b"", "t.jsonl holds no items"),
+            (
+                b"\n{\"context\": \"Q\", \"choices\": [\" a\"], \"gold\": 0}",
+                "t.jsonl line 2: 1 choice(s)",
+            ),
+            (
+                b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 2}",
+                "gold 2 is not an index of its 2",
+            ),
+            (
+                b"{\"context\": \" \", \"choices\": [\" a\", \" b\"], \"gold\": 0}",
+                "line 1: the context is empty",
+            ),
+            (
+                b"{\"context\": \"Q\", \"choices\": [\" a\", \"\"], \"gold\": 0}",
+                "choice 1 is empty",
+            ),
+            (
+                b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"]}",
+                "t.jsonl line 1: invalid JSON: missing field `gold`",
+            ),
+            (
+                b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 0, \"label\": 1}",
+                "unknown field `label`",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = parse_items(bytes, "t.jsonl").unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should say {want:?}");
+        }
+    }
+}

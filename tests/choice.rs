@@ -1,0 +1,304 @@
+//! Multiple-choice accuracy: a choice's log-likelihood, scored in sorted, padded batches, equals the sum of its
+//! continuation tokens' log-probabilities from a forward of its own sequence; the context/continuation split is
+//! lm-evaluation-harness's; the CLI's `eval --tasks` reports the accuracy its own log-likelihoods give and names
+//! what is wrong with a task file; the built-in FAQ task is what its generator writes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pollster::block_on;
+use prunelab::eval::choice::{encode_pair, parse_items, score_choices, ChoiceItem, ChoiceOptions};
+use prunelab::eval::perplexity::batch_tensor;
+use prunelab::io::tokenizer::Tokenizer;
+use prunelab::model::Llama;
+use prunelab::progress::Silent;
+use prunelab::readback::to_vec_f64;
+
+type Cpu = prunelab::backend::Cpu;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn demo() -> (Llama<Cpu>, Tokenizer) {
+    let dir = repo("models/demo");
+    let tok = Tokenizer::from_json(&read(&dir.join("tokenizer.json"))).unwrap();
+    (load_hf_folder(&dir, &Default::default()), tok)
+}
+
+fn faq_items() -> Vec<ChoiceItem> {
+    let path = repo("web/data/tasks-python-faq.jsonl");
+    parse_items(&read(&path), "tasks-python-faq.jsonl").unwrap()
+}
+
+#[test]
+fn a_choice_scores_the_log_probability_of_its_tokens_after_the_context() {
+    let (model, tok) = demo();
+    let device = Default::default();
+    let mut items: Vec<ChoiceItem> = faq_items().into_iter().take(5).collect();
+    // A context ending in a space: the space moves to the choices.
+    items[1].context.push(' ');
+    items[1].choices = items[1]
+        .choices
+        .iter()
+        .map(|c| c.trim_start().to_string())
+        .collect();
+    let mut by_batch = Vec::new();
+    for batch in [1, 3, 8] {
+        let opts = ChoiceOptions {
+            batch,
+            max_items: None,
+        };
+        by_batch
+            .push(block_on(score_choices(&model, &tok, &items, &opts, &device, &Silent)).unwrap());
+    }
+    let mut tokens = 0;
+    for (i, item) in items.iter().enumerate() {
+        for (k, choice) in item.choices.iter().enumerate() {
+            // One sequence alone, unpadded: the log-probabilities of its last `n` tokens.
+            let pair = encode_pair(&tok, &item.context, choice).unwrap();
+            let n = pair.continuation.len();
+            let seq = [pair.context, pair.continuation].concat();
+            let nll = block_on(to_vec_f64(
+                model.token_nll(batch_tensor::<Cpu>(&[&seq], &device)),
+            ))
+            .unwrap();
+            let want = -nll[nll.len() - n..].iter().sum::<f64>();
+            tokens += n;
+            for scores in &by_batch {
+                let got = scores.log_likelihoods[i][k];
+                assert!(
+                    (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "item {i} choice {k}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    assert!(by_batch.iter().all(|s| s.tokens == tokens));
+    // The moved space gives the same scores as the same text split after the colon.
+    let mut plain = items[1].clone();
+    plain.context.pop();
+    plain.choices = plain.choices.iter().map(|c| format!(" {c}")).collect();
+    let opts = ChoiceOptions::default();
+    let again = block_on(score_choices(
+        &model,
+        &tok,
+        &[plain],
+        &opts,
+        &device,
+        &Silent,
+    ))
+    .unwrap();
+    assert_eq!(again.log_likelihoods[0], by_batch[2].log_likelihoods[1]);
+}
+
+#[test]
+fn the_pair_is_split_as_lm_evaluation_harness_splits_it() {
+    let (_, tok) = demo();
+    let context = "Question: How do I copy a list?\nAnswer:";
+    let pair = encode_pair(&tok, context, " Use the copy() method.").unwrap();
+    let whole = tok
+        .encode("Question: How do I copy a list?\nAnswer: Use the copy() method.")
+        .unwrap();
+    assert_eq!(pair.context, tok.encode(context).unwrap());
+    assert_eq!(
+        [pair.context.clone(), pair.continuation.clone()].concat(),
+        whole
+    );
+    assert!(!pair.continuation.is_empty());
+    assert_eq!(
+        encode_pair(&tok, &format!("{context} "), "Use the copy() method.").unwrap(),
+        pair
+    );
+    // A space alone is a token of this tokenizer; nothing at all is refused.
+    assert_eq!(
+        encode_pair(&tok, context, " ").unwrap().continuation.len(),
+        1
+    );
+    let err = encode_pair(&tok, context, "").unwrap_err().to_string();
+    assert!(err.contains("adds no token"), "{err}");
+}
+
+#[test]
+fn the_cli_reports_the_accuracy_of_its_log_likelihoods() {
+    let tasks = repo("web/data/tasks-python-faq.jsonl");
+    let out = run_cli(&[
+        "eval",
+        repo("models/demo").to_str().unwrap(),
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--max-items",
+        "12",
+        "--batch",
+        "5",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = &faq_items()[..12];
+    let lls: Vec<Vec<f64>> = serde_json::from_value(v["log_likelihoods"].clone()).unwrap();
+    assert_eq!(lls.len(), 12);
+    let (mut hits, mut hits_norm) = (0, 0);
+    for (item, ll) in items.iter().zip(&lls) {
+        assert_eq!(ll.len(), item.choices.len());
+        assert!(ll.iter().all(|l| l.is_finite() && *l < 0.0), "{ll:?}");
+        let best = |f: &dyn Fn(usize) -> f64| {
+            (0..ll.len()).fold(0, |b, k| if f(k) > f(b) { k } else { b })
+        };
+        hits += usize::from(best(&|k| ll[k]) == item.gold);
+        hits_norm +=
+            usize::from(best(&|k| ll[k] / item.choices[k].chars().count() as f64) == item.gold);
+    }
+    assert_eq!(v["acc"].as_f64().unwrap(), hits as f64 / 12.0);
+    assert_eq!(v["acc_norm"].as_f64().unwrap(), hits_norm as f64 / 12.0);
+    assert_eq!(
+        (v["items"].as_u64(), v["choices"].as_u64()),
+        (Some(12), Some(48))
+    );
+    let p = hits as f64 / 12.0;
+    assert!((v["acc_stderr"].as_f64().unwrap() - (p * (1.0 - p) / 11.0).sqrt()).abs() < 1e-12);
+}
+
+#[test]
+fn the_cli_names_what_is_wrong_with_a_task_file() {
+    let dir = std::env::temp_dir().join(format!("prunelab-choice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = repo("models/demo");
+    let cases = [
+        (
+            "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 0}\n{\"context\": \"Q\"",
+            "line 2: invalid JSON",
+        ),
+        (
+            "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 5}",
+            "gold 5 is not an index of its 2 choices",
+        ),
+        ("\n\n", "holds no items"),
+    ];
+    for (n, (text, want)) in cases.iter().enumerate() {
+        let file = dir.join(format!("bad{n}.jsonl"));
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .args([
+                "eval",
+                demo.to_str().unwrap(),
+                "--tasks",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(want) && err.contains(&format!("bad{n}.jsonl")),
+            "{err:?} should say {want:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // --max-items belongs to --tasks; --tasks excludes --text.
+    for args in [
+        vec!["--text", "web/data/eval-python-faq.txt", "--max-items", "3"],
+        vec![
+            "--text",
+            "web/data/eval-python-faq.txt",
+            "--tasks",
+            "web/data/tasks-python-faq.jsonl",
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .current_dir(repo(""))
+            .args(["eval", "models/demo"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_faq_task_is_what_its_generator_writes() {
+    let out = std::process::Command::new("python3")
+        .arg(repo("scripts/make-faq-task.py"))
+        .arg(repo("web/data/eval-python-faq.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, read(&repo("web/data/tasks-python-faq.jsonl")));
+    let items = faq_items();
+    assert_eq!(items.len(), 133);
+    assert!(items
+        .iter()
+        .all(|it| it.choices.len() == 4 && it.context.ends_with("\nAnswer:")));
+    // Every item has its own real answer; its position is spread over the four.
+    let answers: std::collections::HashSet<&str> = items
+        .iter()
+        .map(|it| it.choices[it.gold].as_str())
+        .collect();
+    assert_eq!(answers.len(), items.len());
+    let mut counts = [0; 4];
+    for it in &items {
+        counts[it.gold] += 1;
+    }
+    assert!(counts.iter().all(|&c| c > 20), "{counts:?}");
+}
+
+#[test]
+fn prune_reports_the_accuracy_eval_gives_before_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pruned");
+    let (demo, tasks) = (repo("models/demo"), repo("web/data/tasks-python-faq.jsonl"));
+    let (demo, tasks) = (demo.to_str().unwrap(), tasks.to_str().unwrap());
+    let report = run_cli(&[
+        "prune",
+        demo,
+        "--out",
+        out.to_str().unwrap(),
+        "--importance",
+        "l2",
+        "--compensation",
+        "none",
+        "--ratio",
+        "0.5",
+        "--tasks",
+        tasks,
+        "--tasks-items",
+        "10",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let t = &report["tasks"];
+    assert_eq!(t["task"].as_str(), Some(tasks));
+    let mut evals = vec![];
+    for (key, model) in [("before", demo), ("after", out.to_str().unwrap())] {
+        let eval = run_cli(&[
+            "eval",
+            model,
+            "--tasks",
+            tasks,
+            "--max-items",
+            "10",
+            "--json",
+        ]);
+        let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+        for field in [
+            "acc",
+            "acc_norm",
+            "acc_stderr",
+            "items",
+            "choices",
+            "tokens",
+        ] {
+            assert_eq!(t[key][field], eval[field], "{key} {field}");
+        }
+        evals.push(eval);
+    }
+    // Half the structures gone: "after" scored the pruned model, not the input again.
+    assert_eq!(t["after"]["items"].as_u64(), Some(10));
+    assert_ne!(evals[0]["log_likelihoods"], evals[1]["log_likelihoods"]);
+}
