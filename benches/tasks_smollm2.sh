@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measurement (not a test): does multiple-choice accuracy rank the pruned models as perplexity does? SmolLM2-135M
 # dense, then pruned by the recipes of the README's tables — layers 4..28 losing 1 of 3 KV groups and 34% of the
-# MLP (LLM-Pruner's taylor-first with the published code's crediting and calibration ids; obs, flap and numerical
-# with least squares), and 15.8% of the parameters as six whole layers (block influence + ls) or as width
+# MLP (LLM-Pruner's taylor-first with the published code's crediting, no repair; obs, flap and numerical with
+# least squares), and 15.8% of the parameters as six whole layers (block influence + ls) or as width
 # (numerical + ls, global) — each scored on the FAQ task (`web/data/tasks-python-faq.jsonl`: 133 questions of the
 # Python FAQ, four first sentences of answers each; `eval --tasks`, acc and acc_norm as lm-evaluation-harness
 # computes them), with perplexity on the FAQ text (64 × 128) and the GPL (59 × 128). Calibration as in
@@ -10,8 +10,6 @@
 source "$(dirname "$0")/smollm2_runs.sh"
 tasks=web/data/tasks-python-faq.jsonl
 field() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); exec("print(" + sys.argv[2] + ")")' "$@"; }
-python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['llm_pruner_official']['calibration_ids'], open(sys.argv[2], 'w'))" \
-    "$shared/reference/smollm2-135m.json" "$tmp/calib.json"
 
 names=(dense)
 echo "dense" > "$tmp/dense.label"
@@ -29,7 +27,7 @@ model() {  # model NAME LABEL ARGS…: prunes NAME, evaluates it, scores the tas
 }
 width=(--ratio 0.34 --layers 4..28)
 model llm-pruner "KV groups + MLP: taylor-first, --compat llm-pruner, no repair" "${width[@]}" \
-    --importance taylor-first --compensation none --calib-ids "$tmp/calib.json" --compat llm-pruner
+    --importance taylor-first --compensation none --compat llm-pruner
 model obs "KV groups + MLP: obs + ls" "${width[@]}" --importance obs --compensation ls
 model flap "KV groups + MLP: flap + ls" "${width[@]}" --importance flap --compensation ls
 model numerical "KV groups + MLP: numerical + ls" "${width[@]}" --importance numerical --compensation ls

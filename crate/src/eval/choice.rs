@@ -3,11 +3,12 @@
 //! the sum of its tokens' log-probabilities after the context; `acc` counts the items whose real answer scores
 //! highest, `acc_norm` the items whose real answer scores highest per character.
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::eval::perplexity::{batch_tensor, check_ids};
 use crate::io::tokenizer::Tokenizer;
+use crate::model::llama::target_nll;
 use crate::model::Llama;
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback;
@@ -23,6 +24,9 @@ pub struct ChoiceItem {
     /// Index of the real answer in `choices`.
     pub gold: usize,
 }
+
+/// One choice to score: (item, choice, its sequence, how many tokens at its end are scored).
+type Request = (usize, usize, Vec<u32>, usize);
 
 /// Reads a task file: JSON lines of [`ChoiceItem`]s (blank lines skipped), each checked; `what` names the file
 /// in errors, with the line.
@@ -198,8 +202,7 @@ pub async fn score_choices<B: Backend>(
     }
     let items = &items[..opts.max_items.unwrap_or(items.len()).min(items.len())];
     let max_len = model.config.max_position_embeddings;
-    // (item, choice, sequence, scored tokens at its end)
-    let mut requests = Vec::new();
+    let mut requests: Vec<Request> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         for (k, choice) in item.choices.iter().enumerate() {
             let pair = encode_pair(tok, &item.context, choice)
@@ -240,12 +243,11 @@ pub async fn score_choices<B: Backend>(
             })
             .collect();
         let windows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
-        // [chunk, len − 1]: entry j is the NLL of token j + 1; padding only follows, so never reaches a scored one.
-        let nll =
-            readback::to_vec_f64(model.token_nll(batch_tensor::<B>(&windows, device))).await?;
-        for (row, (i, k, seq, scored)) in chunk.iter().enumerate() {
-            let end = row * (len - 1) + seq.len() - 1;
-            log_likelihoods[*i][*k] = -nll[end - scored..end].iter().sum::<f64>();
+        let nll = readback::to_vec_f64(scored_nll(model, &windows, chunk, device)).await?;
+        let mut at = 0;
+        for (i, k, _, scored) in chunk {
+            log_likelihoods[*i][*k] = -nll[at..at + scored].iter().sum::<f64>();
+            at += scored;
         }
         progress.report(ProgressEvent {
             stage: "choices",
@@ -257,6 +259,33 @@ pub async fn score_choices<B: Backend>(
         log_likelihoods,
         tokens: requests.iter().map(|r| r.3).sum(),
     })
+}
+
+/// The NLL of every scored token of a batch, request by request: the head runs only on the positions that
+/// predict them (padding only follows, so no scored position sees it).
+/// `windows [chunk][len]` → `[Σ scored]`
+fn scored_nll<B: Backend>(
+    model: &Llama<B>,
+    windows: &[&[u32]],
+    requests: &[Request],
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let h = model.hidden(batch_tensor::<B>(windows, device));
+    let [b, len, d] = h.dims();
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    for (row, (_, _, seq, scored)) in requests.iter().enumerate() {
+        for p in seq.len() - 1 - scored..seq.len() - 1 {
+            rows.push((row * len + p) as i64);
+            targets.push(i64::from(seq[p + 1]));
+        }
+    }
+    let n = rows.len();
+    let int = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), device);
+    let h = h
+        .reshape([b * len, d])
+        .select(0, int(rows))
+        .reshape([1, n, d]);
+    target_nll(model.head(h), int(targets).reshape([1, n])).reshape([n])
 }
 
 /// Scores `items` and returns the accuracy.

@@ -222,15 +222,20 @@ impl<B: Backend> Llama<B> {
         product(self.norm.forward(h).reshape([b * s, d]), w.transpose()).reshape([b, s, v])
     }
 
-    /// Logits. `ids [batch, seq]` → `[batch, seq, vocab]`
-    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    /// The last layer's output, before the final norm. `ids [batch, seq]` → `[batch, seq, hidden]`
+    pub fn hidden(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let device = ids.device();
         let pos = self.positions(ids.dims()[1], &device);
         let mut h = self.embed(ids);
         for layer in &self.layers {
             h = layer.forward(h, &pos);
         }
-        self.head(h)
+        h
+    }
+
+    /// Logits. `ids [batch, seq]` → `[batch, seq, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head(self.hidden(ids))
     }
 
     /// Logits of tokens that follow those in `cache`, whose every layer gets their keys and values.
@@ -262,11 +267,16 @@ impl<B: Backend> Llama<B> {
 /// Negative log-likelihood of every next token of `ids` under `logits` (in f32 whatever their type).
 /// `logits [batch, seq, vocab]`, `ids [batch, seq]` → `[batch, seq − 1]`
 pub fn next_token_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    let [b, s] = ids.dims();
-    let logits = logits.narrow(1, 0, s - 1);
-    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+    let s = ids.dims()[1];
+    target_nll(logits.narrow(1, 0, s - 1), ids.narrow(1, 1, s - 1))
+}
+
+/// Negative log-likelihood of `targets` under `logits` at the same positions (in f32 whatever their type).
+/// `logits [batch, n, vocab]`, `targets [batch, n]` → `[batch, n]`
+pub fn target_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let [b, n] = targets.dims();
     log_softmax(logits.cast(DType::F32), 2)
-        .gather(2, targets)
-        .reshape([b, s - 1])
+        .gather(2, targets.reshape([b, n, 1]))
+        .reshape([b, n])
         .neg()
 }
