@@ -1,7 +1,7 @@
 //! `prunelab eval MODEL --text FILE | --ids FILE.json | --tasks FILE.jsonl [--seq-len 128] [--max-windows N]
 //! [--max-items N] [--batch B] [--backend cpu|wgpu|cuda] [--json]`: perplexity, or multiple-choice accuracy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -111,7 +111,7 @@ fn tokenizer(input: &ModelInput, args: &EvalArgs, instead: &str) -> Result<Token
 }
 
 /// `--tasks`: scores every choice and prints the accuracy.
-fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &PathBuf) -> Result<()> {
+fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &Path) -> Result<()> {
     let items = parse_items(&read(path)?, &path.display().to_string())?;
     let job = ChoiceJob {
         input,
