@@ -92,6 +92,15 @@ fn a_choice_scores_the_log_probability_of_its_tokens_after_the_context() {
     ))
     .unwrap();
     assert_eq!(again.log_likelihoods[0], by_batch[2].log_likelihoods[1]);
+    // No items, or a batch of none, is refused rather than scored as an accuracy of 0/0.
+    let none = block_on(score_choices(&model, &tok, &[], &opts, &device, &Silent)).unwrap_err();
+    assert!(none.to_string().contains("0 items"), "{none}");
+    let zero = ChoiceOptions {
+        batch: 0,
+        max_items: None,
+    };
+    let err = block_on(score_choices(&model, &tok, &items, &zero, &device, &Silent)).unwrap_err();
+    assert!(err.to_string().contains("batch ≥ 1"), "{err}");
 }
 
 #[test]

@@ -194,10 +194,13 @@ pub async fn score_choices<B: Backend>(
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<ChoiceScores> {
-    if opts.batch == 0 || opts.max_items == Some(0) {
+    if opts.batch == 0 || opts.max_items == Some(0) || items.is_empty() {
         return Err(Error::Invalid(format!(
-            "multiple-choice scoring needs batch ≥ 1 and at least one item (got batch {}, max_items {:?})",
-            opts.batch, opts.max_items
+            "multiple-choice scoring needs batch ≥ 1 and at least one item (got batch {}, {} items, max_items \
+             {:?})",
+            opts.batch,
+            items.len(),
+            opts.max_items
         )));
     }
     let items = &items[..opts.max_items.unwrap_or(items.len()).min(items.len())];
