@@ -1,7 +1,8 @@
 //! The real model (SmolLM2-135M-Instruct from its GGUF; `models/smollm2/fetch` must have run — `scripts/test`
 //! runs it): tokenizer from GGUF metadata, dense logits and perplexity against the reference, GGUF → HF → GGUF
 //! round trip, the GGUF read by byte ranges (as the page reads a `File`), our GGUF read by the `gguf` Python
-//! package, pruning runs against the reference, and depth pruning with its repair.
+//! package, pruning runs against the reference, depth pruning with its repair, and the FAQ task's
+//! multiple-choice scores against lm-evaluation-harness's own.
 
 mod common;
 
@@ -660,4 +661,70 @@ fn chat_turns_use_the_gguf_template_and_end_at_its_eos() {
     );
     assert_eq!(w["text"], "The capital of Italy is Rome.");
     assert_eq!(w["finish_reason"], "eos");
+}
+
+/// lm-evaluation-harness itself (`tests/lm_eval_faq.py`: its `multiple_choice` task machinery and `hf` model, f32
+/// on the CPU, on the folder `models/smollm2/fetch` converts) on the built-in FAQ task: the first 48 items'
+/// log-likelihoods within 3e-5 relative (measured: at most 9.1e-6; the closest two choices of an item differ
+/// by 1.2e-4), so the same predictions; and over all 133 items its `acc`, `acc_norm` and standard errors are
+/// what `ChoiceScores::accuracy` makes of its log-likelihoods.
+#[test]
+fn faq_task_scores_as_lm_evaluation_harness_scores_it() {
+    use prunelab::eval::choice::{parse_items, score_choices, ChoiceOptions, ChoiceScores};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let golden: serde_json::Value =
+        serde_json::from_slice(&read(&root.join("tests/data/lm-eval-smollm2-faq.json"))).unwrap();
+    let theirs: Vec<Vec<f64>> = serde_json::from_value(golden["log_likelihoods"].clone()).unwrap();
+    let path = root.join("web/data/tasks-python-faq.jsonl");
+    let items = parse_items(&read(&path), "tasks-python-faq.jsonl").unwrap();
+    assert_eq!(theirs.len(), items.len());
+
+    let all = ChoiceScores {
+        log_likelihoods: theirs.clone(),
+        tokens: 0,
+    }
+    .accuracy(&items);
+    for (ours, key) in [
+        (Some(all.acc), "acc"),
+        (all.acc_stderr, "acc_stderr"),
+        (Some(all.acc_norm), "acc_norm"),
+        (all.acc_norm_stderr, "acc_norm_stderr"),
+    ] {
+        let want = golden[key].as_f64().unwrap();
+        assert!(
+            (ours.unwrap() - want).abs() < 1e-12,
+            "{key}: {ours:?} against {want}"
+        );
+    }
+
+    let dir = models().join("smollm2-135m");
+    let device = Default::default();
+    let model: Llama<Cpu> = load_hf_folder(&dir, &device);
+    let tok =
+        prunelab::io::tokenizer::Tokenizer::from_json(&read(&dir.join("tokenizer.json"))).unwrap();
+    let opts = ChoiceOptions {
+        batch: 8,
+        max_items: Some(48),
+    };
+    let ours =
+        pollster::block_on(score_choices(&model, &tok, &items, &opts, &device, &Silent)).unwrap();
+    assert_eq!(ours.log_likelihoods.len(), 48);
+    for (i, (a, b)) in ours.log_likelihoods.iter().zip(&theirs).enumerate() {
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 3e-5 * y.abs(),
+                "item {i} choice {k}: {x} against {y}"
+            );
+        }
+    }
+    let first = ChoiceScores {
+        log_likelihoods: theirs[..48].to_vec(),
+        tokens: 0,
+    };
+    for per_char in [false, true] {
+        assert_eq!(
+            ours.predictions(&items[..48], per_char),
+            first.predictions(&items[..48], per_char)
+        );
+    }
 }
