@@ -164,6 +164,16 @@ async function text(kind) {
   return builtin[name];
 }
 
+// A multiple-choice task to score before and after (none unless asked): the built-in one or an upload.
+async function tasks() {
+  if (!$("tasks-on").checked) return {};
+  const file = $("tasks-file").files[0], name = file ? file.name : "tasks-python-faq.jsonl";
+  const items = $("tasks-items").value.trim();
+  if (items && !/^[1-9][0-9]*$/.test(items)) throw new Error(`multiple choice: "${items}" items — give a whole number ≥ 1, or nothing for all`);
+  if (!file && !builtin[name]) builtin[name] = await (await fetch("data/" + name)).text();
+  return { tasks: file ? await file.text() : builtin[name], tasksName: name, tasksItems: items ? Number(items) : null };
+}
+
 // ---- recipe --------------------------------------------------------------------------------------------
 function recipeFromControls() {
   const alloc = $("allocation").value;
@@ -231,7 +241,7 @@ async function run() {
   const started = performance.now();
   state.running = true; syncButtons();
   try {
-    const texts = { calib: await text("calib"), evalText: await text("eval") };
+    const texts = { calib: await text("calib"), evalText: await text("eval"), ...(await tasks()) };
     state.running = call("run", { recipe: JSON.stringify(recipe), ...texts, useGpu }, {
       onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total}`; },
       onPart: (m) => { if (!parts.has(m.file)) parts.set(m.file, []); parts.get(m.file).push(m.bytes); },
@@ -264,7 +274,8 @@ function showResult(out, useGpu, seconds) {
   const r = out.report, e = r.eval;
   $("result").innerHTML = `<table class="result"><tr><th></th><th>before</th><th>after</th></tr>` +
     `<tr><td>perplexity</td><td id="ppl-before">${e.before.ppl.toFixed(3)}</td><td id="ppl-after">${e.after.ppl.toFixed(3)}</td></tr>` +
-    `<tr><td>parameters</td><td>${r.params_before.total.toLocaleString()}</td><td id="params-after">${r.params_after.total.toLocaleString()}</td></tr></table>` +
+    `<tr><td>parameters</td><td>${r.params_before.total.toLocaleString()}</td><td id="params-after">${r.params_after.total.toLocaleString()}</td></tr>` +
+    (r.tasks ? accuracyRows(r.tasks) : "") + `</table>` +
     `<p>Time: ${r.timings.map((t) => `${t.stage} ${t.seconds.toFixed(2)} s`).join(", ")} — ${useGpu ? "WebGPU" : "CPU"}</p>` +
     `<p>Greedy continuation of <q>${esc(out.sample.prompt)}</q>:</p><pre id="sample-before">before: ${esc(out.sample.before)}</pre>` +
     `<pre id="sample-after">after:  ${esc(out.sample.after)}</pre>`;
@@ -272,8 +283,17 @@ function showResult(out, useGpu, seconds) {
   state.runs.push({ model: state.modelName, r, backend: useGpu ? "WebGPU" : "CPU", seconds });
   const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.structures.join(", ")}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
     `<td>${x.r.recipe.allocation.kind}</td><td>${x.backend}</td><td>${x.r.params_after.total.toLocaleString()}</td>` +
-    `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td><td>${x.seconds.toFixed(1)} s</td></tr>`;
+    `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td>` +
+    `<td>${x.r.tasks ? `${x.r.tasks.before.acc.toFixed(3)} (${x.r.tasks.before.acc_norm.toFixed(3)}) → ${x.r.tasks.after.acc.toFixed(3)} (${x.r.tasks.after.acc_norm.toFixed(3)})` : "—"}</td>` +
+    `<td>${x.seconds.toFixed(1)} s</td></tr>`;
   document.querySelector("#runs tbody").innerHTML = state.runs.map(row).join("");
+}
+// acc and acc_norm of a multiple-choice task, before and after, with their standard errors.
+function accuracyRows(t) {
+  const f = (a, k) => a[k].toFixed(3) + (a[k + "_stderr"] == null ? "" : " ± " + a[k + "_stderr"].toFixed(3));
+  const row = (k) => `<tr><td>${k} (${esc(t.task)}, ${t.before.items} items)</td><td id="${k.replace("_", "-")}-before">${f(t.before, k)}</td>` +
+    `<td id="${k.replace("_", "-")}-after">${f(t.after, k)}</td></tr>`;
+  return row("acc") + row("acc_norm");
 }
 const esc = (t) => t.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 function drawChart(r) {

@@ -52,12 +52,14 @@ const handlers = {
     if (!lab) throw new Error("load a model first");
     return JSON.parse(lab.plannedParams(recipe));
   },
-  async run({ id, recipe, calib, evalText, useGpu }) {
+  // `tasks`: a multiple-choice task's JSON lines (or null), scored before and after.
+  async run({ id, recipe, calib, evalText, tasks, tasksName, tasksItems, useGpu }) {
     if (!lab) throw new Error("load a model first");
     const checkpoint = () => yieldTurn().then(() => cancels.has(id));
     try {
       const gpu = useGpu && !!(await webgpu()); // the backend that really runs, reported with the result
-      const out = await lab.run(recipe, calib, evalText, gpu, progress(id), checkpoint, parts(id));
+      const out = await lab.run(recipe, calib, evalText, tasks ?? undefined, tasksName ?? undefined,
+        tasksItems ?? undefined, gpu, progress(id), checkpoint, parts(id));
       return { ...JSON.parse(out), gpu };
     } finally { cancels.delete(id); }
   },

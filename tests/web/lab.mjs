@@ -4,8 +4,9 @@
 //    20% on the CPU backend; then device WebGPU runs it again; both perplexities match the CLI's for the same
 //    recipe; the zip download evaluates (CLI) to the same perplexity; a tensor over the adapter's binding limit
 //    blocks WebGPU runs and not CPU ones.
-// 2. WebGPU disabled: the CPU fallback gives the same numbers; its GGUF download evaluates (CLI) to the same
-//    perplexity; a garbled safetensors upload, a config that does not match the weights and a garbled
+// 2. WebGPU disabled: the CPU fallback gives the same numbers, and with the multiple-choice task on, the CLI's
+//    accuracy before and after; its GGUF download evaluates (CLI) to the same perplexity; a garbled task file and
+//    a bad item count are named; a garbled safetensors upload, a config that does not match the weights and a garbled
 //    tokenizer_config.json show errors; the demo uploaded as one .gguf loads; Cancel stops a run between layers
 //    without restarting the core; a following run on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
 //    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
@@ -87,6 +88,8 @@ const sameIds = (page, cliIds, what) => {
 // SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
 // (8 calibration windows, 8 evaluation windows); the CLI gets exactly the same recipe.
 const WINDOWS = "8";
+// Items of the built-in multiple-choice task the CPU fallback's run scores (the CLI's run scores the same).
+const TASK_ITEMS = "40";
 async function loadDemo(page) {
   await page.click("#demo");
   await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("demo:"), null, { timeout: 120000 });
@@ -107,10 +110,13 @@ async function downloadZip(page, name) {
   execFileSync("python3", ["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])", zipPath, join(tmp, name)]);
   return join(tmp, name, "pruned");
 }
-async function demoRun(s, step, load = loadDemo) {
+// `tasksItems`: also score that many items of the built-in multiple-choice task before and after.
+async function demoRun(s, step, load = loadDemo, tasksItems = null) {
   const { page, shot } = s;
   await load(page);
   await setRecipe(page);
+  await page.setChecked("#tasks-on", tasksItems != null);
+  await page.fill("#tasks-items", tasksItems == null ? "" : String(tasksItems));
   await shot(`${step}-recipe`);
   const recipe = await page.inputValue("#recipe");
   const runsBefore = await page.$$eval("#runs tbody tr", (r) => r.length);
@@ -119,7 +125,8 @@ async function demoRun(s, step, load = loadDemo) {
   await page.evaluate(() => document.activeElement?.blur());
   await page.click("#run");
   await page.waitForFunction((n) => document.querySelectorAll("#runs tbody tr").length > n, runsBefore, { timeout: 900000 });
-  // The run's own stages (load, eval before, prune, eval after): what the CLI's --eval run does too.
+  // The run's own stages (load, eval before, prune, eval after): what the CLI's --eval run does too (the
+  // multiple-choice stages are left out).
   const seconds = await page.evaluate(() => window.labState.lastReport.timings
     .filter((t) => ["load", "eval before", "prune", "eval after"].includes(t.stage)).reduce((a, t) => a + t.seconds, 0));
   console.log(`[${s.name}] run ${(Date.now() - t0) / 1000} s in the page, ${seconds.toFixed(1)} s in its stages`);
@@ -147,7 +154,7 @@ try {
   const out = join(tmp, "cli-pruned");
   const report = cli("prune", join(repo, "models/demo"), "--out", out, "--recipe", join(tmp, "recipe.json"),
     "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
-    "--eval-windows", WINDOWS, "--json");
+    "--eval-windows", WINDOWS, "--tasks", join(repo, "web/data/tasks-python-faq.jsonl"), "--tasks-items", TASK_ITEMS, "--json");
   close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
   close(auto.ppl, report.eval.after.ppl, "device auto (CPU backend) on SwiftShader vs CLI perplexity");
 
@@ -177,9 +184,32 @@ try {
   // ---- CPU fallback ------------------------------------------------------------------------------------
   const cpu = await session("cpu", BASE);
   if (!cpu.backend.includes("CPU")) throw new Error("expected the CPU notice, got: " + cpu.backend);
-  const fallback = await demoRun(cpu, 2);
+  const fallback = await demoRun(cpu, 2, loadDemo, TASK_ITEMS);
   if (fallback.backend !== "CPU") throw new Error(`without WebGPU the run went to ${fallback.backend}`);
   close(fallback.ppl, report.eval.after.ppl, "CPU fallback vs CLI perplexity");
+  // The multiple-choice task before and after: the CLI's accuracies and standard errors for the same items.
+  const tasks = await cpu.page.evaluate(() => window.labState.lastReport.tasks);
+  for (const when of ["before", "after"])
+    for (const k of ["acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "items", "choices", "tokens"])
+      if (!(Math.abs(tasks[when][k] - report.tasks[when][k]) < 1e-12))
+        throw new Error(`multiple choice ${when} ${k}: page ${tasks[when][k]}, CLI ${report.tasks[when][k]}`);
+  const shown = await cpu.page.textContent("#acc-norm-after");
+  if (!shown.startsWith(report.tasks.after.acc_norm.toFixed(3) + " ± ")) throw new Error("acc_norm after shown as " + shown);
+  console.log(`ok  multiple choice (${tasks.before.items} items): acc ${tasks.before.acc} → ${tasks.after.acc}, ` +
+    `acc_norm ${tasks.before.acc_norm} → ${tasks.after.acc_norm}, as the CLI's`);
+  // A garbled task file and an item count that is not a whole number are named; nothing runs.
+  const badTasks = join(tmp, "bad-tasks.jsonl");
+  await writeFile(badTasks, '{"context": "Q:", "choices": [" a", " b"], "gold": 0}\n{"context": "Q:", "choices": [" a"], "gold": 0}\n');
+  await cpu.page.setInputFiles("#tasks-file", [badTasks]);
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("bad-tasks.jsonl line 2"), null, { timeout: 60000 });
+  console.log("ok  garbled task file: " + (await cpu.page.textContent("#error")));
+  await cpu.page.setInputFiles("#tasks-file", []);
+  await cpu.page.fill("#tasks-items", "2.5");
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("give a whole number"), null, { timeout: 60000 });
+  console.log("ok  bad item count: " + (await cpu.page.textContent("#error")));
+  await cpu.page.setChecked("#tasks-on", false);
   // The GGUF download, written by the core from the run's parts, evaluates to the same perplexity.
   const [ggufDownload] = await Promise.all([cpu.page.waitForEvent("download", { timeout: 120000 }), cpu.page.click("#download-gguf")]);
   const ggufPath = join(tmp, "pruned.gguf");

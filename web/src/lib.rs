@@ -212,7 +212,9 @@ impl Lab {
     }
 
     /// Runs `recipe` (JSON) with calibration and evaluation texts on WebGPU (`gpu`) or the CPU: perplexity
-    /// before, prune, perplexity after. `progress(stage, done, total)` is called as work goes; `checkpoint()`
+    /// before, prune, perplexity after; with `tasks` (a multiple-choice task's JSON lines, named `tasks_name`,
+    /// its first `tasks_items` items or all) the accuracy before and after as well. `progress(stage, done,
+    /// total)` is called as work goes; `checkpoint()`
     /// between layers and windows returns a promise of whether to stop (the run then rejects with "cancelled");
     /// `emit(file, bytes)` receives the pruned model's files in parts (one tensor at a time). Resolves to the
     /// report, the scores and the generation samples (JSON).
@@ -222,6 +224,9 @@ impl Lab {
         recipe: String,
         calib: String,
         eval: String,
+        tasks: Option<String>,
+        tasks_name: Option<String>,
+        tasks_items: Option<u32>,
         gpu: bool,
         progress: js_sys::Function,
         checkpoint: js_sys::Function,
@@ -230,8 +235,16 @@ impl Lab {
         let files = self.files.clone();
         let (progress, emit) = (JsProgress::new(progress, Some(checkpoint)), Emit(emit));
         wasm_bindgen_futures::future_to_promise(async move {
-            run::run(&files, &recipe, &calib, &eval, gpu, &progress, &emit)
-                .await
+            let go = async {
+                let name = tasks_name.unwrap_or_else(|| "tasks".into());
+                let items = tasks_items.map(|n| n as usize);
+                let tasks = match tasks {
+                    Some(t) => Some(run::Tasks::parse(name, &t, items)?),
+                    None => None,
+                };
+                run::run(&files, &recipe, &calib, &eval, tasks, gpu, &progress, &emit).await
+            };
+            go.await
                 .map(JsValue::from)
                 .map_err(|e| JsError::new(&e.to_string()).into())
         })

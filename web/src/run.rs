@@ -1,9 +1,13 @@
-//! One run of the lab: load the model on WebGPU or the CPU, perplexity before, prune (the same core pipeline as
-//! the CLI), perplexity after, and hand the pruned model's files to the page in parts.
+//! One run of the lab: load the model on WebGPU or the CPU, perplexity (and multiple-choice accuracy) before,
+//! prune (the same core pipeline as the CLI), the same after, and hand the pruned model's files to the page in
+//! parts.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use prunelab::error::{Error, Result};
+use prunelab::eval::choice::{
+    choice_accuracy, parse_items, ChoiceAccuracy, ChoiceItem, ChoiceOptions,
+};
 use prunelab::eval::generate::greedy;
 use prunelab::eval::{perplexity, PerplexityOptions};
 use prunelab::io::gguf::metadata::keep_pre;
@@ -14,7 +18,7 @@ use prunelab::model::Llama;
 use prunelab::prune::calib::{sample_windows, CalibSource};
 use prunelab::prune::pipeline::prune;
 use prunelab::prune::recipe::EvalSpec;
-use prunelab::prune::report::{EvalReport, Report, StageTime};
+use prunelab::prune::report::{EvalReport, Report, StageTime, TasksReport};
 use prunelab::prune::Recipe;
 use web_time::Instant;
 
@@ -46,6 +50,37 @@ struct Inputs<'a> {
     tokenizer: &'a [u8],
     /// The first tokens of the evaluation text: the generation samples continue them.
     prompt: Vec<u32>,
+    tasks: Option<Tasks>,
+}
+
+/// A multiple-choice task scored before and after, as the CLI's `prune --tasks` scores it.
+pub struct Tasks {
+    /// Its name in the report (the file's).
+    pub name: String,
+    pub items: Vec<ChoiceItem>,
+    pub opts: ChoiceOptions,
+}
+
+impl Tasks {
+    /// Parses a task file (JSON lines, see `eval --tasks`); `max_items` scores only the first ones.
+    pub fn parse(name: String, jsonl: &str, max_items: Option<usize>) -> Result<Self> {
+        let items = parse_items(jsonl.as_bytes(), &name)?;
+        let opts = ChoiceOptions {
+            max_items,
+            ..ChoiceOptions::default()
+        };
+        Ok(Tasks { name, items, opts })
+    }
+
+    async fn accuracy<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        tok: &Tokenizer,
+        device: &B::Device,
+        progress: &JsProgress,
+    ) -> Result<ChoiceAccuracy> {
+        choice_accuracy(model, tok, &self.items, &self.opts, device, progress).await
+    }
 }
 
 /// Tokens of each greedy sample, before and after pruning (fewer when the model ends the text).
@@ -53,11 +88,13 @@ const SAMPLE_TOKENS: usize = 24;
 /// Tokens of the evaluation text that prompt the samples.
 const PROMPT_TOKENS: usize = 16;
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     files: &ModelFiles,
     recipe: &str,
     calib: &str,
     eval: &str,
+    tasks: Option<Tasks>,
     gpu: bool,
     progress: &JsProgress,
     emit: &Emit,
@@ -87,6 +124,7 @@ pub async fn run(
         recipe,
         calib,
         tokenizer,
+        tasks,
     };
     match gpu {
         true => {
@@ -133,6 +171,15 @@ async fn go<B: AutodiffBackend>(
     let start = Instant::now();
     let before = perplexity(&model.valid(), &inp.eval, &opts, &device, progress).await?;
     stage("eval before", start);
+    let tok = Tokenizer::from_json(inp.tokenizer)?;
+    let start = Instant::now();
+    let tasks_before = match &inp.tasks {
+        Some(t) => Some(t.accuracy(&model.valid(), &tok, &device, progress).await?),
+        None => None,
+    };
+    if tasks_before.is_some() {
+        stage("tasks before", start);
+    }
     let (prompt, stop) = (&inp.prompt, cfg.eos_token_id.as_slice());
     let sample_before = greedy(&model.valid(), prompt, SAMPLE_TOKENS, stop, &device).await?;
     let start = Instant::now();
@@ -142,9 +189,21 @@ async fn go<B: AutodiffBackend>(
     let start = Instant::now();
     let after = perplexity(&out.model, &inp.eval, &opts, &device, progress).await?;
     stage("eval after", start);
+    let start = Instant::now();
+    let tasks = match (&inp.tasks, tasks_before) {
+        (Some(t), Some(before)) => Some(TasksReport {
+            task: t.name.clone(),
+            before,
+            after: t.accuracy(&out.model, &tok, &device, progress).await?,
+        }),
+        _ => None,
+    };
+    if tasks.is_some() {
+        stage("tasks after", start);
+    }
     let mut timings_all = out.timings.clone();
     timings_all.extend(timings);
-    let report = Report::new(
+    let mut report = Report::new(
         &inp.recipe,
         out.ratio,
         cfg,
@@ -155,6 +214,7 @@ async fn go<B: AutodiffBackend>(
         timings_all,
         Some(EvalReport { before, after }),
     );
+    report.tasks = tasks;
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
     let mut config = hf_config(
         &out.model.config,
@@ -199,7 +259,6 @@ async fn go<B: AutodiffBackend>(
             )?;
         }
     }
-    let tok = Tokenizer::from_json(inp.tokenizer)?;
     Ok(serde_json::json!({
         "report": report,
         "scores": out.scores,

@@ -93,7 +93,7 @@ pub struct Report {
     pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
     pub eval: Option<EvalReport>,
-    /// Set by the CLI's `prune --tasks`.
+    /// Set by the CLI's `prune --tasks` and by the browser lab's multiple-choice option.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TasksReport>,
 }
