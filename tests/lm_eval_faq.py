@@ -4,7 +4,7 @@ own task machinery: a `multiple_choice` task over the JSONL file, zero-shot, `ta
 carry their leading space), metrics `acc` and `acc_norm` with their standard errors, and every choice's
 log-likelihood from the `hf` model on the CPU in f32. tests/smollm2.rs compares prunelab with it.
 Needs lm-eval with its `hf` extra (0.4.13 with transformers 5.24 and torch made the file):
-`python tests/lm_eval_faq.py [MODEL_DIR]`."""
+`python tests/lm_eval_faq.py [MODEL_DIR [OUT_JSON]]` (benches/lm_eval_pruned.sh scores a pruned model so)."""
 import json
 import os
 import sys
@@ -22,7 +22,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 repo = os.path.join(here, "..")
 model = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(repo, "models", "smollm2-135m"))
 tasks = os.path.abspath(os.path.join(repo, "web", "data", "tasks-python-faq.jsonl"))
-out = os.path.join(here, "data", "lm-eval-smollm2-faq.json")
+out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "data", "lm-eval-smollm2-faq.json")
 
 TASK = f"""task: prunelab_python_faq
 dataset_path: json
@@ -66,7 +66,7 @@ golden = {
     "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "unknown",
     "transformers": transformers.__version__,
     "torch": torch.__version__,
-    "model": "models/smollm2-135m (f32 HF folder from models/smollm2/fetch)",
+    "model": "models/smollm2-135m (f32 HF folder from models/smollm2/fetch)" if len(sys.argv) < 2 else model,
     "tasks": "web/data/tasks-python-faq.jsonl",
     "items": len(samples),
     "acc": metrics["acc,none"],
