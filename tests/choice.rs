@@ -1,7 +1,8 @@
 //! Multiple-choice accuracy: a choice's log-likelihood, scored in sorted, padded batches, equals the sum of its
 //! continuation tokens' log-probabilities from a forward of its own sequence; the context/continuation split is
 //! lm-evaluation-harness's; the CLI's `eval --tasks` reports the accuracy its own log-likelihoods give and names
-//! what is wrong with a task file; the built-in FAQ task is what its generator writes.
+//! what is wrong with a task file; the built-in FAQ tasks are what their generator writes,
+//! and the demo model completes FAQ sentences above chance.
 
 mod common;
 
@@ -28,9 +29,44 @@ fn demo() -> (Llama<Cpu>, Tokenizer) {
     (load_hf_folder(&dir, &Default::default()), tok)
 }
 
+/// A built-in task of `web/data/`.
+fn builtin(file: &str) -> Vec<ChoiceItem> {
+    parse_items(&read(&repo(&format!("web/data/{file}"))), file).unwrap()
+}
+
 fn faq_items() -> Vec<ChoiceItem> {
-    let path = repo("web/data/tasks-python-faq.jsonl");
-    parse_items(&read(&path), "tasks-python-faq.jsonl").unwrap()
+    builtin("tasks-python-faq.jsonl")
+}
+
+/// What `scripts/make-faq-task.py ARGS… web/data/eval-python-faq.txt` prints.
+fn generated(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("python3")
+        .arg(repo("scripts/make-faq-task.py"))
+        .args(args)
+        .arg(repo("web/data/eval-python-faq.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Every item has its own real choice, and its position is spread over the four (each at least `min` times).
+fn check_spread(items: &[ChoiceItem], min: usize) {
+    assert!(items.iter().all(|it| it.choices.len() == 4));
+    let real: std::collections::HashSet<&str> = items
+        .iter()
+        .map(|it| it.choices[it.gold].as_str())
+        .collect();
+    assert_eq!(real.len(), items.len());
+    let mut counts = [0; 4];
+    for it in items {
+        counts[it.gold] += 1;
+    }
+    assert!(counts.iter().all(|&c| c >= min), "{counts:?}");
 }
 
 #[test]
@@ -228,33 +264,49 @@ fn the_cli_names_what_is_wrong_with_a_task_file() {
 
 #[test]
 fn the_faq_task_is_what_its_generator_writes() {
-    let out = std::process::Command::new("python3")
-        .arg(repo("scripts/make-faq-task.py"))
-        .arg(repo("web/data/eval-python-faq.txt"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        generated(&[]),
+        read(&repo("web/data/tasks-python-faq.jsonl"))
     );
-    assert_eq!(out.stdout, read(&repo("web/data/tasks-python-faq.jsonl")));
     let items = faq_items();
     assert_eq!(items.len(), 133);
+    assert!(items.iter().all(|it| it.context.ends_with("\nAnswer:")));
+    check_spread(&items, 21);
+}
+
+/// The completions task: what its generator writes (300 half sentences, each with its own second half among
+/// three others), and the demo model, which stays at chance on the answers task (0.248), completes above chance:
+/// 91 (acc) and 100 (acc_norm) of the 300 items, where chance is 75 (the closest two choices of an item differ
+/// by 2.6e-4 relative, far above f32 rounding).
+#[test]
+fn the_completions_task_is_what_its_generator_writes_and_the_demo_beats_chance_on_it() {
+    let file = "tasks-python-faq-completions.jsonl";
+    assert_eq!(
+        generated(&["--completions"]),
+        read(&repo(&format!("web/data/{file}")))
+    );
+    let items = builtin(file);
+    assert_eq!(items.len(), 300);
     assert!(items
         .iter()
-        .all(|it| it.choices.len() == 4 && it.context.ends_with("\nAnswer:")));
-    // Every item has its own real answer; its position is spread over the four.
-    let answers: std::collections::HashSet<&str> = items
-        .iter()
-        .map(|it| it.choices[it.gold].as_str())
-        .collect();
-    assert_eq!(answers.len(), items.len());
-    let mut counts = [0; 4];
-    for it in &items {
-        counts[it.gold] += 1;
-    }
-    assert!(counts.iter().all(|&c| c > 20), "{counts:?}");
+        .all(|it| it.context.trim_end() == it.context
+            && it.choices.iter().all(|c| c.starts_with(' '))));
+    check_spread(&items, 60);
+
+    let (model, tok) = demo();
+    let opts = ChoiceOptions::default();
+    let scores = block_on(score_choices(
+        &model,
+        &tok,
+        &items,
+        &opts,
+        &Default::default(),
+        &Silent,
+    ))
+    .unwrap();
+    let acc = scores.accuracy(&items);
+    assert_eq!((acc.acc * 300.0).round() as usize, 91, "{acc:?}");
+    assert_eq!((acc.acc_norm * 300.0).round() as usize, 100, "{acc:?}");
 }
 
 #[test]

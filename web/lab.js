@@ -167,7 +167,7 @@ async function text(kind) {
 // A multiple-choice task to score before and after (none unless asked): the built-in one or an upload.
 async function tasks() {
   if (!$("tasks-on").checked) return {};
-  const file = $("tasks-file").files[0], name = file ? file.name : "tasks-python-faq.jsonl";
+  const file = $("tasks-file").files[0], name = file ? file.name : $("tasks-builtin").value;
   const items = $("tasks-items").value.trim();
   if (items && !/^[1-9][0-9]*$/.test(items)) throw new Error(`multiple choice: "${items}" items — give a whole number ≥ 1, or nothing for all`);
   if (!file && !builtin[name]) builtin[name] = await (await fetch("data/" + name)).text();

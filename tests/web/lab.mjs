@@ -88,7 +88,8 @@ const sameIds = (page, cliIds, what) => {
 // SwiftShader runs WebGPU on the CPU at a fraction of a GFLOP/s: the end-to-end recipe keeps the work small
 // (8 calibration windows, 8 evaluation windows); the CLI gets exactly the same recipe.
 const WINDOWS = "8";
-// Items of the built-in multiple-choice task the CPU fallback's run scores (the CLI's run scores the same).
+// Items of the built-in multiple-choice task (the page's default, the sentence completions) the CPU fallback's run
+// scores; the CLI's run scores the same.
 const TASK_ITEMS = "40";
 async function loadDemo(page) {
   await page.click("#demo");
@@ -154,7 +155,7 @@ try {
   const out = join(tmp, "cli-pruned");
   const report = cli("prune", join(repo, "models/demo"), "--out", out, "--recipe", join(tmp, "recipe.json"),
     "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
-    "--eval-windows", WINDOWS, "--tasks", join(repo, "web/data/tasks-python-faq.jsonl"), "--tasks-items", TASK_ITEMS, "--json");
+    "--eval-windows", WINDOWS, "--tasks", join(repo, "web/data/tasks-python-faq-completions.jsonl"), "--tasks-items", TASK_ITEMS, "--json");
   close(first.ppl, report.eval.after.ppl, "WebGPU page vs CLI perplexity after obs + ls at 20%");
   close(auto.ppl, report.eval.after.ppl, "device auto (CPU backend) on SwiftShader vs CLI perplexity");
 
