@@ -169,7 +169,7 @@ async function tasks() {
   if (!$("tasks-on").checked) return {};
   const file = $("tasks-file").files[0], name = file ? file.name : $("tasks-builtin").value;
   const items = $("tasks-items").value.trim();
-  if (items && !/^[1-9][0-9]*$/.test(items)) throw new Error(`multiple choice: "${items}" items — give a whole number ≥ 1, or nothing for all`);
+  if (items && !/^[1-9][0-9]{0,8}$/.test(items)) throw new Error(`multiple choice: "${items}" items — give a whole number from 1 to 999999999, or nothing for all`);
   if (!file && !builtin[name]) builtin[name] = await (await fetch("data/" + name)).text();
   return { tasks: file ? await file.text() : builtin[name], tasksName: name, tasksItems: items ? Number(items) : null };
 }

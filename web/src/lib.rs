@@ -9,6 +9,7 @@ mod run;
 
 use std::rc::Rc;
 
+use prunelab::eval::choice::Task;
 use prunelab::model::params::count_params;
 use prunelab::model::ModelConfig;
 use prunelab::prune::allocate::{pruned_count, ratio_for_target, shapes_at, Allocation};
@@ -239,7 +240,7 @@ impl Lab {
                 let name = tasks_name.unwrap_or_else(|| "tasks".into());
                 let items = tasks_items.map(|n| n as usize);
                 let tasks = match tasks {
-                    Some(t) => Some(run::Tasks::parse(name, &t, items)?),
+                    Some(t) => Some(Task::parse(&name, t.as_bytes(), items)?),
                     None => None,
                 };
                 run::run(&files, &recipe, &calib, &eval, tasks, gpu, &progress, &emit).await

@@ -3,11 +3,9 @@
 //! parts.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use prunelab::error::{Error, Result};
-use prunelab::eval::choice::{
-    choice_accuracy, parse_items, ChoiceAccuracy, ChoiceItem, ChoiceOptions,
-};
+use prunelab::eval::choice::Task;
 use prunelab::eval::generate::greedy;
 use prunelab::eval::{perplexity, PerplexityOptions};
 use prunelab::io::gguf::metadata::keep_pre;
@@ -50,37 +48,8 @@ struct Inputs<'a> {
     tokenizer: &'a [u8],
     /// The first tokens of the evaluation text: the generation samples continue them.
     prompt: Vec<u32>,
-    tasks: Option<Tasks>,
-}
-
-/// A multiple-choice task scored before and after, as the CLI's `prune --tasks` scores it.
-pub struct Tasks {
-    /// Its name in the report (the file's).
-    pub name: String,
-    pub items: Vec<ChoiceItem>,
-    pub opts: ChoiceOptions,
-}
-
-impl Tasks {
-    /// Parses a task file (JSON lines, see `eval --tasks`); `max_items` scores only the first ones.
-    pub fn parse(name: String, jsonl: &str, max_items: Option<usize>) -> Result<Self> {
-        let items = parse_items(jsonl.as_bytes(), &name)?;
-        let opts = ChoiceOptions {
-            max_items,
-            ..ChoiceOptions::default()
-        };
-        Ok(Tasks { name, items, opts })
-    }
-
-    async fn accuracy<B: Backend>(
-        &self,
-        model: &Llama<B>,
-        tok: &Tokenizer,
-        device: &B::Device,
-        progress: &JsProgress,
-    ) -> Result<ChoiceAccuracy> {
-        choice_accuracy(model, tok, &self.items, &self.opts, device, progress).await
-    }
+    /// A multiple-choice task scored before and after, as `prune --tasks` scores it.
+    tasks: Option<Task>,
 }
 
 /// Tokens of each greedy sample, before and after pruning (fewer when the model ends the text).
@@ -94,7 +63,7 @@ pub async fn run(
     recipe: &str,
     calib: &str,
     eval: &str,
-    tasks: Option<Tasks>,
+    tasks: Option<Task>,
     gpu: bool,
     progress: &JsProgress,
     emit: &Emit,

@@ -16,11 +16,8 @@ use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::BackendKind;
 use crate::error::{parse_json, Error, Result};
-use crate::eval::choice::parse_items;
-use crate::eval::{
-    choice_accuracy, perplexity, ChoiceAccuracy, ChoiceItem, ChoiceOptions, Perplexity,
-    PerplexityOptions,
-};
+use crate::eval::choice::Task;
+use crate::eval::{perplexity, ChoiceAccuracy, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::Tokenizer;
 use crate::model::Llama;
 use crate::prune::allocate::Allocation;
@@ -240,26 +237,19 @@ struct PruneJob<'a> {
     tasks: Option<Tasks>,
 }
 
-/// `--tasks`: the items and the tokenizer that splits them.
+/// `--tasks`: the task and the tokenizer that splits its items.
 struct Tasks {
-    name: String,
-    items: Vec<ChoiceItem>,
+    task: Task,
     tokenizer: Tokenizer,
-    opts: ChoiceOptions,
 }
 
 impl Tasks {
     fn accuracy<B: Backend>(&self, model: &Llama<B>, device: &B::Device) -> Result<ChoiceAccuracy> {
         let progress = Bars::default();
-        let run = choice_accuracy(
-            model,
-            &self.tokenizer,
-            &self.items,
-            &self.opts,
-            device,
-            &progress,
-        );
-        pollster::block_on(run)
+        pollster::block_on(
+            self.task
+                .accuracy(model, &self.tokenizer, device, &progress),
+        )
     }
 }
 
@@ -349,7 +339,7 @@ impl BackendJob for PruneJob<'_> {
             .map(|(before, after)| EvalReport { before, after });
         let tasks = match (&self.tasks, tasks_before) {
             (Some(t), Some(before)) => Some(TasksReport {
-                task: t.name.clone(),
+                task: t.task.name.clone(),
                 before,
                 after: t.accuracy(&pruned, &device)?,
             }),
@@ -467,13 +457,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
     };
     let tasks = match &args.tasks {
         Some(p) => Some(Tasks {
-            name: p.display().to_string(),
-            items: parse_items(&read(p)?, &p.display().to_string())?,
+            task: Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?,
             tokenizer: tokenizer.take().expect("tokenizer loaded"),
-            opts: ChoiceOptions {
-                batch: 8,
-                max_items: args.tasks_items,
-            },
         }),
         None => None,
     };

@@ -291,6 +291,40 @@ fn scored_nll<B: Backend>(
     target_nll(model.head(h), int(targets).reshape([1, n])).reshape([n])
 }
 
+/// A task a run scores before and after pruning (`prune --tasks`, the browser lab): its items, its name in the
+/// report, and how to batch them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub name: String,
+    pub items: Vec<ChoiceItem>,
+    pub opts: ChoiceOptions,
+}
+
+impl Task {
+    /// Parses the task file `name` (see [`parse_items`]); `max_items` scores only its first items.
+    pub fn parse(name: &str, bytes: &[u8], max_items: Option<usize>) -> Result<Self> {
+        Ok(Task {
+            name: name.into(),
+            items: parse_items(bytes, name)?,
+            opts: ChoiceOptions {
+                max_items,
+                ..ChoiceOptions::default()
+            },
+        })
+    }
+
+    /// The accuracy of `model` on the task.
+    pub async fn accuracy<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        tok: &Tokenizer,
+        device: &B::Device,
+        progress: &dyn Progress,
+    ) -> Result<ChoiceAccuracy> {
+        choice_accuracy(model, tok, &self.items, &self.opts, device, progress).await
+    }
+}
+
 /// Scores `items` and returns the accuracy.
 pub async fn choice_accuracy<B: Backend>(
     model: &Llama<B>,
