@@ -537,15 +537,11 @@ fn bad_depth_recipes_and_plans_are_refused() {
     good["layers"] = serde_json::json!([{"layer": 1, "kv_groups": [0], "mlp_channels": []}]);
     let got = plan(good.clone()).check(&cfg).unwrap_err().to_string();
     assert!(got.contains("removed whole and also loses"), "{got}");
-    // Width and depth in one plan are sliced, never repaired.
+    // Width and depth in one plan: repaired in two steps (tests/depth_then_width.rs), or sliced.
     good["layers"] = serde_json::json!([{"layer": 2, "kv_groups": [0], "mlp_channels": []}]);
     let mixed = plan(good);
     mixed.check(&cfg).unwrap();
-    let got = base.check_with_plan(&cfg, &mixed).unwrap_err().to_string();
-    assert!(
-        got.contains("removes whole layers and narrows others"),
-        "{got}"
-    );
+    base.check_with_plan(&cfg, &mixed).unwrap();
     let sliced = Recipe {
         compensation: Compensation::None,
         ..base.clone()

@@ -180,7 +180,8 @@ impl Lab {
     }
 
     /// The parameter count a recipe would leave, before anything runs (JSON `{params, ratio}`; `global`
-    /// allocation and whole layers at a parameter target report the target, since it depends on the scores).
+    /// allocation and whole layers at a parameter target report the target, since it depends on the scores; a
+    /// depth ratio's layers are counted as the range's first ones).
     #[wasm_bindgen(js_name = plannedParams)]
     pub fn planned_params(&self, recipe: &str) -> Result<String, JsError> {
         let recipe = Recipe::from_json(recipe.as_bytes()).map_err(js)?;
@@ -190,13 +191,43 @@ impl Lab {
         let layers = recipe.layer_range(cfg);
         let target =
             |t: f64| serde_json::json!({ "params": (total * (1.0 - t)).floor(), "ratio": null });
+        // Which layers go depends on the scores: counted as the range's first ones (exact when the range's
+        // layers have equal sizes, as in every unpruned model).
+        let first_layers = |r: f64| {
+            Plan::depth(
+                cfg,
+                (layers.start..)
+                    .take(pruned_count(layers.len(), r))
+                    .collect(),
+            )
+        };
+        if let Some(depth) = recipe.depth {
+            let (depth, width) = (first_layers(depth.ratio), recipe.steps().expect("depth").1);
+            let (smaller, width) = (
+                depth.pruned_config(cfg),
+                width
+                    .narrowing_after(cfg, &depth.removed_layers)
+                    .map_err(js)?,
+            );
+            let ratio = match (width.allocation, width.ratio, recipe.target_params) {
+                (_, _, Some(t)) => return Ok(target(t).to_string()),
+                (_, Some(r), _) => r,
+                _ => return Err(js("give a ratio or a parameter target")),
+            };
+            let layers = width.layer_range(&smaller);
+            let after = shapes_at(
+                &smaller,
+                &layers,
+                ratio,
+                &width.structures,
+                width.allocation,
+            );
+            let params = count_params(&after).total;
+            return Ok(serde_json::json!({ "params": params, "ratio": ratio }).to_string());
+        }
         let ratio = match (recipe.allocation, recipe.ratio, recipe.target_params) {
             (_, Some(r), _) if recipe.prunes_depth() => {
-                // Which layers go depends on the scores: counted as the range's first ones (exact when the
-                // range's layers have equal sizes, as in every unpruned model).
-                let n = pruned_count(layers.len(), r);
-                let after =
-                    Plan::depth(cfg, (layers.start..layers.start + n).collect()).pruned_config(cfg);
+                let after = first_layers(r).pruned_config(cfg);
                 let params = count_params(&after).total;
                 return Ok(serde_json::json!({ "params": params, "ratio": r }).to_string());
             }

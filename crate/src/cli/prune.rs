@@ -26,7 +26,7 @@ use crate::prune::compensate::Compensation;
 use crate::prune::linalg::Linalg;
 use crate::prune::pipeline::{apply_plan, prune};
 use crate::prune::plan::Plan;
-use crate::prune::recipe::{EvalSpec, LayerRange, Recipe};
+use crate::prune::recipe::{DepthFirst, EvalSpec, LayerRange, Recipe};
 use crate::prune::report::{EvalReport, Report, StageTime, TasksReport};
 use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
@@ -58,6 +58,13 @@ pub struct PruneArgs {
     /// Fraction of each pruned layer's KV groups and MLP channels to remove (with layers: of the range's layers).
     #[arg(long)]
     ratio: Option<f64>,
+    /// Remove this fraction of the range's layers whole first (repaired with --compensation), then narrow the
+    /// layers that stay by --structures at --ratio or to --target-params (which counts both steps).
+    #[arg(long)]
+    depth_ratio: Option<f64>,
+    /// The whole-layer score of --depth-ratio (default block-influence).
+    #[arg(long, requires = "depth_ratio")]
+    depth_importance: Option<String>,
     /// Pruned layers START..END (default: LLM-Pruner's proportions, 4..30 of 32).
     #[arg(long)]
     layers: Option<String>,
@@ -173,6 +180,13 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
     if args.ratio.is_some() || args.target_params.is_some() {
         r.ratio = args.ratio;
         r.target_params = args.target_params;
+    }
+    if let Some(ratio) = args.depth_ratio {
+        let importance = match &args.depth_importance {
+            Some(k) => parse_enum(k, "--depth-importance", &Importance::ALL)?,
+            None => Importance::BlockInfluence,
+        };
+        r.depth = Some(DepthFirst { ratio, importance });
     }
     if let Some(l) = &args.layers {
         r.layers = Some(LayerRange::parse(l)?);
@@ -532,6 +546,14 @@ fn print_summary(r: &Report, out: &std::path::Path) {
         r.params_after.total,
         r.removed_fraction * 100.0,
         match (r.plan.removed_layers.is_empty(), r.ratio) {
+            (false, Some(x)) if r.recipe.depth.is_some() => format!(
+                "whole layers removed: {:?}, then per-layer ratio {x:.4}",
+                r.plan.removed_layers
+            ),
+            (false, None) if r.recipe.depth.is_some() => format!(
+                "whole layers removed: {:?}, then global allocation",
+                r.plan.removed_layers
+            ),
             (false, _) => format!("whole layers removed: {:?}", r.plan.removed_layers),
             (true, Some(x)) => format!("per-layer ratio {x:.4}"),
             (true, None) => "global allocation".into(),

@@ -12,7 +12,7 @@ use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, report_files};
 use super::run_on::BackendJob;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::depth::depth_plan;
 use crate::prune::plan::Plan;
@@ -35,6 +35,14 @@ impl BackendJob for StreamJob<'_> {
     type Output = Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
+        if recipe.depth.is_some() {
+            return Err(Error::unsupported(
+                "--stream",
+                "--depth-ratio",
+                "a streamed run removes whole layers or narrows them, not both: stream the depth run, then the \
+                 width run on its output (or drop --stream)",
+            ));
+        }
         let fixed = self.plan;
         let layers = recipe.layer_range(cfg);
         let global = fixed.is_none() && recipe.allocation == Allocation::Global;

@@ -135,8 +135,65 @@ pub async fn make_plan<B: AutodiffBackend>(
     Ok((plan_of(&scores)?, ratio, scores))
 }
 
-/// Runs the recipe on `model`: plan, then apply.
+/// Runs the recipe on `model`: plan, then apply; with a depth ratio, whole layers first and then the width
+/// structures on the model they leave.
 pub async fn prune<B: AutodiffBackend>(
+    model: Llama<B>,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Pruned<B>> {
+    let Some((depth, width)) = recipe.steps() else {
+        return prune_step(model, recipe, calib, device, progress).await;
+    };
+    recipe.check(&model.config)?;
+    let cfg = model.config.clone();
+    let first = prune_step(model, &depth, calib, device, progress).await?;
+    let width = width.narrowing_after(&cfg, &first.plan.removed_layers)?;
+    let kept = first.plan.kept_layers(&cfg);
+    let model = Llama::<B>::from_inner(first.model);
+    let second = prune_step(model, &width, calib, device, progress).await?;
+    let timings = first
+        .timings
+        .into_iter()
+        .map(|t| StageTime {
+            stage: format!("depth: {}", t.stage),
+            ..t
+        })
+        .chain(second.timings)
+        .collect();
+    Ok(Pruned {
+        model: second.model,
+        plan: first.plan.then(&cfg, second.plan),
+        ratio: second.ratio,
+        scores: (first.scores.into_iter())
+            .chain(second.scores.into_iter().map(|s| LayerScores {
+                layer: kept[s.layer],
+                ..s
+            }))
+            .collect(),
+        reconstruction: renumbered(first.reconstruction, second.reconstruction, &kept),
+        timings,
+    })
+}
+
+/// The depth step's repairs, then the width step's with their layers numbered as in the original model
+/// (`kept[i]` is the original index of the smaller model's layer `i`).
+fn renumbered(
+    depth: Vec<Reconstruction>,
+    width: Vec<Reconstruction>,
+    kept: &[usize],
+) -> Vec<Reconstruction> {
+    let width = width.into_iter().map(|r| Reconstruction {
+        layer: kept[r.layer],
+        ..r
+    });
+    depth.into_iter().chain(width).collect()
+}
+
+/// One plan-and-apply over the recipe's structures (whole layers, or width).
+async fn prune_step<B: AutodiffBackend>(
     model: Llama<B>,
     recipe: &Recipe,
     calib: &[Vec<u32>],
@@ -171,9 +228,74 @@ pub async fn prune<B: AutodiffBackend>(
 
 /// Applies `plan` (made by [`make_plan`], or saved) to `model` with the recipe's compensation: a plain slice
 /// when nothing is repaired, else the sequential pass, which with no plan also scores each layer's activations
-/// and removes the allocation's counts at fraction `ratio`.
+/// and removes the allocation's counts at fraction `ratio`. A plan that removes whole layers and narrows others
+/// is repaired in two steps: the whole layers, then the rest on the model they leave.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_plan<B: Backend>(
+    model: Llama<B>,
+    recipe: &Recipe,
+    plan: Option<Plan>,
+    ratio: Option<f64>,
+    calib: &[Vec<u32>],
+    device: &B::Device,
+    progress: &dyn Progress,
+    timings: &mut Vec<StageTime>,
+) -> Result<Sequential<B>> {
+    let plan = match plan {
+        Some(p)
+            if !p.removed_layers.is_empty()
+                && p.layers.iter().any(|lp| !lp.is_empty())
+                && recipe.compensation != Compensation::None =>
+        {
+            p
+        }
+        plan => {
+            return apply_step(model, recipe, plan, ratio, calib, device, progress, timings).await
+        }
+    };
+    recipe.check_with_plan(&model.config, &plan)?;
+    let cfg = model.config.clone();
+    let (depth, width) = plan.split(&cfg);
+    let first = apply_step(
+        model,
+        recipe,
+        Some(depth),
+        None,
+        calib,
+        device,
+        progress,
+        timings,
+    )
+    .await?;
+    let unmeasured = Recipe {
+        ratio: None,
+        target_params: None,
+        ..recipe.clone()
+    };
+    let narrowing = unmeasured.narrowing_after(&cfg, &first.plan.removed_layers)?;
+    let second = apply_step(
+        first.model,
+        &narrowing,
+        Some(width),
+        None,
+        calib,
+        device,
+        progress,
+        timings,
+    )
+    .await?;
+    let kept = first.plan.kept_layers(&cfg);
+    Ok(Sequential {
+        model: second.model,
+        plan: first.plan.then(&cfg, second.plan),
+        scores: vec![],
+        reconstruction: renumbered(first.reconstruction, second.reconstruction, &kept),
+    })
+}
+
+/// [`apply_plan`] for a plan of one kind (whole layers, or width), or none.
+#[allow(clippy::too_many_arguments)]
+async fn apply_step<B: Backend>(
     model: Llama<B>,
     recipe: &Recipe,
     plan: Option<Plan>,

@@ -308,6 +308,44 @@ impl Plan {
         }
     }
 
+    /// This depth plan followed by `width`, a plan for the model it leaves: one plan for `cfg`, the width plan's
+    /// layers renumbered to `cfg`'s.
+    pub fn then(&self, cfg: &ModelConfig, width: Plan) -> Plan {
+        let kept = self.kept_layers(cfg);
+        let layers = width
+            .layers
+            .into_iter()
+            .map(|lp| LayerPlan {
+                layer: kept[lp.layer],
+                ..lp
+            })
+            .collect();
+        Plan {
+            removed_layers: self.removed_layers.clone(),
+            ..Plan::new(cfg, layers)
+        }
+    }
+
+    /// The plan as its whole layers for `cfg` and then the rest for the model they leave (the inverse of
+    /// [`Self::then`]).
+    pub fn split(&self, cfg: &ModelConfig) -> (Plan, Plan) {
+        let depth = Plan::depth(cfg, self.removed_layers.clone());
+        let kept = depth.kept_layers(cfg);
+        let layers = self
+            .layers
+            .iter()
+            .filter_map(|lp| {
+                let i = kept.iter().position(|&l| l == lp.layer)?;
+                Some(LayerPlan {
+                    layer: i,
+                    ..lp.clone()
+                })
+            })
+            .collect();
+        let width = Plan::new(&depth.pruned_config(cfg), layers);
+        (depth, width)
+    }
+
     /// The configuration after the plan.
     pub fn pruned_config(&self, cfg: &ModelConfig) -> ModelConfig {
         let mut out = cfg.clone();

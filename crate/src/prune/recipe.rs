@@ -11,6 +11,7 @@ use super::linalg::Linalg;
 use super::plan::Plan;
 use super::structure::{Aggregation, StructureKind};
 use crate::error::{parse_json, Error, Result};
+use crate::model::params::count_params;
 use crate::model::ModelConfig;
 
 /// Layers `[start, end)` that are pruned.
@@ -39,6 +40,22 @@ impl LayerRange {
             end: n_layers - n_layers / 16,
         }
     }
+}
+
+/// Whole layers removed first in a run that also narrows (`--depth-ratio`): the layers that stay are then
+/// narrowed by the run's structures, ratio or parameter target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepthFirst {
+    /// Fraction of the range's `C` layers removed: `C − ⌊C·(1−r)⌋` of them.
+    pub ratio: f64,
+    /// The whole-layer score (default `block-influence`).
+    #[serde(default = "block_influence")]
+    pub importance: Importance,
+}
+
+fn block_influence() -> Importance {
+    Importance::BlockInfluence
 }
 
 /// Perplexity measured before and after pruning.
@@ -76,6 +93,10 @@ pub struct Recipe {
     pub linalg: Option<Linalg>,
     pub seed: u64,
     pub eval: Option<EvalSpec>,
+    /// Whole layers removed (and repaired) before the structures narrow the layers that stay; a parameter
+    /// target then counts both steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<DepthFirst>,
 }
 
 impl Default for Recipe {
@@ -99,6 +120,7 @@ impl Default for Recipe {
             linalg: None,
             seed: 42,
             eval: None,
+            depth: None,
         }
     }
 }
@@ -112,6 +134,61 @@ impl Recipe {
     /// Whether the run removes whole decoder layers (`--structures layers`).
     pub fn prunes_depth(&self) -> bool {
         self.structures.contains(&StructureKind::Layers)
+    }
+
+    /// A run that removes whole layers and then narrows the rest ([`Self::depth`]) as two recipes: the depth
+    /// step's (its ratio and score, uniform) and the width step's over the original model (see
+    /// [`Self::narrowing_after`]).
+    pub fn steps(&self) -> Option<(Recipe, Recipe)> {
+        let d = self.depth?;
+        let depth = Recipe {
+            structures: vec![StructureKind::Layers],
+            importance: d.importance,
+            allocation: Allocation::Uniform,
+            ratio: Some(d.ratio),
+            target_params: None,
+            depth: None,
+            ..self.clone()
+        };
+        let width = Recipe {
+            depth: None,
+            ..self.clone()
+        };
+        Some((depth, width))
+    }
+
+    /// The width step's recipe for the model left when `removed` layers of `cfg` went: the range loses them (its
+    /// ends move up), and a parameter target `t` of the whole run becomes the share of the smaller model still
+    /// to remove, `(t·P₀ − (P₀ − P₁)) / P₁`.
+    pub fn narrowing_after(&self, cfg: &ModelConfig, removed: &[usize]) -> Result<Recipe> {
+        let r = self.layer_range(cfg);
+        let below = |l: usize| removed.iter().filter(|&&x| x < l).count();
+        let target_params = match self.target_params {
+            None => None,
+            Some(t) => {
+                let p0 = count_params(cfg).total as f64;
+                let smaller = Plan::depth(cfg, removed.to_vec()).pruned_config(cfg);
+                let p1 = count_params(&smaller).total as f64;
+                let left = t * p0 - (p0 - p1);
+                if left <= 0.0 {
+                    return Err(Error::Invalid(format!(
+                        "removing layers {removed:?} already takes {:.2}% of the parameters, the whole target \
+                         {t}: lower the depth ratio or raise the target",
+                        (p0 - p1) / p0 * 100.0
+                    )));
+                }
+                Some(left / p1)
+            }
+        };
+        Ok(Recipe {
+            layers: Some(LayerRange {
+                start: r.start - below(r.start),
+                end: r.end - below(r.end),
+            }),
+            target_params,
+            depth: None,
+            ..self.clone()
+        })
     }
 
     /// The pruned layer range for `cfg`.
@@ -129,15 +206,16 @@ impl Recipe {
     }
 
     /// Checks the recipe for applying a saved `plan` to the model (the plan replaces the ratio or target): every
-    /// layer the plan removes from must lie in the recipe's layer range, which the sequential pass walks, and a
-    /// plan that removes whole layers and narrows others is only sliced, not repaired.
+    /// layer the plan removes from must lie in the recipe's layer range, which the sequential pass walks (a plan
+    /// that removes whole layers and narrows others is applied in two steps, see [`Plan::split`]).
     pub fn check_with_plan(&self, cfg: &ModelConfig, plan: &Plan) -> Result<()> {
         plan.check(cfg)?;
         self.check_run(cfg)?;
         let r = self.layer_range(cfg);
-        let narrowed = plan.layers.iter().filter(|lp| !lp.is_empty());
-        let outside = narrowed
-            .clone()
+        let outside = plan
+            .layers
+            .iter()
+            .filter(|lp| !lp.is_empty())
             .map(|lp| lp.layer)
             .chain(plan.removed_layers.iter().copied())
             .find(|l| !r.contains(l));
@@ -147,24 +225,15 @@ impl Recipe {
                 r.start, r.end
             )));
         }
-        if !plan.removed_layers.is_empty()
-            && narrowed.count() > 0
-            && self.compensation != Compensation::None
-        {
-            return Err(Error::Invalid(
-                "the plan removes whole layers and narrows others: apply it with --compensation none, or \
-                 split it into a depth plan and a width plan"
-                    .into(),
-            ));
-        }
         Ok(())
     }
 
     /// Whether the run needs calibration windows: for its compensation, or for its score unless a saved plan
     /// replaces the scores.
     pub fn needs_calibration(&self, plan_given: bool) -> bool {
+        let depth = self.depth.is_some_and(|d| d.importance.needs_calibration());
         self.compensation != Compensation::None
-            || (!plan_given && self.importance.needs_calibration())
+            || (!plan_given && (self.importance.needs_calibration() || depth))
     }
 
     /// How much goes: one ratio or one parameter target, and an allocation that can use it (after
@@ -218,6 +287,9 @@ impl Recipe {
             return Err(Error::Invalid(
                 "no structures to prune (kv-groups, query-heads, mlp, layers)".into(),
             ));
+        }
+        if let Some((depth, _)) = self.steps() {
+            self.check_depth_first(cfg, &depth)?;
         }
         if self.prunes_depth() {
             return self.check_depth(cfg);
@@ -304,6 +376,35 @@ impl Recipe {
                  range at 1 (--layers 1..), or use --compensation none"
                     .into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Whole layers first, then width: the depth step must be a valid depth run that leaves a layer of the range
+    /// to narrow, and the structures must be width ones.
+    fn check_depth_first(&self, cfg: &ModelConfig, depth: &Recipe) -> Result<()> {
+        if self.prunes_depth() {
+            return Err(Error::Invalid(
+                "a depth ratio removes whole layers before the structures narrow the rest: list only kv-groups, \
+                 query-heads or mlp in the structures"
+                    .into(),
+            ));
+        }
+        let ratio = depth.ratio.unwrap_or_default();
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(Error::Invalid(format!(
+                "depth ratio {ratio} is outside (0, 1)"
+            )));
+        }
+        depth.check_depth(cfg)?;
+        let r = self.layer_range(cfg);
+        if super::allocate::pruned_count(r.len(), ratio) >= r.len() {
+            return Err(Error::Invalid(format!(
+                "depth ratio {ratio} removes all {} layers of the range {}..{}, leaving none to narrow",
+                r.len(),
+                r.start,
+                r.end
+            )));
         }
         Ok(())
     }
