@@ -1,4 +1,4 @@
-# Sourced by the SmolLM2 measurement scripts (depth_smollm2.sh, query_heads_smollm2.sh,
+# Sourced by the SmolLM2 measurement scripts (depth_smollm2.sh, depth_width_smollm2.sh, query_heads_smollm2.sh,
 # decode_smollm2.sh): builds the CLI, and
 # `measure NAME ARGS…` prunes SmolLM2-135M with ARGS, 32 × 128 calibration tokens of the calibration text and the
 # eval text (64 × 128) as --eval, then evaluates the result on the GPL (tests/data/domains/gpl-3.0.txt,

@@ -182,6 +182,8 @@ function recipeFromControls() {
   r.compensation = $("compensation").value;
   r.allocation = alloc === "attn-mlp-ratio" ? { kind: alloc, gamma: Number($("gamma").value) } : { kind: alloc };
   r.structures = $("whole").checked ? ["layers"] : [$("kv").checked && "kv-groups", $("qheads").checked && "query-heads", $("mlp").checked && "mlp"].filter(Boolean);
+  const depth = Number($("depth-ratio").value);
+  if (!$("whole").checked && depth > 0) r.depth = { ratio: depth, importance: "block-influence" };
   r.ratio = null; r.target_params = Number($("target").value);
   r.layers = { start: Number($("layer-start").value), end: Number($("layer-end").value) };
   r.calibration = { kind: "sampled", samples: Number($("calib-samples").value), length: Number($("calib-len").value) };
@@ -191,7 +193,8 @@ function recipeFromControls() {
 async function syncRecipe() {
   if (!state.methods) return;
   const r = recipeFromControls();
-  $("kv").disabled = $("qheads").disabled = $("mlp").disabled = $("whole").checked; // whole layers are pruned in a run of their own
+  // Whole layers alone, or first (a depth ratio) before the structures narrow the rest.
+  $("kv").disabled = $("qheads").disabled = $("mlp").disabled = $("depth-ratio").disabled = $("whole").checked;
   $("recipe").value = JSON.stringify(r, null, 2);
   $("target-value").textContent = (Number($("target").value) * 100).toFixed(0) + "%";
   explain();
@@ -307,11 +310,15 @@ function drawChart(r) {
   }).join("");
   $("chart").innerHTML = `<h3>Kept per layer (query heads | MLP width, fraction of original; a flat bar = layer removed)</h3><svg width="${n * w + 4}" height="${h + 2}">${bars}</svg>`;
 }
+// Whole-layer scores, then the structures' (a run with a depth ratio has both).
 function drawHeatmap(scores, r) {
-  if (scores.length && scores[0].whole != null) return drawLayerScores(scores, r);
+  const whole = scores.filter((s) => s.whole != null), width = scores.filter((s) => s.whole == null);
+  $("heatmap").innerHTML = (whole.length ? layerScores(whole, r) : "") + structureScores(width, r);
+}
+function structureScores(scores, r) {
   // Query heads when the run pruned them, else KV groups: one row per layer, one cell per structure.
   const key = r.recipe.structures.includes("query-heads") ? "query_heads" : "kv_groups", what = key === "query_heads" ? "query head" : "KV group";
-  if (!scores.length || !(scores[0][key] || []).length) return ($("heatmap").innerHTML = "");
+  if (!scores.length || !(scores[0][key] || []).length) return "";
   const cell = 18, rows = scores.map((s) => {
     const v = s[key], lo = Math.min(...v), hi = Math.max(...v);
     const removed = new Set((r.plan.layers.find((p) => p.layer === s.layer) || {})[key] || []);
@@ -321,10 +328,9 @@ function drawHeatmap(scores, r) {
     }).join("");
   }).join("");
   const width = Math.max(...scores.map((s) => s[key].length)) * cell, height = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
-  $("heatmap").innerHTML = `<h3>${what[0].toUpperCase() + what.slice(1)} scores (layers × ${what}s; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
+  return `<h3>${what[0].toUpperCase() + what.slice(1)} scores (layers × ${what}s; outlined = removed; scaled per layer)</h3><svg width="${width}" height="${height}">${rows}</svg>`;
 }
-
-function drawLayerScores(scores, r) {
+function layerScores(scores, r) {
   const cell = 18, removed = new Set(r.plan.removed_layers || []), v = scores.map((s) => s.whole);
   const lo = Math.min(...v), hi = Math.max(...v);
   const cells = scores.map((s) => {
@@ -332,7 +338,7 @@ function drawLayerScores(scores, r) {
     return `<rect x="${s.layer * cell}" y="0" width="${cell - 1}" height="${cell - 1}" fill="hsl(${200 - 200 * t},70%,50%)" ${out ? 'stroke="black" stroke-width="2"' : ""}><title>layer ${s.layer}: ${s.whole.toPrecision(4)}${out ? " (removed)" : ""}</title></rect>`;
   }).join("");
   const width = (Math.max(...scores.map((s) => s.layer)) + 1) * cell;
-  $("heatmap").innerHTML = `<h3>Whole-layer scores (outlined = removed)</h3><svg width="${width}" height="${cell}">${cells}</svg>`;
+  return `<h3>Whole-layer scores (outlined = removed)</h3><svg width="${width}" height="${cell}">${cells}</svg>`;
 }
 
 // ---- downloads (assembled from parts; a stored zip needs only CRC-32) ---------------------------------------
@@ -443,7 +449,7 @@ async function main() {
   // KV groups and query heads are two ways to narrow the attention: one per run.
   $("kv").addEventListener("input", () => { if ($("kv").checked) $("qheads").checked = false; });
   $("qheads").addEventListener("input", () => { if ($("qheads").checked) $("kv").checked = false; });
-  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "qheads", "mlp", "whole", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
+  for (const id of ["importance", "compensation", "allocation", "gamma", "kv", "qheads", "mlp", "whole", "depth-ratio", "layer-start", "layer-end", "calib-samples", "calib-len", "eval-windows", "target"])
     $(id).addEventListener("input", syncRecipe);
   $("apply-recipe").onclick = showPlanned;
   $("copy-recipe").onclick = () => navigator.clipboard?.writeText($("recipe").value);

@@ -9,7 +9,8 @@
 //    a bad item count are named; a garbled safetensors upload, a config that does not match the weights and a garbled
 //    tokenizer_config.json show errors; the demo uploaded as one .gguf loads; Cancel stops a run between layers
 //    without restarting the core; a following run on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
-//    the chart marks the layers the CLI removes; query heads (obs + ls) give the CLI's perplexity and shapes; the
+//    the chart marks the layers the CLI removes; a depth ratio (one layer whole, then KV groups + MLP by numerical + ls)
+//    gives the CLI's perplexity, marks its removed layer and shows both score maps; query heads (obs + ls) give the CLI's perplexity and shapes; the
 //    zips of a GGUF upload and of an HF upload hold the chat template and the uploaded tokenizer/generation files;
 //    "Try the model" gives the CLI's tokens for a greedy continuation of the loaded model, a sampled chat answer
 //    of the pruned one and the loaded model's answer to a follow-up of that conversation, and Stop ends a long
@@ -309,6 +310,33 @@ try {
   if (!(removed.length > 0) || removedBars.join() !== removed.join() || !strip.startsWith("Whole-layer scores"))
     throw new Error(`whole layers: ${removedBars} bars for layers ${removed} removed by the CLI; heading ${strip}`);
   close(depthPpl, depthReport.eval.after.ppl, `whole layers ${removed} (block influence + ls) vs CLI perplexity`);
+  // Whole layers first, then KV groups and MLP channels of the layers that stay (a depth ratio), as the CLI runs it.
+  await cpu.page.uncheck("#whole");
+  await cpu.page.selectOption("#importance", "numerical");
+  await cpu.page.fill("#depth-ratio", "0.2");
+  await cpu.page.$eval("#depth-ratio", (el) => el.dispatchEvent(new Event("input")));
+  await cpu.page.waitForFunction(() => JSON.parse(document.getElementById("recipe").value).depth?.ratio === 0.2);
+  await cpu.page.waitForFunction(() => document.getElementById("planned").textContent.includes("parameters left"));
+  const bothRecipe = await cpu.page.inputValue("#recipe");
+  await cpu.page.evaluate(() => document.activeElement?.blur());
+  await cpu.page.click("#run");
+  await cpu.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length > 3, null, { timeout: 900000 });
+  await cpu.shot("8-depth-then-width");
+  const bothPpl = Number(await cpu.page.textContent("#ppl-after"));
+  const headings = await cpu.page.$$eval("#heatmap h3", (h) => h.map((x) => x.textContent));
+  const bothBars = await cpu.page.$$eval("#chart rect title", (t) => t.map((x) => x.textContent));
+  await writeFile(join(tmp, "both.json"), bothRecipe);
+  const bothReport = cli("prune", demoGguf, "--out", join(tmp, "both-pruned"), "--recipe", join(tmp, "both.json"),
+    "--calib", join(repo, "web/data/calib-python-tutorial.txt"), "--eval", join(repo, "web/data/eval-python-faq.txt"),
+    "--eval-windows", WINDOWS, "--json");
+  const gone = bothReport.plan.removed_layers ?? [];
+  const narrowed = bothReport.plan.layers.filter((l) => l.kv_groups.length + l.mlp_channels.length > 0).map((l) => l.layer);
+  if (gone.length !== 1 || !narrowed.length || narrowed.some((l) => gone.includes(l)) || !bothBars.includes(`layer ${gone[0]}: removed`) ||
+      headings.length !== 2 || !headings[0].startsWith("Whole-layer scores") || !headings[1].startsWith("KV group scores"))
+    throw new Error(`depth then width: layers ${gone} removed and ${narrowed} narrowed by the CLI; bars ${bothBars}; headings ${headings}`);
+  close(bothPpl, bothReport.eval.after.ppl, `layer ${gone} whole, then KV groups + MLP of layers ${narrowed} (numerical + ls) vs CLI perplexity`);
+  await cpu.page.fill("#depth-ratio", "0");
+  await cpu.page.$eval("#depth-ratio", (el) => el.dispatchEvent(new Event("input")));
   // Query heads from the same page: checking them unchecks KV groups; the same number goes from every group.
   await cpu.page.uncheck("#whole");
   await cpu.page.check("#qheads");
@@ -321,8 +349,8 @@ try {
   const headsRecipe = await cpu.page.inputValue("#recipe");
   await cpu.page.evaluate(() => document.activeElement?.blur());
   await cpu.page.click("#run");
-  await cpu.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length > 3, null, { timeout: 900000 });
-  await cpu.shot("8-query-heads");
+  await cpu.page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length > 4, null, { timeout: 900000 });
+  await cpu.shot("9-query-heads");
   const headsPpl = Number(await cpu.page.textContent("#ppl-after"));
   const heatmap = await cpu.page.textContent("#heatmap h3");
   const bars = await cpu.page.$$eval("#chart rect.kv title", (t) => t.map((x) => x.textContent));
@@ -337,7 +365,7 @@ try {
   // An HF upload's tokenizer and generation files go into the zip byte for byte.
   await cpu.page.uncheck("#qheads");
   await cpu.page.check("#kv");
-  await demoRun(cpu, 9, async (page) => {
+  await demoRun(cpu, 10, async (page) => {
     await page.setInputFiles("#files", ["config.json", "tokenizer.json", "model.safetensors", ...Object.keys(side)].map((f) => join(demoSide, f)));
     await page.waitForFunction(() => document.getElementById("model-summary").textContent.startsWith("model.safetensors:"), null, { timeout: 120000 });
   });
@@ -367,7 +395,7 @@ try {
   const transcript = `you: ${QUESTION}\nmodel: ${answer.text}\nyou: ${FOLLOW_UP}\nmodel: ${cliFollowUp.text}`;
   if (followUp.chat_prompt !== cliFollowUp.chat_prompt || followUp.shown !== transcript)
     throw new Error(`follow-up: ${JSON.stringify(followUp.chat_prompt)} vs ${JSON.stringify(cliFollowUp.chat_prompt)}; shown ${JSON.stringify(followUp.shown)}`);
-  await cpu.shot("10-try");
+  await cpu.shot("11-try");
   await cpu.page.click("#try-new");
   if ((await cpu.page.textContent("#try-out")) || (await cpu.page.evaluate(() => window.labState.conversation.length)))
     throw new Error("New conversation kept the conversation");

@@ -52,7 +52,7 @@ pub struct PruneArgs {
     #[arg(long)]
     gamma: Option<f64>,
     /// Comma-separated: kv-groups or query-heads (the same number from every KV group), mlp; or layers (whole
-    /// decoder layers, in a run of their own).
+    /// decoder layers alone; with width, use --depth-ratio).
     #[arg(long)]
     structures: Option<String>,
     /// Fraction of each pruned layer's KV groups and MLP channels to remove (with layers: of the range's layers).

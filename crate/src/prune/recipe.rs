@@ -328,13 +328,13 @@ impl Recipe {
         Ok(())
     }
 
-    /// Depth pruning: whole layers in a run of their own, a score that ranks them, an amount that leaves a layer,
+    /// Depth pruning: whole layers alone (or as the first step of a depth ratio), a score that ranks them, an amount that leaves a layer,
     /// and a layer before every repaired one.
     fn check_depth(&self, cfg: &ModelConfig) -> Result<()> {
         if self.structures.iter().any(|k| k.is_width()) {
             return Err(Error::Invalid(
-                "whole layers are pruned in a run of their own (--structures layers); prune KV groups or MLP \
-                 channels in a second run on its output"
+                "whole layers are pruned in a run of their own (--structures layers), or first with a depth \
+                 ratio (--depth-ratio) before the structures (kv-groups, query-heads, mlp) narrow the rest"
                     .into(),
             ));
         }
