@@ -284,7 +284,7 @@ function showResult(out, useGpu, seconds) {
     `<pre id="sample-after">after:  ${esc(out.sample.after)}</pre>`;
   drawChart(r); drawHeatmap(out.scores, r);
   state.runs.push({ model: state.modelName, r, backend: useGpu ? "WebGPU" : "CPU", seconds });
-  const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${x.r.recipe.structures.join(", ")}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
+  const row = (x, i) => `<tr><td>${i + 1}</td><td>${x.model}</td><td>${(x.r.recipe.depth ? [`layers (${x.r.recipe.depth.ratio})`] : []).concat(x.r.recipe.structures).join(", ")}</td><td>${x.r.recipe.importance}</td><td>${x.r.recipe.compensation}</td>` +
     `<td>${x.r.recipe.allocation.kind}</td><td>${x.backend}</td><td>${x.r.params_after.total.toLocaleString()}</td>` +
     `<td>${x.r.eval.before.ppl.toFixed(3)}</td><td>${x.r.eval.after.ppl.toFixed(3)}</td>` +
     `<td>${x.r.tasks ? `${x.r.tasks.before.acc.toFixed(3)} (${x.r.tasks.before.acc_norm.toFixed(3)}) → ${x.r.tasks.after.acc.toFixed(3)} (${x.r.tasks.after.acc_norm.toFixed(3)})` : "—"}</td>` +
