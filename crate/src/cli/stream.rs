@@ -18,7 +18,7 @@ use crate::prune::depth::depth_plan;
 use crate::prune::plan::Plan;
 use crate::prune::recipe::Recipe;
 use crate::prune::report::{Report, StageTime};
-use crate::prune::streaming::{streamed_scores, Streamed};
+use crate::prune::streaming::{streamed_scores, Streamed, STREAMED_DEPTH_THEN_WIDTH};
 
 pub(super) struct StreamJob<'a> {
     pub input: &'a ModelInput,
@@ -39,8 +39,7 @@ impl BackendJob for StreamJob<'_> {
             return Err(Error::unsupported(
                 "--stream",
                 "--depth-ratio",
-                "a streamed run removes whole layers or narrows them, not both: stream the depth run, then the \
-                 width run on its output (or drop --stream)",
+                STREAMED_DEPTH_THEN_WIDTH,
             ));
         }
         let fixed = self.plan;

@@ -108,6 +108,11 @@ fn layer_of(name: &str) -> Option<usize> {
         .ok()
 }
 
+/// Why a run with a depth ratio is not streamed.
+pub const STREAMED_DEPTH_THEN_WIDTH: &str =
+    "a streamed run removes whole layers or narrows them, not both: \
+     stream the depth run, then the width run on its output (or drop --stream)";
+
 impl<'a, B: Backend> Streamed<'a, B> {
     /// Checks `src` against `cfg` and the recipe, and works out the output's shapes (from the allocation's
     /// counts at `ratio`, or from `fixed`). Nothing is loaded yet.
@@ -129,6 +134,13 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 "--stream",
                 "a plan that removes whole layers and narrows others",
                 "a streamed run does one or the other: split the plan, or drop --stream",
+            ));
+        }
+        if recipe.depth.is_some() && fixed.is_none() {
+            return Err(Error::unsupported(
+                "--stream",
+                "--depth-ratio",
+                STREAMED_DEPTH_THEN_WIDTH,
             ));
         }
         if recipe.prunes_depth() && fixed.is_none() {
