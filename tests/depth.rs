@@ -564,12 +564,7 @@ fn bad_depth_recipes_and_plans_are_refused() {
 #[test]
 fn the_cli_writes_depth_pruned_models_that_load_back_and_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = dir.path().join("calib.json");
-    std::fs::write(
-        &ids,
-        golden_json("tiny-gqa")["calibration_input_ids"].to_string(),
-    )
-    .unwrap();
+    let ids = calib_ids_file(dir.path(), "tiny-gqa");
     let model = fixture("tiny-gqa");
     let (hf, gguf) = (dir.path().join("hf"), dir.path().join("m.gguf"));
     let args = |out: &std::path::Path| {

@@ -254,12 +254,7 @@ fn bad_depth_then_width_recipes_are_refused() {
     // Not with --stream, and nothing is written.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    let ids = dir.path().join("calib.json");
-    std::fs::write(
-        &ids,
-        golden_json("tiny-gqa")["calibration_input_ids"].to_string(),
-    )
-    .unwrap();
+    let ids = calib_ids_file(dir.path(), "tiny-gqa");
     let mut args = cli_args(&out, &ids);
     args.push("--stream".into());
     let res = Command::new(env!("CARGO_BIN_EXE_prunelab"))
@@ -302,12 +297,7 @@ fn cli_args(out: &std::path::Path, ids: &std::path::Path) -> Vec<String> {
 #[test]
 fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = dir.path().join("calib.json");
-    std::fs::write(
-        &ids,
-        golden_json("tiny-gqa")["calibration_input_ids"].to_string(),
-    )
-    .unwrap();
+    let ids = calib_ids_file(dir.path(), "tiny-gqa");
     let (hf, gguf) = (dir.path().join("hf"), dir.path().join("m.gguf"));
     let json = |a: Vec<String>| -> Value {
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();

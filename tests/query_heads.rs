@@ -323,12 +323,7 @@ fn bad_query_head_recipes_and_plans_are_refused() {
 #[test]
 fn the_cli_writes_query_head_pruned_models_that_load_back_replay_and_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = dir.path().join("calib.json");
-    std::fs::write(
-        &ids,
-        golden_json("tiny-gqa")["calibration_input_ids"].to_string(),
-    )
-    .unwrap();
+    let ids = calib_ids_file(dir.path(), "tiny-gqa");
     let model = fixture("tiny-gqa");
     let args = |out: &std::path::Path, extra: &[&str]| -> Value {
         let mut a = vec![

@@ -127,6 +127,17 @@ pub fn run_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Writes fixture `name`'s golden calibration windows as `calib.json` in `dir` (for `--calib-ids`).
+pub fn calib_ids_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    let path = dir.join("calib.json");
+    std::fs::write(
+        &path,
+        golden_json(name)["calibration_input_ids"].to_string(),
+    )
+    .unwrap();
+    path
+}
+
 /// Replays a CLI run: prunes `model` into `out` with the `plan.json` and `recipe.json` the run wrote to `run`,
 /// calibrating on the token windows in `ids` (JSON).
 pub fn replay_run(
