@@ -586,10 +586,7 @@ fn the_cli_writes_depth_pruned_models_that_load_back_and_replay() {
             "--json".into(),
         ]
     };
-    let run = |a: Vec<String>| -> Value {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        serde_json::from_str(&run_cli(&refs)).unwrap()
-    };
+    let run = |a: Vec<String>| run_cli_json(&a);
     let report = run(args(&hf));
     let mut g = args(&gguf);
     g.extend(["--format".into(), "gguf".into()]);

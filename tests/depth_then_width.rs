@@ -21,7 +21,6 @@ use prunelab::prune::recipe::{DepthFirst, LayerRange, Recipe};
 use prunelab::prune::sequential::Reconstruction;
 use prunelab::prune::structure::StructureKind;
 use prunelab::readback::to_vec;
-use serde_json::Value;
 
 type Cpu = prunelab::backend::Cpu;
 type Ad = Autodiff<Cpu>;
@@ -299,14 +298,10 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
     let dir = tempfile::tempdir().unwrap();
     let ids = calib_ids_file(dir.path(), "tiny-gqa");
     let (hf, gguf) = (dir.path().join("hf"), dir.path().join("m.gguf"));
-    let json = |a: Vec<String>| -> Value {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        serde_json::from_str(&run_cli(&refs)).unwrap()
-    };
-    let report = json(cli_args(&hf, &ids));
+    let report = run_cli_json(&cli_args(&hf, &ids));
     let mut g = cli_args(&gguf, &ids);
     g.extend(["--format".into(), "gguf".into()]);
-    assert_eq!(json(g)["plan"], report["plan"]);
+    assert_eq!(run_cli_json(&g)["plan"], report["plan"]);
     assert_eq!(
         report["recipe"]["depth"],
         serde_json::json!({"ratio": 0.3, "importance": "block-influence"})

@@ -127,6 +127,12 @@ pub fn run_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `run_cli` on owned arguments, its stdout parsed as the JSON it prints (`--json`).
+pub fn run_cli_json(args: &[String]) -> serde_json::Value {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    serde_json::from_str(&run_cli(&refs)).unwrap()
+}
+
 /// Writes fixture `name`'s golden calibration windows as `calib.json` in `dir` (for `--calib-ids`).
 pub fn calib_ids_file(dir: &std::path::Path, name: &str) -> PathBuf {
     let path = dir.join("calib.json");

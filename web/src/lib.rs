@@ -201,8 +201,8 @@ impl Lab {
                     .collect(),
             )
         };
-        if let Some(depth) = recipe.depth {
-            let (depth, width) = (first_layers(depth.ratio), recipe.steps().expect("depth").1);
+        if let (Some(depth), Some((_, width))) = (recipe.depth, recipe.steps()) {
+            let depth = first_layers(depth.ratio);
             let (smaller, width) = (
                 depth.pruned_config(cfg),
                 width
