@@ -328,8 +328,8 @@ impl Recipe {
         Ok(())
     }
 
-    /// Depth pruning: whole layers alone (or as the first step of a depth ratio), a score that ranks them, an amount that leaves a layer,
-    /// and a layer before every repaired one.
+    /// Depth pruning: whole layers alone (or as the first step of a depth ratio), a score that ranks them, an
+    /// amount that leaves a layer, and a layer before every repaired one.
     fn check_depth(&self, cfg: &ModelConfig) -> Result<()> {
         if self.structures.iter().any(|k| k.is_width()) {
             return Err(Error::Invalid(
@@ -381,7 +381,7 @@ impl Recipe {
     }
 
     /// Whole layers first, then width: the depth step must be a valid depth run that leaves a layer of the range
-    /// to narrow, and the structures must be width ones.
+    /// to narrow and, under a parameter target, something to narrow; the structures must be width ones.
     fn check_depth_first(&self, cfg: &ModelConfig, depth: &Recipe) -> Result<()> {
         if self.prunes_depth() {
             return Err(Error::Invalid(
@@ -406,6 +406,12 @@ impl Recipe {
                 r.end
             )));
         }
+        // A target the removed layers already meet, counted as the range's first ones (exact when the range's
+        // layers have equal sizes; the run checks again with the layers it removes).
+        let first: Vec<usize> = (r.start..)
+            .take(super::allocate::pruned_count(r.len(), ratio))
+            .collect();
+        self.narrowing_after(cfg, &first)?;
         Ok(())
     }
 
