@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use common::*;
@@ -258,23 +256,6 @@ fn bad_depth_then_width_recipes_are_refused() {
         got.contains("removing layers [2] already takes 24.07%"),
         "{got}"
     );
-    // Not with --stream, and nothing is written.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("s");
-    let ids = calib_ids_file(dir.path(), "tiny-gqa");
-    let mut args = cli_args(&out, &ids);
-    args.push("--stream".into());
-    let res = Command::new(env!("CARGO_BIN_EXE_prunelab"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert_eq!(res.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        err.contains("--depth-ratio") && err.contains("not both"),
-        "{err}"
-    );
-    assert!(!out.exists());
 }
 
 /// `prune` on tiny-gqa: a third of layers 1..4 whole, then half the KV groups and MLP channels of the rest.

@@ -297,6 +297,261 @@ fn whole_layers_stream_like_the_in_memory_run_with_two_layers_on_the_device() {
     }
 }
 
+/// The largest difference between two f32 HF outputs' tensors (same names and shapes).
+fn output_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let (x, y) = (
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap(),
+    );
+    let (sx, sy) = (
+        safetensors::SafeTensors::deserialize(&x).unwrap(),
+        safetensors::SafeTensors::deserialize(&y).unwrap(),
+    );
+    assert_eq!(sx.len(), sy.len());
+    let f = |b: &[u8]| -> Vec<f32> {
+        b.chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut diff = 0.0f32;
+    for (name, t) in sx.tensors() {
+        let u = sy.tensor(&name).unwrap();
+        assert_eq!(t.shape(), u.shape(), "{name}");
+        diff = diff.max(common::max_abs_diff(&f(t.data()), &f(u.data())));
+    }
+    diff
+}
+
+/// Whole layers and then width, streamed: a width pass reading a depth pass gives the model of the two steps in
+/// memory, reads each input decoder layer once, and each pass holds its own layers only (two on the device for
+/// the depth repair, one for the width pass; one on the host each).
+#[test]
+fn a_width_pass_over_a_depth_pass_streams_both_steps() {
+    let cfg = tiny();
+    let weights = RandomWeights::new(&cfg, 7, 0.05);
+    let calib = calib(&cfg);
+    let depth = Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::BlockInfluence,
+        compensation: Compensation::Ls,
+        ratio: Some(0.3),
+        layers: Some(LayerRange { start: 1, end: 4 }),
+        ..Recipe::default()
+    };
+    // Layer 1 goes, absorbed by layer 0 (below the width range); the width step narrows layers 1..3 of the three
+    // left (input layers 2 and 3).
+    let plan = Plan::depth(&cfg, vec![1]);
+    let width = Recipe {
+        structures: vec![StructureKind::KvGroups, StructureKind::Mlp],
+        layers: Some(LayerRange { start: 1, end: 3 }),
+        ..recipe(Compensation::Ls)
+    };
+    let device = Default::default();
+    let model = Llama::<Flex>::load(&cfg, &weights, &device).unwrap();
+    let shallower = pollster::block_on(remove_layers(
+        model,
+        &depth,
+        plan.clone(),
+        &calib,
+        &device,
+        &Silent,
+    ))
+    .unwrap();
+    let mid = shallower.model.config.clone();
+    let whole = pollster::block_on(prune_sequential(
+        shallower.model,
+        &width,
+        width.ratio,
+        &calib,
+        None,
+        &device,
+        &Silent,
+    ))
+    .unwrap();
+
+    let log = RefCell::new(vec![]);
+    let input = Logged {
+        inner: &weights,
+        log: &log,
+    };
+    let depth_pass = || {
+        Streamed::<Flex>::new(
+            &input,
+            &cfg,
+            &depth,
+            None,
+            Some(&plan),
+            &calib,
+            device,
+            &Silent,
+        )
+        .unwrap()
+    };
+    // The width pass runs its windows through layer 0, which its writer also copies: without a second read of
+    // the depth pass's layers below the range, the chain stops with a clear error.
+    let inner = depth_pass();
+    let outer = stream(&inner, &mid, &width, &calib);
+    let err = tensor_specs(outer.config())
+        .iter()
+        .map(|spec| outer.read(&spec.name))
+        .find_map(|r| r.err())
+        .unwrap()
+        .to_string();
+    assert!(err.contains("was already read"), "{err}");
+
+    log.borrow_mut().clear();
+    let inner = depth_pass().rereadable_below(1);
+    let outer = stream(&inner, &mid, &width, &calib);
+    assert_eq!(outer.config(), &whole.model.config);
+    for (name, w) in whole.model.named_weights() {
+        let want = pollster::block_on(prunelab::readback::to_vec(w.flatten())).unwrap();
+        let got = outer.read_f32(&name).unwrap();
+        let diff = common::max_abs_diff(&got, &want);
+        assert!(diff < 1e-5, "{name}: differs by {diff}");
+    }
+    let (depth_plan, _, depth_recon) = inner.take_results();
+    let (width_plan, _, width_recon) = outer.take_results();
+    assert_eq!(depth_plan, plan);
+    assert_eq!(width_plan, whole.plan);
+    assert_eq!((depth_recon.len(), width_recon.len()), (1, 4));
+    assert_eq!(depth_recon[0].layer, 0);
+    // Every input decoder tensor is read once (layer 1 to repair layer 0, the rest as each pass needs them).
+    let log = log.borrow();
+    for spec in tensor_specs(&cfg).iter().filter(|s| s.layer.is_some()) {
+        let reads = log.iter().filter(|e| **e == format!("in {}", spec.name));
+        assert_eq!(reads.count(), 1, "{}", spec.name);
+    }
+    let (one_in, one_mid) = (layer_bytes(&cfg, 1), layer_bytes(&mid, 1));
+    let (d, w) = (inner.peak(), outer.peak());
+    assert!(d.device > one_in && d.device <= 2 * one_in, "{d:?}");
+    assert!(d.host <= layer_bytes(&mid, 0), "{d:?}");
+    assert!(w.device > 0 && w.device <= one_mid, "{w:?}");
+    assert!(
+        w.host > 0 && w.host <= layer_bytes(outer.config(), 1),
+        "{w:?}"
+    );
+}
+
+/// `prune --stream --depth-ratio` chains the two passes and writes the in-memory run's model, plan, scores and
+/// repairs, for a uniform width step, a global one (scored in a pass over a depth pass) and one without repair;
+/// the saved plan replays streamed to the same model.
+#[test]
+fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (synth, ids) = synth_tiny(dir.path());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
+        let common = [
+            "--depth-ratio",
+            "0.3",
+            "--structures",
+            "kv-groups,mlp",
+            "--layers",
+            "1..4",
+            "--calib-ids",
+            ids.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(common.iter().chain(extra).map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_str(&run_cli(&args)).unwrap()
+    };
+    let runs: [(&str, &[&str]); 3] = [
+        (
+            "flap-uniform",
+            &[
+                "--importance",
+                "flap",
+                "--compensation",
+                "ls",
+                "--ratio",
+                "0.5",
+            ],
+        ),
+        (
+            "flap-global",
+            &[
+                "--importance",
+                "flap",
+                "--compensation",
+                "ls",
+                "--allocation",
+                "global",
+                "--target-params",
+                "0.4",
+            ],
+        ),
+        (
+            "l2-none",
+            &[
+                "--depth-importance",
+                "l2",
+                "--importance",
+                "l2",
+                "--compensation",
+                "none",
+                "--ratio",
+                "0.5",
+            ],
+        ),
+    ];
+    for (name, extra) in runs {
+        let (a, b) = (dir.path().join(name), dir.path().join(format!("{name}-s")));
+        let whole = run(&a, extra);
+        let mut args = extra.to_vec();
+        args.push("--stream");
+        let streamed = run(&b, &args);
+        for key in ["plan", "ratio", "params_after", "scores", "reconstruction"] {
+            assert_eq!(whole[key], streamed[key], "{name} {key}");
+        }
+        assert_eq!(whole["plan"]["removed_layers"].as_array().unwrap().len(), 1);
+        let diff = output_diff(&a, &b);
+        assert!(diff < 1e-5, "{name}: {diff}");
+        let stages: Vec<&str> = streamed["timings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["stage"].as_str().unwrap())
+            .collect();
+        let passes = [
+            "depth: load layers",
+            "depth: compute",
+            "depth: read back",
+            "load layers",
+            "compute",
+            "read back",
+            "copy + write",
+        ];
+        let scored: &[&str] = match name {
+            "flap-global" => &["depth: score", "score"],
+            _ => &["depth: score"],
+        };
+        assert_eq!(stages, [scored, &passes].concat(), "{name}");
+        // The saved plan and recipe, streamed: the same model again.
+        let replayed = dir.path().join(format!("{name}-replayed"));
+        let (plan, recipe) = (a.join("plan.json"), a.join("recipe.json"));
+        let mut args = vec![
+            "prune".to_string(),
+            path(&synth),
+            "--out".into(),
+            path(&replayed),
+        ];
+        for x in ["--plan", &path(&plan), "--recipe", &path(&recipe)] {
+            args.push(x.into());
+        }
+        for x in ["--calib-ids", ids.to_str().unwrap(), "--stream", "--json"] {
+            args.push(x.into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let again: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
+        assert_eq!(again["plan"], whole["plan"], "{name}");
+        assert_eq!(again["reconstruction"], whole["reconstruction"], "{name}");
+        let diff = output_diff(&a, &replayed);
+        assert!(diff < 1e-5, "{name} replayed: {diff}");
+    }
+}
+
 /// An f32 synthetic checkpoint of the `tiny` shape in `dir`, and its calibration windows as a JSON file.
 fn synth_tiny(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let synth = dir.join("tiny");
@@ -385,30 +640,8 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         assert!(timings
             .iter()
             .all(|t| t["seconds"].as_f64().unwrap() >= 0.0));
-        let (x, y) = (
-            std::fs::read(a.join("model.safetensors")).unwrap(),
-            std::fs::read(b.join("model.safetensors")).unwrap(),
-        );
-        assert_eq!(x.len(), y.len());
-        let (sx, sy) = (
-            safetensors::SafeTensors::deserialize(&x).unwrap(),
-            safetensors::SafeTensors::deserialize(&y).unwrap(),
-        );
-        for (name, t) in sx.tensors() {
-            let u = sy.tensor(&name).unwrap();
-            assert_eq!(t.shape(), u.shape(), "{name}");
-            let f = |b: &[u8]| -> Vec<f32> {
-                b.chunks(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect()
-            };
-            let diff = f(t.data())
-                .iter()
-                .zip(f(u.data()))
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0f32, f32::max);
-            assert!(diff < 1e-5, "{importance} {allocation} {name}: {diff}");
-        }
+        let diff = output_diff(&a, &b);
+        assert!(diff < 1e-5, "{importance} {allocation}: {diff}");
     }
     // Recipes that need the whole model are refused up front, and nothing is written.
     for amount in [["--ratio", "0.2"], ["--target-params", "0.15"]] {
@@ -573,28 +806,8 @@ fn a_saved_plan_is_repaired_like_the_run_that_made_it() {
                 "{name}: {x} vs {y}"
             );
         }
-        let (x, y) = (
-            std::fs::read(made.join("model.safetensors")).unwrap(),
-            std::fs::read(out.join("model.safetensors")).unwrap(),
-        );
-        let (sx, sy) = (
-            safetensors::SafeTensors::deserialize(&x).unwrap(),
-            safetensors::SafeTensors::deserialize(&y).unwrap(),
-        );
-        for (t, data) in sx.tensors() {
-            let f = |b: &[u8]| -> Vec<f32> {
-                b.chunks(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect()
-            };
-            let other = f(sy.tensor(&t).unwrap().data());
-            let diff = f(data.data())
-                .iter()
-                .zip(other)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0f32, f32::max);
-            assert!(diff < 1e-5, "{name} {t}: {diff}");
-        }
+        let diff = output_diff(&made, &out);
+        assert!(diff < 1e-5, "{name}: {diff}");
     }
     // The plan removes from layers 1..4: a range that leaves one out is refused before anything is written.
     let refused = dir.path().join("refused");

@@ -1,9 +1,11 @@
 //! `prunelab prune --stream`: the training-free pipeline layer by layer from the input files to the output
-//! files ([`Streamed`]), for models that do not fit in memory twice (or at all).
+//! files ([`Streamed`]), for models that do not fit in memory twice (or at all). Whole layers and width in one
+//! run chain two streamed passes: the width pass reads the depth pass as its input.
 
+use std::cell::RefCell;
 use std::path::Path;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use web_time::Instant;
 
 use super::convert::dtypes;
@@ -12,13 +14,16 @@ use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, report_files};
 use super::run_on::BackendJob;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::model::{ModelConfig, WeightSource};
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::depth::depth_plan;
+use crate::prune::importance::LayerScores;
+use crate::prune::pipeline::Steps;
 use crate::prune::plan::Plan;
 use crate::prune::recipe::Recipe;
 use crate::prune::report::{Report, StageTime};
-use crate::prune::streaming::{streamed_scores, Streamed, STREAMED_DEPTH_THEN_WIDTH};
+use crate::prune::streaming::{streamed_scores, Phases, Streamed};
 
 pub(super) struct StreamJob<'a> {
     pub input: &'a ModelInput,
@@ -31,118 +36,292 @@ pub(super) struct StreamJob<'a> {
     pub dtype: &'a str,
 }
 
+/// What a streamed pass applies, decided before it runs.
+struct PassPlan {
+    /// The fraction each layer loses, decided layer by layer in the pass; `None` when `fixed` decides.
+    ratio: Option<f64>,
+    fixed: Option<Plan>,
+    /// The scores of a first pass that ranked every layer (`global`, whole layers), and its seconds.
+    scores: Vec<LayerScores>,
+    seconds: Option<f64>,
+}
+
+impl PassPlan {
+    /// Whether the pass needs a first pass of scores: `global` and whole layers rank every layer before
+    /// anything is removed (a saved plan needs none).
+    fn ranks_first(recipe: &Recipe, fixed: &Option<Plan>) -> bool {
+        fixed.is_none() && (recipe.allocation == Allocation::Global || recipe.prunes_depth())
+    }
+
+    /// A saved plan, or the per-layer fraction (given, or for the parameter target over the recipe's range).
+    fn without_scores(cfg: &ModelConfig, recipe: &Recipe, fixed: Option<Plan>) -> Result<Self> {
+        let ratio = match (&fixed, recipe.ratio) {
+            (Some(_), _) => None,
+            (None, Some(r)) => Some(r),
+            (None, None) => Some(ratio_for_target(
+                cfg,
+                &recipe.layer_range(cfg),
+                recipe.target_params.unwrap_or(0.0),
+                &recipe.structures,
+                recipe.allocation,
+            )?),
+        };
+        Ok(Self {
+            ratio,
+            fixed,
+            scores: vec![],
+            seconds: None,
+        })
+    }
+
+    /// The pass's plan, scores (its own, then the first pass's) and repairs, once everything was read.
+    fn results<B: Backend>(&self, pass: &Streamed<B>) -> Steps {
+        let (plan, mut scores, reconstruction) = pass.take_results();
+        scores.extend(self.scores.iter().cloned());
+        Steps {
+            plan,
+            scores,
+            reconstruction,
+        }
+    }
+
+    /// The ratio the report gives: a whole-layer ratio for a scored depth pass, else the per-layer fraction.
+    fn reported(&self, recipe: &Recipe) -> Option<f64> {
+        match recipe.prunes_depth() && self.seconds.is_some() {
+            true => recipe.ratio,
+            false => self.ratio,
+        }
+    }
+}
+
+/// What a run's passes share: the calibration windows, the device and the progress bars.
+struct Passes<'c, B: Backend> {
+    calib: &'c [Vec<u32>],
+    device: B::Device,
+    bars: &'c Bars,
+}
+
+impl<'c, B: Backend> Passes<'c, B> {
+    /// A streamed pass over `src` (see [`Streamed::new`]).
+    fn pass<'a>(
+        &self,
+        src: &'a dyn WeightSource,
+        cfg: &ModelConfig,
+        recipe: &'a Recipe,
+        ratio: Option<f64>,
+        fixed: Option<&'a Plan>,
+    ) -> Result<Streamed<'a, B>>
+    where
+        'c: 'a,
+    {
+        Streamed::new(
+            src,
+            cfg,
+            recipe,
+            ratio,
+            fixed,
+            self.calib,
+            self.device.clone(),
+            self.bars,
+        )
+    }
+
+    /// What a pass over `src` applies: `fixed`, or the plan of a first pass of scores over `src` (the unpruned
+    /// layers one at a time; nothing is read otherwise), or a per-layer fraction.
+    fn plan(
+        &self,
+        src: &dyn WeightSource,
+        cfg: &ModelConfig,
+        recipe: &Recipe,
+        fixed: Option<Plan>,
+    ) -> Result<PassPlan> {
+        match PassPlan::ranks_first(recipe, &fixed) {
+            true => self.scored(src, cfg, recipe),
+            false => PassPlan::without_scores(cfg, recipe, fixed),
+        }
+    }
+
+    fn scored(
+        &self,
+        src: &dyn WeightSource,
+        cfg: &ModelConfig,
+        recipe: &Recipe,
+    ) -> Result<PassPlan> {
+        let start = Instant::now();
+        let scores = streamed_scores::<B>(src, cfg, recipe, self.calib, &self.device, self.bars)?;
+        let plan = match recipe.prunes_depth() {
+            true => depth_plan(cfg, &scores, recipe.ratio, recipe.target_params)?,
+            false => global_plan(
+                cfg,
+                &scores,
+                recipe.target_params.unwrap_or(0.0),
+                &recipe.structures,
+            )?,
+        };
+        Ok(PassPlan {
+            ratio: None,
+            fixed: Some(plan),
+            scores,
+            seconds: Some(start.elapsed().as_secs_f64()),
+        })
+    }
+}
+
+/// A report stage, when it ran.
+fn stage(name: &str, seconds: Option<f64>) -> Option<StageTime> {
+    seconds.map(|seconds| StageTime {
+        stage: name.into(),
+        seconds,
+    })
+}
+
+/// A pass's three phases as report stages, named with `prefix`.
+fn phase_stages(prefix: &str, p: Phases) -> Vec<StageTime> {
+    [
+        ("load layers", p.load),
+        ("compute", p.compute),
+        ("read back", p.read_back),
+    ]
+    .into_iter()
+    .map(|(stage, seconds)| StageTime {
+        stage: format!("{prefix}{stage}"),
+        seconds,
+    })
+    .collect()
+}
+
 impl BackendJob for StreamJob<'_> {
     type Output = Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
-        if recipe.depth.is_some() {
-            return Err(Error::unsupported(
-                "--stream",
-                "--depth-ratio",
-                STREAMED_DEPTH_THEN_WIDTH,
-            ));
-        }
-        let fixed = self.plan;
-        let layers = recipe.layer_range(cfg);
-        let global = fixed.is_none() && recipe.allocation == Allocation::Global;
-        let depth = fixed.is_none() && recipe.prunes_depth();
-        let ratio = match (
-            fixed.is_some() || global || depth,
-            recipe.allocation,
-            recipe.ratio,
-        ) {
-            (true, _, _) => None,
-            (false, _, Some(r)) => Some(r),
-            (false, alloc, None) => Some(ratio_for_target(
-                cfg,
-                &layers,
-                recipe.target_params.unwrap_or(0.0),
-                &recipe.structures,
-                alloc,
-            )?),
-        };
         let format = Format::resolve(self.format, self.out);
         let (hf_dtype, gguf_dtype) = dtypes(format, self.dtype)?;
+        let target = Target {
+            out: self.out,
+            format,
+            hf_dtype,
+            gguf_dtype,
+        };
         let extras: Extras = extras_of(self.input)?;
         let bars = Bars::default();
         let start = Instant::now();
-        self.input.with_weights(|src| {
-            // `global` and whole layers rank every layer first: a streamed pass of scores on the unpruned model,
-            // then the pruning pass streams the plan it makes.
-            let (mut timings, mut first_scores, mut fixed) = (vec![], vec![], fixed);
-            if global || depth {
-                first_scores = streamed_scores::<B::InnerBackend>(
-                    src,
-                    cfg,
-                    recipe,
-                    &self.calib,
-                    &device,
-                    &bars,
-                )?;
-                let target = recipe.target_params.unwrap_or(0.0);
-                fixed = Some(match depth {
-                    true => depth_plan(cfg, &first_scores, recipe.ratio, recipe.target_params)?,
-                    false => global_plan(cfg, &first_scores, target, &recipe.structures)?,
-                });
-                timings.push(StageTime {
-                    stage: "score".into(),
-                    seconds: start.elapsed().as_secs_f64(),
-                });
-            }
-            let streamed = Streamed::<B::InnerBackend>::new(
-                src,
-                cfg,
+        let report = RefCell::new(None);
+        // Called by the writer once every tensor was read: the report, and its files for the output.
+        let finish = |steps: Steps, ratio: Option<f64>, out: &ModelConfig, timings| {
+            let r = Report::new(
                 recipe,
                 ratio,
-                fixed.as_ref(),
-                &self.calib,
-                device.clone(),
-                &bars,
-            )?;
-            let out_cfg = streamed.config().clone();
-            let report = std::cell::RefCell::new(None);
-            let late = || {
-                let (plan, mut scores, recon) = streamed.take_results();
-                scores.append(&mut first_scores.clone());
-                // The layers' phases, and the rest of the stream: passing tensors through and writing.
-                let mut timings = timings.clone();
-                let before: f64 = timings.iter().map(|t| t.seconds).sum();
-                let phases = streamed.phases();
-                for (stage, seconds) in [
-                    ("load layers", phases.load),
-                    ("compute", phases.compute),
-                    ("read back", phases.read_back),
-                ] {
-                    timings.push(StageTime {
-                        stage: stage.into(),
-                        seconds,
-                    });
-                }
-                timings.push(StageTime {
-                    stage: "copy + write".into(),
-                    seconds: start.elapsed().as_secs_f64()
-                        - before
-                        - (phases.load + phases.compute + phases.read_back),
-                });
-                // A depth run reports its ratio as the in-memory run does (its plan replaced the allocation).
-                let ratio = if depth { recipe.ratio } else { ratio };
-                let r = Report::new(
-                    recipe, ratio, cfg, &out_cfg, plan, &scores, recon, timings, None,
+                cfg,
+                out,
+                steps.plan,
+                &steps.scores,
+                steps.reconstruction,
+                timings,
+                None,
+            );
+            let files = report_files(&r);
+            *report.borrow_mut() = Some(r);
+            files
+        };
+        // What is left of the run's time after the stages already counted: passing tensors through and writing.
+        let copy_write = |stages: &[StageTime]| StageTime {
+            stage: "copy + write".into(),
+            seconds: start.elapsed().as_secs_f64() - stages.iter().map(|t| t.seconds).sum::<f64>(),
+        };
+        let ctx = Passes::<B::InnerBackend> {
+            calib: &self.calib,
+            device: device.clone(),
+            bars: &bars,
+        };
+        self.input.with_weights(|src| {
+            let Some((depth, depth_fixed, width, width_fixed)) =
+                two_steps(cfg, recipe, self.plan.clone())
+            else {
+                let plan = ctx.plan(src, cfg, recipe, self.plan.clone())?;
+                let streamed = ctx.pass(src, cfg, recipe, plan.ratio, plan.fixed.as_ref())?;
+                let late = || {
+                    let mut timings: Vec<StageTime> = stage("score", plan.seconds)
+                        .into_iter()
+                        .chain(phase_stages("", streamed.phases()))
+                        .collect();
+                    timings.push(copy_write(&timings));
+                    let steps = plan.results(&streamed);
+                    finish(steps, plan.reported(recipe), streamed.config(), timings)
+                };
+                return write_model_with(
+                    &target,
+                    streamed.config(),
+                    &streamed,
+                    &extras,
+                    &late,
+                    &bars,
                 );
-                let files = report_files(&r);
-                *report.borrow_mut() = Some(r);
-                files
             };
-            let target = Target {
-                out: self.out,
-                format,
-                hf_dtype,
-                gguf_dtype,
+            // The depth step's plan and pass, then the width step over the smaller model that pass streams.
+            let first = ctx.plan(src, cfg, &depth, depth_fixed)?;
+            let removed = &first
+                .fixed
+                .as_ref()
+                .expect("a depth pass has a plan")
+                .removed_layers;
+            let width = width.narrowing_after(cfg, removed)?;
+            let depth_pass = || ctx.pass(src, cfg, &depth, None, first.fixed.as_ref());
+            let inner = depth_pass()?;
+            let mid = inner.config().clone();
+            // `global` ranks the smaller model's layers in a first pass over a depth pass of its own.
+            let second = ctx.plan(&depth_pass()?, &mid, &width, width_fixed)?;
+            // The width pass runs its activations through the layers below its range, which its writer copies too.
+            let inner = match width.needs_calibration(second.fixed.is_some()) {
+                true => inner.rereadable_below(width.layer_range(&mid).start),
+                false => inner,
             };
-            write_model_with(&target, &out_cfg, &streamed, &extras, &late, &bars)?;
-            Ok(report
-                .into_inner()
-                .expect("the report is made before the output appears"))
-        })
+            let outer = ctx.pass(&inner, &mid, &width, second.ratio, second.fixed.as_ref())?;
+            let late = || {
+                // The width pass's loads include the depth pass's work they set off.
+                let (ip, op) = (inner.phases(), outer.phases());
+                let own = Phases {
+                    load: (op.load - (ip.load + ip.compute + ip.read_back)).max(0.0),
+                    ..op
+                };
+                let mut timings: Vec<StageTime> = stage("depth: score", first.seconds)
+                    .into_iter()
+                    .chain(stage("score", second.seconds))
+                    .chain(phase_stages("depth: ", ip))
+                    .chain(phase_stages("", own))
+                    .collect();
+                timings.push(copy_write(&timings));
+                let steps = first.results(&inner).then(cfg, second.results(&outer));
+                finish(steps, second.ratio, outer.config(), timings)
+            };
+            write_model_with(&target, outer.config(), &outer, &extras, &late, &bars)
+        })?;
+        Ok(report
+            .into_inner()
+            .expect("the report is made before the output appears"))
+    }
+}
+
+/// A run of whole layers and width as its two steps: the depth step's recipe and saved plan, then the width
+/// step's before its range and target follow the removed layers (from a depth ratio, or from a saved plan that
+/// does both, split); `None` for a run of one kind.
+fn two_steps(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    plan: Option<Plan>,
+) -> Option<(Recipe, Option<Plan>, Recipe, Option<Plan>)> {
+    match plan {
+        Some(p) if !p.removed_layers.is_empty() && p.layers.iter().any(|lp| !lp.is_empty()) => {
+            let (depth, width) = p.split(cfg);
+            let unmeasured = Recipe {
+                ratio: None,
+                target_params: None,
+                ..recipe.clone()
+            };
+            Some((recipe.clone(), Some(depth), unmeasured, Some(width)))
+        }
+        Some(_) => None,
+        None => recipe
+            .steps()
+            .map(|(depth, width)| (depth, None, width, None)),
     }
 }

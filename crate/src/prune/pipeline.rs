@@ -17,7 +17,7 @@ use super::recipe::Recipe;
 use super::report::StageTime;
 use super::sequential::{activation_scores, prune_sequential, Reconstruction, Sequential};
 use crate::error::Result;
-use crate::model::Llama;
+use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 
 /// What a pruning run returns besides the report's bookkeeping.
@@ -151,7 +151,6 @@ pub async fn prune<B: AutodiffBackend>(
     let cfg = model.config.clone();
     let first = prune_step(model, &depth, calib, device, progress).await?;
     let width = width.narrowing_after(&cfg, &first.plan.removed_layers)?;
-    let kept = first.plan.kept_layers(&cfg);
     let model = Llama::<B>::from_inner(first.model);
     let second = prune_step(model, &width, calib, device, progress).await?;
     let timings = first
@@ -163,33 +162,59 @@ pub async fn prune<B: AutodiffBackend>(
         })
         .chain(second.timings)
         .collect();
+    let steps = Steps {
+        plan: first.plan,
+        scores: first.scores,
+        reconstruction: first.reconstruction,
+    }
+    .then(
+        &cfg,
+        Steps {
+            plan: second.plan,
+            scores: second.scores,
+            reconstruction: second.reconstruction,
+        },
+    );
     Ok(Pruned {
         model: second.model,
-        plan: first.plan.then(&cfg, second.plan),
+        plan: steps.plan,
         ratio: second.ratio,
-        scores: (first.scores.into_iter())
-            .chain(second.scores.into_iter().map(|s| LayerScores {
-                layer: kept[s.layer],
-                ..s
-            }))
-            .collect(),
-        reconstruction: renumbered(first.reconstruction, second.reconstruction, &kept),
+        scores: steps.scores,
+        reconstruction: steps.reconstruction,
         timings,
     })
 }
 
-/// The depth step's repairs, then the width step's with their layers numbered as in the original model
-/// (`kept[i]` is the original index of the smaller model's layer `i`).
-fn renumbered(
-    depth: Vec<Reconstruction>,
-    width: Vec<Reconstruction>,
-    kept: &[usize],
-) -> Vec<Reconstruction> {
-    let width = width.into_iter().map(|r| Reconstruction {
-        layer: kept[r.layer],
-        ..r
-    });
-    depth.into_iter().chain(width).collect()
+/// What a step of a run leaves besides the model: its plan, scores and repair errors.
+pub struct Steps {
+    pub plan: Plan,
+    pub scores: Vec<LayerScores>,
+    pub reconstruction: Vec<Reconstruction>,
+}
+
+impl Steps {
+    /// This depth step on `cfg` followed by `width`, a step on the model it left, as one run: the plan for
+    /// `cfg`, and the width step's scores and repairs after the depth step's, numbered as in `cfg`.
+    pub fn then(self, cfg: &ModelConfig, width: Steps) -> Steps {
+        let kept = self.plan.kept_layers(cfg);
+        let scores = width.scores.into_iter().map(|s| LayerScores {
+            layer: kept[s.layer],
+            ..s
+        });
+        let reconstruction = width.reconstruction.into_iter().map(|r| Reconstruction {
+            layer: kept[r.layer],
+            ..r
+        });
+        Steps {
+            plan: self.plan.then(cfg, width.plan),
+            scores: self.scores.into_iter().chain(scores).collect(),
+            reconstruction: self
+                .reconstruction
+                .into_iter()
+                .chain(reconstruction)
+                .collect(),
+        }
+    }
 }
 
 /// One plan-and-apply over the recipe's structures (whole layers, or width).
@@ -284,12 +309,24 @@ pub async fn apply_plan<B: Backend>(
         timings,
     )
     .await?;
-    let kept = first.plan.kept_layers(&cfg);
+    let steps = Steps {
+        plan: first.plan,
+        scores: vec![],
+        reconstruction: first.reconstruction,
+    }
+    .then(
+        &cfg,
+        Steps {
+            plan: second.plan,
+            scores: vec![],
+            reconstruction: second.reconstruction,
+        },
+    );
     Ok(Sequential {
         model: second.model,
-        plan: first.plan.then(&cfg, second.plan),
+        plan: steps.plan,
         scores: vec![],
-        reconstruction: renumbered(first.reconstruction, second.reconstruction, &kept),
+        reconstruction: steps.reconstruction,
     })
 }
 

@@ -7,9 +7,10 @@
 //! Whole layers (a depth plan) are skipped and the layers after them renamed; a repaired run of removed layers
 //! is absorbed by the kept layer before it, which stays on the device while the run's layers pass through one by
 //! one (two layers on the device).
+//! Whole layers and width in one run chain two passes: the width pass reads the depth pass as its input.
 //! Memory: the calibration activations, one decoder layer on the device (two for a depth repair) and one on the
-//! host — the input's other layers are never held. Training-free recipes only (gradient scores need the whole
-//! model's backward, the skipped-layer perplexity every later layer).
+//! host, per pass — the input's other layers are never held. Training-free recipes only (gradient scores need
+//! the whole model's backward, the skipped-layer perplexity every later layer).
 //! Native only: a writer pulls synchronously, so reads block on the device (the browser keeps small models
 //! whole).
 
@@ -94,6 +95,9 @@ pub struct Streamed<'a, B: Backend> {
     kept: Vec<usize>,
     /// A depth plan's repaired runs: the kept layer before each run of removed layers, and the run.
     runs: Vec<(usize, Range<usize>)>,
+    /// Output layers below this one stay readable until the next pruned layer replaces them (see
+    /// [`Self::rereadable_below`]).
+    reread_below: usize,
     device: B::Device,
     progress: &'a dyn Progress,
     state: RefCell<State<B>>,
@@ -108,10 +112,10 @@ fn layer_of(name: &str) -> Option<usize> {
         .ok()
 }
 
-/// Why a run with a depth ratio is not streamed.
-pub const STREAMED_DEPTH_THEN_WIDTH: &str =
-    "a streamed run removes whole layers or narrows them, not both: \
-     stream the depth run, then the width run on its output (or drop --stream)";
+/// Why one pass does not take whole layers and width together.
+const ONE_KIND_PER_PASS: &str =
+    "one streamed pass removes whole layers or narrows them, not both: stream the whole layers, then a \
+     second pass over that one (prune --stream chains them)";
 
 impl<'a, B: Backend> Streamed<'a, B> {
     /// Checks `src` against `cfg` and the recipe, and works out the output's shapes (from the allocation's
@@ -129,19 +133,9 @@ impl<'a, B: Backend> Streamed<'a, B> {
     ) -> Result<Self> {
         check_inventory(cfg, src)?;
         let depth = fixed.filter(|p| !p.removed_layers.is_empty());
-        if depth.is_some_and(|p| p.layers.iter().any(|lp| !lp.is_empty())) {
-            return Err(Error::unsupported(
-                "--stream",
-                "a plan that removes whole layers and narrows others",
-                "a streamed run does one or the other: split the plan, or drop --stream",
-            ));
-        }
-        if recipe.depth.is_some() && fixed.is_none() {
-            return Err(Error::unsupported(
-                "--stream",
-                "--depth-ratio",
-                STREAMED_DEPTH_THEN_WIDTH,
-            ));
+        let combined = depth.is_some_and(|p| p.layers.iter().any(|lp| !lp.is_empty()));
+        if combined || (recipe.depth.is_some() && fixed.is_none()) {
+            return Err(Error::Invalid(ONE_KIND_PER_PASS.into()));
         }
         if recipe.prunes_depth() && fixed.is_none() {
             return Err(Error::Invalid(
@@ -211,6 +205,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
             layers,
             kept,
             runs,
+            reread_below: 0,
             device,
             progress,
             state: RefCell::new(State {
@@ -227,6 +222,16 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 seconds: Phases::default(),
             }),
         })
+    }
+
+    /// Lets the pruned output layers below `layer` be read again until the next pruned layer replaces them, at
+    /// the cost of a copy of each tensor read: a second streamed pass over this one (width after whole layers)
+    /// runs its calibration activations through the layers below its range, which its writer also copies.
+    pub fn rereadable_below(self, layer: usize) -> Self {
+        Self {
+            reread_below: layer,
+            ..self
+        }
     }
 
     /// The output's configuration.
@@ -574,12 +579,20 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
                 s.next.saturating_sub(1)
             )));
         }
-        let v = s.ready.remove(name).ok_or_else(|| {
+        // A tensor read again stays held (and counted) until the next pruned layer replaces it.
+        let again = layer.is_some_and(|(i, _)| i < self.reread_below);
+        let v = match again {
+            true => s.ready.get(name).cloned(),
+            false => s.ready.remove(name),
+        }
+        .ok_or_else(|| {
             Error::Invalid(format!(
                 "streamed tensor {name} was already read or does not exist"
             ))
         })?;
-        Self::account(&mut s, 0, -(v.bytes.len() as isize));
+        if !again {
+            Self::account(&mut s, 0, -(v.bytes.len() as isize));
+        }
         Ok(v)
     }
 }
