@@ -9,7 +9,9 @@ use std::process::Command;
 
 use burn::backend::Flex;
 use burn::tensor::TensorData;
-use common::run_cli;
+use common::{run_cli, run_cli_json};
+use prunelab::eval::streamed::streamed_perplexity;
+use prunelab::eval::{perplexity, PerplexityOptions};
 use prunelab::model::random::RandomWeights;
 use prunelab::model::shapes::known_shape;
 use prunelab::model::tensors::tensor_specs;
@@ -549,6 +551,139 @@ fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
         assert_eq!(again["reconstruction"], whole["reconstruction"], "{name}");
         let diff = output_diff(&a, &replayed);
         assert!(diff < 1e-5, "{name} replayed: {diff}");
+    }
+}
+
+/// Perplexity read one decoder layer at a time: the in-memory number exactly (the same windows and batches),
+/// with every input tensor read once.
+#[test]
+fn streamed_perplexity_reads_each_layer_once_for_the_in_memory_number() {
+    let cfg = tiny();
+    let weights = RandomWeights::new(&cfg, 5, 0.05);
+    let ids: Vec<u32> = calib(&cfg).concat();
+    let opts = PerplexityOptions {
+        seq_len: 32,
+        max_windows: Some(7),
+        batch: 3,
+    };
+    let device = Default::default();
+    let model = Llama::<Flex>::load(&cfg, &weights, &device).unwrap();
+    let want = pollster::block_on(perplexity(&model, &ids, &opts, &device, &Silent)).unwrap();
+    let log = RefCell::new(vec![]);
+    let input = Logged {
+        inner: &weights,
+        log: &log,
+    };
+    let got = streamed_perplexity::<Flex>(&input, &cfg, &ids, &opts, &device, &Silent).unwrap();
+    assert_eq!(got, want);
+    assert_eq!((got.windows, got.tokens), (7, 7 * 31));
+    let mut reads = log.borrow().clone();
+    reads.sort();
+    let mut names: Vec<String> = tensor_specs(&cfg)
+        .into_iter()
+        .map(|s| format!("in {}", s.name))
+        .collect();
+    names.sort();
+    assert_eq!(reads, names);
+    // An id outside the vocabulary is refused before any layer is read.
+    log.borrow_mut().clear();
+    let err = streamed_perplexity::<Flex>(&input, &cfg, &[5, 1000, 7], &opts, &device, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token id 1000 is outside the model's vocabulary of 1000"),
+        "{err}"
+    );
+    assert!(log.borrow().is_empty());
+}
+
+/// `prune --stream --eval` measures the input before and the output as written after, one layer at a time: the
+/// in-memory run's perplexities on the demo (whole layers then width), HF and GGUF; `eval --stream` gives
+/// `eval`'s number.
+#[test]
+fn streamed_runs_evaluate_like_the_in_memory_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let data = common::shared_dir().join("data");
+    let (calib, eval) = (
+        data.join("calib-python-tutorial.txt"),
+        data.join("eval-python-faq.txt"),
+    );
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let mut args: Vec<String> = vec!["prune".into(), path(&demo), "--out".into(), path(out)];
+        let common = [
+            "--depth-ratio",
+            "0.2",
+            "--structures",
+            "kv-groups,mlp",
+            "--importance",
+            "flap",
+            "--compensation",
+            "ls",
+            "--ratio",
+            "0.3",
+            "--layers",
+            "1..5",
+            "--calib-samples",
+            "8",
+            "--eval-windows",
+            "6",
+            "--json",
+        ];
+        args.extend(common.iter().chain(extra).map(|a| a.to_string()));
+        args.extend(["--calib".into(), path(&calib), "--eval".into(), path(&eval)]);
+        run_cli_json(&args)
+    };
+    let whole = run(&dir.path().join("whole"), &[]);
+    assert!(
+        whole["eval"]["after"]["ppl"].as_f64().unwrap()
+            > whole["eval"]["before"]["ppl"].as_f64().unwrap()
+    );
+    for (name, extra) in [
+        ("hf", vec!["--stream"]),
+        ("m.gguf", vec!["--stream", "--format", "gguf"]),
+    ] {
+        let out = dir.path().join(name);
+        let streamed = run(&out, &extra);
+        assert_eq!(streamed["plan"], whole["plan"], "{name}");
+        for when in ["before", "after"] {
+            let (a, b) = (&whole["eval"][when], &streamed["eval"][when]);
+            assert_eq!(a["tokens"], b["tokens"], "{name} {when}");
+            let (x, y) = (
+                a["mean_nll"].as_f64().unwrap(),
+                b["mean_nll"].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() < 1e-6, "{name} {when}: {x} vs {y}");
+        }
+        let stages: Vec<&str> = streamed["timings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(stages.first(), Some(&"eval before"), "{name}");
+        assert_eq!(stages.last(), Some(&"eval after"), "{name}");
+    }
+    for model in [&demo, &dir.path().join("hf")] {
+        let eval_args = |stream: bool| {
+            let mut a = vec![
+                "eval".to_string(),
+                path(model),
+                "--text".into(),
+                path(&eval),
+            ];
+            a.extend(["--max-windows", "6", "--json"].map(String::from));
+            if stream {
+                a.push("--stream".into());
+            }
+            a
+        };
+        let (a, b) = (
+            run_cli_json(&eval_args(false)),
+            run_cli_json(&eval_args(true)),
+        );
+        assert_eq!(a["mean_nll"], b["mean_nll"], "{}", model.display());
     }
 }
 

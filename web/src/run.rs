@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use prunelab::error::{Error, Result};
 use prunelab::eval::choice::Task;
 use prunelab::eval::generate::greedy;
-use prunelab::eval::{perplexity, PerplexityOptions};
+use prunelab::eval::perplexity;
 use prunelab::io::gguf::metadata::keep_pre;
 use prunelab::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use prunelab::io::Tokenizer;
@@ -132,11 +132,7 @@ async fn go<B: AutodiffBackend>(
         .files
         .with_source(|src| Llama::<B>::load(cfg, src, &device))?;
     stage("load", start);
-    let opts = PerplexityOptions {
-        seq_len: inp.spec.seq_len,
-        max_windows: inp.spec.max_windows,
-        batch: 8,
-    };
+    let opts = inp.spec.options();
     let start = Instant::now();
     let before = perplexity(&model.valid(), &inp.eval, &opts, &device, progress).await?;
     stage("eval before", start);

@@ -1,5 +1,6 @@
 //! `prunelab eval MODEL --text FILE | --ids FILE.json | --tasks FILE.jsonl [--seq-len 128] [--max-windows N]
-//! [--max-items N] [--batch B] [--backend cpu|wgpu|cuda] [--json]`: perplexity, or multiple-choice accuracy.
+//! [--max-items N] [--batch B] [--backend cpu|wgpu|cuda] [--stream] [--json]`: perplexity, or multiple-choice
+//! accuracy.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,6 +14,7 @@ use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::choice::{parse_items, ChoiceScores};
+use crate::eval::streamed::streamed_perplexity;
 use crate::eval::{
     perplexity, score_choices, ChoiceItem, ChoiceOptions, Perplexity, PerplexityOptions,
 };
@@ -49,6 +51,10 @@ pub struct EvalArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Read the model one decoder layer at a time (peak memory ≈ embeddings and head, one layer and the
+    /// windows' activations): the same perplexity, for models larger than memory.
+    #[arg(long, conflicts_with = "tasks")]
+    stream: bool,
     /// Print one JSON object (ppl, mean_nll, tokens, windows, seconds, backend; for --tasks acc, acc_norm,
     /// their standard errors, items, choices, tokens and every choice's log-likelihood).
     #[arg(long)]
@@ -59,21 +65,22 @@ struct EvalJob<'a> {
     input: &'a ModelInput,
     ids: Vec<u32>,
     opts: PerplexityOptions,
+    stream: bool,
 }
 
 impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
-        let model = self
-            .input
-            .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
-        pollster::block_on(perplexity(
-            &model,
-            &self.ids,
-            &self.opts,
-            &device,
-            &Bars::default(),
-        ))
+        let (cfg, bars) = (&self.input.config, Bars::default());
+        self.input.with_weights(|w| match self.stream {
+            true => streamed_perplexity::<B::InnerBackend>(
+                w, cfg, &self.ids, &self.opts, &device, &bars,
+            ),
+            false => {
+                let model = Llama::<B::InnerBackend>::load(cfg, w, &device)?;
+                pollster::block_on(perplexity(&model, &self.ids, &self.opts, &device, &bars))
+            }
+        })
     }
 }
 
@@ -177,6 +184,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             input: &input,
             ids,
             opts,
+            stream: args.stream,
         },
     )?;
     let seconds = start.elapsed().as_secs_f64();

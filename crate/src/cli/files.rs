@@ -57,13 +57,7 @@ impl ModelInput {
     /// Opens an HF folder or a `.gguf` file.
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-            let m = map(path)?;
-            let config = GgufModel::parse(&m)?.config;
-            return Ok(Self {
-                path: path.into(),
-                config,
-                files: Files::Gguf(m),
-            });
+            return Self::gguf(path);
         }
         if !path.is_dir() {
             return Err(Error::Invalid(format!(
@@ -82,6 +76,17 @@ impl ModelInput {
             path: path.into(),
             config,
             files: Files::Hf { maps, index },
+        })
+    }
+
+    /// A GGUF file, whatever its name ends with.
+    pub fn gguf(path: &Path) -> Result<Self> {
+        let m = map(path)?;
+        let config = GgufModel::parse(&m)?.config;
+        Ok(Self {
+            path: path.into(),
+            config,
+            files: Files::Gguf(m),
         })
     }
 

@@ -58,7 +58,7 @@ pub struct Extras {
     pub side_files: Vec<SideFile>,
     /// More files to place beside the weights (`report.json`, `plan.json`, …): in the folder for HF, next to
     /// the file as `NAME.<file>` for GGUF.
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: NamedFiles,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -76,6 +76,9 @@ fn temp_sibling(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
+/// Small files by name (a report, a plan, a tokenizer), written next to a model.
+pub type NamedFiles = Vec<(String, Vec<u8>)>;
+
 /// Where and how to write: path, format and storage type.
 pub struct Target<'a> {
     pub out: &'a Path,
@@ -92,17 +95,18 @@ pub fn write_model(
     extras: &Extras,
     progress: &dyn Progress,
 ) -> Result<()> {
-    write_model_with(target, cfg, src, extras, &Vec::new, progress)
+    write_model_with(target, cfg, src, extras, &|_| Ok(vec![]), progress)
 }
 
-/// [`write_model`] with more files made by `late` once every tensor was read (a streamed run's report), still
-/// before the output appears.
+/// [`write_model`] with more files made by `late` once the model was written under a temporary name, which
+/// `late` gets (a streamed run's report, which may evaluate the model as written), still before the output
+/// appears; an error from `late` leaves nothing.
 pub fn write_model_with(
     target: &Target,
     cfg: &ModelConfig,
     src: &dyn WeightSource,
     extras: &Extras,
-    late: &dyn Fn() -> Vec<(String, Vec<u8>)>,
+    late: &dyn Fn(&Path) -> Result<NamedFiles>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let Target {
@@ -154,7 +158,7 @@ pub fn write_model_with(
         },
         e => e,
     })?;
-    let late = late();
+    let late = late(&tmp)?;
     // Every file is complete under a temporary name before the first rename; the model appears last.
     let mut moves = vec![];
     match format {

@@ -10,14 +10,14 @@ use web_time::Instant;
 
 use super::convert::dtypes;
 use super::files::{read, read_text, ModelInput};
-use super::output::{write_model, Extras, Format, ModelWeights, Target};
+use super::output::{write_model, Extras, Format, ModelWeights, NamedFiles, Target};
 use super::parse_enum;
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::BackendKind;
 use crate::error::{parse_json, Error, Result};
 use crate::eval::choice::Task;
-use crate::eval::{perplexity, ChoiceAccuracy, Perplexity, PerplexityOptions};
+use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
 use crate::io::tokenizer::Tokenizer;
 use crate::model::Llama;
 use crate::prune::allocate::Allocation;
@@ -127,8 +127,8 @@ pub struct PruneArgs {
     json: bool,
     /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations
     /// (training-free scores, any allocation — global scores every layer in a first streamed pass — or
-    /// --plan; no --eval).
-    #[arg(long, conflicts_with_all = ["eval", "tasks", "plan_only"])]
+    /// --plan; --eval reads the input, then the output as written, one layer at a time; no --tasks).
+    #[arg(long, conflicts_with_all = ["tasks", "plan_only"])]
     pub(super) stream: bool,
 }
 
@@ -273,12 +273,13 @@ fn eval<B: Backend>(
     spec: &EvalSpec,
     device: &B::Device,
 ) -> Result<Perplexity> {
-    let opts = PerplexityOptions {
-        seq_len: spec.seq_len,
-        max_windows: spec.max_windows,
-        batch: 8,
-    };
-    pollster::block_on(perplexity(model, ids, &opts, device, &Bars::default()))
+    pollster::block_on(perplexity(
+        model,
+        ids,
+        &spec.options(),
+        device,
+        &Bars::default(),
+    ))
 }
 
 impl BackendJob for PruneJob<'_> {
@@ -485,6 +486,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 recipe,
                 calib,
                 plan,
+                eval_ids,
                 out: &args.out,
                 format: args.format,
                 dtype: &args.dtype,
@@ -527,7 +529,7 @@ pub(super) fn extras_of(input: &ModelInput) -> Result<Extras> {
 }
 
 /// `report.json`, `plan.json` and `recipe.json`.
-pub(super) fn report_files(report: &Report) -> Vec<(String, Vec<u8>)> {
+pub(super) fn report_files(report: &Report) -> NamedFiles {
     vec![
         ("report.json".into(), pretty(report)),
         ("plan.json".into(), pretty(&report.plan)),

@@ -15,6 +15,8 @@ use super::progress::Bars;
 use super::prune::{extras_of, report_files};
 use super::run_on::BackendJob;
 use crate::error::Result;
+use crate::eval::streamed::streamed_perplexity;
+use crate::eval::Perplexity;
 use crate::model::{ModelConfig, WeightSource};
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::depth::depth_plan;
@@ -22,7 +24,7 @@ use crate::prune::importance::LayerScores;
 use crate::prune::pipeline::Steps;
 use crate::prune::plan::Plan;
 use crate::prune::recipe::Recipe;
-use crate::prune::report::{Report, StageTime};
+use crate::prune::report::{EvalReport, Report, StageTime};
 use crate::prune::streaming::{streamed_scores, Phases, Streamed};
 
 pub(super) struct StreamJob<'a> {
@@ -31,6 +33,8 @@ pub(super) struct StreamJob<'a> {
     pub calib: Vec<Vec<u32>>,
     /// A saved plan to apply instead of scoring.
     pub plan: Option<Plan>,
+    /// `--eval`'s text, tokenized.
+    pub eval_ids: Option<Vec<u32>>,
     pub out: &'a Path,
     pub format: Option<Format>,
     pub dtype: &'a str,
@@ -206,47 +210,94 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         let report = RefCell::new(None);
-        // Called by the writer once every tensor was read: the report, and its files for the output.
-        let finish = |steps: Steps, ratio: Option<f64>, out: &ModelConfig, timings| {
-            let r = Report::new(
-                recipe,
-                ratio,
-                cfg,
-                out,
-                steps.plan,
-                &steps.scores,
-                steps.reconstruction,
-                timings,
-                None,
-            );
-            let files = report_files(&r);
-            *report.borrow_mut() = Some(r);
-            files
+        // `--eval`: the input's perplexity first, the output's as written last, both one layer at a time.
+        let eval = self
+            .eval_ids
+            .as_deref()
+            .zip(recipe.eval.map(|e| e.options()));
+        let perplexity = |src: &dyn WeightSource, cfg: &ModelConfig| -> Result<_> {
+            let (ids, opts) = eval.expect("evaluated only with --eval");
+            streamed_perplexity::<B::InnerBackend>(src, cfg, ids, &opts, &device, &bars)
         };
-        // What is left of the run's time after the stages already counted: passing tensors through and writing.
-        let copy_write = |stages: &[StageTime]| StageTime {
-            stage: "copy + write".into(),
-            seconds: start.elapsed().as_secs_f64() - stages.iter().map(|t| t.seconds).sum::<f64>(),
-        };
+        let before = RefCell::new(None);
+        // Called by the writer once the model is written (under a temporary name): the report, and its files.
+        let finish =
+            |steps: Steps, ratio, out: &ModelConfig, stages: Vec<StageTime>, written: &Path| {
+                let before = before.borrow_mut().take();
+                let first = before
+                    .as_ref()
+                    .map(|(_, stage): &(Perplexity, StageTime)| stage.clone());
+                let mut timings: Vec<StageTime> = first.into_iter().chain(stages).collect();
+                // What is left of the run's time after the stages counted: passing tensors through and writing.
+                timings.push(StageTime {
+                    stage: "copy + write".into(),
+                    seconds: start.elapsed().as_secs_f64()
+                        - timings.iter().map(|t| t.seconds).sum::<f64>(),
+                });
+                let eval = match before {
+                    Some((before, _)) => {
+                        let clock = Instant::now();
+                        let input = match format {
+                            Format::Gguf => ModelInput::gguf(written)?,
+                            Format::Hf => ModelInput::open(written)?,
+                        };
+                        let after = input.with_weights(|w| perplexity(w, &input.config))?;
+                        timings.push(StageTime {
+                            stage: "eval after".into(),
+                            seconds: clock.elapsed().as_secs_f64(),
+                        });
+                        Some(EvalReport { before, after })
+                    }
+                    None => None,
+                };
+                let r = Report::new(
+                    recipe,
+                    ratio,
+                    cfg,
+                    out,
+                    steps.plan,
+                    &steps.scores,
+                    steps.reconstruction,
+                    timings,
+                    eval,
+                );
+                let files = report_files(&r);
+                *report.borrow_mut() = Some(r);
+                Ok(files)
+            };
         let ctx = Passes::<B::InnerBackend> {
             calib: &self.calib,
             device: device.clone(),
             bars: &bars,
         };
         self.input.with_weights(|src| {
+            if eval.is_some() {
+                let clock = Instant::now();
+                let p = perplexity(src, cfg)?;
+                let stage = StageTime {
+                    stage: "eval before".into(),
+                    seconds: clock.elapsed().as_secs_f64(),
+                };
+                *before.borrow_mut() = Some((p, stage));
+            }
             let Some((depth, depth_fixed, width, width_fixed)) =
                 two_steps(cfg, recipe, self.plan.clone())
             else {
                 let plan = ctx.plan(src, cfg, recipe, self.plan.clone())?;
                 let streamed = ctx.pass(src, cfg, recipe, plan.ratio, plan.fixed.as_ref())?;
-                let late = || {
-                    let mut timings: Vec<StageTime> = stage("score", plan.seconds)
+                let late = |written: &Path| {
+                    let stages = stage("score", plan.seconds)
                         .into_iter()
                         .chain(phase_stages("", streamed.phases()))
                         .collect();
-                    timings.push(copy_write(&timings));
                     let steps = plan.results(&streamed);
-                    finish(steps, plan.reported(recipe), streamed.config(), timings)
+                    finish(
+                        steps,
+                        plan.reported(recipe),
+                        streamed.config(),
+                        stages,
+                        written,
+                    )
                 };
                 return write_model_with(
                     &target,
@@ -276,22 +327,21 @@ impl BackendJob for StreamJob<'_> {
                 false => inner,
             };
             let outer = ctx.pass(&inner, &mid, &width, second.ratio, second.fixed.as_ref())?;
-            let late = || {
+            let late = |written: &Path| {
                 // The width pass's loads include the depth pass's work they set off.
                 let (ip, op) = (inner.phases(), outer.phases());
                 let own = Phases {
                     load: (op.load - (ip.load + ip.compute + ip.read_back)).max(0.0),
                     ..op
                 };
-                let mut timings: Vec<StageTime> = stage("depth: score", first.seconds)
+                let stages = stage("depth: score", first.seconds)
                     .into_iter()
                     .chain(stage("score", second.seconds))
                     .chain(phase_stages("depth: ", ip))
                     .chain(phase_stages("", own))
                     .collect();
-                timings.push(copy_write(&timings));
                 let steps = first.results(&inner).then(cfg, second.results(&outer));
-                finish(steps, second.ratio, outer.config(), timings)
+                finish(steps, second.ratio, outer.config(), stages, written)
             };
             write_model_with(&target, outer.config(), &outer, &extras, &late, &bars)
         })?;

@@ -5,6 +5,8 @@ pub mod choice;
 pub mod generate;
 pub mod perplexity;
 pub mod sampling;
+#[cfg(feature = "cli")]
+pub mod streamed;
 
 pub use choice::{choice_accuracy, score_choices, ChoiceAccuracy, ChoiceItem, ChoiceOptions};
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions};

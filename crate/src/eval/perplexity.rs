@@ -41,6 +41,20 @@ pub struct Perplexity {
     pub windows: usize,
 }
 
+impl Perplexity {
+    /// From the NLL summed over every predicted token of `windows` windows of `seq_len` tokens.
+    pub fn from_nll_sum(nll: f64, windows: usize, seq_len: usize) -> Self {
+        let tokens = windows * (seq_len - 1);
+        let mean_nll = nll / tokens as f64;
+        Perplexity {
+            ppl: mean_nll.exp(),
+            mean_nll,
+            tokens,
+            windows,
+        }
+    }
+}
+
 /// Cuts `ids` into the windows the protocol evaluates.
 pub fn windows<'a>(ids: &'a [u32], opts: &PerplexityOptions) -> Result<Vec<&'a [u32]>> {
     if opts.seq_len < 2 || opts.batch == 0 || opts.max_windows == Some(0) {
@@ -111,12 +125,5 @@ pub async fn perplexity<B: Backend>(
             total,
         });
     }
-    let tokens = total * (opts.seq_len - 1);
-    let mean_nll = nll / tokens as f64;
-    Ok(Perplexity {
-        ppl: mean_nll.exp(),
-        mean_nll,
-        tokens,
-        windows: total,
-    })
+    Ok(Perplexity::from_nll_sum(nll, total, opts.seq_len))
 }

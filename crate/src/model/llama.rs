@@ -150,10 +150,23 @@ impl<B: Backend> Llama<B> {
     /// Loads the weights `cfg` describes from `src`, after checking every name and shape.
     pub fn load(cfg: &ModelConfig, src: &dyn WeightSource, device: &B::Device) -> Result<Self> {
         check_inventory(cfg, src)?;
-        let d = cfg.hidden_size;
         let layers = (0..cfg.num_layers())
             .map(|l| Block::load(cfg, l, src, device))
             .collect::<Result<Vec<_>>>()?;
+        Ok(Llama {
+            layers,
+            ..Self::without_layers(cfg, src, device)?
+        })
+    }
+
+    /// The embeddings, final norm and head of `cfg`'s model, without its decoder layers (`layers` is empty, for
+    /// a caller that loads them one at a time; `config` is still the whole model's).
+    pub fn without_layers(
+        cfg: &ModelConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let d = cfg.hidden_size;
         Ok(Llama {
             embed_tokens: load_param(
                 src,
@@ -161,7 +174,7 @@ impl<B: Backend> Llama<B> {
                 [cfg.vocab_size, d],
                 device,
             )?,
-            layers,
+            layers: vec![],
             norm: load_norm(cfg, src, "model.norm.weight", device)?,
             lm_head: match cfg.tie_word_embeddings {
                 true => None,

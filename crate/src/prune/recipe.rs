@@ -11,6 +11,7 @@ use super::linalg::Linalg;
 use super::plan::Plan;
 use super::structure::{Aggregation, StructureKind};
 use crate::error::{parse_json, Error, Result};
+use crate::eval::PerplexityOptions;
 use crate::model::params::count_params;
 use crate::model::ModelConfig;
 
@@ -63,6 +64,17 @@ fn block_influence() -> Importance {
 pub struct EvalSpec {
     pub seq_len: usize,
     pub max_windows: Option<usize>,
+}
+
+impl EvalSpec {
+    /// The windows the spec evaluates, in batches of the default size.
+    pub fn options(&self) -> PerplexityOptions {
+        PerplexityOptions {
+            seq_len: self.seq_len,
+            max_windows: self.max_windows,
+            ..PerplexityOptions::default()
+        }
+    }
 }
 
 /// Everything that defines a pruning run.
