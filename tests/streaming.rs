@@ -442,23 +442,17 @@ fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
     let dir = tempfile::tempdir().unwrap();
     let (synth, ids) = synth_tiny(dir.path());
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
-        let common = [
-            "--depth-ratio",
-            "0.3",
-            "--structures",
-            "kv-groups,mlp",
-            "--layers",
-            "1..4",
-            "--calib-ids",
-            ids.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend(common.iter().chain(extra).map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        serde_json::from_str(&run_cli(&args)).unwrap()
-    };
+    let common = [
+        "--depth-ratio",
+        "0.3",
+        "--structures",
+        "kv-groups,mlp",
+        "--layers",
+        "1..4",
+        "--calib-ids",
+        ids.to_str().unwrap(),
+    ];
+    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&synth, out, &common, extra);
     let runs: [(&str, &[&str]); 3] = [
         (
             "flap-uniform",
@@ -532,21 +526,17 @@ fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
         assert_eq!(stages, [scored, &passes].concat(), "{name}");
         // The saved plan and recipe, streamed: the same model again.
         let replayed = dir.path().join(format!("{name}-replayed"));
-        let (plan, recipe) = (a.join("plan.json"), a.join("recipe.json"));
-        let mut args = vec![
-            "prune".to_string(),
-            path(&synth),
-            "--out".into(),
-            path(&replayed),
+        let (plan, recipe) = (path(&a.join("plan.json")), path(&a.join("recipe.json")));
+        let replay = [
+            "--plan",
+            &plan,
+            "--recipe",
+            &recipe,
+            "--calib-ids",
+            ids.to_str().unwrap(),
+            "--stream",
         ];
-        for x in ["--plan", &path(&plan), "--recipe", &path(&recipe)] {
-            args.push(x.into());
-        }
-        for x in ["--calib-ids", ids.to_str().unwrap(), "--stream", "--json"] {
-            args.push(x.into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let again: serde_json::Value = serde_json::from_str(&run_cli(&args)).unwrap();
+        let again = prune_json(&synth, &replayed, &replay, &[]);
         assert_eq!(again["plan"], whole["plan"], "{name}");
         assert_eq!(again["reconstruction"], whole["reconstruction"], "{name}");
         let diff = output_diff(&a, &replayed);
@@ -610,31 +600,30 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
         data.join("eval-python-faq.txt"),
     );
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
-        let mut args: Vec<String> = vec!["prune".into(), path(&demo), "--out".into(), path(out)];
-        let common = [
-            "--depth-ratio",
-            "0.2",
-            "--structures",
-            "kv-groups,mlp",
-            "--importance",
-            "flap",
-            "--compensation",
-            "ls",
-            "--ratio",
-            "0.3",
-            "--layers",
-            "1..5",
-            "--calib-samples",
-            "8",
-            "--eval-windows",
-            "6",
-            "--json",
-        ];
-        args.extend(common.iter().chain(extra).map(|a| a.to_string()));
-        args.extend(["--calib".into(), path(&calib), "--eval".into(), path(&eval)]);
-        run_cli_json(&args)
-    };
+    let (calib, eval) = (path(&calib), path(&eval));
+    let common = [
+        "--depth-ratio",
+        "0.2",
+        "--structures",
+        "kv-groups,mlp",
+        "--importance",
+        "flap",
+        "--compensation",
+        "ls",
+        "--ratio",
+        "0.3",
+        "--layers",
+        "1..5",
+        "--calib-samples",
+        "8",
+        "--eval-windows",
+        "6",
+        "--calib",
+        &calib,
+        "--eval",
+        &eval,
+    ];
+    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&demo, out, &common, extra);
     let whole = run(&dir.path().join("whole"), &[]);
     assert!(
         whole["eval"]["after"]["ppl"].as_f64().unwrap()
@@ -671,7 +660,7 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
                 "eval".to_string(),
                 path(model),
                 "--text".into(),
-                path(&eval),
+                eval.clone(),
             ];
             a.extend(["--max-windows", "6", "--json"].map(String::from));
             if stream {
@@ -685,6 +674,20 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
         );
         assert_eq!(a["mean_nll"], b["mean_nll"], "{}", model.display());
     }
+}
+
+/// `prunelab prune MODEL --out OUT --json` with `common` then `extra` flags: its report.
+fn prune_json(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    common: &[&str],
+    extra: &[&str],
+) -> serde_json::Value {
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let mut args = vec!["prune".to_string(), path(model), "--out".into(), path(out)];
+    args.push("--json".into());
+    args.extend(common.iter().chain(extra).map(|a| a.to_string()));
+    run_cli_json(&args)
 }
 
 /// An f32 synthetic checkpoint of the `tiny` shape in `dir`, and its calibration windows as a JSON file.
@@ -838,18 +841,8 @@ fn weight_scores_without_repair_stream_without_calibration() {
 
     let dir = tempfile::tempdir().unwrap();
     let (synth, _) = synth_tiny(dir.path());
-    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
-        for a in ["--compensation", "none", "--layers", "1..4", "--json"]
-            .iter()
-            .chain(extra)
-        {
-            args.push(a.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        serde_json::from_str(&run_cli(&args)).unwrap()
-    };
+    let common = ["--compensation", "none", "--layers", "1..4"];
+    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&synth, out, &common, extra);
     let bytes = |p: &std::path::Path| std::fs::read(p.join("model.safetensors")).unwrap();
     for allocation in ["uniform", "global"] {
         let amount = [
@@ -895,25 +888,15 @@ fn a_saved_plan_is_repaired_like_the_run_that_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let (synth, ids) = synth_tiny(dir.path());
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let run = |out: &std::path::Path, extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["prune".to_string(), path(&synth), "--out".into(), path(out)];
-        for a in [
-            "--compensation",
-            "ls",
-            "--layers",
-            "1..4",
-            "--calib-ids",
-            ids.to_str().unwrap(),
-            "--json",
-        ]
-        .iter()
-        .chain(extra)
-        {
-            args.push(a.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        serde_json::from_str(&run_cli(&args)).unwrap()
-    };
+    let common = [
+        "--compensation",
+        "ls",
+        "--layers",
+        "1..4",
+        "--calib-ids",
+        ids.to_str().unwrap(),
+    ];
+    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&synth, out, &common, extra);
     let made = dir.path().join("made");
     let first = run(&made, &["--importance", "obs", "--ratio", "0.5"]);
     let plan = made.join("plan.json");

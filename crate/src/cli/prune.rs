@@ -125,9 +125,10 @@ pub struct PruneArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations
-    /// (training-free scores, any allocation — global scores every layer in a first streamed pass — or
-    /// --plan; --eval reads the input, then the output as written, one layer at a time; no --tasks).
+    /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations, per
+    /// pass (whole layers and width chain two) (training-free scores, any allocation — global scores every
+    /// layer in a first streamed pass — or --plan; --eval reads the input, then the output as written, one
+    /// layer at a time, with the embeddings and head resident; no --tasks).
     #[arg(long, conflicts_with_all = ["tasks", "plan_only"])]
     pub(super) stream: bool,
 }

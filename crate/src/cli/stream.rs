@@ -130,8 +130,8 @@ impl<'c, B: Backend> Passes<'c, B> {
         )
     }
 
-    /// What a pass over `src` applies: `fixed`, or the plan of a first pass of scores over `src` (the unpruned
-    /// layers one at a time; nothing is read otherwise), or a per-layer fraction.
+    /// What a pass over `src` applies: `fixed`, or the plan of a first pass of scores over `src` (its layers
+    /// one at a time, before any is pruned by this step; nothing is read otherwise), or a per-layer fraction.
     fn plan(
         &self,
         src: &dyn WeightSource,
@@ -210,7 +210,8 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         let report = RefCell::new(None);
-        // `--eval`: the input's perplexity first, the output's as written last, both one layer at a time.
+        // `--eval`: the input's perplexity before any layer is pruned, the output's as written last, both one
+        // layer at a time.
         let eval = self
             .eval_ids
             .as_deref()
@@ -271,20 +272,25 @@ impl BackendJob for StreamJob<'_> {
             bars: &bars,
         };
         self.input.with_weights(|src| {
-            if eval.is_some() {
-                let clock = Instant::now();
-                let p = perplexity(src, cfg)?;
-                let stage = StageTime {
-                    stage: "eval before".into(),
-                    seconds: clock.elapsed().as_secs_f64(),
-                };
-                *before.borrow_mut() = Some((p, stage));
-            }
+            // Once the passes are set up (every check passed), before the first layer is pruned.
+            let evaluate_input = || -> Result<()> {
+                if eval.is_some() {
+                    let clock = Instant::now();
+                    let p = perplexity(src, cfg)?;
+                    let stage = StageTime {
+                        stage: "eval before".into(),
+                        seconds: clock.elapsed().as_secs_f64(),
+                    };
+                    *before.borrow_mut() = Some((p, stage));
+                }
+                Ok(())
+            };
             let Some((depth, depth_fixed, width, width_fixed)) =
                 two_steps(cfg, recipe, self.plan.clone())
             else {
                 let plan = ctx.plan(src, cfg, recipe, self.plan.clone())?;
                 let streamed = ctx.pass(src, cfg, recipe, plan.ratio, plan.fixed.as_ref())?;
+                evaluate_input()?;
                 let late = |written: &Path| {
                     let stages = stage("score", plan.seconds)
                         .into_iter()
@@ -327,8 +333,10 @@ impl BackendJob for StreamJob<'_> {
                 false => inner,
             };
             let outer = ctx.pass(&inner, &mid, &width, second.ratio, second.fixed.as_ref())?;
+            evaluate_input()?;
             let late = |written: &Path| {
-                // The width pass's loads include the depth pass's work they set off.
+                // The width pass's loads include the depth pass's work they set off (a repair the writer sets off
+                // first, of the layer just below the width range, counts as copy + write instead).
                 let (ip, op) = (inner.phases(), outer.phases());
                 let own = Phases {
                     load: (op.load - (ip.load + ip.compute + ip.read_back)).max(0.0),

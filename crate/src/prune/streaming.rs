@@ -240,8 +240,13 @@ impl<'a, B: Backend> Streamed<'a, B> {
     }
 
     /// After everything was read: the plan, the scores and the reconstruction errors (taken out).
+    /// The pass is over: its calibration activations and any layer still held go.
     pub fn take_results(&self) -> (Plan, Vec<LayerScores>, Vec<Reconstruction>) {
         let mut s = self.state.borrow_mut();
+        (s.h, s.pos) = (None, None);
+        let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
+        s.ready.clear();
+        Self::account(&mut s, 0, -(leftover as isize));
         let plans = std::mem::take(&mut s.plans);
         let plan = match self.fixed.filter(|p| !p.removed_layers.is_empty()) {
             Some(depth) => depth.clone(),
@@ -470,10 +475,11 @@ fn embed<B: Backend>(
     Ok((h, Llama::<B>::positions_for(cfg, len, device)))
 }
 
-/// The training-free scores of every layer of the recipe's range on the unpruned model read from `src` one
-/// layer at a time (for `global` and whole layers, which rank all layers before anything is removed; the
-/// pruning pass then streams the plan). Memory: one layer, and the calibration activations for an activation score (a weight
-/// score reads only the range's layers).
+/// The training-free scores of every layer of the recipe's range on the model read from `src` one layer at a
+/// time (for `global` and whole layers, which rank all layers before anything is removed; the pruning pass then
+/// streams the plan; `src` is the input, or a depth pass for a width step after whole layers). Memory: one
+/// layer, and the calibration activations for an activation score (a weight score reads only the range's
+/// layers).
 pub fn streamed_scores<B: Backend>(
     src: &dyn WeightSource,
     cfg: &ModelConfig,
