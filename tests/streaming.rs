@@ -504,12 +504,7 @@ fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
         assert_eq!(whole["plan"]["removed_layers"].as_array().unwrap().len(), 1);
         let diff = output_diff(&a, &b);
         assert!(diff < 1e-5, "{name}: {diff}");
-        let stages: Vec<&str> = streamed["timings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["stage"].as_str().unwrap())
-            .collect();
+        let stages = stage_names(&streamed);
         let passes = [
             "depth: load layers",
             "depth: compute",
@@ -645,12 +640,7 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
             );
             assert!((x - y).abs() < 1e-6, "{name} {when}: {x} vs {y}");
         }
-        let stages: Vec<&str> = streamed["timings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["stage"].as_str().unwrap())
-            .collect();
+        let stages = stage_names(&streamed);
         assert_eq!(stages.first(), Some(&"eval before"), "{name}");
         assert_eq!(stages.last(), Some(&"eval after"), "{name}");
     }
@@ -688,6 +678,16 @@ fn prune_json(
     args.push("--json".into());
     args.extend(common.iter().chain(extra).map(|a| a.to_string()));
     run_cli_json(&args)
+}
+
+/// The stage names of a report's timings, in order.
+fn stage_names(report: &serde_json::Value) -> Vec<&str> {
+    report["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["stage"].as_str().unwrap())
+        .collect()
 }
 
 /// An f32 synthetic checkpoint of the `tiny` shape in `dir`, and its calibration windows as a JSON file.
@@ -766,10 +766,7 @@ fn cli_streams_a_synthetic_checkpoint_to_the_same_output_as_in_memory() {
         assert_eq!(report["plan"], streamed["plan"]);
         // Where the time went: the layers' phases, then passing tensors through and writing.
         let timings = streamed["timings"].as_array().unwrap();
-        let stages: Vec<&str> = timings
-            .iter()
-            .map(|t| t["stage"].as_str().unwrap())
-            .collect();
+        let stages = stage_names(&streamed);
         let mut want = vec!["load layers", "compute", "read back", "copy + write"];
         if allocation == "global" {
             want.insert(0, "score");
