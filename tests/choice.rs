@@ -2,7 +2,8 @@
 //! continuation tokens' log-probabilities from a forward of its own sequence; the context/continuation split is
 //! lm-evaluation-harness's; the CLI's `eval --tasks` reports the accuracy its own log-likelihoods give and names
 //! what is wrong with a task file; the built-in FAQ tasks are what their generator writes,
-//! and the demo model completes FAQ sentences above chance.
+//! and the demo model completes FAQ sentences above chance; `acc`, `acc_norm` and their standard errors on
+//! hand-made scores, and task-file lines checked by number.
 
 mod common;
 
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use pollster::block_on;
-use prunelab::eval::choice::{encode_pair, parse_items, score_choices, ChoiceItem, ChoiceOptions};
+use prunelab::eval::choice::{
+    encode_pair, parse_items, score_choices, ChoiceItem, ChoiceOptions, ChoiceScores,
+};
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::tokenizer::Tokenizer;
 use prunelab::model::Llama;
@@ -362,4 +365,73 @@ fn prune_reports_the_accuracy_eval_gives_before_and_after() {
     // Half the structures gone: "after" scored the pruned model, not the input again.
     assert_eq!(t["after"]["items"].as_u64(), Some(10));
     assert_ne!(evals[0]["log_likelihoods"], evals[1]["log_likelihoods"]);
+}
+
+fn item(choices: &[&str], gold: usize) -> ChoiceItem {
+    ChoiceItem {
+        context: "Q:".into(),
+        choices: choices.iter().map(|c| c.to_string()).collect(),
+        gold,
+    }
+}
+
+#[test]
+fn accuracy_counts_the_highest_and_the_highest_per_character() {
+    // Item 0: raw picks choice 1 (−2 > −3); per character choice 0 (−3/6 = −0.5 > −2/2 = −1).
+    // Item 1: both pick choice 0. Item 2: a tie picks the first.
+    let items = vec![
+        item(&[" aaaaa", " b"], 0),
+        item(&[" yes", " no", " maybe"], 0),
+        item(&[" x", " y"], 1),
+    ];
+    let scores = ChoiceScores {
+        log_likelihoods: vec![vec![-3.0, -2.0], vec![-1.0, -4.0, -5.0], vec![-1.0, -1.0]],
+        tokens: 9,
+    };
+    assert_eq!(scores.predictions(&items, false), vec![1, 0, 0]);
+    assert_eq!(scores.predictions(&items, true), vec![0, 0, 0]);
+    let acc = scores.accuracy(&items);
+    assert_eq!((acc.acc, acc.acc_norm), (1.0 / 3.0, 2.0 / 3.0));
+    // lm-evaluation-harness: sample std (n − 1) / √n. Hits [0, 1, 0]: var 1/3, stderr √(1/9) = 1/3.
+    assert!((acc.acc_stderr.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    // Hits [1, 1, 0]: var 1/3 as well.
+    assert!((acc.acc_norm_stderr.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!((acc.items, acc.choices, acc.tokens), (3, 7, 9));
+}
+
+#[test]
+fn items_are_checked_with_their_line() {
+    let good = b"{\"context\": \"Q: 1+1?\\nA:\", \"choices\": [\" 2\", \" 3\"], \"gold\": 0}\n\n";
+    assert_eq!(parse_items(good, "t.jsonl").unwrap().len(), 1);
+    let cases: [(&[u8], &str); 7] = [
+        (b"", "t.jsonl holds no items"),
+        (
+            b"\n{\"context\": \"Q\", \"choices\": [\" a\"], \"gold\": 0}",
+            "t.jsonl line 2: 1 choice(s)",
+        ),
+        (
+            b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 2}",
+            "gold 2 is not an index of its 2",
+        ),
+        (
+            b"{\"context\": \" \", \"choices\": [\" a\", \" b\"], \"gold\": 0}",
+            "line 1: the context is empty",
+        ),
+        (
+            b"{\"context\": \"Q\", \"choices\": [\" a\", \"\"], \"gold\": 0}",
+            "choice 1 is empty",
+        ),
+        (
+            b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"]}",
+            "t.jsonl line 1: invalid JSON: missing field `gold`",
+        ),
+        (
+            b"{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"gold\": 0, \"label\": 1}",
+            "unknown field `label`",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let err = parse_items(bytes, "t.jsonl").unwrap_err().to_string();
+        assert!(err.contains(want), "{err:?} should say {want:?}");
+    }
 }
