@@ -519,6 +519,14 @@ fn cli_streams_whole_layers_then_width_like_the_in_memory_run() {
             _ => &["depth: score"],
         };
         assert_eq!(stages, [scored, &passes].concat(), "{name}");
+        // Each pass counts only its own time (the width pass's loads leave out the depth work they set off).
+        let timings = streamed["timings"].as_array().unwrap();
+        assert!(
+            timings
+                .iter()
+                .all(|t| t["seconds"].as_f64().unwrap() >= 0.0),
+            "{name}: {timings:?}"
+        );
         // The saved plan and recipe, streamed: the same model again.
         let replayed = dir.path().join(format!("{name}-replayed"));
         let (plan, recipe) = (path(&a.join("plan.json")), path(&a.join("recipe.json")));

@@ -335,18 +335,13 @@ impl BackendJob for StreamJob<'_> {
             let outer = ctx.pass(&inner, &mid, &width, second.ratio, second.fixed.as_ref())?;
             evaluate_input()?;
             let late = |written: &Path| {
-                // The width pass's loads include the depth pass's work they set off (a repair the writer sets off
-                // first, of the layer just below the width range, counts as copy + write instead).
-                let (ip, op) = (inner.phases(), outer.phases());
-                let own = Phases {
-                    load: (op.load - (ip.load + ip.compute + ip.read_back)).max(0.0),
-                    ..op
-                };
+                // Each pass's phases are its own: the width pass's loads leave out the depth pass's work they
+                // set off, which counts as the depth pass's, as does a repair the writer sets off.
                 let stages = stage("depth: score", first.seconds)
                     .into_iter()
                     .chain(stage("score", second.seconds))
-                    .chain(phase_stages("depth: ", ip))
-                    .chain(phase_stages("", own))
+                    .chain(phase_stages("depth: ", inner.phases()))
+                    .chain(phase_stages("", outer.phases()))
                     .collect();
                 let steps = first.results(&inner).then(cfg, second.results(&outer));
                 finish(steps, second.ratio, outer.config(), stages, written)

@@ -28,6 +28,11 @@ pub trait WeightSource {
     fn read_as(&self, name: &str, dtype: DType) -> Result<TensorData> {
         Ok(self.read(name)?.convert_dtype(dtype))
     }
+    /// Seconds this source has spent so far computing the weights it serves (a streamed pass's load, compute
+    /// and read back; 0 for stored weights). A pass reading from it leaves them out of its own load time.
+    fn work_seconds(&self) -> f64 {
+        0.0
+    }
     /// One tensor converted to f32, row-major.
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         self.read_as(name, DType::F32)?

@@ -312,13 +312,13 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 return Err(Error::Cancelled);
             }
             let l = s.next;
-            let clock = Instant::now();
+            let (clock, upstream) = (Instant::now(), self.src.work_seconds());
             let flow = match self.activations {
                 true => Some(self.take_flow(&mut s, l)?),
                 false => None,
             };
             let mut block = Block::<B>::load(&self.cfg, l, self.src, &self.device)?;
-            s.seconds.load += clock.elapsed().as_secs_f64();
+            s.seconds.load += clock.elapsed().as_secs_f64() - (self.src.work_seconds() - upstream);
             let clock = Instant::now();
             let bytes = Self::layer_bytes(&block, l) as isize;
             Self::account(&mut s, bytes, 0);
@@ -547,6 +547,11 @@ impl<B: Backend> WeightSource for Streamed<'_, B> {
             .into_iter()
             .map(|s| (s.name, s.shape))
             .collect()
+    }
+
+    fn work_seconds(&self) -> f64 {
+        let p = self.phases();
+        p.load + p.compute + p.read_back + self.src.work_seconds()
     }
 
     fn read(&self, name: &str) -> Result<TensorData> {
