@@ -41,8 +41,8 @@ pub struct PruneArgs {
     /// Recipe JSON; the flags below override its fields.
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, wanda-sp, flap, obs, numerical,
-    /// block-influence, perplexity (whole layers only).
+    /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, ntk, wanda-sp, flap, obs,
+    /// numerical, block-influence, perplexity (whole layers only).
     #[arg(long)]
     importance: Option<String>,
     /// uniform, global (needs --target-params) or attn-mlp-ratio (with --gamma).

@@ -1,11 +1,12 @@
-//! Gradients of the calibration loss for Taylor scores: one batched backward for `∂L/∂W`, and N per-sample
-//! backwards for the Fisher diagonal `F = (1/N) Σ_n (∂L_n/∂W)²` (LLM-Pruner's `acc_grad`).
+//! Gradients for the gradient scores: one batched backward for `∂L/∂W` (Taylor) or `∂f/∂W` (NTK's output
+//! functional), and N per-sample backwards of the loss for the Fisher diagonal `F = (1/N) Σ_n (∂L_n/∂W)²`
+//! (LLM-Pruner's `acc_grad`).
 
 use std::ops::Range;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::importance::GradStats;
+use super::importance::{ntk, GradStats, Objective};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::named::Weight;
@@ -19,12 +20,13 @@ fn in_layers(name: &str, layers: &Range<usize>) -> bool {
         .is_some_and(|l| layers.contains(&l))
 }
 
-/// Gradient statistics of the matrices of `layers` on the calibration `windows` (all the same length).
+/// Gradient statistics of the matrices of `layers` on the calibration `windows` (all the same length): the
+/// gradient of `objective` (if any) and the Fisher diagonal (if `need_fisher`).
 pub fn gradient_stats<B: AutodiffBackend>(
     model: &Llama<B>,
     windows: &[Vec<u32>],
     layers: Range<usize>,
-    need_grad: bool,
+    objective: Option<Objective>,
     need_fisher: bool,
     device: &B::Device,
     progress: &dyn Progress,
@@ -36,13 +38,18 @@ pub fn gradient_stats<B: AutodiffBackend>(
         .filter(|(n, w)| in_layers(n, &layers) && matches!(w, Weight::Matrix(_)))
         .collect();
     let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
-    if need_grad {
+    if let Some(objective) = objective {
         progress.report(ProgressEvent {
             stage: "backward",
             done: 0,
             total: 1,
         });
-        let grads = model.loss(batch_tensor::<B>(&refs, device)).backward();
+        let ids = batch_tensor::<B>(&refs, device);
+        let value = match objective {
+            Objective::Loss => model.loss(ids),
+            Objective::Output => ntk::output_functional(model.forward(ids)),
+        };
+        let grads = value.backward();
         for (name, w) in &weights {
             if let Some(Weight::Matrix(g)) = w.grad(&grads) {
                 stats.grad.insert(name.clone(), g);

@@ -90,7 +90,7 @@ pub async fn make_plan<B: AutodiffBackend>(
                 model,
                 calib,
                 layers.clone(),
-                kind.needs_gradient(),
+                kind.gradient_of(),
                 kind.needs_fisher(),
                 device,
                 progress,

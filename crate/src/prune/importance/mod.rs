@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod block_influence;
 pub mod magnitude;
+pub mod ntk;
 pub mod random;
 pub mod taylor;
 
@@ -32,6 +33,8 @@ pub enum Importance {
     TaylorFirst,
     TaylorSecond,
     TaylorMix,
+    /// NIRVANA: `Σ |W ⊙ ∂f/∂W|` with `f` a functional of the logits, not the loss.
+    Ntk,
     /// Training-free, from calibration activations of o_proj / down_proj inputs (sequential pipeline).
     WandaSp,
     Flap,
@@ -45,7 +48,7 @@ pub enum Importance {
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 13] = [
+    pub const ALL: [Importance; 14] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -53,6 +56,7 @@ impl Importance {
         Importance::TaylorFirst,
         Importance::TaylorSecond,
         Importance::TaylorMix,
+        Importance::Ntk,
         Importance::WandaSp,
         Importance::Flap,
         Importance::Obs,
@@ -79,6 +83,9 @@ impl Importance {
             Importance::TaylorFirst => "LLM-Pruner Element¹: Σ |W·∂L/∂W| (its default)",
             Importance::TaylorSecond => "Hessian term alone: Σ W²·F, F from per-sample gradients",
             Importance::TaylorMix => "LLM-Pruner Element²: Σ |W·∂L/∂W − ½W²·F|",
+            Importance::Ntk => {
+                "NIRVANA: Σ |W·∂f/∂W|, f = mean over windows and vocabulary of each logit's max over positions"
+            }
             Importance::WandaSp => "Wanda-sp: mean |W_ij| · ‖x_j‖ per input column",
             Importance::Flap => "FLAP fluctuation: var(x_j) · ‖W[:,j]‖²",
             Importance::Obs => {
@@ -96,12 +103,21 @@ impl Importance {
         }
     }
 
-    /// Whether the score needs the gradient of the calibration loss.
+    /// What the score differentiates, if it needs a gradient: the calibration loss (Taylor scores) or the
+    /// model's output (NTK).
+    pub fn gradient_of(self) -> Option<Objective> {
+        match self {
+            Importance::TaylorVector | Importance::TaylorFirst | Importance::TaylorMix => {
+                Some(Objective::Loss)
+            }
+            Importance::Ntk => Some(Objective::Output),
+            _ => None,
+        }
+    }
+
+    /// Whether the score needs a gradient (of the loss or of the output).
     pub fn needs_gradient(self) -> bool {
-        matches!(
-            self,
-            Importance::TaylorVector | Importance::TaylorFirst | Importance::TaylorMix
-        )
+        self.gradient_of().is_some()
     }
 
     /// Whether the score is computed from calibration activations, layer by layer on the pruned prefix.
@@ -159,6 +175,7 @@ impl Importance {
             Importance::TaylorFirst => taylor::score(m, Term::First)?,
             Importance::TaylorSecond => taylor::score(m, Term::Second)?,
             Importance::TaylorMix => taylor::score(m, Term::Mix)?,
+            Importance::Ntk => ntk::score(m)?,
         }))
     }
 }
@@ -174,7 +191,7 @@ pub enum Axis {
 pub struct Member<B: Backend> {
     /// `[d_out, d_in]`
     pub weight: Tensor<B, 2>,
-    /// `∂L/∂W`, same shape
+    /// The gradient of the score's objective (`∂L/∂W`, or `∂f/∂W` for NTK), same shape
     pub grad: Option<Tensor<B, 2>>,
     /// `(1/N) Σ_n (∂L_n/∂W)²`, same shape
     pub fisher: Option<Tensor<B, 2>>,
@@ -188,6 +205,15 @@ pub fn reduce<B: Backend>(t: Tensor<B, 2>, axis: Axis) -> Tensor<B, 1> {
         Axis::Rows => t.sum_dim(1).reshape([r]),
         Axis::Cols => column_sums(t),
     }
+}
+
+/// The scalar a gradient score differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// The mean next-token cross-entropy of the calibration windows.
+    Loss,
+    /// NIRVANA's output functional ([`ntk::output_functional`]).
+    Output,
 }
 
 /// Gradient statistics by HF weight name (matrices of the decoder layers).
