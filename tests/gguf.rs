@@ -33,10 +33,15 @@ fn dequantisation_matches_the_gguf_package() {
         ("BF16", GgmlType::BF16),
         ("Q4_0", GgmlType::Q4_0),
         ("Q4_1", GgmlType::Q4_1),
+        ("Q5_0", GgmlType::Q5_0),
+        ("Q5_1", GgmlType::Q5_1),
         ("Q8_0", GgmlType::Q8_0),
+        ("Q2_K", GgmlType::Q2_K),
+        ("Q3_K", GgmlType::Q3_K),
         ("Q4_K", GgmlType::Q4_K),
         ("Q5_K", GgmlType::Q5_K),
         ("Q6_K", GgmlType::Q6_K),
+        ("IQ4_NL", GgmlType::IQ4_NL),
     ];
     for (name, t) in types {
         let raw = st.tensor(&format!("{name}.raw")).unwrap();

@@ -11,12 +11,23 @@ pub enum GgmlType {
     F16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K,
     Q4_K,
     Q5_K,
     Q6_K,
+    /// 4-bit indices into a fixed non-linear table (llama.cpp's fallback for K-quant rows not a multiple of 256).
+    IQ4_NL,
     BF16,
 }
+
+/// IQ4_NL's values (llama.cpp `kvalues_iq4nl`).
+const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 const QK_K: usize = 256;
 
@@ -28,10 +39,15 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
+            10 => Self::Q2_K,
+            11 => Self::Q3_K,
             12 => Self::Q4_K,
             13 => Self::Q5_K,
             14 => Self::Q6_K,
+            20 => Self::IQ4_NL,
             30 => Self::BF16,
             _ => return None,
         })
@@ -44,10 +60,15 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
+            Self::Q2_K => 10,
+            Self::Q3_K => 11,
             Self::Q4_K => 12,
             Self::Q5_K => 13,
             Self::Q6_K => 14,
+            Self::IQ4_NL => 20,
             Self::BF16 => 30,
         }
     }
@@ -57,9 +78,13 @@ impl GgmlType {
         match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, 18),
+            Self::Q4_0 | Self::IQ4_NL => (32, 18),
             Self::Q4_1 => (32, 20),
+            Self::Q5_0 => (32, 22),
+            Self::Q5_1 => (32, 24),
             Self::Q8_0 => (32, 34),
+            Self::Q2_K => (QK_K, 84),
+            Self::Q3_K => (QK_K, 110),
             Self::Q4_K => (QK_K, 144),
             Self::Q5_K => (QK_K, 176),
             Self::Q6_K => (QK_K, 210),
@@ -102,6 +127,13 @@ fn dequant_block(t: GgmlType, b: &[u8], out: &mut [f32]) {
                 out[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
             }
         }
+        GgmlType::IQ4_NL => {
+            let d = h(b, 0);
+            for j in 0..16 {
+                out[j] = d * IQ4_NL_VALUES[(b[2 + j] & 0xF) as usize] as f32;
+                out[j + 16] = d * IQ4_NL_VALUES[(b[2 + j] >> 4) as usize] as f32;
+            }
+        }
         GgmlType::Q4_1 => {
             let (d, m) = (h(b, 0), h(b, 2));
             for j in 0..16 {
@@ -109,10 +141,53 @@ fn dequant_block(t: GgmlType, b: &[u8], out: &mut [f32]) {
                 out[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
             }
         }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            // Q5_0: d, 32 high bits, 16 bytes of low nibbles, values centred on 16; Q5_1: d, a min m, the rest.
+            let (d, m, at) = match t {
+                GgmlType::Q5_0 => (h(b, 0), None, 2),
+                _ => (h(b, 0), Some(h(b, 2)), 4),
+            };
+            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let qs = &b[at + 4..at + 20];
+            for j in 0..16 {
+                let x0 = (qs[j] & 0xF) as u32 | (((qh >> j) << 4) & 0x10);
+                let x1 = (qs[j] >> 4) as u32 | ((qh >> (j + 12)) & 0x10);
+                let value = |x: u32| match m {
+                    None => (x as i32 - 16) as f32 * d,
+                    Some(m) => x as f32 * d + m,
+                };
+                out[j] = value(x0);
+                out[j + 16] = value(x1);
+            }
+        }
         GgmlType::Q8_0 => {
             let d = h(b, 0);
             for j in 0..32 {
                 out[j] = (b[2 + j] as i8) as f32 * d;
+            }
+        }
+        GgmlType::Q2_K => {
+            // 16 sub-blocks of 16 values: a 4-bit scale and a 4-bit min each; 2-bit values, four to a byte, value
+            // k in byte 32·(k / 128) + k % 32 at bit 2·(k % 128 / 32).
+            let (scales, qs, d, dmin) = (&b[0..16], &b[16..80], h(b, 80), h(b, 82));
+            for (k, y) in out.iter_mut().enumerate() {
+                let sc = scales[k / 16];
+                let q = (qs[32 * (k / 128) + k % 32] >> (2 * (k % 128 / 32))) & 3;
+                *y = d * (sc & 0xF) as f32 * q as f32 - dmin * (sc >> 4) as f32;
+            }
+        }
+        GgmlType::Q3_K => {
+            // As Q2_K's values plus a high bit (set: no offset, clear: −4) at bit k / 32 of hmask[k % 32]; 16
+            // signed 6-bit scales, low nibbles in bytes 0..8, high bit pairs in bytes 8..12.
+            let (hmask, qs, sc, d) = (&b[0..32], &b[32..96], &b[96..108], h(b, 108));
+            for (k, y) in out.iter_mut().enumerate() {
+                let g = k / 16;
+                let scale = ((sc[g % 8] >> (4 * (g / 8))) & 0xF)
+                    | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4);
+                let low = (qs[32 * (k / 128) + k % 32] >> (2 * (k % 128 / 32))) & 3;
+                let high = hmask[k % 32] & (1 << (k / 32)) != 0;
+                let q = low as i32 - if high { 0 } else { 4 };
+                *y = d * (scale as i32 - 32) as f32 * q as f32;
             }
         }
         GgmlType::Q4_K => {

@@ -244,7 +244,7 @@ impl GgufHeader {
             let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
                 err(format!(
                     "tensor {name}: unknown or unsupported tensor type {type_id} \
-                     (prunelab reads F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)"
+                     (prunelab reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)"
                 ))
             })?;
             let offset = c.u64(&name)?;
