@@ -855,3 +855,68 @@ fn outputs_carry_the_tokenizer_and_generation_files() {
     assert!(stderr.contains("tokenizer_config.json"), "{stderr}");
     assert!(!gguf.exists());
 }
+
+/// `--eval-len` and `--eval-windows` set the evaluation windows, `recipe.json` keeps them, and a run of that
+/// recipe with `--eval` alone evaluates the same windows (the same perplexities); the summary names them.
+#[test]
+fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let eval = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data/eval-python-faq.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            demo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--eval",
+            eval.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        prunelab(&args)
+    };
+    let flags = [
+        "--importance",
+        "l2",
+        "--compensation",
+        "none",
+        "--ratio",
+        "0.25",
+        "--eval-len",
+        "64",
+        "--eval-windows",
+        "5",
+    ];
+    let a = json_stdout(&run(&first, &[&flags[..], &["--json"]].concat()));
+    for when in ["before", "after"] {
+        assert_eq!(a["eval"][when]["windows"], 5, "{when}");
+        assert_eq!(a["eval"][when]["tokens"], 5 * 63, "{when}");
+    }
+    let recipe: Value =
+        serde_json::from_slice(&std::fs::read(first.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(
+        recipe["eval"],
+        serde_json::json!({"seq_len": 64, "max_windows": 5})
+    );
+    let replay = run(
+        &second,
+        &["--recipe", first.join("recipe.json").to_str().unwrap()],
+    );
+    let summary = String::from_utf8_lossy(&replay.stdout).to_string();
+    assert!(replay.status.success(), "{summary}");
+    let b: Value =
+        serde_json::from_slice(&std::fs::read(second.join("report.json")).unwrap()).unwrap();
+    assert_eq!(a["eval"], b["eval"]);
+    assert!(summary.contains("(5 windows of 64)"), "{summary}");
+    // A window length without an evaluation text is refused.
+    let refused = prunelab(&[
+        "prune",
+        demo.to_str().unwrap(),
+        "--out",
+        "/nonexistent/x",
+        "--eval-len",
+        "64",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+}

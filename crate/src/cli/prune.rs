@@ -102,12 +102,15 @@ pub struct PruneArgs {
     /// Storage type of the output (f32, f16, bf16 for hf; f32, f16, q8_0 for gguf).
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Evaluation text: perplexity before and after (128-token windows).
+    /// Evaluation text: perplexity before and after.
     #[arg(long)]
     eval: Option<PathBuf>,
-    /// Evaluate only the first N windows (default 64, as the reference numbers).
-    #[arg(long, default_value_t = 64)]
-    eval_windows: usize,
+    /// Tokens per evaluation window (default: the recipe's, else 128).
+    #[arg(long, requires = "eval")]
+    eval_len: Option<usize>,
+    /// Evaluate only the first N windows (default: the recipe's, else 64, as the reference numbers).
+    #[arg(long)]
+    eval_windows: Option<usize>,
     /// A multiple-choice task (JSON lines, see `eval --tasks`): accuracy before and after.
     #[arg(long)]
     tasks: Option<PathBuf>,
@@ -233,9 +236,14 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         r.calibration = CalibSource::Ids { windows };
     }
     if args.eval.is_some() {
-        r.eval = Some(EvalSpec {
+        // The recipe's evaluation settings (a saved run's), else the reference numbers'; flags override both.
+        let given = r.eval.unwrap_or(EvalSpec {
             seq_len: 128,
-            max_windows: Some(args.eval_windows),
+            max_windows: Some(64),
+        });
+        r.eval = Some(EvalSpec {
+            seq_len: args.eval_len.unwrap_or(given.seq_len),
+            max_windows: args.eval_windows.or(given.max_windows),
         });
     }
     Ok(r)
@@ -573,10 +581,10 @@ fn print_summary(r: &Report, out: &std::path::Path) {
     println!("query heads  {}", col(|l| l.num_heads));
     println!("kv heads     {}", col(|l| l.num_kv_heads));
     println!("mlp width    {}", col(|l| l.intermediate_size));
-    if let Some(e) = &r.eval {
+    if let (Some(e), Some(spec)) = (&r.eval, &r.recipe.eval) {
         println!(
-            "perplexity   {:.3} → {:.3} ({} windows of 128)",
-            e.before.ppl, e.after.ppl, e.after.windows
+            "perplexity   {:.3} → {:.3} ({} windows of {})",
+            e.before.ppl, e.after.ppl, e.after.windows, spec.seq_len
         );
     }
     if let Some(t) = &r.tasks {
