@@ -217,6 +217,7 @@ const PAPERS = {
   obs: "https://arxiv.org/abs/2410.07807", numerical: "https://arxiv.org/abs/2410.07807",
   "block-influence": "https://arxiv.org/abs/2403.03853", perplexity: "https://arxiv.org/abs/2402.02834",
   ls: "https://arxiv.org/abs/2410.07807", "ls-bias": "https://arxiv.org/abs/2410.07807", bias: "https://arxiv.org/abs/2312.11983",
+  search: "https://arxiv.org/abs/2409.17372",
 };
 function explain() {
   const s = state.methods.scores.find((x) => x.name === $("importance").value);
@@ -224,7 +225,7 @@ function explain() {
   const a = state.methods.allocations.find((x) => x.value.kind === $("allocation").value);
   const link = (n) => PAPERS[n] ? ` <a href="${PAPERS[n]}" rel="noreferrer">paper</a>` : "";
   $("explain").innerHTML = `<b>${s.name}</b>: ${s.describe}${link(s.name)}<br><b>${c.name}</b>: ${c.describe}` +
-    `${link(c.name)}<br><b>${a.value.kind}</b>: ${a.describe}`;
+    `${link(c.name)}<br><b>${a.value.kind}</b>: ${a.describe}${link(a.value.kind)}`;
 }
 function fillMenus() {
   const opt = (sel, items, label) => { $(sel).innerHTML = items.map((x) => `<option>${label(x)}</option>`).join(""); };

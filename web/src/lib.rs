@@ -13,6 +13,7 @@ use prunelab::eval::choice::Task;
 use prunelab::model::params::count_params;
 use prunelab::model::ModelConfig;
 use prunelab::prune::allocate::{pruned_count, ratio_for_target, shapes_at, Allocation};
+use prunelab::prune::search::SearchSettings;
 use prunelab::prune::{Plan, Recipe};
 use wasm_bindgen::prelude::*;
 
@@ -93,6 +94,7 @@ pub fn methods() -> String {
         Allocation::Uniform,
         Allocation::Global,
         Allocation::AttnMlpRatio { gamma: 1.0 },
+        Allocation::Search(SearchSettings::default()),
     ]
     .iter()
     .map(|a| serde_json::json!({ "value": a, "describe": a.describe() }))
@@ -232,7 +234,9 @@ impl Lab {
                 return Ok(serde_json::json!({ "params": params, "ratio": r }).to_string());
             }
             (_, None, Some(t)) if recipe.prunes_depth() => return Ok(target(t).to_string()),
-            (Allocation::Global, _, Some(t)) => return Ok(target(t).to_string()),
+            (Allocation::Global | Allocation::Search(_), _, Some(t)) => {
+                return Ok(target(t).to_string())
+            }
             (_, Some(r), _) => r,
             (alloc, None, Some(t)) => {
                 ratio_for_target(cfg, &layers, t, &recipe.structures, alloc).map_err(js)?

@@ -28,6 +28,7 @@ use crate::prune::pipeline::{apply_plan, prune};
 use crate::prune::plan::Plan;
 use crate::prune::recipe::{DepthFirst, EvalSpec, LayerRange, Recipe};
 use crate::prune::report::{EvalReport, Report, StageTime, TasksReport};
+use crate::prune::search::SearchSettings;
 use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
 
@@ -45,12 +46,21 @@ pub struct PruneArgs {
     /// numerical, block-influence, perplexity (whole layers only).
     #[arg(long)]
     importance: Option<String>,
-    /// uniform, global (needs --target-params) or attn-mlp-ratio (with --gamma).
+    /// uniform, global (needs --target-params), attn-mlp-ratio (with --gamma) or search (needs --target-params).
     #[arg(long)]
     allocation: Option<String>,
     /// attn-mlp-ratio: MLP pruned fraction = γ × attention pruned fraction.
     #[arg(long)]
     gamma: Option<f64>,
+    /// search: candidates per generation (default 12).
+    #[arg(long)]
+    population: Option<usize>,
+    /// search: generations bred after the first (default 6).
+    #[arg(long)]
+    generations: Option<usize>,
+    /// search: calibration windows each candidate's loss is measured on (default 4).
+    #[arg(long)]
+    fitness_windows: Option<usize>,
     /// Comma-separated: kv-groups or query-heads (the same number from every KV group), mlp; or layers (whole
     /// decoder layers alone; with width, use --depth-ratio).
     #[arg(long)]
@@ -148,6 +158,11 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
     match (args.allocation.as_deref(), args.gamma) {
         (Some("uniform"), None) => r.allocation = Allocation::Uniform,
         (Some("global"), None) => r.allocation = Allocation::Global,
+        (Some("search"), None) => {
+            if !matches!(r.allocation, Allocation::Search(_)) {
+                r.allocation = Allocation::Search(SearchSettings::default());
+            }
+        }
         (Some("attn-mlp-ratio") | None, Some(gamma)) => {
             r.allocation = Allocation::AttnMlpRatio { gamma }
         }
@@ -157,17 +172,32 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
                     .into(),
             ))
         }
-        (Some(a @ ("uniform" | "global")), Some(_)) => {
+        (Some(a @ ("uniform" | "global" | "search")), Some(_)) => {
             return Err(Error::Invalid(format!(
                 "--gamma applies to --allocation attn-mlp-ratio, not {a}"
             )))
         }
         (Some(other), _) => {
             return Err(Error::Invalid(format!(
-                "--allocation {other:?}: expected one of uniform, global, attn-mlp-ratio"
+                "--allocation {other:?}: expected one of uniform, global, attn-mlp-ratio, search"
             )))
         }
         (None, None) => {}
+    }
+    let searching = [args.population, args.generations, args.fitness_windows];
+    match &mut r.allocation {
+        Allocation::Search(s) => {
+            s.population = args.population.unwrap_or(s.population);
+            s.generations = args.generations.unwrap_or(s.generations);
+            s.fitness_windows = args.fitness_windows.unwrap_or(s.fitness_windows);
+        }
+        _ if searching.iter().any(Option::is_some) => {
+            return Err(Error::Invalid(
+                "--population, --generations and --fitness-windows apply to --allocation search"
+                    .into(),
+            ))
+        }
+        _ => {}
     }
     if let Some(s) = &args.structures {
         r.structures = s
@@ -462,7 +492,12 @@ pub fn run(args: PruneArgs) -> Result<()> {
             let pass = "pass --calib FILE or --calib-ids FILE.json";
             let why = recipe.needs_calibration(plan.is_some()).then(|| match plan.is_some() {
                 true => format!("the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)"),
-                false => format!("{score} + {repair} needs calibration text: {pass}"),
+                false => match recipe.allocation {
+                    Allocation::Search(_) => format!(
+                        "the search allocation measures candidates on calibration text: {pass}"
+                    ),
+                    _ => format!("{score} + {repair} needs calibration text: {pass}"),
+                },
             });
             if let Some(why) = why {
                 return Err(Error::Invalid(why));

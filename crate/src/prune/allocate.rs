@@ -7,7 +7,10 @@
 //!   running count of removed parameters reaches the target. Query heads go there one "rank" at a time: the
 //!   next-lowest head of every group of the layer together, scored by the sum of their scores.
 //!
-//! A parameter target is met by searching `r` (uniform, attn-mlp-ratio) or by the running count (global).
+//! * `search` looks for per-layer counts by an evolutionary search (see [`super::search`]).
+//!
+//! A parameter target is met by searching `r` (uniform, attn-mlp-ratio), by the running count (global) or by
+//! the search's budget.
 
 use std::ops::Range;
 
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::importance::LayerScores;
 use super::plan::{LayerPlan, Plan};
+use super::search::SearchSettings;
 use super::structure::{even_query_heads, query_heads, Aggregation, StructureKind};
 use crate::error::{Error, Result};
 use crate::model::params::count_params;
@@ -31,6 +35,8 @@ pub enum Allocation {
     AttnMlpRatio { gamma: f64 },
     /// One threshold on per-layer z-normalised scores, by a running count of removed parameters (FLAP).
     Global,
+    /// Per-layer counts found by an evolutionary search on the calibration loss (Search for Efficient LLMs).
+    Search(SearchSettings),
 }
 
 impl Allocation {
@@ -44,10 +50,13 @@ impl Allocation {
             Allocation::Global => {
                 "z-normalised scores ranked across layers, cut at the parameter target (FLAP)"
             }
+            Allocation::Search(_) => {
+                "per-layer counts searched by evolution on the calibration loss, at the parameter target"
+            }
         }
     }
 
-    /// What `layer` loses at fraction `r` (not for `global`, which has no `r`).
+    /// What `layer` loses at fraction `r` (not for `global` or `search`, which have no `r`).
     pub fn counts(
         self,
         cfg: &ModelConfig,
@@ -57,7 +66,7 @@ impl Allocation {
     ) -> Counts {
         let uniform = uniform_counts(cfg, layer, r, kinds);
         match self {
-            Allocation::Uniform | Allocation::Global => uniform,
+            Allocation::Uniform | Allocation::Global | Allocation::Search(_) => uniform,
             Allocation::AttnMlpRatio { gamma } => {
                 let c = cfg.layers[layer].intermediate_size;
                 let frac = (gamma * r).clamp(0.0, 1.0);
@@ -76,7 +85,7 @@ impl Allocation {
 }
 
 /// How many structures of each kind one layer loses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Counts {
     pub kv_groups: usize,
     /// Query heads removed from each KV group that stays.
@@ -136,6 +145,15 @@ fn shrink(cfg: &mut ModelConfig, l: usize, c: Counts) {
     s.intermediate_size -= c.mlp_channels;
 }
 
+/// `cfg` after each `(layer, counts)` is removed.
+pub fn shrunk(cfg: &ModelConfig, layers: &[(usize, Counts)]) -> ModelConfig {
+    let mut out = cfg.clone();
+    for &(l, c) in layers {
+        shrink(&mut out, l, c);
+    }
+    out
+}
+
 /// The config after `alloc` removes its counts at fraction `r` in `layers` (parameter accounting before scoring).
 pub fn shapes_at(
     cfg: &ModelConfig,
@@ -144,11 +162,11 @@ pub fn shapes_at(
     kinds: &[StructureKind],
     alloc: Allocation,
 ) -> ModelConfig {
-    let mut out = cfg.clone();
-    for l in layers.clone() {
-        shrink(&mut out, l, alloc.counts(cfg, l, r, kinds));
-    }
-    out
+    let counts: Vec<_> = layers
+        .clone()
+        .map(|l| (l, alloc.counts(cfg, l, r, kinds)))
+        .collect();
+    shrunk(cfg, &counts)
 }
 
 /// The smallest fraction `r` (to 1e-4) at which `alloc` removes at least `fraction` of all parameters.

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod recipe;
 pub mod report;
+pub mod search;
 pub mod sequential;
 pub mod stats;
 #[cfg(feature = "cli")]

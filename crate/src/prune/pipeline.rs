@@ -15,6 +15,7 @@ use super::importance::{score_layer, GradStats, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
+use super::search::search_plan;
 use super::sequential::{activation_scores, prune_sequential, Reconstruction, Sequential};
 use crate::error::Result;
 use crate::model::{Llama, ModelConfig};
@@ -49,16 +50,39 @@ pub async fn make_plan<B: AutodiffBackend>(
     let depth = recipe.prunes_depth();
     let ratio = match (alloc, recipe.ratio, recipe.target_params) {
         _ if depth => recipe.ratio,
-        (Allocation::Global, _, _) => None,
+        (Allocation::Global | Allocation::Search(_), _, _) => None,
         (_, Some(r), _) => Some(r),
         (_, None, Some(t)) => Some(ratio_for_target(cfg, &layers, t, kinds, alloc)?),
         (_, None, None) => unreachable!("Recipe::check requires one"),
     };
     let kind = recipe.importance;
-    let plan_of = |scores: &[LayerScores]| match (depth, ratio) {
-        (true, _) => depth_plan(cfg, scores, ratio, recipe.target_params),
-        (false, Some(r)) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
-        (false, None) => global_plan(cfg, scores, recipe.target_params.unwrap_or(0.0), kinds),
+    let target = recipe.target_params.unwrap_or(0.0);
+    let plan_of = async |scores: &[LayerScores], timings: &mut Vec<StageTime>| -> Result<Plan> {
+        match (depth, ratio, alloc) {
+            (true, ..) => depth_plan(cfg, scores, ratio, recipe.target_params),
+            (false, Some(r), _) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
+            (false, None, Allocation::Search(settings)) => {
+                let start = Instant::now();
+                let inner = model.valid();
+                let found = search_plan(
+                    &inner,
+                    scores,
+                    target,
+                    kinds,
+                    settings,
+                    recipe.seed,
+                    calib,
+                    progress,
+                )
+                .await?;
+                timings.push(StageTime {
+                    stage: "search".into(),
+                    seconds: start.elapsed().as_secs_f64(),
+                });
+                Ok(found.plan)
+            }
+            (false, None, _) => global_plan(cfg, scores, target, kinds),
+        }
     };
     if kind.ranks_only_layers() {
         let start = Instant::now();
@@ -68,7 +92,7 @@ pub async fn make_plan<B: AutodiffBackend>(
             stage: "score".into(),
             seconds: start.elapsed().as_secs_f64(),
         });
-        return Ok((plan_of(&scores)?, ratio, scores));
+        return Ok((plan_of(&scores, timings).await?, ratio, scores));
     }
     if kind.needs_activations() {
         if ratio.is_some() {
@@ -80,7 +104,7 @@ pub async fn make_plan<B: AutodiffBackend>(
             stage: "score".into(),
             seconds: start.elapsed().as_secs_f64(),
         });
-        return Ok((plan_of(&scores)?, ratio, scores));
+        return Ok((plan_of(&scores, timings).await?, ratio, scores));
     }
     let start = Instant::now();
     let stats = match kind.needs_gradient() || kind.needs_fisher() {
@@ -132,7 +156,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     if depth {
         scores = whole_layer_scores(scores, recipe);
     }
-    Ok((plan_of(&scores)?, ratio, scores))
+    Ok((plan_of(&scores, timings).await?, ratio, scores))
 }
 
 /// Runs the recipe on `model`: plan, then apply; with a depth ratio, whole layers first and then the width

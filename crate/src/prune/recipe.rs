@@ -244,8 +244,9 @@ impl Recipe {
     /// replaces the scores.
     pub fn needs_calibration(&self, plan_given: bool) -> bool {
         let depth = self.depth.is_some_and(|d| d.importance.needs_calibration());
+        let search = matches!(self.allocation, Allocation::Search(_));
         self.compensation != Compensation::None
-            || (!plan_given && (self.importance.needs_calibration() || depth))
+            || (!plan_given && (self.importance.needs_calibration() || depth || search))
     }
 
     /// How much goes: one ratio or one parameter target, and an allocation that can use it (after
@@ -279,6 +280,12 @@ impl Recipe {
                         .into(),
                 ))
             }
+            Allocation::Search(_) if self.target_params.is_none() => {
+                return Err(Error::Invalid(
+                    "search allocation needs a parameter target (--target-params), not a ratio".into(),
+                ))
+            }
+            Allocation::Search(settings) => settings.check()?,
             Allocation::AttnMlpRatio { gamma } if !(gamma > 0.0 && gamma.is_finite()) => {
                 return Err(Error::Invalid(format!(
                     "attention:MLP ratio γ = {gamma} must be a finite number > 0"
@@ -350,10 +357,10 @@ impl Recipe {
                     .into(),
             ));
         }
-        if let Allocation::AttnMlpRatio { .. } = self.allocation {
+        if let Allocation::AttnMlpRatio { .. } | Allocation::Search(_) = self.allocation {
             return Err(Error::Invalid(
-                "the attention:MLP ratio allocation splits width between modules; whole layers take uniform \
-                 or global"
+                "the attention:MLP ratio and search allocations spread width over modules and layers; whole \
+                 layers take uniform or global"
                     .into(),
             ));
         }

@@ -22,6 +22,7 @@ use web_time::Instant;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+use super::allocate::Allocation;
 use super::calib::check_windows;
 use super::depth::{repair_before_run, runs, whole_layer_scores};
 use super::importance::LayerScores;
@@ -439,9 +440,16 @@ impl<'a, B: Backend> Streamed<'a, B> {
     }
 }
 
-/// Streamed scores see one layer at a time: gradient scores and the skipped-layer perplexity, which need the
-/// whole model, are refused.
+/// Streamed runs see one layer at a time: gradient scores, the skipped-layer perplexity and the search
+/// allocation, which need the whole model, are refused.
 fn check_training_free(recipe: &Recipe) -> Result<()> {
+    if let Allocation::Search(_) = recipe.allocation {
+        return Err(Error::Invalid(
+            "streamed pruning sees one layer at a time: the search allocation measures every candidate on \
+             the whole model (drop --stream)"
+                .into(),
+        ));
+    }
     match recipe.importance.needs_whole_model() {
         true => Err(Error::Invalid(
             "streamed pruning is training-free and sees one layer at a time: gradient scores and the \
