@@ -233,12 +233,7 @@ fn search_is_refused_where_it_cannot_run() {
             args.extend(["--calib", calib.to_str().unwrap()]);
         }
         args.extend(extra);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
-            .args(&args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        let err = refused_cli(&args);
         assert!(err.contains(want), "{extra:?}: {err}");
         assert!(!out.exists(), "{extra:?} wrote an output");
     };

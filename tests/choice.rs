@@ -227,40 +227,26 @@ fn the_cli_names_what_is_wrong_with_a_task_file() {
     for (n, (text, want)) in cases.iter().enumerate() {
         let file = dir.join(format!("bad{n}.jsonl"));
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
-            .args([
-                "eval",
-                demo.to_str().unwrap(),
-                "--tasks",
-                file.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        let err = refused_cli(&[
+            "eval",
+            demo.to_str().unwrap(),
+            "--tasks",
+            file.to_str().unwrap(),
+        ]);
         assert!(
             err.contains(want) && err.contains(&format!("bad{n}.jsonl")),
             "{err:?} should say {want:?}"
         );
-        assert!(out.stdout.is_empty());
     }
     // --max-items belongs to --tasks; --tasks excludes --text.
-    for args in [
-        vec!["--text", "web/data/eval-python-faq.txt", "--max-items", "3"],
-        vec![
-            "--text",
-            "web/data/eval-python-faq.txt",
-            "--tasks",
-            "web/data/tasks-python-faq.jsonl",
-        ],
+    let (demo, text) = (repo("models/demo"), repo("web/data/eval-python-faq.txt"));
+    let (demo, text) = (demo.to_str().unwrap(), text.to_str().unwrap());
+    let tasks = repo("web/data/tasks-python-faq.jsonl");
+    for extra in [
+        vec!["--max-items", "3"],
+        vec!["--tasks", tasks.to_str().unwrap()],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
-            .current_dir(repo(""))
-            .args(["eval", "models/demo"])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        refused_cli(&[&["eval", demo, "--text", text][..], &extra].concat());
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

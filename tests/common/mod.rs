@@ -127,6 +127,20 @@ pub fn run_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs the CLI with `args`, which must be refused: exit code 2, no panic, nothing on stdout; its stderr.
+#[cfg(feature = "cli")]
+pub fn refused_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    err
+}
+
 /// `run_cli` on owned arguments, its stdout parsed as the JSON it prints (`--json`).
 pub fn run_cli_json(args: &[String]) -> serde_json::Value {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
