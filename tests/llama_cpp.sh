@@ -6,8 +6,9 @@
 # LLaMA-3 rotary scaling added to its config (its GGUF carries it as rope_freqs.weight), and with linear and YaRN
 # scaling (as rope.scaling.* metadata); then with q/k/v biases (a qwen2 config), written as llama and, through
 # llama.cpp's `gguf` package, as a `qwen2` GGUF (q/k rows unpermuted), which prunelab reads and prunes; then
-# SmolLM2 with 6 whole layers removed and repaired (a shorter `llama` stack); last, query heads pruned inside
-# their KV groups (per-layer shapes as `deci`, and every layer alike as `llama`).
+# SmolLM2 with 6 whole layers removed and repaired (a shorter `llama` stack); then query heads pruned inside
+# their KV groups (per-layer shapes as `deci`, and every layer alike as `llama`); last, llama.cpp quantises an f16
+# GGUF to Q2_K, Q3_K_M, Q5_0, Q5_1 and IQ4_NL files that prunelab reads (tests/llama_cpp_quants.py).
 # PRUNELAB_BIN: a prunelab binary already built (else `cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,3 +88,7 @@ python3 tests/llama_cpp_rope_check.py "$bin" "$shared/data/eval-python-faq.txt" 
     "6 whole layers, pruned (llama, 24 blocks)=$tmp/depth.gguf" \
     "query heads 9 → 6 in layers 4..28, pruned (deci)=$tmp/heads.gguf" \
     "query heads 9 → 6 in every layer, pruned (llama)=$tmp/heads-uniform.gguf"
+# llama.cpp quantises an f16 GGUF to the types of its other files (Q2_K, Q3_K_M, Q5_0, Q5_1, IQ4_NL); prunelab
+# reads each as llama.cpp does.
+"$bin" convert models/smollm2-135m.gguf --out "$tmp/f16.gguf" --dtype f16
+python3 tests/llama_cpp_quants.py "$bin" "$shared/data/eval-python-faq.txt" "$tmp/f16.gguf"
