@@ -211,7 +211,7 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
     assert_eq!(search(7).plan, found.plan);
 }
 
-/// What the search allocation cannot do is refused by name, before any work.
+/// What the search allocation cannot do is refused by name, writing nothing.
 #[test]
 fn search_is_refused_where_it_cannot_run() {
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
@@ -242,6 +242,18 @@ fn search_is_refused_where_it_cannot_run() {
         false,
         &["--allocation", "search", "--target-params", "0.2"],
         "the search allocation measures candidates on calibration text: pass --calib FILE or --calib-ids FILE.json",
+    );
+    refused(
+        &[
+            "--allocation",
+            "search",
+            "--target-params",
+            "0.2",
+            "--calib-samples",
+            "2",
+        ],
+        "search measures candidates on 4 calibration windows, but only 2 were given \
+         (lower --fitness-windows or raise --calib-samples)",
     );
     refused(
         &["--allocation", "search", "--ratio", "0.2"],

@@ -245,10 +245,13 @@ pub async fn search_plan<B: Backend>(
     let (Some(first), Some(last)) = (scores.first(), scores.last()) else {
         return Err(Error::Invalid("search: no layers to prune".into()));
     };
-    if calib.is_empty() {
-        return Err(Error::Text(
-            "search measures candidates on calibration windows: none given".into(),
-        ));
+    if calib.len() < settings.fitness_windows {
+        return Err(Error::Invalid(format!(
+            "search measures candidates on {} calibration windows, but only {} were given \
+             (lower --fitness-windows or raise --calib-samples)",
+            settings.fitness_windows,
+            calib.len()
+        )));
     }
     let range = first.layer..last.layer + 1;
     let r = ratio_for_target(cfg, &range, fraction, kinds, Allocation::Uniform)?;
