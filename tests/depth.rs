@@ -22,7 +22,7 @@ use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::depth::depth_plan;
 use prunelab::prune::importance::{Importance, LayerScores};
-use prunelab::prune::pipeline::{apply_plan, make_plan, prune};
+use prunelab::prune::pipeline::{apply_plan, make_plan, prune, Planned};
 use prunelab::prune::plan::{apply, Plan};
 use prunelab::prune::recipe::{LayerRange, Recipe};
 use prunelab::prune::structure::StructureKind;
@@ -70,7 +70,7 @@ fn probe_logits(model: &Llama<Cpu>) -> Vec<f32> {
 fn plan_of(model: &Llama<Cpu>, recipe: &Recipe, windows: &[Vec<u32>]) -> (Plan, Vec<LayerScores>) {
     let ad: Llama<Ad> = Llama::from_inner(model.clone());
     let device = Default::default();
-    let (plan, _, scores) = block_on(make_plan(
+    let Planned { plan, scores, .. } = block_on(make_plan(
         &ad,
         recipe,
         windows,
@@ -240,7 +240,7 @@ fn whole_layer_taylor_scores_sum_the_golden_structure_scores() {
             name,
         );
         let mut timings = vec![];
-        let (plan, _, scores) = block_on(make_plan(
+        let Planned { plan, scores, .. } = block_on(make_plan(
             &model,
             &recipe,
             &calib(name),

@@ -19,7 +19,7 @@ use prunelab::prune::allocate::Allocation;
 use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::importance::{Importance, LayerScores};
-use prunelab::prune::pipeline::{make_plan, prune};
+use prunelab::prune::pipeline::{make_plan, prune, Planned};
 use prunelab::prune::plan::{apply, LayerPlan, Plan};
 use prunelab::prune::recipe::{LayerRange, Recipe};
 use prunelab::prune::structure::{even_query_heads, StructureKind};
@@ -57,7 +57,7 @@ fn recipe(
 /// The plan and scores `recipe` makes for `model` on the golden calibration windows.
 fn plan_of(model: &Llama<Ad>, recipe: &Recipe) -> (Plan, Vec<LayerScores>) {
     let device = Default::default();
-    let (plan, _, scores) = block_on(make_plan(
+    let Planned { plan, scores, .. } = block_on(make_plan(
         model,
         recipe,
         &calib(),

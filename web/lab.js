@@ -217,7 +217,8 @@ const PAPERS = {
   obs: "https://arxiv.org/abs/2410.07807", numerical: "https://arxiv.org/abs/2410.07807",
   "block-influence": "https://arxiv.org/abs/2403.03853", perplexity: "https://arxiv.org/abs/2402.02834",
   ls: "https://arxiv.org/abs/2410.07807", "ls-bias": "https://arxiv.org/abs/2410.07807", bias: "https://arxiv.org/abs/2312.11983",
-  search: "https://arxiv.org/abs/2409.17372",
+  search: "https://arxiv.org/abs/2409.17372", ntk: "https://arxiv.org/abs/2509.14230",
+  adapruner: "https://arxiv.org/abs/2503.06184",
 };
 function explain() {
   const s = state.methods.scores.find((x) => x.name === $("importance").value);

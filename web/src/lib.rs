@@ -82,7 +82,7 @@ pub fn methods() -> String {
             serde_json::json!({
                 "name": k.name(),
                 "describe": k.describe(),
-                "training_free": k.needs_activations() || !(k.needs_gradient() || k.needs_fisher()),
+                "training_free": !k.needs_backward(),
             })
         })
         .collect();

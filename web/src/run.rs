@@ -180,6 +180,7 @@ async fn go<B: AutodiffBackend>(
         Some(EvalReport { before, after }),
     );
     report.tasks = tasks;
+    report.adapruner = out.tuned.clone();
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
     let mut config = hf_config(
         &out.model.config,

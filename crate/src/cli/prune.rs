@@ -43,7 +43,7 @@ pub struct PruneArgs {
     #[arg(long)]
     recipe: Option<PathBuf>,
     /// random, l1, l2, taylor-vector, taylor-first, taylor-second, taylor-mix, ntk, wanda-sp, flap, obs,
-    /// numerical, block-influence, perplexity (whole layers only).
+    /// numerical, block-influence, perplexity (whole layers only), adapruner.
     #[arg(long)]
     importance: Option<String>,
     /// uniform, global (needs --target-params), attn-mlp-ratio (with --gamma) or search (needs --target-params).
@@ -58,9 +58,20 @@ pub struct PruneArgs {
     /// search: generations bred after the first (default 6).
     #[arg(long)]
     generations: Option<usize>,
-    /// search: calibration windows each candidate's loss is measured on (default 4).
+    /// search and adapruner: calibration windows each candidate's loss is measured on (default 4; adapruner
+    /// holds them out of its pool).
     #[arg(long)]
     fitness_windows: Option<usize>,
+    /// adapruner: trials (default 16).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// adapruner: blocks the calibration pool is split into, 1 to 6 (default 4).
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// adapruner: comma-separated scores to mix, the first alone being trial 0 (default
+    /// taylor-first,taylor-vector,l2).
+    #[arg(long)]
+    mix: Option<String>,
     /// Comma-separated: kv-groups or query-heads (the same number from every KV group), mlp; or layers (whole
     /// decoder layers alone; with width, use --depth-ratio).
     #[arg(long)]
@@ -185,19 +196,39 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         (None, None) => {}
     }
     let searching = [args.population, args.generations, args.fitness_windows];
-    match &mut r.allocation {
-        Allocation::Search(s) => {
+    let tuning = args.trials.is_some() || args.blocks.is_some() || args.mix.is_some();
+    match (&mut r.allocation, r.importance) {
+        (Allocation::Search(s), _) => {
             s.population = args.population.unwrap_or(s.population);
             s.generations = args.generations.unwrap_or(s.generations);
             s.fitness_windows = args.fitness_windows.unwrap_or(s.fitness_windows);
         }
+        (_, Importance::Adapruner) if args.population.is_none() && args.generations.is_none() => {
+            let mut s = r.adapruner.take().unwrap_or_default();
+            s.trials = args.trials.unwrap_or(s.trials);
+            s.blocks = args.blocks.unwrap_or(s.blocks);
+            s.fitness_windows = args.fitness_windows.unwrap_or(s.fitness_windows);
+            if let Some(mix) = &args.mix {
+                s.metrics = mix
+                    .split(',')
+                    .map(|m| parse_enum(m.trim(), "--mix", &Importance::ALL))
+                    .collect::<Result<_>>()?;
+            }
+            r.adapruner = Some(s);
+        }
         _ if searching.iter().any(Option::is_some) => {
             return Err(Error::Invalid(
-                "--population, --generations and --fitness-windows apply to --allocation search"
+                "--population, --generations and --fitness-windows apply to --allocation search \
+                 (--fitness-windows also to --importance adapruner)"
                     .into(),
             ))
         }
         _ => {}
+    }
+    if tuning && r.importance != Importance::Adapruner {
+        return Err(Error::Invalid(
+            "--trials, --blocks and --mix apply to --importance adapruner".into(),
+        ));
     }
     if let Some(s) = &args.structures {
         r.structures = s
@@ -342,7 +373,7 @@ impl BackendJob for PruneJob<'_> {
             Some(t) => Some(t.accuracy(&model.valid(), &device)?),
             None => None,
         };
-        let (pruned, plan, ratio, scores, reconstruction) = match self.plan {
+        let (pruned, plan, ratio, scores, reconstruction, tuned) = match self.plan {
             Some(plan) => {
                 let out = pollster::block_on(apply_plan(
                     model.valid(),
@@ -354,7 +385,7 @@ impl BackendJob for PruneJob<'_> {
                     &Bars::default(),
                     &mut timings,
                 ))?;
-                (out.model, out.plan, None, vec![], out.reconstruction)
+                (out.model, out.plan, None, vec![], out.reconstruction, None)
             }
             None => {
                 let out = pollster::block_on(prune(
@@ -371,6 +402,7 @@ impl BackendJob for PruneJob<'_> {
                     out.ratio,
                     out.scores,
                     out.reconstruction,
+                    out.tuned,
                 )
             }
         };
@@ -411,6 +443,7 @@ impl BackendJob for PruneJob<'_> {
             eval,
         );
         report.tasks = tasks;
+        report.adapruner = tuned;
         if !args.plan_only {
             let start = Instant::now();
             let format = Format::resolve(args.format, &args.out);
@@ -626,6 +659,23 @@ fn print_summary(r: &Report, out: &std::path::Path) {
         println!(
             "accuracy     {:.4} → {:.4}, acc_norm {:.4} → {:.4} ({} items of {})",
             t.before.acc, t.after.acc, t.before.acc_norm, t.after.acc_norm, t.after.items, t.task
+        );
+    }
+    if let Some(a) = &r.adapruner {
+        let mix: Vec<String> = a
+            .metrics
+            .iter()
+            .zip(&a.weights)
+            .map(|(m, w)| format!("{w:.2} {}", m.name()))
+            .collect();
+        println!(
+            "adapruner    trial {} of {}: loss {:.4} (trial 0: {:.4}); mix {}; blocks {:?}",
+            a.best,
+            a.losses.len(),
+            a.losses[a.best],
+            a.losses[0],
+            mix.join(" + "),
+            a.blocks
         );
     }
     for t in &r.timings {

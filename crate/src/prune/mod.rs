@@ -1,10 +1,12 @@
 //! Structured pruning: coupled structures (width and depth), importance scores, calibration, allocation, plans and the pipeline
 //! that ties them together.
 
+pub mod adapruner;
 pub mod allocate;
 pub mod calib;
 pub mod compensate;
 pub mod depth;
+pub mod fitness;
 pub mod gradients;
 pub mod importance;
 pub mod linalg;

@@ -6,12 +6,13 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use web_time::Instant;
 
+use super::adapruner::{tune, Tuned};
 use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::calib::check_windows;
 use super::compensate::Compensation;
 use super::depth::{depth_plan, layer_criterion_scores, remove_layers, whole_layer_scores};
 use super::gradients::gradient_stats;
-use super::importance::{score_layer, GradStats, LayerScores};
+use super::importance::{score_layers, GradStats, Importance, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
@@ -19,7 +20,7 @@ use super::search::search_plan;
 use super::sequential::{activation_scores, prune_sequential, Reconstruction, Sequential};
 use crate::error::Result;
 use crate::model::{Llama, ModelConfig};
-use crate::progress::{checkpoint, Progress, ProgressEvent};
+use crate::progress::Progress;
 
 /// What a pruning run returns besides the report's bookkeeping.
 pub struct Pruned<B: AutodiffBackend> {
@@ -30,6 +31,18 @@ pub struct Pruned<B: AutodiffBackend> {
     pub scores: Vec<LayerScores>,
     pub reconstruction: Vec<Reconstruction>,
     pub timings: Vec<StageTime>,
+    /// What AdaPruner's search found (importance `adapruner`).
+    pub tuned: Option<Tuned>,
+}
+
+/// What [`make_plan`] decides.
+pub struct Planned {
+    pub plan: Plan,
+    /// The per-layer fraction (given or searched); `None` for `global` and `search`.
+    pub ratio: Option<f64>,
+    pub scores: Vec<LayerScores>,
+    /// What AdaPruner's search found (importance `adapruner`).
+    pub tuned: Option<Tuned>,
 }
 
 /// Scores every structure of the recipe's layers and makes the plan (nothing is applied). Activation scores
@@ -42,7 +55,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     device: &B::Device,
     progress: &dyn Progress,
     timings: &mut Vec<StageTime>,
-) -> Result<(Plan, Option<f64>, Vec<LayerScores>)> {
+) -> Result<Planned> {
     let cfg = &model.config;
     recipe.check(cfg)?;
     let layers = recipe.layer_range(cfg);
@@ -84,6 +97,29 @@ pub async fn make_plan<B: AutodiffBackend>(
             (false, None, _) => global_plan(cfg, scores, target, kinds),
         }
     };
+    let planned = |plan, scores| Planned {
+        plan,
+        ratio,
+        scores,
+        tuned: None,
+    };
+    if kind == Importance::Adapruner {
+        let start = Instant::now();
+        check_windows(calib, cfg.vocab_size)?;
+        let width_plan = |scores: &[LayerScores]| match ratio {
+            Some(r) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
+            None => global_plan(cfg, scores, target, kinds),
+        };
+        let (scores, tuned) = tune(model, recipe, calib, &width_plan, device, progress).await?;
+        timings.push(StageTime {
+            stage: "adapruner".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        return Ok(Planned {
+            tuned: Some(tuned),
+            ..planned(width_plan(&scores)?, scores)
+        });
+    }
     if kind.ranks_only_layers() {
         let start = Instant::now();
         let scores =
@@ -92,11 +128,11 @@ pub async fn make_plan<B: AutodiffBackend>(
             stage: "score".into(),
             seconds: start.elapsed().as_secs_f64(),
         });
-        return Ok((plan_of(&scores, timings).await?, ratio, scores));
+        return Ok(planned(plan_of(&scores, timings).await?, scores));
     }
     if kind.needs_activations() {
         if ratio.is_some() {
-            return Ok((Plan::new(cfg, vec![]), ratio, vec![]));
+            return Ok(planned(Plan::new(cfg, vec![]), vec![]));
         }
         let start = Instant::now();
         let scores = activation_scores(&model.valid(), recipe, calib, device, progress).await?;
@@ -104,7 +140,7 @@ pub async fn make_plan<B: AutodiffBackend>(
             stage: "score".into(),
             seconds: start.elapsed().as_secs_f64(),
         });
-        return Ok((plan_of(&scores, timings).await?, ratio, scores));
+        return Ok(planned(plan_of(&scores, timings).await?, scores));
     }
     let start = Instant::now();
     let stats = match kind.needs_gradient() || kind.needs_fisher() {
@@ -127,28 +163,16 @@ pub async fn make_plan<B: AutodiffBackend>(
         seconds: start.elapsed().as_secs_f64(),
     });
     let start = Instant::now();
-    let inner = model.valid();
-    let mut scores = Vec::with_capacity(layers.len());
-    for (i, l) in layers.clone().enumerate() {
-        checkpoint(progress).await?;
-        scores.push(
-            score_layer(
-                l,
-                &inner.layers[l],
-                &cfg.layers[l],
-                &stats,
-                kind,
-                recipe.aggregation,
-                recipe.seed,
-            )
-            .await?,
-        );
-        progress.report(ProgressEvent {
-            stage: "score",
-            done: i + 1,
-            total: layers.len(),
-        });
-    }
+    let mut scores = score_layers(
+        &model.valid(),
+        layers,
+        &stats,
+        kind,
+        recipe.aggregation,
+        recipe.seed,
+        progress,
+    )
+    .await?;
     timings.push(StageTime {
         stage: "score".into(),
         seconds: start.elapsed().as_secs_f64(),
@@ -156,7 +180,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     if depth {
         scores = whole_layer_scores(scores, recipe);
     }
-    Ok((plan_of(&scores, timings).await?, ratio, scores))
+    Ok(planned(plan_of(&scores, timings).await?, scores))
 }
 
 /// Runs the recipe on `model`: plan, then apply; with a depth ratio, whole layers first and then the width
@@ -206,6 +230,7 @@ pub async fn prune<B: AutodiffBackend>(
         scores: steps.scores,
         reconstruction: steps.reconstruction,
         timings,
+        tuned: second.tuned,
     })
 }
 
@@ -250,8 +275,12 @@ async fn prune_step<B: AutodiffBackend>(
     progress: &dyn Progress,
 ) -> Result<Pruned<B>> {
     let mut timings = Vec::new();
-    let (plan, ratio, scores) =
-        make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
+    let Planned {
+        plan,
+        ratio,
+        scores,
+        tuned,
+    } = make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
     // Activation scores under a per-layer allocation are computed in the sequential pass, which makes the plan.
     let in_pass = recipe.importance.needs_activations() && ratio.is_some();
     let out = apply_plan(
@@ -272,6 +301,7 @@ async fn prune_step<B: AutodiffBackend>(
         scores: if in_pass { out.scores } else { scores },
         reconstruction: out.reconstruction,
         timings,
+        tuned,
     })
 }
 

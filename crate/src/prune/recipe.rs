@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::adapruner::AdaprunerSettings;
 use super::allocate::Allocation;
 use super::calib::{check_windows, CalibSource};
 use super::compensate::Compensation;
@@ -109,6 +110,9 @@ pub struct Recipe {
     /// target then counts both steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub depth: Option<DepthFirst>,
+    /// The search of importance `adapruner` (unset: its defaults); refused with any other importance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapruner: Option<AdaprunerSettings>,
 }
 
 impl Default for Recipe {
@@ -133,6 +137,7 @@ impl Default for Recipe {
             seed: 42,
             eval: None,
             depth: None,
+            adapruner: None,
         }
     }
 }
@@ -160,6 +165,7 @@ impl Recipe {
             ratio: Some(d.ratio),
             target_params: None,
             depth: None,
+            adapruner: None,
             ..self.clone()
         };
         let width = Recipe {
@@ -307,6 +313,7 @@ impl Recipe {
                 "no structures to prune (kv-groups, query-heads, mlp, layers)".into(),
             ));
         }
+        self.check_adapruner()?;
         if let Some((depth, _)) = self.steps() {
             self.check_depth_first(cfg, &depth)?;
         }
@@ -361,6 +368,13 @@ impl Recipe {
             return Err(Error::Invalid(
                 "the attention:MLP ratio and search allocations spread width over modules and layers; whole \
                  layers take uniform or global"
+                    .into(),
+            ));
+        }
+        if self.importance == Importance::Adapruner {
+            return Err(Error::Invalid(
+                "adapruner mixes scores normalised within each layer, which cannot rank whole layers: use \
+                 block-influence, perplexity, a Taylor score, l1, l2 or random"
                     .into(),
             ));
         }
@@ -432,6 +446,26 @@ impl Recipe {
             .collect();
         self.narrowing_after(cfg, &first)?;
         Ok(())
+    }
+
+    /// AdaPruner's settings are valid and belong to it; its trials are planned by a per-layer or global
+    /// allocation, not by the search allocation's own candidates.
+    fn check_adapruner(&self) -> Result<()> {
+        match (&self.adapruner, self.importance) {
+            (Some(_), i) if i != Importance::Adapruner => Err(Error::Invalid(format!(
+                "adapruner settings apply to importance adapruner, not {}",
+                i.name()
+            ))),
+            (_, Importance::Adapruner) if matches!(self.allocation, Allocation::Search(_)) => {
+                Err(Error::Invalid(
+                    "adapruner plans each trial with the allocation, and the search allocation is a search of \
+                     its own: use uniform, attn-mlp-ratio or global"
+                        .into(),
+                ))
+            }
+            (settings, Importance::Adapruner) => settings.clone().unwrap_or_default().check(),
+            _ => Ok(()),
+        }
     }
 
     /// Everything but the amount: layer range, ridge, calibration.

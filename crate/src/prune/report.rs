@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::adapruner::Tuned;
 use super::importance::LayerScores;
 use super::plan::Plan;
 use super::recipe::Recipe;
@@ -96,6 +97,9 @@ pub struct Report {
     /// Set by the CLI's `prune --tasks` and by the browser lab's multiple-choice option.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TasksReport>,
+    /// What AdaPruner's search found (importance `adapruner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapruner: Option<Tuned>,
 }
 
 impl Report {
@@ -128,6 +132,7 @@ impl Report {
             timings,
             eval,
             tasks: None,
+            adapruner: None,
         }
     }
 }

@@ -14,22 +14,20 @@
 
 use std::collections::HashMap;
 
-use burn::module::Module;
 use burn::tensor::backend::Backend;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::allocate::{ratio_for_target, shrunk, Allocation, Counts};
+use super::fitness::Fitness;
 use super::importance::LayerScores;
-use super::plan::{apply, Plan};
+use super::plan::Plan;
 use super::structure::StructureKind;
 use crate::error::{Error, Result};
-use crate::eval::perplexity::batch_tensor;
 use crate::model::params::count_params;
 use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
-use crate::readback::scalar;
 
 /// How hard the search looks (recipe `allocation: {"kind": "search", …}`; every field has a default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,20 +261,14 @@ pub async fn search_plan<B: Backend>(
         need: (fraction * total as f64).ceil() as usize,
         total,
     };
-    let windows: Vec<&[u32]> = calib
-        .iter()
-        .take(settings.fitness_windows)
-        .map(|w| w.as_slice())
-        .collect();
-    let ids = batch_tensor::<B>(&windows, &model.devices()[0]);
+    let measure = Fitness::new(model, &calib[..settings.fitness_windows]);
     let mut known: HashMap<Genome, f64> = HashMap::new();
     let mut fitness = async |g: &Genome| -> Result<f64> {
         if let Some(&f) = known.get(g) {
             return Ok(f);
         }
         checkpoint(progress).await?;
-        let pruned = apply(model.clone(), &space.plan(g))?;
-        let f = scalar(pruned.loss(ids.clone())).await?;
+        let f = measure.loss(&space.plan(g)).await?;
         known.insert(g.clone(), f);
         Ok(f)
     };

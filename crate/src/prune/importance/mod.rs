@@ -19,7 +19,8 @@ use super::structure::{fold_query_channels, Aggregation};
 use crate::error::Result;
 use crate::model::llama::Block;
 use crate::model::tensors::layer_tensor;
-use crate::model::LayerShape;
+use crate::model::{LayerShape, Llama};
+use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback::to_vec;
 
 /// The registry of scores.
@@ -44,11 +45,14 @@ pub enum Importance {
     BlockInfluence,
     /// Whole layers only: "Shortened LLaMA"'s PPL criterion, the calibration perplexity with the layer skipped.
     Perplexity,
+    /// AdaPruner: a mix of gradient and magnitude scores, and the calibration windows they are computed on,
+    /// chosen by Bayesian optimisation ([`crate::prune::adapruner`]).
+    Adapruner,
 }
 
 impl Importance {
     /// Every score, in the order the page lists them.
-    pub const ALL: [Importance; 14] = [
+    pub const ALL: [Importance; 15] = [
         Importance::Random,
         Importance::L1,
         Importance::L2,
@@ -63,6 +67,7 @@ impl Importance {
         Importance::Numerical,
         Importance::BlockInfluence,
         Importance::Perplexity,
+        Importance::Adapruner,
     ];
 
     /// The score's name as recipes and flags spell it (`taylor-first`, `block-influence`, …).
@@ -100,6 +105,10 @@ impl Importance {
             Importance::Perplexity => {
                 "Shortened LLaMA: calibration perplexity with the layer skipped (whole layers only)"
             }
+            Importance::Adapruner => {
+                "AdaPruner: TPE search over a mix of Taylor and magnitude scores and the calibration windows \
+                 they come from, each trial pruned and measured on held-out windows"
+            }
         }
     }
 
@@ -133,25 +142,42 @@ impl Importance {
         matches!(self, Importance::TaylorSecond | Importance::TaylorMix)
     }
 
+    /// Whether the score runs backward passes: a gradient, the Fisher diagonal, or AdaPruner's trials of both.
+    pub fn needs_backward(self) -> bool {
+        self.needs_gradient() || self.needs_fisher() || self == Importance::Adapruner
+    }
+
     /// Whether the score reads calibration windows at all.
     pub fn needs_calibration(self) -> bool {
-        self.needs_gradient()
-            || self.needs_fisher()
-            || self.needs_activations()
-            || self.ranks_only_layers()
+        self.needs_backward() || self.needs_activations() || self.ranks_only_layers()
     }
 
     /// Whether the score needs the whole model at once (a backward pass, or every later layer for each layer
     /// skipped), so that a streamed run cannot compute it.
     pub fn needs_whole_model(self) -> bool {
-        self.needs_gradient() || self.needs_fisher() || self == Importance::Perplexity
+        self.needs_backward() || self == Importance::Perplexity
     }
 
     /// Whether the score can rank whole decoder layers: block influence, and every weight or gradient score
     /// (summed over the layer's structures, which together hold all its weights). The activation scores of
-    /// `o_proj` / `down_proj` columns rank columns against each other only.
+    /// `o_proj` / `down_proj` columns rank columns against each other only, and AdaPruner's mix is normalised
+    /// within each layer.
     pub fn ranks_layers(self) -> bool {
-        !self.needs_activations()
+        !self.needs_activations() && self != Importance::Adapruner
+    }
+
+    /// Whether AdaPruner can mix the score: a per-weight score (magnitude or gradient), not random.
+    pub fn mixable(self) -> bool {
+        matches!(
+            self,
+            Importance::L1
+                | Importance::L2
+                | Importance::TaylorVector
+                | Importance::TaylorFirst
+                | Importance::TaylorSecond
+                | Importance::TaylorMix
+                | Importance::Ntk
+        )
     }
 
     /// Whether the score ranks nothing but whole layers.
@@ -168,7 +194,8 @@ impl Importance {
             | Importance::Obs
             | Importance::Numerical
             | Importance::BlockInfluence
-            | Importance::Perplexity => return Ok(None),
+            | Importance::Perplexity
+            | Importance::Adapruner => return Ok(None),
             Importance::L1 => magnitude::score(m, 1),
             Importance::L2 => magnitude::score(m, 2),
             Importance::TaylorVector => taylor::score(m, Term::Vector)?,
@@ -311,7 +338,9 @@ pub async fn score_layer<B: Backend>(
     let channel = |m: Member<B>| async move {
         let t = kind.member(&m)?.ok_or_else(|| {
             crate::Error::Invalid(format!(
-                "{kind:?} is an activation score: it is computed by the sequential pipeline"
+                "{} has no per-weight term: activation scores come from the sequential pipeline, \
+                 adapruner mixes per-weight ones",
+                kind.name()
             ))
         })?;
         to_vec(t).await
@@ -378,4 +407,28 @@ pub async fn score_layer<B: Backend>(
         mlp_channels: combine(vec![gate, up, down], mean),
         whole: None,
     })
+}
+
+/// [`score_layer`] for each layer of `layers`, reported as stage `score`.
+pub async fn score_layers<B: Backend>(
+    model: &Llama<B>,
+    layers: std::ops::Range<usize>,
+    stats: &GradStats<B>,
+    kind: Importance,
+    agg: Aggregation,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerScores>> {
+    let mut scores = Vec::with_capacity(layers.len());
+    for (i, l) in layers.clone().enumerate() {
+        checkpoint(progress).await?;
+        let (block, shape) = (&model.layers[l], &model.config.layers[l]);
+        scores.push(score_layer(l, block, shape, stats, kind, agg, seed).await?);
+        progress.report(ProgressEvent {
+            stage: "score",
+            done: i + 1,
+            total: layers.len(),
+        });
+    }
+    Ok(scores)
 }
