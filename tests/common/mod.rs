@@ -141,6 +141,17 @@ pub fn refused_cli(args: &[&str]) -> String {
     err
 }
 
+/// `prune MODEL --out OUT` with `flags`, which must be refused ([`refused_cli`]) with a message containing `want`,
+/// leaving no output behind.
+#[cfg(feature = "cli")]
+pub fn refused_prune(model: &std::path::Path, out: &std::path::Path, flags: &[&str], want: &str) {
+    let (model, out_arg) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let args = [&["prune", model, "--out", out_arg][..], flags].concat();
+    let err = refused_cli(&args);
+    assert!(err.contains(want), "{flags:?}: {err}");
+    assert!(!out.exists(), "{flags:?} wrote an output");
+}
+
 /// `run_cli` on owned arguments, its stdout parsed as the JSON it prints (`--json`).
 pub fn run_cli_json(args: &[String]) -> serde_json::Value {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
