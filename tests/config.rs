@@ -436,7 +436,36 @@ fn per_layer_widths_round_trip_through_config_json() {
     };
     let written = cfg.to_hf_json(Some(&base()));
     assert_eq!(written[PER_LAYER_MLP], json!([128, 40]));
-    assert_eq!(parse(written).unwrap(), cfg);
+    assert_eq!(parse(written.clone()).unwrap(), cfg);
+
+    // Every layer pruned: the standard fields keep the original sizes (methods.md §6), through a second prune
+    // too; without an original document they hold the largest widths; an original without
+    // `num_key_value_heads` has one per query head.
+    let standard = |v: &serde_json::Value| {
+        let f = |k: &str| v[k].as_u64().unwrap();
+        (
+            f("num_attention_heads"),
+            f("num_key_value_heads"),
+            f("intermediate_size"),
+        )
+    };
+    cfg.layers[0] = LayerShape {
+        num_heads: 2,
+        num_kv_heads: 2,
+        intermediate_size: 96,
+    };
+    let both = cfg.to_hf_json(Some(&base()));
+    assert_eq!(standard(&both), (4, 2, 128));
+    assert_eq!(parse(both.clone()).unwrap(), cfg);
+    cfg.layers[0].intermediate_size = 64;
+    let again = cfg.to_hf_json(Some(&both));
+    assert_eq!(standard(&again), (4, 2, 128));
+    assert_eq!(again[PER_LAYER_MLP], json!([64, 40]));
+    assert_eq!(standard(&cfg.to_hf_json(None)), (2, 2, 64));
+    let mut mha = base();
+    mha.as_object_mut().unwrap().remove("num_key_value_heads");
+    assert_eq!(standard(&cfg.to_hf_json(Some(&mha))), (4, 4, 128));
+
     let mut bad = base();
     bad[PER_LAYER_MLP] = json!([1, 2, 3]);
     assert!(parse(bad)

@@ -1,7 +1,8 @@
 //! Model configuration: [`HfConfig`] mirrors HF `config.json` field for field (transformers 4.x and 5.x keys),
 //! and resolves into [`ModelConfig`], the runtime blueprint with **per-layer** widths.
 //!
-//! Pruned models differ per layer. Their `config.json` keeps the standard fields and adds the per-layer lists
+//! Pruned models differ per layer. Their `config.json` keeps the standard fields (the original model's sizes)
+//! and adds the per-layer lists
 //! [`PER_LAYER_HEADS`], [`PER_LAYER_KV_HEADS`] and [`PER_LAYER_MLP`]; our loader reads them, and a config
 //! whose layers all agree is written as a plain LlamaConfig without them.
 
@@ -401,7 +402,9 @@ impl ModelConfig {
     }
 
     /// Writes `config.json` for this configuration. `base` is the original document: fields we do not model
-    /// (`architectures`, `torch_dtype`, …) are carried over; the widths are replaced by ours.
+    /// (`architectures`, `torch_dtype`, …) are carried over; the widths are replaced by ours. When the layers
+    /// differ, the standard width fields keep the original model's sizes (those of `base`, which a pruned input
+    /// carries over from its own original), or the largest width where `base` has none or a smaller one.
     pub fn to_hf_json(&self, base: Option<&Value>) -> Value {
         let mut m = base.and_then(Value::as_object).cloned().unwrap_or_default();
         let first = self.layers.first().copied().unwrap_or(LayerShape {
@@ -409,14 +412,24 @@ impl ModelConfig {
             num_kv_heads: 1,
             intermediate_size: 0,
         });
-        let max = |f: fn(&LayerShape) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
+        // `keys` in order of precedence: an original without `num_key_value_heads` has one per query head.
+        let original = |keys: &[&str], f: fn(&LayerShape) -> usize| {
+            let largest = self.layers.iter().map(f).max().unwrap_or(0);
+            let given = keys.iter().find_map(|k| m.get(*k).and_then(Value::as_u64));
+            given
+                .map(|v| v as usize)
+                .filter(|&v| v >= largest)
+                .unwrap_or(largest)
+        };
         let (heads, kv, mlp) = if self.is_uniform() {
             (first.num_heads, first.num_kv_heads, first.intermediate_size)
         } else {
             (
-                max(|l| l.num_heads),
-                max(|l| l.num_kv_heads),
-                max(|l| l.intermediate_size),
+                original(&["num_attention_heads"], |l| l.num_heads),
+                original(&["num_key_value_heads", "num_attention_heads"], |l| {
+                    l.num_kv_heads
+                }),
+                original(&["intermediate_size"], |l| l.intermediate_size),
             )
         };
         let mut set = |k: &str, v: Value| {
