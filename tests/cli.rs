@@ -156,6 +156,34 @@ fn inspect_counts_parameters_like_transformers() {
     }
 }
 
+/// `inspect` into a pipe whose reader is gone (`| head` after it stopped reading) stops quietly with 141, as a
+/// tool stopped by SIGPIPE; into a full device it says so and exits 1 (the machine, not the input). No panic.
+#[test]
+fn a_closed_or_full_stdout_ends_the_command_without_a_panic() {
+    let model = fixture("tiny-gqa");
+    let inspect = |stdout: std::process::Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .args(["inspect", model.to_str().unwrap()])
+            .stdout(stdout)
+            .output()
+            .expect("the binary runs")
+    };
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = inspect(writer.into());
+    let err = String::from_utf8_lossy(&closed.stderr);
+    assert_eq!(closed.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let full = inspect(full.into());
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{err}");
+    assert_eq!(err, "error: stdout: No space left on device (os error 28)\n");
+}
+
 #[test]
 fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
     let dir = tempfile::tempdir().unwrap();

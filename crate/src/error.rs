@@ -81,9 +81,28 @@ impl Error {
         }
     }
 
-    /// Whether the error is the user's input (CLI exit code 2) rather than an internal failure (exit code 1).
+    /// Whether the error is the user's input (CLI exit code 2: a path, file or value to fix) rather than a
+    /// failure of the machine or of prunelab (exit code 1: a full disk, a device that failed).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Readback(_) | Error::Backend(_))
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Readback(_) | Error::Backend(_) => false,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                K::NotFound
+                    | K::PermissionDenied
+                    | K::AlreadyExists
+                    | K::NotADirectory
+                    | K::IsADirectory
+                    | K::DirectoryNotEmpty
+                    | K::ReadOnlyFilesystem
+                    | K::InvalidInput
+                    | K::InvalidData
+                    | K::InvalidFilename
+                    | K::UnexpectedEof
+            ),
+            _ => true,
+        }
     }
 }
 

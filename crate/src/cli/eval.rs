@@ -140,10 +140,10 @@ fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &Path
         v["log_likelihoods"] = serde_json::to_value(&scores.log_likelihoods).expect("serialisable");
         v["seconds"] = seconds.into();
         v["backend"] = kind.name().into();
-        println!("{v}");
+        say!("{v}")?;
     } else {
         let stderr = |s: Option<f64>| s.map(|s| format!(" ± {:.4}", s)).unwrap_or_default();
-        println!(
+        say!(
             "acc {:.4}{} · acc_norm {:.4}{} over {} items ({} choices, {} tokens scored) · {:.2} s on {}",
             acc.acc,
             stderr(acc.acc_stderr),
@@ -154,7 +154,7 @@ fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &Path
             acc.tokens,
             seconds,
             kind.name()
-        );
+        )?;
     }
     Ok(())
 }
@@ -193,9 +193,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         v["seconds"] = seconds.into();
         v["backend"] = kind.name().into();
         v["seq_len"] = args.seq_len.into();
-        println!("{v}");
+        say!("{v}")?;
     } else {
-        println!(
+        say!(
             "perplexity {:.4} (mean NLL {:.6}) over {} tokens in {} windows of {} · {:.2} s on {}",
             result.ppl,
             result.mean_nll,
@@ -204,7 +204,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             args.seq_len,
             seconds,
             kind.name()
-        );
+        )?;
     }
     Ok(())
 }

@@ -221,12 +221,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         v["backend"] = kind.name().into();
         v["precision"] = serde_json::to_value(precision).expect("serialisable");
         v["chat_prompt"] = chat_text.into();
-        println!("{v}");
+        say!("{v}")?;
     } else {
         match &text {
-            Some(t) => println!("{}{t}", args.prompt.as_deref().unwrap_or_default()),
-            None => println!("{:?}", out.ids),
-        }
+            Some(t) => say!("{}{t}", args.prompt.as_deref().unwrap_or_default()),
+            None => say!("{:?}", out.ids),
+        }?;
         eprintln!(
             "prompt {} tokens {:.3} s · {speed} on {}{}",
             out.prompt_tokens,

@@ -25,39 +25,39 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let params = count_params(cfg);
     if args.json {
         let out = serde_json::json!({ "config": cfg, "params": params });
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&out).expect("serialisable")
-        );
+        )?;
         return Ok(());
     }
-    println!("model      {} ({})", args.model.display(), cfg.model_type);
-    println!(
+    say!("model      {} ({})", args.model.display(), cfg.model_type)?;
+    say!(
         "shape      hidden {} · head_dim {} · {} layers · vocab {} · tied embeddings {}",
         cfg.hidden_size,
         cfg.head_dim,
         cfg.num_layers(),
         cfg.vocab_size,
         cfg.tie_word_embeddings
-    );
-    println!(
+    )?;
+    say!(
         "rope       theta {} {}",
         cfg.rope.theta,
         cfg.rope.scaling.map_or(String::new(), |s| format!("({s})"))
-    );
-    println!(
+    )?;
+    say!(
         "{:>5} {:>6} {:>9} {:>9} {:>12}",
         "layer", "heads", "kv heads", "mlp", "params"
-    );
+    )?;
     for (l, s) in cfg.layers.iter().enumerate() {
-        println!(
+        say!(
             "{l:>5} {:>6} {:>9} {:>9} {:>12}",
             s.num_heads, s.num_kv_heads, s.intermediate_size, params.per_layer[l]
-        );
+        )?;
     }
     for (module, n) in &params.per_module {
-        println!("{:<10} {n:>12}", format!("{module:?}").to_lowercase());
+        say!("{:<10} {n:>12}", format!("{module:?}").to_lowercase())?;
     }
-    println!("{:<10} {:>12}", "total", params.total);
+    say!("{:<10} {:>12}", "total", params.total)?;
     Ok(())
 }

@@ -1,5 +1,17 @@
 //! The native command line: argument parsing, files, progress bars. Only this module touches `std::fs`.
 
+/// `println!` for the CLI's results, as a `Result`: a stdout that is closed (`| head`) or full ends the command
+/// with an [`Error::Io`] on `stdout` instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|source| $crate::error::Error::Io {
+            path: "stdout".into(),
+            source,
+        })
+    }};
+}
+
 mod allocator;
 mod convert;
 mod eval;
@@ -65,7 +77,9 @@ fn parse_enum<T: serde::Serialize + serde::de::DeserializeOwned>(
     })
 }
 
-/// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on internal failure, 130 when interrupted.
+/// Runs the CLI: exit code 0 on success, 2 on bad input, 1 on a failure of the machine (a full disk) or of
+/// prunelab, 130 when interrupted, and 141 without a word when stdout is closed early (`| head`), as a tool
+/// stopped by SIGPIPE.
 pub fn main() -> ExitCode {
     allocator::reuse_large_blocks();
     let cli = Cli::parse();
@@ -81,6 +95,11 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io { path, source })
+            if path == "stdout" && source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e {

@@ -584,12 +584,12 @@ pub fn run(args: PruneArgs) -> Result<()> {
         )?,
     };
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serialisable")
-        );
+        )?;
     } else {
-        print_summary(&report, &args.out);
+        print_summary(&report, &args.out)?;
     }
     Ok(())
 }
@@ -618,8 +618,8 @@ fn pretty<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(v).expect("serialisable")
 }
 
-fn print_summary(r: &Report, out: &std::path::Path) {
-    println!(
+fn print_summary(r: &Report, out: &std::path::Path) -> Result<()> {
+    say!(
         "parameters {} → {} ({:.2}% removed; {})",
         r.params_before.total,
         r.params_after.total,
@@ -637,7 +637,7 @@ fn print_summary(r: &Report, out: &std::path::Path) {
             (true, Some(x)) => format!("per-layer ratio {x:.4}"),
             (true, None) => "global allocation".into(),
         }
-    );
+    )?;
     let col = |f: fn(&crate::model::LayerShape) -> usize| {
         r.layers_after
             .iter()
@@ -646,20 +646,20 @@ fn print_summary(r: &Report, out: &std::path::Path) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    println!("query heads  {}", col(|l| l.num_heads));
-    println!("kv heads     {}", col(|l| l.num_kv_heads));
-    println!("mlp width    {}", col(|l| l.intermediate_size));
+    say!("query heads  {}", col(|l| l.num_heads))?;
+    say!("kv heads     {}", col(|l| l.num_kv_heads))?;
+    say!("mlp width    {}", col(|l| l.intermediate_size))?;
     if let (Some(e), Some(spec)) = (&r.eval, &r.recipe.eval) {
-        println!(
+        say!(
             "perplexity   {:.3} → {:.3} ({} windows of {})",
             e.before.ppl, e.after.ppl, e.after.windows, spec.seq_len
-        );
+        )?;
     }
     if let Some(t) = &r.tasks {
-        println!(
+        say!(
             "accuracy     {:.4} → {:.4}, acc_norm {:.4} → {:.4} ({} items of {})",
             t.before.acc, t.after.acc, t.before.acc_norm, t.after.acc_norm, t.after.items, t.task
-        );
+        )?;
     }
     if let Some(a) = &r.adapruner {
         let mix: Vec<String> = a
@@ -668,7 +668,7 @@ fn print_summary(r: &Report, out: &std::path::Path) {
             .zip(&a.weights)
             .map(|(m, w)| format!("{w:.2} {}", m.name()))
             .collect();
-        println!(
+        say!(
             "adapruner    trial {} of {}: loss {:.4} (trial 0: {:.4}); mix {}; blocks {:?}",
             a.best,
             a.losses.len(),
@@ -676,10 +676,10 @@ fn print_summary(r: &Report, out: &std::path::Path) {
             a.losses[0],
             mix.join(" + "),
             a.blocks
-        );
+        )?;
     }
     for t in &r.timings {
-        println!("{:<12} {:.2} s", t.stage, t.seconds);
+        say!("{:<12} {:.2} s", t.stage, t.seconds)?;
     }
-    println!("wrote {}", out.display());
+    say!("wrote {}", out.display())
 }

@@ -59,12 +59,12 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let depth = cores.saturating_sub(1).clamp(1, 8);
     let weights = DrawnAhead::new(&cfg, RandomWeights::new(&cfg, args.seed, 0.02), depth);
     write_model(&target, &cfg, &weights, &extras, &Bars::default())?;
-    println!(
+    say!(
         "wrote {} ({} parameters, {})",
         args.out.display(),
         count_params(&cfg).total,
         args.dtype
-    );
+    )?;
     Ok(())
 }
 

@@ -231,13 +231,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         },
     };
     let (heldout, seconds) = run_on(kind, Precision::F32, job)?;
-    println!(
+    say!(
         "trained in {seconds:.0} s; held-out perplexity {:.3} ({} tokens) vs unigram {:.3} ({:.1}x lower)",
         heldout.ppl,
         heldout.tokens,
         unigram_ppl,
         unigram_ppl / heldout.ppl
-    );
-    println!("wrote {}", args.out.display());
+    )?;
+    say!("wrote {}", args.out.display())?;
     Ok(())
 }
