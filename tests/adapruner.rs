@@ -12,7 +12,7 @@ use common::*;
 use pollster::block_on;
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::model::Llama;
-use prunelab::progress::Silent;
+use prunelab::progress::{Progress, Silent};
 use prunelab::prune::adapruner::{mix, AdaprunerSettings, Tuned};
 use prunelab::prune::calib::CalibSource;
 use prunelab::prune::compensate::Compensation;
@@ -43,12 +43,21 @@ fn recipe(importance: Importance, settings: Option<AdaprunerSettings>) -> Recipe
 }
 
 fn planned(model: &Llama<Ad>, recipe: &Recipe, windows: &[Vec<u32>]) -> Planned {
+    planned_telling(model, recipe, windows, &Silent)
+}
+
+fn planned_telling(
+    model: &Llama<Ad>,
+    recipe: &Recipe,
+    windows: &[Vec<u32>],
+    progress: &dyn Progress,
+) -> Planned {
     block_on(make_plan(
         model,
         recipe,
         windows,
         &Default::default(),
-        &Silent,
+        progress,
         &mut vec![],
     ))
     .unwrap()
@@ -125,7 +134,8 @@ fn trial_zero_is_the_first_score_alone_on_the_pool() {
 
 /// A search mixing taylor-first (loss gradient), taylor-mix (Fisher diagonal), ntk (output gradient) and l2:
 /// every trial is reported, the winner is the lowest, no worse than trial 0, its weights sum to 1, its plan's
-/// loss measured here is the one reported, and the same seed repeats the whole search.
+/// loss measured here is the one reported, and the same seed repeats the whole search. Progress tells each
+/// trial's loss and the best so far as the search goes.
 #[test]
 fn the_search_ends_no_worse_than_trial_zero_and_repeats_for_a_seed() {
     let model = load_fixture::<Ad>("tiny-gqa", &Default::default());
@@ -152,9 +162,22 @@ fn the_search_ends_no_worse_than_trial_zero_and_repeats_for_a_seed() {
     assert!((found.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     assert!(!found.blocks.is_empty() && found.blocks.iter().all(|&b| b < 4));
     assert_eq!(loss(&model, &run.plan, &calib[..2]), min);
-    let again = planned(&model, &r, &calib);
+    let progress = Recorder::default();
+    let again = planned_telling(&model, &r, &calib, &progress);
     assert_eq!(again.plan, run.plan);
     assert_eq!(again.tuned.unwrap(), found);
+    let reports = progress.of("adapruner");
+    assert_eq!(reports.len(), 11);
+    assert_eq!(reports[0], (0, 10, String::new()));
+    for (t, (done, total, message)) in reports.iter().enumerate().skip(1) {
+        let best = found.losses[..t]
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let last = found.losses[t - 1];
+        let want = format!("trial {}: loss {last:.4}, best {best:.4}", t - 1);
+        assert_eq!((*done, *total, message.as_str()), (t, 10, want.as_str()));
+    }
 }
 
 /// The CLI: the report carries what the search found, `recipe.json` its settings, and pruning again from that

@@ -69,9 +69,23 @@ fn ppl(
         max_windows: Some(64),
         batch: 8,
     };
-    pollster::block_on(perplexity(model, ids, &opts, &Default::default(), &Silent))
-        .unwrap()
-        .ppl
+    let progress = Recorder::default();
+    let got = pollster::block_on(perplexity(
+        model,
+        ids,
+        &opts,
+        &Default::default(),
+        &progress,
+    ))
+    .unwrap()
+    .ppl;
+    // The running perplexity after each batch of 8 windows; after the last it is the result.
+    let reports = progress.of("eval");
+    assert_eq!(reports.len(), 1 + 64 / 8);
+    let (done, total, last) = reports.last().unwrap();
+    assert_eq!((*done, *total), (64, 64));
+    assert_eq!(*last, format!("perplexity {got:.3}"));
+    got
 }
 
 #[test]

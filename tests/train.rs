@@ -7,7 +7,6 @@ use burn::backend::{Autodiff, Flex};
 use common::*;
 use prunelab::model::random::RandomWeights;
 use prunelab::model::{Llama, ModelConfig};
-use prunelab::progress::Silent;
 use prunelab::train::bpe::train_bpe;
 use prunelab::train::unigram::unigram_perplexity;
 use prunelab::train::{train, Schedule};
@@ -140,10 +139,17 @@ fn a_tiny_model_learns_from_a_trained_tokenizer() {
     let model =
         Llama::<Autodiff<Flex>>::load(&cfg, &RandomWeights::new(&cfg, 1, 0.02), &device).unwrap();
     let s = schedule(120, 10, 1e-2);
-    let mut seen = 0;
-    let (_, log) =
-        pollster::block_on(train(model, &ids, &s, &device, &Silent, &mut |_| seen += 1)).unwrap();
-    assert_eq!((log.len(), seen), (120, 120));
+    let progress = Recorder::default();
+    let (_, log) = pollster::block_on(train(model, &ids, &s, &device, &progress)).unwrap();
+    assert_eq!(log.len(), 120);
+    // Each step reports its loss and learning rate as it goes.
+    let reports = progress.of("train");
+    assert_eq!(reports.len(), 120);
+    for (i, (done, total, message)) in reports.iter().enumerate() {
+        assert_eq!((*done, *total), (i + 1, 120));
+        let want = format!("loss {:.3}  lr {:.2e}", log[i].loss, log[i].lr);
+        assert_eq!(*message, want);
+    }
     // Small initial weights: the first loss is that of a uniform guess, ln 512.
     assert!(
         (log[0].loss - 512f64.ln()).abs() < 0.1,

@@ -248,7 +248,7 @@ async function run() {
   try {
     const texts = { calib: await text("calib"), evalText: await text("eval"), ...(await tasks()) };
     state.running = call("run", { recipe: JSON.stringify(recipe), ...texts, useGpu }, {
-      onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total}`; },
+      onProgress: (m) => { $("progress").max = m.total || 1; $("progress").value = m.done; $("stage").textContent = `${m.stage} ${m.done}/${m.total} ${m.message}`.trim(); },
       onPart: (m) => { if (!parts.has(m.file)) parts.set(m.file, []); parts.get(m.file).push(m.bytes); },
     });
     $("cancel").disabled = false;

@@ -28,7 +28,8 @@ channel.port1.onmessage = () => waiting.shift()?.();
 const yieldTurn = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
 
 const parts = (id) => (file, bytes) => postMessage({ id, type: "part", file, bytes }, [bytes.buffer]);
-const progress = (id) => (stage, done, total) => postMessage({ id, type: "progress", stage, done, total });
+const progress = (id) => (stage, done, total, message) =>
+  postMessage({ id, type: "progress", stage, done, total, message });
 
 const handlers = {
   async hello() {

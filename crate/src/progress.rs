@@ -9,12 +9,35 @@ use crate::error::{Error, Result};
 /// The host's turn at a checkpoint; resolves to whether the run should stop.
 pub type Turn<'a> = Pin<Box<dyn Future<Output = bool> + 'a>>;
 
-/// One progress report: `done` of `total` units of `stage`.
+/// One progress report: `done` of `total` units of `stage`, and what the stage has found so far.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProgressEvent<'a> {
     pub stage: &'a str,
     pub done: usize,
     pub total: usize,
+    /// The stage's news for a person watching (the layer at work, the running perplexity, the best loss so
+    /// far); empty when there is none.
+    pub message: String,
+}
+
+impl<'a> ProgressEvent<'a> {
+    /// `done` of `total` units of `stage`, without a message.
+    pub fn new(stage: &'a str, done: usize, total: usize) -> Self {
+        Self {
+            stage,
+            done,
+            total,
+            message: String::new(),
+        }
+    }
+
+    /// The same report with `message`.
+    pub fn saying(self, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..self
+        }
+    }
 }
 
 /// Receives progress and answers whether the run should stop.

@@ -203,3 +203,24 @@ pub fn llama3(factor: f64, high: f64, l: usize) -> Llama3Scaling {
         original_max_position_embeddings: l,
     }
 }
+
+/// A progress sink that keeps every report: `(stage, done, total, message)`.
+#[derive(Default)]
+pub struct Recorder(std::cell::RefCell<Vec<(String, usize, usize, String)>>);
+
+impl prunelab::progress::Progress for Recorder {
+    fn report(&self, e: prunelab::progress::ProgressEvent<'_>) {
+        self.0
+            .borrow_mut()
+            .push((e.stage.into(), e.done, e.total, e.message));
+    }
+}
+
+impl Recorder {
+    /// The reports of `stage`, in order: `(done, total, message)`.
+    pub fn of(&self, stage: &str) -> Vec<(usize, usize, String)> {
+        let all = self.0.borrow();
+        let of = all.iter().filter(|e| e.0 == stage);
+        of.map(|(_, d, t, m)| (*d, *t, m.clone())).collect()
+    }
+}

@@ -271,7 +271,9 @@ try {
   await cpu.page.fill("#calib-samples", "128"); // long enough to be caught mid-way
   await cpu.page.$eval("#calib-samples", (el) => el.dispatchEvent(new Event("input")));
   await cpu.page.click("#run");
-  await cpu.page.waitForFunction(() => /^layers [1-9]/.test(document.getElementById("stage").textContent), null, { timeout: 300000 });
+  // The worker passes the core's progress messages through: the stage, its count and the layer at work.
+  await cpu.page.waitForFunction(() => /^layers [1-9]\d*\/\d+ layer \d+$/.test(document.getElementById("stage").textContent), null, { timeout: 300000 });
+  console.log("ok  progress mid-run: " + await cpu.page.textContent("#stage"));
   const cancelAt = Date.now();
   await cpu.page.click("#cancel");
   await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("run cancelled"), null, { timeout: 60000 });

@@ -46,11 +46,7 @@ pub fn gguf(
     pruned.with_source(|src| {
         for i in 0..total {
             emit.part(GGUF_FILE, &writer.tensor(i, src)?)?;
-            progress.report(ProgressEvent {
-                stage: "write gguf",
-                done: i + 1,
-                total,
-            });
+            progress.report(ProgressEvent::new("write gguf", i + 1, total));
         }
         Ok(())
     })

@@ -158,11 +158,8 @@ impl Job<'_> {
         let mut finish_reason = "length";
         loop {
             self.on_text.send(&self.tok.decode(&ids)?, ids.len());
-            self.progress.report(ProgressEvent {
-                stage: "generate",
-                done: ids.len(),
-                total: self.max_tokens,
-            });
+            self.progress
+                .report(ProgressEvent::new("generate", ids.len(), self.max_tokens));
             if decoder.stopped(self.stop) {
                 finish_reason = "eos";
                 break;

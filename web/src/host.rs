@@ -8,7 +8,7 @@ use prunelab::progress::{Progress, ProgressEvent, Turn};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
-/// `progress(stage, done, total)` as work goes; `checkpoint()` returns a promise that resolves after the worker
+/// `progress(stage, done, total, message)` as work goes; `checkpoint()` returns a promise that resolves after the worker
 /// had a turn, to whether the page asked to cancel.
 pub struct JsProgress {
     progress: js_sys::Function,
@@ -28,12 +28,12 @@ impl JsProgress {
 
 impl Progress for JsProgress {
     fn report(&self, e: ProgressEvent<'_>) {
-        let _ = self.progress.call3(
-            &JsValue::NULL,
-            &e.stage.into(),
-            &(e.done as u32).into(),
-            &(e.total as u32).into(),
-        );
+        let args = js_sys::Array::new();
+        args.push(&e.stage.into());
+        args.push(&(e.done as u32).into());
+        args.push(&(e.total as u32).into());
+        args.push(&e.message.into());
+        let _ = self.progress.apply(&JsValue::NULL, &args);
     }
 
     fn cancelled(&self) -> bool {

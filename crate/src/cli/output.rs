@@ -269,11 +269,7 @@ fn write_hf(
             w.write_all(&dtype.encode(src.read_as(name, dtype.burn_dtype())?))
                 .map_err(io(&path))?;
             done += 1;
-            progress.report(ProgressEvent {
-                stage: "write",
-                done,
-                total,
-            });
+            progress.report(ProgressEvent::new("write", done, total).saying(name.as_str()));
         }
         w.flush().map_err(io(&path))?;
     }
@@ -316,11 +312,9 @@ fn write_gguf(
             return Err(Error::Cancelled);
         }
         w.write_all(&writer.tensor(i, src)?).map_err(io(path))?;
-        progress.report(ProgressEvent {
-            stage: "write",
-            done: i + 1,
-            total,
-        });
+        progress.report(
+            ProgressEvent::new("write", i + 1, total).saying(writer.tensors[i].gguf_name.as_str()),
+        );
     }
     w.flush().map_err(io(path))
 }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::progress::{Progress, ProgressEvent};
 
-/// Draws a bar per stage; hidden when stderr is not a terminal.
+/// Draws a bar per stage, followed by the stage's latest message; hidden when stderr is not a terminal.
 #[derive(Default)]
 pub struct Bars {
     current: RefCell<Option<(String, ProgressBar)>>,
@@ -57,15 +57,7 @@ impl Progress for Bars {
         if let Some((_, bar)) = cur.as_ref() {
             bar.set_length(e.total as u64);
             bar.set_position(e.done as u64);
-        }
-    }
-}
-
-impl Bars {
-    /// Shows `msg` after the current bar (e.g. the training loss).
-    pub fn message(&self, msg: String) {
-        if let Some((_, bar)) = self.current.borrow().as_ref() {
-            bar.set_message(msg);
+            bar.set_message(e.message);
         }
     }
 }

@@ -107,7 +107,6 @@ impl BackendJob for TrainJob<'_> {
             &self.recipe.schedule,
             &device,
             &bars,
-            &mut |s: &StepLog| bars.message(format!("loss {:.3}  lr {:.2e}", s.loss, s.lr)),
         ))?;
         let seconds = start.elapsed().as_secs_f64();
         let model = model.valid();

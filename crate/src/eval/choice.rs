@@ -229,11 +229,7 @@ pub async fn score_choices<B: Backend>(
     let mut log_likelihoods: Vec<Vec<f64>> =
         items.iter().map(|it| vec![0.0; it.choices.len()]).collect();
     let total = requests.len();
-    progress.report(ProgressEvent {
-        stage: "choices",
-        done: 0,
-        total,
-    });
+    progress.report(ProgressEvent::new("choices", 0, total));
     for (b, chunk) in requests.chunks(opts.batch).enumerate() {
         checkpoint(progress).await?;
         let len = chunk[0].2.len();
@@ -252,11 +248,11 @@ pub async fn score_choices<B: Backend>(
             log_likelihoods[*i][*k] = -nll[at..at + scored].iter().sum::<f64>();
             at += scored;
         }
-        progress.report(ProgressEvent {
-            stage: "choices",
-            done: (b * opts.batch + chunk.len()).min(total),
+        progress.report(ProgressEvent::new(
+            "choices",
+            (b * opts.batch + chunk.len()).min(total),
             total,
-        });
+        ));
     }
     Ok(ChoiceScores {
         log_likelihoods,

@@ -110,20 +110,16 @@ pub async fn perplexity<B: Backend>(
     let windows = windows(ids, opts)?;
     let mut nll = 0.0f64;
     let total = windows.len();
-    progress.report(ProgressEvent {
-        stage: "eval",
-        done: 0,
-        total,
-    });
+    progress.report(ProgressEvent::new("eval", 0, total));
     for (i, chunk) in windows.chunks(opts.batch).enumerate() {
         checkpoint(progress).await?;
         let sum = model.token_nll(batch_tensor::<B>(chunk, device)).sum();
         nll += readback::scalar(sum).await?;
-        progress.report(ProgressEvent {
-            stage: "eval",
-            done: (i * opts.batch + chunk.len()).min(total),
-            total,
-        });
+        let done = (i * opts.batch + chunk.len()).min(total);
+        let so_far = Perplexity::from_nll_sum(nll, done, opts.seq_len).ppl;
+        progress.report(
+            ProgressEvent::new("eval", done, total).saying(format!("perplexity {so_far:.3}")),
+        );
     }
     Ok(Perplexity::from_nll_sum(nll, total, opts.seq_len))
 }

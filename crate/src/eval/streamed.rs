@@ -45,11 +45,8 @@ pub fn streamed_perplexity<B: Backend>(
         }
         let block = Block::<B>::load(cfg, l, src, device)?;
         hs = hs.into_iter().map(|h| block.forward(h, &pos)).collect();
-        progress.report(ProgressEvent {
-            stage: "eval layers",
-            done: l + 1,
-            total: layers,
-        });
+        progress
+            .report(ProgressEvent::new("eval layers", l + 1, layers).saying(format!("layer {l}")));
     }
     let mut nll = 0.0f64;
     for (h, ids) in hs.into_iter().zip(batches) {

@@ -232,6 +232,23 @@ async fn scores_on<B: AutodiffBackend>(
 }
 
 /// Maps a TPE error (only a broken invariant of ours can raise one) to ours.
+/// The report at trial `done` of `total`: the last trial's held-out loss and the best so far.
+fn trial_event(
+    done: usize,
+    total: usize,
+    losses: &[f64],
+    best: &Option<(f64, Trial)>,
+) -> ProgressEvent<'static> {
+    let event = ProgressEvent::new("adapruner", done, total);
+    match (losses.last(), best) {
+        (Some(last), Some((best, _))) => event.saying(format!(
+            "trial {}: loss {last:.4}, best {best:.4}",
+            done - 1
+        )),
+        _ => event,
+    }
+}
+
 fn tpe_error(e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("adapruner: TPE: {e}"))
 }
@@ -292,11 +309,7 @@ pub async fn tune<B: AutodiffBackend>(
     let mut losses = Vec::with_capacity(settings.trials);
     let mut best: Option<(f64, Trial)> = None;
     for t in 0..settings.trials {
-        progress.report(ProgressEvent {
-            stage: "adapruner",
-            done: t,
-            total: settings.trials,
-        });
+        progress.report(trial_event(t, settings.trials, &losses, &best));
         checkpoint(progress).await?;
         let trial = match t {
             // Weights are scale-free: (½, 0, …) is the first score alone.
@@ -359,11 +372,12 @@ pub async fn tune<B: AutodiffBackend>(
             best = Some((loss, trial));
         }
     }
-    progress.report(ProgressEvent {
-        stage: "adapruner",
-        done: settings.trials,
-        total: settings.trials,
-    });
+    progress.report(trial_event(
+        settings.trials,
+        settings.trials,
+        &losses,
+        &best,
+    ));
     let (best_loss, winner) = best.ok_or_else(|| tpe_error("no trial ran"))?;
     let weights = winner.normalised();
     let tuned = Tuned {

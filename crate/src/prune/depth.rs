@@ -99,11 +99,14 @@ async fn skipped_layer_perplexity<B: Backend>(
             }
             nll[i] += scalar(next_token_nll(model.head(skipped), ids.clone()).sum()).await?;
             h = model.layers[l].forward(h, &pos);
-            progress.report(ProgressEvent {
-                stage: "score",
-                done: c * layers.len() + i + 1,
-                total: chunks.len() * layers.len(),
-            });
+            progress.report(
+                ProgressEvent::new(
+                    "score",
+                    c * layers.len() + i + 1,
+                    chunks.len() * layers.len(),
+                )
+                .saying(format!("without layer {l}")),
+            );
         }
     }
     let tokens = calib.iter().map(|w| w.len() - 1).sum::<usize>() as f64;
@@ -265,11 +268,10 @@ pub async fn remove_layers<B: Backend>(
             h = after;
             reconstruction.push(errors);
             next = run.end;
-            progress.report(ProgressEvent {
-                stage: "layers",
-                done: step + 1,
-                total: runs.len(),
-            });
+            progress.report(
+                ProgressEvent::new("layers", step + 1, runs.len())
+                    .saying(format!("layers {}..{} into layer {p}", run.start, run.end)),
+            );
         }
         if recipe.compensation.adds_bias() {
             super::sequential::add_zero_biases(&mut model, device);

@@ -39,11 +39,7 @@ pub fn gradient_stats<B: AutodiffBackend>(
         .collect();
     let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
     if let Some(objective) = objective {
-        progress.report(ProgressEvent {
-            stage: "backward",
-            done: 0,
-            total: 1,
-        });
+        progress.report(ProgressEvent::new("backward", 0, 1));
         let ids = batch_tensor::<B>(&refs, device);
         let value = match objective {
             Objective::Loss => model.loss(ids),
@@ -55,11 +51,7 @@ pub fn gradient_stats<B: AutodiffBackend>(
                 stats.grad.insert(name.clone(), g);
             }
         }
-        progress.report(ProgressEvent {
-            stage: "backward",
-            done: 1,
-            total: 1,
-        });
+        progress.report(ProgressEvent::new("backward", 1, 1));
     }
     if need_fisher {
         let n = refs.len();
@@ -78,11 +70,7 @@ pub fn gradient_stats<B: AutodiffBackend>(
                     stats.fisher.insert(name.clone(), acc);
                 }
             }
-            progress.report(ProgressEvent {
-                stage: "fisher",
-                done: i + 1,
-                total: n,
-            });
+            progress.report(ProgressEvent::new("fisher", i + 1, n));
         }
     }
     Ok(stats)

@@ -288,10 +288,10 @@ pub async fn search_plan<B: Backend>(
     let mut ranked: Vec<(f64, Genome)> = vec![];
     let mut best_loss = vec![];
     for generation in 0..generations {
-        progress.report(ProgressEvent {
-            stage: "search",
-            done: generation,
-            total: generations,
+        let event = ProgressEvent::new("search", generation, generations);
+        progress.report(match best_loss.last() {
+            Some(best) => event.saying(format!("best loss {best:.4}")),
+            None => event,
         });
         for g in population.drain(..) {
             if ranked.iter().all(|(_, h)| *h != g) {
@@ -323,11 +323,10 @@ pub async fn search_plan<B: Backend>(
             }
         }
     }
-    progress.report(ProgressEvent {
-        stage: "search",
-        done: generations,
-        total: generations,
-    });
+    progress.report(
+        ProgressEvent::new("search", generations, generations)
+            .saying(format!("best loss {:.4}", ranked[0].0)),
+    );
     let uniform_loss = known[&uniform];
     Ok(Searched {
         plan: space.plan(&ranked[0].1),

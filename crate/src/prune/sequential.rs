@@ -259,11 +259,9 @@ pub async fn activation_scores<B: Backend>(
             layer_scores(&model.layers[l], l, &model.config, h, &pos, recipe).await?;
         out.push(scores);
         h = next;
-        progress.report(ProgressEvent {
-            stage: "score",
-            done: step + 1,
-            total: layers.len(),
-        });
+        progress.report(
+            ProgressEvent::new("score", step + 1, layers.len()).saying(format!("layer {l}")),
+        );
     }
     Ok(out)
 }
@@ -542,11 +540,9 @@ pub async fn prune_sequential<B: Backend>(
         plans.push(out.plan);
         scores.extend(out.scores);
         recon.extend(out.reconstruction);
-        progress.report(ProgressEvent {
-            stage: "layers",
-            done: step + 1,
-            total: layers.len(),
-        });
+        progress.report(
+            ProgressEvent::new("layers", step + 1, layers.len()).saying(format!("layer {l}")),
+        );
     }
     if recipe.compensation.adds_bias() {
         add_zero_biases(&mut model, device);

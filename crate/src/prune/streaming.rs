@@ -363,11 +363,10 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 let out_index = self.kept.iter().position(|&k| k == l).expect("p is kept");
                 self.hold(&mut s, &block, l, out_index)?;
                 next = run.end;
-                self.progress.report(ProgressEvent {
-                    stage: "layers",
-                    done: step + 1,
-                    total: self.runs.len(),
-                });
+                self.progress.report(
+                    ProgressEvent::new("layers", step + 1, self.runs.len())
+                        .saying(format!("layers {}..{} into layer {l}", run.start, run.end)),
+                );
             } else {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
                 let shape = self.cfg.layers[l];
@@ -399,11 +398,10 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 self.hold(&mut s, &block, l, l)?;
                 s.plans.push(plan);
                 s.scores.extend(scores);
-                self.progress.report(ProgressEvent {
-                    stage: "layers",
-                    done: l + 1 - self.layers.start,
-                    total: self.layers.len(),
-                });
+                self.progress.report(
+                    ProgressEvent::new("layers", l + 1 - self.layers.start, self.layers.len())
+                        .saying(format!("layer {l}")),
+                );
             }
             drop(block);
             Self::account(&mut s, -bytes, 0);
@@ -536,11 +534,10 @@ pub fn streamed_scores<B: Backend>(
             ))?);
         }
         if l >= layers.start {
-            progress.report(ProgressEvent {
-                stage: "score",
-                done: l + 1 - layers.start,
-                total: layers.len(),
-            });
+            progress.report(
+                ProgressEvent::new("score", l + 1 - layers.start, layers.len())
+                    .saying(format!("layer {l}")),
+            );
         }
     }
     Ok(match recipe.prunes_depth() && !kind.ranks_only_layers() {

@@ -89,7 +89,7 @@ pub struct StepLog {
     pub loss: f64,
 }
 
-/// Trains `model` on random windows of `ids`; `on_step` sees every step's log (the CLI shows the loss).
+/// Trains `model` on random windows of `ids`; each step's progress report says its loss and learning rate.
 /// Returns the trained model and the log of every step.
 pub async fn train<B: AutodiffBackend>(
     mut model: Llama<B>,
@@ -97,7 +97,6 @@ pub async fn train<B: AutodiffBackend>(
     schedule: &Schedule,
     device: &B::Device,
     progress: &dyn Progress,
-    on_step: &mut dyn FnMut(&StepLog),
 ) -> Result<(Llama<B>, Vec<StepLog>)> {
     schedule.check(ids.len())?;
     crate::eval::perplexity::check_ids(ids, model.config.vocab_size)?;
@@ -131,13 +130,11 @@ pub async fn train<B: AutodiffBackend>(
             lr,
             loss: value,
         };
-        on_step(&entry);
         log.push(entry);
-        progress.report(ProgressEvent {
-            stage: "train",
-            done: step + 1,
-            total: schedule.steps,
-        });
+        progress.report(
+            ProgressEvent::new("train", step + 1, schedule.steps)
+                .saying(format!("loss {value:.3}  lr {lr:.2e}")),
+        );
     }
     Ok((model, log))
 }

@@ -424,11 +424,8 @@ pub async fn score_layers<B: Backend>(
         checkpoint(progress).await?;
         let (block, shape) = (&model.layers[l], &model.config.layers[l]);
         scores.push(score_layer(l, block, shape, stats, kind, agg, seed).await?);
-        progress.report(ProgressEvent {
-            stage: "score",
-            done: i + 1,
-            total: layers.len(),
-        });
+        progress
+            .report(ProgressEvent::new("score", i + 1, layers.len()).saying(format!("layer {l}")));
     }
     Ok(scores)
 }
