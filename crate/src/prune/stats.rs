@@ -1,6 +1,7 @@
 //! Calibration statistics of one linear layer's input `x ∈ R^n` over all calibration tokens: Gram matrix
 //! `G = Σ x xᵀ`, sum `s = Σ x` and token count — from which mean, variance and L2 norms follow. The Gram matrix
-//! is a product over all tokens on the compute device (f32 accumulation; each symmetric block once);
+//! is a sum of products over chunks of tokens on the compute device (f32 accumulation; each symmetric block
+//! once);
 //! [`InputStats::to_host`] gives the f64 copy that exact host arithmetic works on.
 
 use burn::tensor::{backend::Backend, DType, Tensor};
@@ -20,6 +21,11 @@ pub struct InputStats<C: Backend> {
     pub tokens: usize,
 }
 
+/// Tokens per product: `G` is the f32 sum of the Gram matrices of chunks of this many tokens. A GPU matmul
+/// kernel sums over its inner dimension one term after another, so one product over 32768 activation-like
+/// tokens put entries 1.0e-5 of `sqrt(G_ii G_jj)` off the f64 sum on wgpu (2.3e-7 on the CPU backend, whose
+/// matmul sums in blocks); in chunks of 2048, 6.0e-7 on wgpu (`tests/compensate.rs`), at no measurable cost.
+const GRAM_CHUNK: usize = 2048;
 /// At most this many column blocks in [`gram`].
 const GRAM_BLOCKS: usize = 4;
 /// Column blocks narrower than this are not worth a separate product.
@@ -57,17 +63,25 @@ fn gram<C: Backend>(
 }
 
 impl<C: Backend> InputStats<C> {
-    /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type). An f32 `x`
+    /// The statistics of inputs `x` `[tokens, n]` (accumulated in f32 when `x` is in a half type; `G` over
+    /// chunks of [`GRAM_CHUNK`] tokens). An f32 `x`
     /// goes through a [`product`], so the Gram matrix keeps f32's precision where the matmul would round to
     /// TF32; a half-type `x` is exact there and takes one matmul.
     pub fn of(x: Tensor<C, 2>) -> Self {
         let tokens = x.dims()[0];
         let half = matches!(x.dtype(), DType::BF16 | DType::F16);
         let x = at_least_f32(x);
-        let gram = match half {
-            true => gram(&x, |a, b| a.matmul(b)),
-            false => gram(&x, product),
-        };
+        let gram = (0..tokens)
+            .step_by(GRAM_CHUNK)
+            .map(|start| {
+                let x = x.clone().narrow(0, start, GRAM_CHUNK.min(tokens - start));
+                match half {
+                    true => gram(&x, |a, b| a.matmul(b)),
+                    false => gram(&x, product),
+                }
+            })
+            .reduce(|a, b| a + b)
+            .expect("at least one token");
         Self {
             gram,
             sum: column_sums(x),
