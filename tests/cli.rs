@@ -181,7 +181,10 @@ fn a_closed_or_full_stdout_ends_the_command_without_a_panic() {
     let full = inspect(full.into());
     let err = String::from_utf8_lossy(&full.stderr);
     assert_eq!(full.status.code(), Some(1), "{err}");
-    assert_eq!(err, "error: stdout: No space left on device (os error 28)\n");
+    assert_eq!(
+        err,
+        "error: stdout: No space left on device (os error 28)\n"
+    );
 }
 
 #[test]

@@ -47,12 +47,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
     )?;
     say!(
         "{:>5} {:>6} {:>9} {:>9} {:>12}",
-        "layer", "heads", "kv heads", "mlp", "params"
+        "layer",
+        "heads",
+        "kv heads",
+        "mlp",
+        "params"
     )?;
     for (l, s) in cfg.layers.iter().enumerate() {
         say!(
             "{l:>5} {:>6} {:>9} {:>9} {:>12}",
-            s.num_heads, s.num_kv_heads, s.intermediate_size, params.per_layer[l]
+            s.num_heads,
+            s.num_kv_heads,
+            s.intermediate_size,
+            params.per_layer[l]
         )?;
     }
     for (module, n) in &params.per_module {

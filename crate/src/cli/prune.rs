@@ -652,13 +652,21 @@ fn print_summary(r: &Report, out: &std::path::Path) -> Result<()> {
     if let (Some(e), Some(spec)) = (&r.eval, &r.recipe.eval) {
         say!(
             "perplexity   {:.3} → {:.3} ({} windows of {})",
-            e.before.ppl, e.after.ppl, e.after.windows, spec.seq_len
+            e.before.ppl,
+            e.after.ppl,
+            e.after.windows,
+            spec.seq_len
         )?;
     }
     if let Some(t) = &r.tasks {
         say!(
             "accuracy     {:.4} → {:.4}, acc_norm {:.4} → {:.4} ({} items of {})",
-            t.before.acc, t.after.acc, t.before.acc_norm, t.after.acc_norm, t.after.items, t.task
+            t.before.acc,
+            t.after.acc,
+            t.before.acc_norm,
+            t.after.acc_norm,
+            t.after.items,
+            t.task
         )?;
     }
     if let Some(a) = &r.adapruner {
