@@ -10,7 +10,7 @@ use common::*;
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::model::params::count_params;
 use prunelab::model::ModelConfig;
-use prunelab::progress::Silent;
+use prunelab::progress::{Progress, Silent};
 use prunelab::prune::allocate::{
     counted_plan, global_plan, ratio_for_target, shapes_at, Allocation,
 };
@@ -177,9 +177,9 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         fitness_windows: 3,
     };
     let fraction = 0.2;
-    let search = |seed| {
+    let search = |seed, progress: &dyn Progress| {
         pollster::block_on(search_plan(
-            &model, &scores, fraction, &KINDS, settings, seed, &calib, &Silent,
+            &model, &scores, fraction, &KINDS, settings, seed, &calib, progress,
         ))
         .unwrap()
     };
@@ -188,7 +188,7 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         let pruned = apply(model.clone(), plan).unwrap();
         pollster::block_on(scalar(pruned.loss(batch_tensor::<Cpu>(&windows, &device)))).unwrap()
     };
-    let found = search(7);
+    let found = search(7, &Silent);
     let total = count_params(&cfg).total;
     let left = count_params(&found.plan.pruned_config(&cfg)).total;
     let need = (fraction * total as f64).ceil() as usize;
@@ -208,7 +208,16 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         "search: uniform {} → best {:?}",
         found.uniform_loss, found.best_loss
     );
-    assert_eq!(search(7).plan, found.plan);
+    // Again, telling its progress: the best loss so far after each generation, as `best_loss` records it.
+    let progress = Recorder::default();
+    assert_eq!(search(7, &progress).plan, found.plan);
+    let said: Vec<(usize, usize, String)> = (0..=5)
+        .map(|g| match g {
+            0 => (0, 5, String::new()),
+            g => (g, 5, format!("best loss {:.4}", found.best_loss[g - 1])),
+        })
+        .collect();
+    assert_eq!(progress.of("search"), said);
 }
 
 /// What the search allocation cannot do is refused by name, writing nothing.
