@@ -188,6 +188,37 @@ fn a_closed_or_full_stdout_ends_the_command_without_a_panic() {
 }
 
 #[test]
+fn a_closed_stderr_loses_the_notes_but_not_the_work_or_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_prunelab"))
+            .args(args)
+            .stderr(std::process::Stdio::from(writer))
+            .output()
+            .expect("the binary runs")
+    };
+    let model = fixture("tiny-gqa");
+    let out = dir.path().join("tiny.gguf");
+    // convert notes "wrote …" on stderr after its output is complete
+    let converted = run(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(converted.status.code(), Some(0));
+    let written = read(&out);
+    assert_eq!(&written[..4], b"GGUF");
+    // a bad input's message is lost, its exit code is not
+    let missing = dir.path().join("no-such-model");
+    let failed = run(&["inspect", missing.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(failed.stdout.is_empty());
+}
+
+#[test]
 fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");

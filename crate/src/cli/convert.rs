@@ -65,6 +65,6 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             &Bars::default(),
         )
     })?;
-    eprintln!("wrote {} ({format:?})", args.out.display());
+    note!("wrote {} ({format:?})", args.out.display());
     Ok(())
 }

@@ -227,7 +227,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             Some(t) => say!("{}{t}", args.prompt.as_deref().unwrap_or_default()),
             None => say!("{:?}", out.ids),
         }?;
-        eprintln!(
+        note!(
             "prompt {} tokens {:.3} s · {speed} on {}{}",
             out.prompt_tokens,
             out.prefill_seconds,

@@ -12,6 +12,15 @@ macro_rules! say {
     }};
 }
 
+/// `eprintln!` for the CLI's notes and errors: a closed or full stderr loses the note but ends nothing
+/// (`eprintln!` panics there).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod allocator;
 mod convert;
 mod eval;
@@ -101,7 +110,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(141)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::from(match e {
                 Error::Cancelled => 130,
                 e if e.is_bad_input() => 2,

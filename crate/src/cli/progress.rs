@@ -26,9 +26,7 @@ pub fn catch_interrupts() {
             super::output::remove_partial();
             std::process::exit(130);
         }
-        eprintln!(
-            "\nstopping at the next checkpoint; nothing will be written (again to quit at once)"
-        );
+        note!("\nstopping at the next checkpoint; nothing will be written (again to quit at once)");
     });
 }
 

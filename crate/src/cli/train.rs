@@ -196,7 +196,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = ModelConfig::from_json(&serde_json::to_vec(&model).expect("json"))?;
     let opts = eval_options(&recipe);
     let unigram_ppl = unigram_perplexity(&train_ids, vocab, &windows(&heldout_ids, &opts)?);
-    eprintln!(
+    note!(
         "tokenizer: {vocab} entries in {seconds_tokenizer:.1} s; {} training tokens, {} held-out; model: {} parameters",
         train_ids.len(),
         heldout_ids.len(),
