@@ -170,6 +170,41 @@ fn the_pair_is_split_as_lm_evaluation_harness_splits_it() {
 }
 
 #[test]
+fn a_text_the_tokenizer_drops_whole_is_refused_by_name() {
+    // BPE without an unknown token or byte fallback: characters outside its vocabulary vanish.
+    let tok = Tokenizer::from_json(
+        serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false,
+                      "vocab": {"a": 0, "b": 1}, "merges": []}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(tok.encode("ab zb").unwrap(), [0, 1, 1]);
+    let err = tok.encode("zz").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "text: the text \"zz\" encodes to no token: the tokenizer drops every character of it (it has no \
+         unknown token or byte fallback)"
+    );
+    // a context of such characters would leave its choices' first tokens without a predicting position
+    let err = encode_pair(&tok, "zz", " a").unwrap_err().to_string();
+    assert!(err.contains("\"zz\" encodes to no token"), "{err}");
+    let long = "z".repeat(50);
+    let err = tok.encode(&long).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{:?}", "z".repeat(40) + "…")),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_cli_reports_the_accuracy_of_its_log_likelihoods() {
     let tasks = repo("web/data/tasks-python-faq.jsonl");
     let out = run_cli(&[

@@ -34,6 +34,16 @@ impl Tokenizer {
             .inner
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
+        if enc.get_ids().is_empty() {
+            let mut start: String = text.chars().take(40).collect();
+            if start.len() < text.len() {
+                start.push('…');
+            }
+            return Err(Error::Text(format!(
+                "the text {start:?} encodes to no token: the tokenizer drops every character of it (it has no \
+                 unknown token or byte fallback)"
+            )));
+        }
         Ok(enc.get_ids().to_vec())
     }
 
