@@ -297,6 +297,11 @@ fn impossible_values_are_refused_before_anything_is_built() {
         ),
         ("head_dim", json!(7), "unsupported head_dim = 7"),
         (
+            "intermediate_size",
+            json!(0),
+            "field layer 0 intermediate_size: is 0: an MLP needs at least one channel",
+        ),
+        (
             "head_dim",
             json!(1u64 << 20),
             "field head_dim: is 1048576, beyond any model (at most 65536)",

@@ -276,7 +276,7 @@ impl ModelConfig {
     }
 
     /// Checks what every loader (HF config, GGUF metadata) must guarantee before a model is built: positive
-    /// widths, query heads shared evenly by KV heads, an even `head_dim`, finite positive rotary and norm
+    /// widths (every layer's MLP included), query heads shared evenly by KV heads, an even `head_dim`, finite positive rotary and norm
     /// constants, and a parameter count that is a size rather than garbage.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| {
@@ -308,6 +308,12 @@ impl ModelConfig {
                 return bad(
                     &format!("layer {i} heads"),
                     format!("{h} query heads cannot be shared evenly by {k} KV heads"),
+                );
+            }
+            if s.intermediate_size == 0 {
+                return bad(
+                    &format!("layer {i} intermediate_size"),
+                    "is 0: an MLP needs at least one channel".into(),
                 );
             }
         }
