@@ -307,3 +307,35 @@ fn tensor_read_with_another_shape_is_refused() {
         "tensor model.layers.0.mlp.down_proj.weight: shape [160, 64] disagrees with the config, which implies [64, 160]"
     );
 }
+
+/// Two inventory entries under one name (a repeated name, or two spellings of one weight) are refused by
+/// name rather than one of them picked.
+#[test]
+fn a_tensor_listed_twice_is_refused() {
+    struct Twice<'a>(SafetensorsWeights<'a>);
+    impl WeightSource for Twice<'_> {
+        fn inventory(&self) -> Vec<(String, Vec<usize>)> {
+            let mut all = self.0.inventory();
+            let again = all
+                .iter()
+                .find(|(n, _)| n == "model.layers.1.self_attn.k_proj.weight")
+                .cloned()
+                .unwrap();
+            all.push(again);
+            all
+        }
+        fn read(&self, name: &str) -> prunelab::Result<burn::tensor::TensorData> {
+            self.0.read(name)
+        }
+    }
+    let (cfg, bytes) = fixture_files("tiny-mha");
+    let st = SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let err = Llama::<Cpu>::load(&cfg, &Twice(st), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "tensor model.layers.1.self_attn.k_proj.weight appears twice in the weights: which one is meant is \
+         ambiguous"
+    );
+}

@@ -789,6 +789,25 @@ fn malformed_files_get_specific_errors() {
         "{err}"
     );
 
+    // One tensor name twice: which one is meant is ambiguous. Layer numbers have one spelling only.
+    let bad = renamed(good.clone(), "blk.1.attn_q.weight", "blk.0.attn_q.weight");
+    assert_eq!(
+        parse_err(&bad),
+        "GGUF: tensor blk.0.attn_q.weight appears twice"
+    );
+    use prunelab::io::gguf::llama::hf_name;
+    assert_eq!(
+        hf_name("blk.10.attn_q.weight").as_deref(),
+        Some("model.layers.10.self_attn.q_proj.weight")
+    );
+    for other in [
+        "blk.00.attn_q.weight",
+        "blk.+0.attn_q.weight",
+        "blk.-0.attn_q.weight",
+    ] {
+        assert_eq!(hf_name(other), None, "{other}");
+    }
+
     let mut bad = good.clone();
     let key = b"llama.block_count";
     let at = bad.windows(key.len()).position(|w| w == key).unwrap();

@@ -36,6 +36,9 @@ pub enum Error {
     /// A weight file holds a tensor the config does not account for.
     #[error("unexpected tensor {name} with shape {shape:?}: the config describes no such weight")]
     UnexpectedTensor { name: String, shape: Vec<usize> },
+    /// Two entries of the weights name one tensor (a repeated name, or two spellings of one weight).
+    #[error("tensor {name} appears twice in the weights: which one is meant is ambiguous")]
+    DuplicateTensor { name: String },
     /// A GGUF file is malformed or uses something we do not read.
     #[error("GGUF: {0}")]
     Gguf(String),

@@ -48,7 +48,13 @@ fn is_ignorable(name: &str, cfg: &ModelConfig) -> bool {
 
 /// Checks that `src` holds exactly the tensors `cfg` implies, with the implied shapes, in types it can read.
 pub fn check_inventory(cfg: &ModelConfig, src: &dyn WeightSource) -> Result<()> {
-    let found: HashMap<String, Vec<usize>> = src.inventory().into_iter().collect();
+    let mut found: HashMap<String, Vec<usize>> = HashMap::new();
+    for (name, shape) in src.inventory() {
+        if found.contains_key(&name) {
+            return Err(Error::DuplicateTensor { name });
+        }
+        found.insert(name, shape);
+    }
     let specs = tensor_specs(cfg);
     for spec in &specs {
         match found.get(&spec.name) {

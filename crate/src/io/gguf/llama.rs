@@ -45,7 +45,11 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     }
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, suffix) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
+    // Only the canonical spelling: `blk.00` or `blk.+0` would be a second name for `blk.0`.
+    let layer: usize = layer
+        .parse()
+        .ok()
+        .filter(|n: &usize| n.to_string() == layer)?;
     let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == suffix)?;
     Some(format!("model.layers.{layer}.{hf}"))
 }

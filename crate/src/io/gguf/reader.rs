@@ -254,8 +254,12 @@ impl GgufHeader {
             Some((_, v)) => v
                 .as_u64()
                 .filter(|&a| a > 0 && a.is_power_of_two())
-                .ok_or_else(|| err(format!("general.alignment = {v:?} is not a power of two")))?
-                as usize,
+                .and_then(|a| usize::try_from(a).ok())
+                .ok_or_else(|| {
+                    err(format!(
+                        "general.alignment = {v:?} is not a power of two this machine can address"
+                    ))
+                })?,
             None => DEFAULT_ALIGNMENT,
         };
         let data_start = c.pos.div_ceil(alignment) * alignment;
@@ -296,7 +300,9 @@ impl GgufHeader {
                     "tensor {name}: offset {offset} is not aligned to {alignment}"
                 )));
             }
-            index.insert(name.clone(), tensors.len());
+            if index.insert(name.clone(), tensors.len()).is_some() {
+                return Err(err(format!("tensor {name} appears twice")));
+            }
             tensors.push(TensorInfo {
                 name,
                 dims,
