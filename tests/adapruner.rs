@@ -275,6 +275,11 @@ fn adapruner_is_refused_where_it_cannot_run() {
          needs at least 11 windows, but only 10 were given",
     );
     refused(
+        &tune(&["--fitness-windows", "18446744073709551615"]),
+        "adapruner holds out 18446744073709551615 calibration windows to measure trials and splits the rest \
+         into 4 blocks: it needs at least 18446744073709551615 windows, but only 10 were given",
+    );
+    refused(
         &tune(&["--blocks", "7"]),
         "adapruner splits the calibration pool into 1 to 6 blocks (got 7)",
     );

@@ -218,6 +218,31 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         })
         .collect();
     assert_eq!(progress.of("search"), said);
+    // Fitness windows holding an id the embedding lacks, and a population beyond any use, are refused by name.
+    let refused = |calib: &[Vec<u32>], settings: SearchSettings| {
+        pollster::block_on(search_plan(
+            &model, &scores, fraction, &KINDS, settings, 7, calib, &Silent,
+        ))
+        .err()
+        .expect("refused")
+        .to_string()
+    };
+    let mut outside = calib.clone();
+    outside[1][2] = cfg.vocab_size as u32;
+    let err = refused(&outside, settings);
+    assert!(
+        err.contains(&format!("token id {} is outside", cfg.vocab_size)),
+        "{err}"
+    );
+    let crowd = SearchSettings {
+        population: 1 << 40,
+        ..settings
+    };
+    assert_eq!(
+        refused(&calib, crowd),
+        "invalid argument: search breeds at most 1024 candidates per generation (got a population of \
+         1099511627776)"
+    );
 }
 
 /// What the search allocation cannot do is refused by name, writing nothing.

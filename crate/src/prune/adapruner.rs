@@ -266,12 +266,12 @@ pub async fn tune<B: AutodiffBackend>(
     let settings = recipe.adapruner.clone().unwrap_or_default();
     settings.check()?;
     let (held, n_blocks) = (settings.fitness_windows, settings.blocks);
-    if calib.len() < held + n_blocks {
+    let needed = held.saturating_add(n_blocks);
+    if calib.len() < needed {
         return Err(Error::Invalid(format!(
             "adapruner holds out {held} calibration windows to measure trials and splits the rest into \
-             {n_blocks} blocks: it needs at least {} windows, but only {} were given (raise --calib-samples, \
+             {n_blocks} blocks: it needs at least {needed} windows, but only {} were given (raise --calib-samples, \
              or lower --fitness-windows or --blocks)",
-            held + n_blocks,
             calib.len()
         )));
     }
@@ -306,7 +306,7 @@ pub async fn tune<B: AutodiffBackend>(
     let startup = ((settings.trials - 1) / 4).clamp(2, 8);
 
     let mut cache: HashMap<u32, Vec<Vec<LayerScores>>> = HashMap::new();
-    let mut losses = Vec::with_capacity(settings.trials);
+    let mut losses = Vec::new();
     let mut best: Option<(f64, Trial)> = None;
     for t in 0..settings.trials {
         progress.report(trial_event(t, settings.trials, &losses, &best));

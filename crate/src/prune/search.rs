@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::allocate::{ratio_for_target, shrunk, Allocation, Counts};
+use super::calib::check_windows;
 use super::fitness::Fitness;
 use super::importance::LayerScores;
 use super::plan::Plan;
@@ -52,6 +53,9 @@ impl Default for SearchSettings {
 }
 
 impl SearchSettings {
+    /// The largest population: each candidate costs a forward over the fitness windows.
+    pub const MAX_POPULATION: usize = 1024;
+
     /// Refuses settings that cannot search.
     pub fn check(&self) -> Result<()> {
         if self.population < 2 || self.generations == 0 || self.fitness_windows == 0 {
@@ -59,6 +63,13 @@ impl SearchSettings {
                 "search needs a population of at least 2, at least 1 generation and 1 fitness window \
                  (got {}, {} and {})",
                 self.population, self.generations, self.fitness_windows
+            )));
+        }
+        if self.population > Self::MAX_POPULATION {
+            return Err(Error::Invalid(format!(
+                "search breeds at most {} candidates per generation (got a population of {})",
+                Self::MAX_POPULATION,
+                self.population
             )));
         }
         Ok(())
@@ -251,6 +262,7 @@ pub async fn search_plan<B: Backend>(
             calib.len()
         )));
     }
+    check_windows(&calib[..settings.fitness_windows], cfg.vocab_size)?;
     let range = first.layer..last.layer + 1;
     let r = ratio_for_target(cfg, &range, fraction, kinds, Allocation::Uniform)?;
     let total = count_params(cfg).total;

@@ -108,7 +108,7 @@ pub async fn train<B: AutodiffBackend>(
         .init();
     let mut rng = rand::rngs::StdRng::seed_from_u64(schedule.seed);
     let last_start = ids.len() - schedule.seq_len;
-    let mut log = Vec::with_capacity(schedule.steps);
+    let mut log = Vec::new();
     for step in 0..schedule.steps {
         checkpoint(progress).await?;
         let windows: Vec<&[u32]> = (0..schedule.batch)
