@@ -223,8 +223,7 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         pollster::block_on(search_plan(
             &model, &scores, fraction, &KINDS, settings, 7, calib, &Silent,
         ))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string()
     };
     let mut outside = calib.clone();
