@@ -276,8 +276,8 @@ impl ModelConfig {
     }
 
     /// Checks what every loader (HF config, GGUF metadata) must guarantee before a model is built: positive
-    /// widths (every layer's MLP included), query heads shared evenly by KV heads, an even `head_dim`, finite positive rotary and norm
-    /// constants, and a parameter count that is a size rather than garbage.
+    /// widths (every layer's MLP included), query heads shared evenly by KV heads, an even `head_dim`, finite
+    /// positive rotary and norm constants, and a parameter count that is a size rather than garbage.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| {
             Err(Error::Config {
