@@ -209,8 +209,16 @@ fn a_closed_stderr_loses_the_notes_but_not_the_work_or_the_exit_code() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(converted.status.code(), Some(0));
-    let written = read(&out);
-    assert_eq!(&written[..4], b"GGUF");
+    // the same file as a run whose stderr is open writes
+    let open = dir.path().join("open.gguf");
+    let reference = prunelab(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--out",
+        open.to_str().unwrap(),
+    ]);
+    assert!(reference.status.success());
+    assert_eq!(read(&out), read(&open));
     // a bad input's message is lost, its exit code is not
     let missing = dir.path().join("no-such-model");
     let failed = run(&["inspect", missing.to_str().unwrap()]);
