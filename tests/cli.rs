@@ -305,6 +305,48 @@ fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
         .contains("4 tokens do not fill one window of 8 tokens"));
 }
 
+/// A forward the device cannot hold is refused before the model loads, naming its largest tensor: a window of
+/// 1,000,000 tokens on tiny-gqa needs attention scores [1, 6, 1000000, 1000000] of 22351.74 GiB in f32, over
+/// the memory available (cpu) and over the largest buffer (wgpu), whether it evaluates, prompts a generation or
+/// calibrates a pruning run (which writes nothing).
+#[test]
+fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-gqa");
+    let model = model.to_str().unwrap();
+    let window = vec![1u32; 1_000_000];
+    let ids = dir.path().join("ids.json");
+    write(&ids, json!(window).to_string().as_bytes());
+    let calib = dir.path().join("calib.json");
+    write(&calib, json!([window]).to_string().as_bytes());
+    let (ids, calib) = (ids.to_str().unwrap(), calib.to_str().unwrap());
+    let scores =
+        "1 × 1000000 tokens needs attention scores [1, 6, 1000000, 1000000] of 22351.74 GiB in f32";
+    for (backend, bound) in [
+        ("cpu", "the memory this machine has available"),
+        ("wgpu", "the largest buffer wgpu allocates on this device"),
+    ] {
+        let b = ["--backend", backend];
+        let eval = ["eval", model, "--ids", ids, "--seq-len", "1000000"];
+        let err = refused_cli(&[&eval[..], &b].concat());
+        assert!(
+            err.contains(&format!("evaluation of {scores}")) && err.contains(bound),
+            "{err}"
+        );
+        let generate = ["generate", model, "--prompt-ids", ids];
+        let err = refused_cli(&[&generate[..], &b].concat());
+        assert!(err.contains(&format!("the prompt of {scores}")), "{err}");
+        let out = dir.path().join(format!("pruned-{backend}"));
+        let flags = [&["--ratio", "0.5", "--calib-ids", calib][..], &b].concat();
+        refused_prune(
+            Path::new(model),
+            &out,
+            &flags,
+            &format!("calibration of {scores}"),
+        );
+    }
+}
+
 /// Bad arguments and outputs that cannot be written exit 2 before anything is written: an unknown backend,
 /// uneven calibration windows in a recipe, a missing output folder, and a GGUF whose report, plan or recipe
 /// would overwrite a file beside it (nothing of the run appears, the file is untouched).

@@ -1,12 +1,15 @@
 //! Config parsing: both transformers key styles, rotary scalings (linear, dynamic, LLaMA-3, YaRN), qwen2 biases, per-layer extension keys,
-//! and a named error for everything unsupported.
+//! and a named error for everything unsupported; the footprint of a forward the config implies.
 
 mod common;
 
 use common::*;
+use prunelab::eval::PerplexityOptions;
 use prunelab::model::config::{LayerShape, RopeConfig, RopeScaling, YarnScaling, PER_LAYER_MLP};
+use prunelab::model::footprint::{DeviceLimit, Footprint};
 use prunelab::model::rope::inv_freq;
 use prunelab::model::ModelConfig;
+use prunelab::prune::calib::calibration_footprint;
 use serde_json::json;
 
 fn parse(v: serde_json::Value) -> prunelab::Result<ModelConfig> {
@@ -477,4 +480,52 @@ fn per_layer_widths_round_trip_through_config_json() {
         .unwrap_err()
         .to_string()
         .contains("has 3 entries but num_hidden_layers is 2"));
+}
+
+/// A forward's footprint is the closed form of its shapes in f32. On tiny-gqa (6 query heads, MLP 192, vocab
+/// 128), 3 × 50 tokens make attention scores [3, 6, 50, 50] the largest tensor; 3 × 10 make the MLP's. The check
+/// passes at exactly the largest tensor's bytes and refuses one byte fewer, naming it; absurd lengths saturate.
+#[test]
+fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
+    let (cfg, _) = fixture_files("tiny-gqa");
+    let f = Footprint::forward(&cfg, "evaluation", 3, 50);
+    let tensor = |n: &str| f.tensors.iter().find(|t| t.name == n).unwrap().clone();
+    assert_eq!(tensor("attention scores").shape, [3, 6, 50, 50]);
+    assert_eq!(tensor("attention scores").bytes, 4 * 3 * 6 * 50 * 50);
+    assert_eq!(tensor("MLP activations").bytes, 4 * 3 * 50 * 192);
+    assert_eq!(tensor("logits").bytes, 4 * 3 * 50 * 128);
+    assert_eq!(tensor("causal mask").bytes, 4 * 50 * 50);
+    assert_eq!(f.largest().name, "attention scores");
+    let short = Footprint::forward(&cfg, "evaluation", 3, 10);
+    assert_eq!(short.largest().name, "MLP activations");
+
+    let limit = |bytes: u64| DeviceLimit {
+        bytes,
+        source: "a test bound".into(),
+    };
+    f.check(&limit(4 * 3 * 6 * 50 * 50)).unwrap();
+    let err = f
+        .check(&limit(4 * 3 * 6 * 50 * 50 - 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("evaluation of 3 × 50 tokens needs attention scores [3, 6, 50, 50]")
+            && err.contains("(a test bound)"),
+        "{err}"
+    );
+    let absurd = Footprint::forward(&cfg, "evaluation", usize::MAX, usize::MAX);
+    assert_eq!(absurd.largest().bytes, u128::MAX);
+    assert!(absurd.check(&limit(u64::MAX)).is_err());
+
+    // Evaluation runs min(batch, windows) windows at once; calibration runs every window at once.
+    let opts = |max_windows| PerplexityOptions {
+        seq_len: 64,
+        max_windows,
+        batch: 8,
+    };
+    assert_eq!(opts(None).footprint(&cfg, 200).batch, 3);
+    assert_eq!(opts(Some(2)).footprint(&cfg, 200).batch, 2);
+    assert_eq!(opts(None).footprint(&cfg, 10_000).batch, 8);
+    let calib = calibration_footprint(&cfg, &vec![vec![1u32; 64]; 5]);
+    assert_eq!((calib.what, calib.batch, calib.seq), ("calibration", 5, 64));
 }

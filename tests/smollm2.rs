@@ -134,6 +134,43 @@ fn dense_probe_and_perplexity_match_reference() {
     assert_eq!(ppl.tokens, 64 * 127);
 }
 
+/// wgpu binds at most its storage-binding limit in one buffer (a u32: under 4 GiB on any device; 128 MiB on
+/// Mesa's lavapipe), and cubecl's server thread panicked on a bigger tensor while the eval went on to print a
+/// garbage perplexity (1.7e38 for 8 windows on lavapipe) with exit 0. SmolLM2's logits for 256 windows of 128
+/// tokens, [256, 128, 49152] in f32, take 6 GiB: that batch is refused by name before the model loads, and 2
+/// windows on wgpu give the CPU's perplexity.
+#[test]
+fn a_batch_over_the_wgpu_buffer_limit_is_refused_and_a_smaller_one_matches_the_cpu() {
+    let gguf = models().join("smollm2-135m.gguf");
+    let text = shared_dir().join("data/eval-python-faq.txt");
+    let (gguf, text) = (gguf.to_str().unwrap(), text.to_str().unwrap());
+    let eval = |windows: &'static str, backend: &'static str| {
+        let mut args = vec!["eval", gguf, "--text", text, "--json"];
+        args.extend([
+            "--max-windows",
+            windows,
+            "--batch",
+            windows,
+            "--backend",
+            backend,
+        ]);
+        args
+    };
+    let err = refused_cli(&eval("256", "wgpu"));
+    assert!(
+        err.contains(
+            "evaluation of 256 × 128 tokens needs logits [256, 128, 49152] of 6.00 GiB in f32"
+        ) && err.contains("the largest buffer wgpu allocates on this device"),
+        "{err}"
+    );
+    let ppl = |backend: &'static str| {
+        let v: serde_json::Value = serde_json::from_str(&run_cli(&eval("2", backend))).unwrap();
+        v["ppl"].as_f64().unwrap()
+    };
+    let (gpu, cpu) = (ppl("wgpu"), ppl("cpu"));
+    assert!((gpu - cpu).abs() / cpu < 1e-4, "wgpu {gpu} vs cpu {cpu}");
+}
+
 /// Bytes that record every read made of them.
 struct Recorded<'a> {
     bytes: &'a [u8],

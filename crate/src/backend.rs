@@ -2,6 +2,8 @@
 //! is generic over `B: Backend`; this file only names the concrete types, the choice and the float type.
 
 use crate::error::{Error, Result};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use crate::model::footprint::DeviceLimit;
 
 /// CPU backend (burn's pure-Rust `flex`; also the browser's fallback).
 pub type Cpu = burn::backend::Flex;
@@ -100,5 +102,15 @@ impl Precision {
         }
         burn::tensor::set_default_dtypes::<B>(device, dtype, <B::IntElem as Element>::dtype())
             .map_err(|e| Error::Backend(format!("cannot switch {} to bf16: {e:?}", kind.name())))
+    }
+}
+
+/// The largest buffer cubecl allocates on `device` of runtime `R` (its `max_page_size`: on wgpu the storage
+/// binding limit or a quarter of the Vulkan heap, on CUDA a quarter of the memory); `name` names the backend.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn largest_buffer<R: burn::cubecl::Runtime>(device: &R::Device, name: &str) -> DeviceLimit {
+    DeviceLimit {
+        bytes: R::client(device).properties().memory.max_page_size,
+        source: format!("the largest buffer {name} allocates on this device"),
     }
 }

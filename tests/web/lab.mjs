@@ -6,7 +6,7 @@
 //    blocks WebGPU runs and not CPU ones.
 // 2. WebGPU disabled: the CPU fallback gives the same numbers, and with the multiple-choice task on, the CLI's
 //    accuracy before and after; its GGUF download evaluates (CLI) to the same perplexity; a garbled task file and
-//    a bad item count are named; a garbled safetensors upload, a config that does not match the weights and a garbled
+//    a bad item count are named; calibration windows the tab cannot hold are refused by size; a garbled safetensors upload, a config that does not match the weights and a garbled
 //    tokenizer_config.json show errors; the demo uploaded as one .gguf loads; Cancel stops a run between layers
 //    without restarting the core; a following run on the GGUF model gives the same numbers; whole layers (block influence + ls) give the CLI's perplexity and
 //    the chart marks the layers the CLI removes; a depth ratio (one layer whole, then KV groups + MLP by numerical + ls)
@@ -212,6 +212,15 @@ try {
   await cpu.page.waitForFunction(() => document.getElementById("error").textContent.includes("give a whole number"), null, { timeout: 60000 });
   console.log("ok  bad item count: " + (await cpu.page.textContent("#error")));
   await cpu.page.setChecked("#tasks-on", false);
+  // Calibration windows the tab cannot hold are refused before the run, naming the tensor; nothing runs.
+  await cpu.page.fill("#calib-len", "20000");
+  await cpu.page.click("#run");
+  const tooLarge = "calibration of 8 × 20000 tokens needs attention scores [8, 8, 20000, 20000] of 95.37 GiB in f32";
+  await cpu.page.waitForFunction((m) => document.getElementById("error").textContent.includes(m), tooLarge, { timeout: 60000 });
+  if (!(await cpu.page.textContent("#error")).includes("what is left of the tab's 4 GiB of wasm memory"))
+    throw new Error("calibration too large: " + (await cpu.page.textContent("#error")));
+  console.log("ok  calibration too large: " + (await cpu.page.textContent("#error")));
+  await cpu.page.fill("#calib-len", "128");
   // The GGUF download, written by the core from the run's parts, evaluates to the same perplexity.
   const [ggufDownload] = await Promise.all([cpu.page.waitForEvent("download", { timeout: 120000 }), cpu.page.click("#download-gguf")]);
   const ggufPath = join(tmp, "pruned.gguf");

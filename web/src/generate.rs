@@ -9,6 +9,7 @@ use prunelab::eval::generate::Decoder;
 use prunelab::eval::sampling::{Chooser, Sampling};
 use prunelab::io::side_files::stop_ids;
 use prunelab::io::Tokenizer;
+use prunelab::model::footprint::Footprint;
 use prunelab::model::Llama;
 use prunelab::progress::{Progress, ProgressEvent};
 use serde::Deserialize;
@@ -96,6 +97,8 @@ pub async fn generate(
         on_text,
         progress,
     };
+    Footprint::forward(&model.config, "the prompt", 1, prompt.len())
+        .check(&crate::run::device_limit(gpu))?;
     let out = match gpu {
         true => {
             job.run::<prunelab::backend::Wgpu>(Default::default(), chooser)

@@ -4,6 +4,7 @@
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use prunelab::backend::largest_buffer;
 use prunelab::error::{Error, Result};
 use prunelab::eval::choice::Task;
 use prunelab::eval::generate::greedy;
@@ -11,9 +12,10 @@ use prunelab::eval::perplexity;
 use prunelab::io::gguf::metadata::keep_pre;
 use prunelab::io::safetensors_out::{hf_config, SafetensorsLayout, StDtype};
 use prunelab::io::Tokenizer;
+use prunelab::model::footprint::DeviceLimit;
 use prunelab::model::tensors::tensor_specs;
 use prunelab::model::Llama;
-use prunelab::prune::calib::{sample_windows, CalibSource};
+use prunelab::prune::calib::{calibration_footprint, sample_windows, CalibSource};
 use prunelab::prune::pipeline::prune;
 use prunelab::prune::recipe::EvalSpec;
 use prunelab::prune::report::{EvalReport, Report, StageTime, TasksReport};
@@ -82,13 +84,19 @@ pub async fn run(
     };
     let eval = tok.encode(eval)?;
     let prompt = eval[..eval.len().min(PROMPT_TOKENS)].to_vec();
+    let spec = recipe.eval.unwrap_or(EvalSpec {
+        seq_len: 128,
+        max_windows: Some(64),
+    });
+    let limit = device_limit(gpu);
+    calibration_footprint(&files.config, &calib).check(&limit)?;
+    spec.options()
+        .footprint(&files.config, eval.len())
+        .check(&limit)?;
     let inputs = Inputs {
         files,
         prompt,
-        spec: recipe.eval.unwrap_or(EvalSpec {
-            seq_len: 128,
-            max_windows: Some(64),
-        }),
+        spec,
         eval,
         recipe,
         calib,
@@ -110,6 +118,18 @@ pub async fn run(
             )
             .await
         }
+    }
+}
+
+/// The most bytes one tensor may take: on WebGPU the largest buffer the adapter binds, on the CPU backend what is
+/// left of the tab's 4 GiB of wasm memory.
+pub(crate) fn device_limit(gpu: bool) -> DeviceLimit {
+    match gpu {
+        true => largest_buffer::<burn::cubecl::wgpu::WgpuRuntime>(&Default::default(), "WebGPU"),
+        false => DeviceLimit {
+            bytes: (4u64 << 30).saturating_sub(crate::memory_bytes() as u64),
+            source: "what is left of the tab's 4 GiB of wasm memory".into(),
+        },
     }
 }
 

@@ -19,6 +19,7 @@ use crate::eval::{
     perplexity, score_choices, ChoiceItem, ChoiceOptions, Perplexity, PerplexityOptions,
 };
 use crate::io::tokenizer::{ids_from_json, Tokenizer};
+use crate::model::footprint::Footprint;
 use crate::model::Llama;
 
 #[derive(Args, Debug)]
@@ -70,6 +71,9 @@ struct EvalJob<'a> {
 
 impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
+    fn footprints(&self) -> Vec<Footprint> {
+        vec![self.opts.footprint(&self.input.config, self.ids.len())]
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
         let (cfg, bars) = (&self.input.config, Bars::default());
         self.input.with_weights(|w| match self.stream {

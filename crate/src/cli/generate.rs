@@ -17,6 +17,7 @@ use crate::eval::chat::{chat_prompt, turn, ChatMessage};
 use crate::eval::generate::Decoder;
 use crate::eval::sampling::{Chooser, Sampling};
 use crate::io::tokenizer::ids_from_json;
+use crate::model::footprint::Footprint;
 use crate::model::Llama;
 
 #[derive(Args, Debug)]
@@ -97,6 +98,16 @@ struct GenerateJob<'a> {
 
 impl BackendJob for GenerateJob<'_> {
     type Output = Generated;
+    /// The prompt's forward (each later step runs one token over the cache).
+    fn footprints(&self) -> Vec<Footprint> {
+        let prompt = self.prompt.len();
+        vec![Footprint::forward(
+            &self.input.config,
+            "the prompt",
+            1,
+            prompt,
+        )]
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Generated> {
         let model = self
             .input

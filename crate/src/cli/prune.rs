@@ -19,9 +19,10 @@ use crate::error::{parse_json, Error, Result};
 use crate::eval::choice::Task;
 use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
 use crate::io::tokenizer::Tokenizer;
-use crate::model::Llama;
+use crate::model::footprint::Footprint;
+use crate::model::{Llama, ModelConfig};
 use crate::prune::allocate::Allocation;
-use crate::prune::calib::{sample_windows, CalibSource};
+use crate::prune::calib::{calibration_footprint, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
 use crate::prune::linalg::Linalg;
 use crate::prune::pipeline::{apply_plan, prune};
@@ -352,8 +353,33 @@ fn eval<B: Backend>(
     ))
 }
 
+/// A pruning run's forwards: every calibration window at once, and a batch of `--eval` windows.
+pub(super) fn pruning_footprints(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    calib: &[Vec<u32>],
+    eval_ids: &Option<Vec<u32>>,
+) -> Vec<Footprint> {
+    let eval = match (eval_ids, &recipe.eval) {
+        (Some(ids), Some(spec)) => Some(spec.options().footprint(cfg, ids.len())),
+        _ => None,
+    };
+    [Some(calibration_footprint(cfg, calib)), eval]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 impl BackendJob for PruneJob<'_> {
     type Output = Report;
+    fn footprints(&self) -> Vec<Footprint> {
+        pruning_footprints(
+            &self.input.config,
+            &self.recipe,
+            &self.calib,
+            &self.eval_ids,
+        )
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (args, cfg) = (self.args, &self.input.config);
         let start = Instant::now();

@@ -1,12 +1,15 @@
 //! Runs a CLI job on the backend the user chose: the native edge, where a device may be touched synchronously
 //! (the core never does; the page's worker has its own edge).
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use crate::backend::largest_buffer;
 #[cfg(feature = "cuda")]
 use crate::backend::Cuda;
 #[cfg(feature = "wgpu")]
 use crate::backend::Wgpu;
 use crate::backend::{BackendKind, Cpu, Precision};
 use crate::error::{Error, Result};
+use crate::model::footprint::{DeviceLimit, Footprint};
 
 /// `--backend` and `--precision`: where a command runs its model, and in which float type.
 #[derive(clap::Args, Debug)]
@@ -32,6 +35,10 @@ impl DeviceArgs {
 /// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
 pub trait BackendJob {
     type Output;
+    /// The forwards the job will run, checked against the device before it starts (none by default).
+    fn footprints(&self) -> Vec<Footprint> {
+        vec![]
+    }
     fn run<B: burn::tensor::backend::AutodiffBackend>(
         self,
         device: B::Device,
@@ -52,6 +59,11 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
             probe::<B>(&device, kind)?;
         }
         precision.apply::<B>(&device, kind)?;
+        if let Some(limit) = device_limit(kind) {
+            for footprint in job.footprints() {
+                footprint.check(&limit)?;
+            }
+        }
         job.run::<B>(device)
     }
     match kind {
@@ -63,6 +75,37 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
         #[allow(unreachable_patterns)]
         _ => unreachable!("check_compiled rejects backends this build lacks"),
     }
+}
+
+/// The most bytes one tensor may take on `kind`'s default device: on a GPU, the largest buffer cubecl allocates
+/// there; on the CPU, the memory the system has available (Linux; elsewhere no bound is known).
+fn device_limit(kind: BackendKind) -> Option<DeviceLimit> {
+    match kind {
+        BackendKind::Cpu => available_memory().map(|bytes| DeviceLimit {
+            bytes,
+            source: "the memory this machine has available".into(),
+        }),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Some(largest_buffer::<burn::cubecl::wgpu::WgpuRuntime>(
+            &Default::default(),
+            "wgpu",
+        )),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Some(largest_buffer::<burn::cubecl::cuda::CudaRuntime>(
+            &Default::default(),
+            "cuda",
+        )),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Touches `device` once, so that a backend that cannot start (no CUDA driver library, no Vulkan adapter: the

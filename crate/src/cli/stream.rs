@@ -12,11 +12,12 @@ use super::convert::dtypes;
 use super::files::ModelInput;
 use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
-use super::prune::{extras_of, report_files};
+use super::prune::{extras_of, pruning_footprints, report_files};
 use super::run_on::BackendJob;
 use crate::error::Result;
 use crate::eval::streamed::streamed_perplexity;
 use crate::eval::Perplexity;
+use crate::model::footprint::Footprint;
 use crate::model::{ModelConfig, WeightSource};
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::depth::depth_plan;
@@ -196,6 +197,14 @@ fn phase_stages(prefix: &str, p: Phases) -> Vec<StageTime> {
 
 impl BackendJob for StreamJob<'_> {
     type Output = Report;
+    fn footprints(&self) -> Vec<Footprint> {
+        pruning_footprints(
+            &self.input.config,
+            &self.recipe,
+            &self.calib,
+            &self.eval_ids,
+        )
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
         let format = Format::resolve(self.format, self.out);

@@ -21,6 +21,7 @@ use crate::eval::perplexity::windows;
 use crate::eval::{perplexity, Perplexity, PerplexityOptions};
 use crate::io::gguf::GgufDtype;
 use crate::io::safetensors_out::StDtype;
+use crate::model::footprint::Footprint;
 use crate::model::params::count_params;
 use crate::model::random::RandomWeights;
 use crate::model::{Llama, ModelConfig};
@@ -96,6 +97,13 @@ struct TrainJob<'a> {
 
 impl BackendJob for TrainJob<'_> {
     type Output = (Perplexity, f64);
+    fn footprints(&self) -> Vec<Footprint> {
+        let s = &self.recipe.schedule;
+        vec![
+            Footprint::forward(self.cfg, "training", s.batch, s.seq_len),
+            eval_options(self.recipe).footprint(self.cfg, self.heldout_ids.len()),
+        ]
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
         let init = RandomWeights::new(self.cfg, self.recipe.schedule.seed, self.recipe.init_std);
         let model = Llama::<B>::load(self.cfg, &init, &device)?;

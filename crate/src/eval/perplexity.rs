@@ -5,7 +5,8 @@
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::Llama;
+use crate::model::footprint::Footprint;
+use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback;
 
@@ -27,6 +28,14 @@ impl Default for PerplexityOptions {
             max_windows: None,
             batch: 8,
         }
+    }
+}
+
+impl PerplexityOptions {
+    /// The forward of one batch of windows of a text of `tokens` tokens under `cfg`.
+    pub fn footprint(&self, cfg: &ModelConfig, tokens: usize) -> Footprint {
+        let windows = (tokens / self.seq_len.max(1)).min(self.max_windows.unwrap_or(usize::MAX));
+        Footprint::forward(cfg, "evaluation", self.batch.min(windows), self.seq_len)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod cache;
 pub mod config;
+pub mod footprint;
 pub mod linear;
 pub mod llama;
 pub mod mlp;

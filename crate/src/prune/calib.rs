@@ -4,6 +4,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::footprint::Footprint;
+use crate::model::ModelConfig;
 
 /// Where calibration tokens come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,12 @@ pub fn sample_windows(
             ids[start..start + length].to_vec()
         })
         .collect())
+}
+
+/// The forward over every calibration window at once (as the gradients and the layer statistics run it).
+pub fn calibration_footprint(cfg: &ModelConfig, windows: &[Vec<u32>]) -> Footprint {
+    let len = windows.first().map_or(0, Vec::len);
+    Footprint::forward(cfg, "calibration", windows.len(), len)
 }
 
 /// Checks windows before they become a `[windows, len]` batch: at least one, all of one length ≥ 2, every id

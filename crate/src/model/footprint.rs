@@ -1,0 +1,101 @@
+//! The largest tensors one forward creates, known from the config before anything runs. Attention scores grow
+//! with the square of the window and logits with the vocabulary, so a window length or batch the device cannot
+//! hold is refused up front, naming the tensor and its size, instead of ending in a failed allocation.
+
+use super::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// One tensor a forward creates, in f32 (softmax and log-softmax run in f32 whatever the model's float type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activation {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    /// `4 · Π shape`, exact (no overflow for any shape).
+    pub bytes: u128,
+}
+
+impl Activation {
+    fn f32(name: &'static str, shape: Vec<usize>) -> Self {
+        let bytes = shape
+            .iter()
+            .fold(4u128, |b, &d| b.saturating_mul(d as u128));
+        Activation { name, shape, bytes }
+    }
+}
+
+/// The tensors of one forward over `batch` sequences of `seq` tokens that grow fastest with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    /// What runs the forward ("calibration", "evaluation", …), for the message.
+    pub what: &'static str,
+    pub batch: usize,
+    pub seq: usize,
+    /// The causal mask `[seq, seq]` (built on the host), the attention scores `[batch, heads, seq, seq]` of the
+    /// widest layer, its MLP activations `[batch, seq, intermediate]` and the logits `[batch, seq, vocab]`.
+    pub tensors: Vec<Activation>,
+}
+
+/// The most bytes one tensor may take on a device, and what sets that bound (for the message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceLimit {
+    pub bytes: u64,
+    pub source: String,
+}
+
+impl Footprint {
+    /// The footprint of `what`: a forward of `cfg`'s model over `batch` sequences of `seq` tokens.
+    pub fn forward(cfg: &ModelConfig, what: &'static str, batch: usize, seq: usize) -> Self {
+        let heads = cfg.layers.iter().map(|l| l.num_heads).max().unwrap_or(0);
+        let mlp = cfg
+            .layers
+            .iter()
+            .map(|l| l.intermediate_size)
+            .max()
+            .unwrap_or(0);
+        Footprint {
+            what,
+            batch,
+            seq,
+            tensors: vec![
+                Activation::f32("causal mask", vec![seq, seq]),
+                Activation::f32("attention scores", vec![batch, heads, seq, seq]),
+                Activation::f32("MLP activations", vec![batch, seq, mlp]),
+                Activation::f32("logits", vec![batch, seq, cfg.vocab_size]),
+            ],
+        }
+    }
+
+    /// The largest of the tensors.
+    pub fn largest(&self) -> &Activation {
+        self.tensors
+            .iter()
+            .max_by_key(|t| t.bytes)
+            .expect("a footprint lists its tensors")
+    }
+
+    /// Refuses the forward when its largest tensor is over `limit` (a necessary condition only: the forward
+    /// holds several such tensors at once, and a backward keeps every layer's).
+    pub fn check(&self, limit: &DeviceLimit) -> Result<()> {
+        let t = self.largest();
+        if t.bytes <= limit.bytes as u128 {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "{} of {} × {} tokens needs {} {:?} of {} in f32, over {} ({}): use shorter sequences or \
+             fewer per batch",
+            self.what,
+            self.batch,
+            self.seq,
+            t.name,
+            t.shape,
+            gib(t.bytes),
+            gib(limit.bytes as u128),
+            limit.source
+        )))
+    }
+}
+
+/// `bytes` in GiB with two decimals.
+fn gib(bytes: u128) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
