@@ -1,7 +1,8 @@
 //! Golden checks against HF transformers (`../shared/fixtures/*/golden.*`): logits, losses and the gradient of
 //! every weight, for an MHA fixture (transformers 4.x config keys, untied head) and a GQA fixture (5.x keys,
 //! tied embeddings), on the CPU backend and on wgpu (Vulkan; lavapipe in CI). Also every rotary scaling on the
-//! GQA fixture (`tests/data/rope_golden.json`, made by `tests/rope_golden.py`).
+//! GQA fixture (`tests/data/rope_golden.json`, made by `tests/rope_golden.py`), and attention computed in
+//! blocks against the same attention whole.
 
 mod common;
 
@@ -10,6 +11,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use common::*;
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::SafetensorsWeights;
+use prunelab::model::attention::score_block;
+use prunelab::model::named::Weight;
 use prunelab::model::rope::inv_freq;
 use prunelab::model::{Llama, ModelConfig};
 use prunelab::readback::{scalar, to_vec};
@@ -98,7 +101,92 @@ fn check_gradients<B: AutodiffBackend>(name: &str, device: &B::Device) {
     );
 }
 
+/// `len` ids of the fixtures' vocabulary of 128, a different run for each `seed`.
+fn ids(seed: u64, len: usize) -> Vec<u32> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 57) as u32
+        })
+        .collect()
+}
+
+/// Attention scores over `SCORE_BLOCK_BYTES` (128 MiB) are computed in blocks. On tiny-gqa (6 heads), 3 windows
+/// of 1500 tokens run in blocks of 2 and 1 windows: each window's logits are those it gives alone. One window of
+/// 2400 tokens runs in blocks of 5 and 1 heads: its first 64 positions' logits are those of the 64 tokens alone
+/// (causality).
+fn check_blocked_logits<B: Backend>(device: &B::Device) {
+    assert_eq!(score_block(3, 6, 1500, 1500), (2, 6));
+    assert_eq!(score_block(1, 6, 2400, 2400), (1, 5));
+    assert_eq!(score_block(3, 6, 64, 64), (3, 6));
+    let model = load_fixture::<B>("tiny-gqa", device);
+    let logits = |windows: &[Vec<u32>]| {
+        let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+        pollster::block_on(to_vec(model.forward(batch_tensor::<B>(&refs, device)))).unwrap()
+    };
+    let batch = blocked_batch();
+    let together = logits(&batch);
+    for (i, window) in batch.iter().enumerate() {
+        let alone = logits(std::slice::from_ref(window));
+        let diff = max_abs_diff(&together[i * alone.len()..(i + 1) * alone.len()], &alone);
+        eprintln!("window {i} of 3 × 1500: logits max abs diff {diff:e} from the window alone");
+        assert!(diff < 1e-4, "window {i}: blocked logits differ by {diff:e}");
+    }
+    let long = ids(7, 2400);
+    let (whole, prefix) = (
+        logits(std::slice::from_ref(&long)),
+        logits(&[long[..64].to_vec()]),
+    );
+    let diff = max_abs_diff(&whole[..prefix.len()], &prefix);
+    eprintln!("1 × 2400 in head blocks: first 64 positions' logits max abs diff {diff:e}");
+    assert!(diff < 1e-4, "head-blocked logits differ by {diff:e}");
+}
+
+/// The 3 windows of 1500 tokens [`check_blocked_logits`] runs in blocks of windows.
+fn blocked_batch() -> Vec<Vec<u32>> {
+    (0..3).map(|s| ids(s, 1500)).collect()
+}
+
+/// Under autodiff, the gradient of the loss of the 3 windows of 1500 tokens (attention in blocks of windows) is
+/// the mean of the gradients of the windows' own losses (equal lengths, so the batch's mean NLL is the mean of
+/// theirs).
+fn check_blocked_gradients<B: AutodiffBackend>(device: &B::Device) {
+    let model = load_fixture::<B>("tiny-gqa", device);
+    let grads = |windows: &[Vec<u32>]| {
+        let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+        let grads = model.loss(batch_tensor::<B>(&refs, device)).backward();
+        let flat = |w: &Weight<B>| pollster::block_on(to_vec(w.grad(&grads).unwrap().flatten()));
+        (model.named_weights().iter())
+            .map(|(_, w)| flat(w).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let batch = blocked_batch();
+    let together = grads(&batch);
+    let mut mean: Vec<Vec<f32>> = together.iter().map(|g| vec![0.0; g.len()]).collect();
+    for window in &batch {
+        for (m, g) in mean.iter_mut().zip(grads(std::slice::from_ref(window))) {
+            m.iter_mut().zip(&g).for_each(|(m, g)| *m += g / 3.0);
+        }
+    }
+    let worst = (together.iter().zip(&mean))
+        .map(|(got, want)| rel_l2(got, want))
+        .fold(0.0, f64::max);
+    eprintln!("3 × 1500 in blocks of windows: worst gradient relative L2 error {worst:e}");
+    assert!(worst < 1e-4, "blocked gradients off by {worst:e}");
+}
+
 type Cpu = prunelab::backend::Cpu;
+
+#[test]
+fn cpu_attention_in_blocks_equals_attention_whole() {
+    check_blocked_logits::<Cpu>(&Default::default());
+    check_blocked_gradients::<Autodiff<Cpu>>(&Default::default());
+}
 
 /// Each rotary scaling of `tests/data/rope_golden.json` on the GQA fixture, 300 tokens (past its 256
 /// `max_position_embeddings`): our frequencies and attention factor against transformers' (f32), and the
@@ -187,6 +275,11 @@ mod wgpu {
     fn wgpu_tiny_gqa_matches_transformers() {
         check_forward::<Wgpu>("tiny-gqa", &Default::default());
         check_gradients::<Autodiff<Wgpu>>("tiny-gqa", &Default::default());
+    }
+
+    #[test]
+    fn wgpu_attention_in_blocks_equals_attention_whole() {
+        check_blocked_logits::<Wgpu>(&Default::default());
     }
 }
 

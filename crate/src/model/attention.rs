@@ -59,7 +59,8 @@ impl<B: Backend> Attention<B> {
 
     /// Queries and keys stay in the projections' `[batch, seq, heads, head_dim]` layout: the products read
     /// them through strides, and only the attention output is transposed back. With `kv`, the keys and values
-    /// of earlier positions come first.
+    /// of earlier positions come first. Scores over [`SCORE_BLOCK_BYTES`] are computed in blocks of sequences
+    /// or heads ([`score_block`]) and their outputs joined.
     ///
     /// # Shapes
     /// `x [batch, seq, hidden]` → `[batch, seq, num_heads·head_dim]`
@@ -90,18 +91,28 @@ impl<B: Backend> Attention<B> {
         // Keys: earlier positions and these.
         let t = k.dims()[1];
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        // [batch, heads, seq, keys]
-        let scores =
-            product(q.swap_dims(1, 2), k.permute([0, 2, 3, 1])) * (1.0 / (hd as f64).sqrt());
-        let dtype = scores.dtype();
-        let scores = (scores.reshape([b * nh, s * t])
-            + pos.mask.clone().cast(dtype).reshape([1, s * t]))
-        .reshape([b, nh, s, t]);
-        // In f32 whatever the run's float type, as transformers does.
-        let out = product(
-            softmax(scores.cast(DType::F32), 3).cast(dtype),
+        let (q, k, v) = (
+            q.swap_dims(1, 2),
+            k.permute([0, 2, 3, 1]),
             v.swap_dims(1, 2),
         );
+        let (rows, heads) = score_block(b, nh, s, t);
+        let out = match rows >= b && heads >= nh {
+            true => attend_block(q, k, v, &pos.mask),
+            false => {
+                let part = |x: &Tensor<B, 4>, r: usize, h: usize| {
+                    x.clone()
+                        .slice([r..(r + rows).min(b), h..(h + heads).min(nh)])
+                };
+                let blocks = (0..b).step_by(rows).map(|r| {
+                    let row = (0..nh).step_by(heads).map(|h| {
+                        attend_block(part(&q, r, h), part(&k, r, h), part(&v, r, h), &pos.mask)
+                    });
+                    Tensor::cat(row.collect(), 1)
+                });
+                Tensor::cat(blocks.collect(), 0)
+            }
+        };
         out.swap_dims(1, 2).reshape([b, s, nh * hd])
     }
 
@@ -110,6 +121,40 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
         self.o_proj.forward(self.heads(x, pos))
     }
+}
+
+/// The most bytes one block of attention scores takes in f32: 128 MiB, the storage buffer every WebGPU device
+/// binds (the spec's default `maxStorageBufferBindingSize`). Larger batches and longer windows compute their
+/// scores block by block ([`score_block`]), so that scores outgrow it only where one head of one sequence does.
+pub const SCORE_BLOCK_BYTES: usize = 128 << 20;
+
+/// `(sequences, heads)` of one block of `[batch, heads, seq, keys]` attention scores: every head of as many
+/// sequences as fit in [`SCORE_BLOCK_BYTES`] in f32, else as many heads of one sequence as fit (at least one).
+pub fn score_block(batch: usize, heads: usize, seq: usize, keys: usize) -> (usize, usize) {
+    let per_head = 4usize.saturating_mul(seq).saturating_mul(keys).max(1);
+    let fit = SCORE_BLOCK_BYTES / per_head;
+    match fit >= heads {
+        true => ((fit / heads.max(1)).clamp(1, batch.max(1)), heads),
+        false => (1, fit.max(1)),
+    }
+}
+
+/// Softmax attention of one block of sequences and heads: `q [b, h, seq, hd]`, `kt [b, h, hd, keys]`, `v [b, h,
+/// keys, hd]`, `mask [seq, keys]` → `[b, h, seq, hd]`.
+fn attend_block<B: Backend>(
+    q: Tensor<B, 4>,
+    kt: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [b, h, s, hd] = q.dims();
+    let t = kt.dims()[3];
+    let scores = product(q, kt) * (1.0 / (hd as f64).sqrt());
+    let dtype = scores.dtype();
+    let scores = (scores.reshape([b * h, s * t]) + mask.clone().cast(dtype).reshape([1, s * t]))
+        .reshape([b, h, s, t]);
+    // In f32 whatever the run's float type, as transformers does.
+    product(softmax(scores.cast(DType::F32), 3).cast(dtype), v)
 }
 
 /// `[batch, seq, n_kv, head_dim]` → `[batch, seq, n_kv·n_rep, head_dim]`, each KV head repeated `n_rep` times
