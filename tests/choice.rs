@@ -3,7 +3,8 @@
 //! lm-evaluation-harness's; the CLI's `eval --tasks` reports the accuracy its own log-likelihoods give and names
 //! what is wrong with a task file; the built-in FAQ tasks are what their generator writes,
 //! and the demo model completes FAQ sentences above chance; `acc`, `acc_norm` and their standard errors on
-//! hand-made scores, and task-file lines checked by number.
+//! hand-made scores, and task-file lines checked by number; a task's largest forward, and a task too long for
+//! the device refused by name.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use pollster::block_on;
 use prunelab::eval::choice::{
-    encode_pair, parse_items, score_choices, ChoiceItem, ChoiceOptions, ChoiceScores,
+    encode_pair, parse_items, score_choices, ChoiceBatches, ChoiceItem, ChoiceOptions, ChoiceScores,
 };
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::tokenizer::Tokenizer;
@@ -284,6 +285,121 @@ fn the_cli_names_what_is_wrong_with_a_task_file() {
         refused_cli(&[&["eval", demo, "--text", text][..], &extra].concat());
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A task's footprint is its largest batch: the longest sequences (the first batch, longest first) through the
+/// layers, and the most scored positions any batch runs the head on. With every choice in one batch the head
+/// runs on every scored token; one choice per batch runs it on the longest continuation.
+#[test]
+fn the_footprint_of_a_task_is_its_longest_batch() {
+    let (model, tok) = demo();
+    let cfg = &model.config;
+    let items = &faq_items()[..6];
+    let pairs: Vec<(usize, usize)> = (items.iter())
+        .flat_map(|it| {
+            it.choices
+                .iter()
+                .map(|c| encode_pair(&tok, &it.context, c).unwrap())
+        })
+        .map(|p| (p.context.len() + p.continuation.len(), p.continuation.len()))
+        .collect();
+    let longest = pairs.iter().map(|p| p.0).max().unwrap();
+    assert!(longest < cfg.max_position_embeddings);
+    let footprint = |batch| {
+        let opts = ChoiceOptions {
+            batch,
+            max_items: None,
+        };
+        let f = ChoiceBatches::new(&tok, items, &opts, cfg)
+            .unwrap()
+            .footprint(cfg);
+        let shape = |name: &str| {
+            f.tensors
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap()
+                .shape
+                .clone()
+        };
+        (f.batch, f.seq, shape("attention scores"), shape("logits"))
+    };
+    let all = pairs.iter().map(|p| p.1).sum::<usize>();
+    assert_eq!(
+        footprint(100),
+        (
+            24,
+            longest,
+            vec![24, 8, longest, longest],
+            vec![1, all, 4096]
+        )
+    );
+    let one = pairs.iter().map(|p| p.1).max().unwrap();
+    assert_eq!(
+        footprint(1),
+        (1, longest, vec![1, 8, longest, longest], vec![1, one, 4096])
+    );
+}
+
+/// A task whose longest sequence the device cannot hold is refused before anything runs, naming the tensor:
+/// `eval --tasks` and `prune --tasks`, on the CPU and on wgpu. The demo's positions are raised to 400,000 in a
+/// copy of its folder, so that a context of 300,000 words is not cut.
+#[test]
+fn a_task_too_long_for_the_device_is_refused_naming_its_largest_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    std::fs::create_dir(&demo).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(repo("models/demo").join(file), demo.join(file)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&read(&repo("models/demo/config.json"))).unwrap();
+    config["max_position_embeddings"] = 400_000.into();
+    std::fs::write(demo.join("config.json"), config.to_string()).unwrap();
+    let item = ChoiceItem {
+        context: "word ".repeat(300_000) + "Answer:",
+        choices: vec![" yes".into(), " no".into()],
+        gold: 0,
+    };
+    let tasks = dir.path().join("long.jsonl");
+    std::fs::write(&tasks, serde_json::to_string(&item).unwrap()).unwrap();
+    let calib = dir.path().join("calib.json");
+    std::fs::write(&calib, "[[1, 2, 3, 4, 5, 6, 7, 8]]").unwrap();
+
+    let tok = Tokenizer::from_json(&read(&demo.join("tokenizer.json"))).unwrap();
+    let len = |c: &str| {
+        let p = encode_pair(&tok, &item.context, c).unwrap();
+        p.context.len() + p.continuation.len()
+    };
+    let longest = len(" yes").max(len(" no"));
+    assert!(longest > 300_000, "{longest}");
+    let want = format!(
+        "multiple-choice scoring of 2 × {longest} tokens needs attention scores [1, 1, {longest}, {longest}]"
+    );
+    let (demo, tasks, calib) = (
+        demo.to_str().unwrap(),
+        tasks.to_str().unwrap(),
+        calib.to_str().unwrap(),
+    );
+    for backend in ["cpu", "wgpu"] {
+        let err = refused_cli(&["eval", demo, "--tasks", tasks, "--backend", backend]);
+        assert!(err.contains(&want), "{err}");
+    }
+    let out = dir.path().join("pruned");
+    let prune = [
+        "prune",
+        demo,
+        "--out",
+        out.to_str().unwrap(),
+        "--tasks",
+        tasks,
+        "--calib-ids",
+        calib,
+        "--ratio",
+        "0.25",
+    ];
+    let err = refused_cli(&prune);
+    assert!(err.contains(&want), "{err}");
+    assert!(!out.exists());
 }
 
 #[test]

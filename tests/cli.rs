@@ -306,9 +306,9 @@ fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
 }
 
 /// A forward the device cannot hold is refused before the model loads, naming its largest tensor: a window of
-/// 1,000,000 tokens on tiny-gqa needs attention scores [1, 6, 1000000, 1000000] of 22351.74 GiB in f32, over
-/// the memory available (cpu) and over the largest buffer (wgpu), whether it evaluates, prompts a generation or
-/// calibrates a pruning run (which writes nothing).
+/// 1,000,000 tokens on tiny-gqa needs attention scores of 3725.29 GiB in f32 (in blocks of one head, [1, 1,
+/// 1000000, 1000000]), over the memory available (cpu) and over the largest buffer (wgpu), whether it
+/// evaluates, prompts a generation or calibrates a pruning run (which writes nothing).
 #[test]
 fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,7 +321,7 @@ fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
     write(&calib, json!([window]).to_string().as_bytes());
     let (ids, calib) = (ids.to_str().unwrap(), calib.to_str().unwrap());
     let scores =
-        "1 × 1000000 tokens needs attention scores [1, 6, 1000000, 1000000] of 22351.74 GiB in f32";
+        "1 × 1000000 tokens needs attention scores [1, 1, 1000000, 1000000] of 3725.29 GiB in f32";
     for (backend, bound) in [
         ("cpu", "the memory this machine has available"),
         ("wgpu", "the largest buffer wgpu allocates on this device"),

@@ -9,7 +9,10 @@ use prunelab::model::config::{LayerShape, RopeConfig, RopeScaling, YarnScaling, 
 use prunelab::model::footprint::{DeviceLimit, Footprint};
 use prunelab::model::rope::inv_freq;
 use prunelab::model::ModelConfig;
+use prunelab::prune::allocate::Allocation;
 use prunelab::prune::calib::calibration_footprint;
+use prunelab::prune::recipe::DepthFirst;
+use prunelab::prune::{Importance, Recipe};
 use serde_json::json;
 
 fn parse(v: serde_json::Value) -> prunelab::Result<ModelConfig> {
@@ -485,6 +488,7 @@ fn per_layer_widths_round_trip_through_config_json() {
 /// A forward's footprint is the closed form of its shapes in f32. On tiny-gqa (6 query heads, MLP 192, vocab
 /// 128), 3 × 50 tokens make attention scores [3, 6, 50, 50] the largest tensor; 3 × 10 make the MLP's. The check
 /// passes at exactly the largest tensor's bytes and refuses one byte fewer, naming it; absurd lengths saturate.
+/// Attention scores are counted in the blocks the forward computes them in, logits only where a run makes them.
 #[test]
 fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     let (cfg, _) = fixture_files("tiny-gqa");
@@ -526,6 +530,55 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     assert_eq!(opts(None).footprint(&cfg, 200).batch, 3);
     assert_eq!(opts(Some(2)).footprint(&cfg, 200).batch, 2);
     assert_eq!(opts(None).footprint(&cfg, 10_000).batch, 8);
-    let calib = calibration_footprint(&cfg, &vec![vec![1u32; 64]; 5]);
-    assert_eq!((calib.what, calib.batch, calib.seq), ("calibration", 5, 64));
+
+    // Scores over 128 MiB run in blocks: of whole windows (one head of 2048² is 16 MiB, so one window's 6 heads
+    // at a time), else of heads (one head of 4096² is 64 MiB: 2 at a time).
+    let scores = |batch, seq| {
+        let f = Footprint::forward(&cfg, "calibration", batch, seq);
+        f.tensors
+            .iter()
+            .find(|t| t.name == "attention scores")
+            .unwrap()
+            .shape
+            .clone()
+    };
+    assert_eq!(scores(128, 1024), [5, 6, 1024, 1024]);
+    assert_eq!(scores(128, 2048), [1, 6, 2048, 2048]);
+    assert_eq!(scores(1, 4096), [1, 2, 4096, 4096]);
+    assert_eq!(scores(1, 1 << 20), [1, 1, 1 << 20, 1 << 20]);
+
+    // Calibration runs every window at once through the layers; the head only where the recipe takes a loss:
+    // over all of them for gradients, the search and AdaPruner, over 8 for the skipped-layer perplexity (also
+    // as a depth step), never for activation scores.
+    let windows = vec![vec![1u32; 64]; 20];
+    let logits = |recipe: Recipe| {
+        let f = calibration_footprint(&cfg, &windows, &recipe);
+        assert_eq!((f.what, f.batch, f.seq), ("calibration", 20, 64));
+        let logits = f.tensors.iter().find(|t| t.name == "logits");
+        logits.map(|t| t.shape.clone())
+    };
+    let with = |importance| Recipe {
+        importance,
+        ..Recipe::default()
+    };
+    assert_eq!(
+        logits(with(Importance::TaylorFirst)),
+        Some(vec![20, 64, 128])
+    );
+    assert_eq!(logits(with(Importance::Perplexity)), Some(vec![8, 64, 128]));
+    assert_eq!(logits(with(Importance::Flap)), None);
+    assert_eq!(logits(with(Importance::BlockInfluence)), None);
+    let searched = Recipe {
+        allocation: Allocation::Search(Default::default()),
+        ..with(Importance::Flap)
+    };
+    assert_eq!(logits(searched), Some(vec![20, 64, 128]));
+    let depth_by_perplexity = Recipe {
+        depth: Some(DepthFirst {
+            ratio: 0.25,
+            importance: Importance::Perplexity,
+        }),
+        ..with(Importance::Flap)
+    };
+    assert_eq!(logits(depth_by_perplexity), Some(vec![8, 64, 128]));
 }

@@ -6,7 +6,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use prunelab::backend::largest_buffer;
 use prunelab::error::{Error, Result};
-use prunelab::eval::choice::Task;
+use prunelab::eval::choice::{EncodedTask, Task};
 use prunelab::eval::generate::greedy;
 use prunelab::eval::perplexity;
 use prunelab::io::gguf::metadata::keep_pre;
@@ -51,7 +51,7 @@ struct Inputs<'a> {
     /// The first tokens of the evaluation text: the generation samples continue them.
     prompt: Vec<u32>,
     /// A multiple-choice task scored before and after, as `prune --tasks` scores it.
-    tasks: Option<Task>,
+    tasks: Option<EncodedTask>,
 }
 
 /// Tokens of each greedy sample, before and after pruning (fewer when the model ends the text).
@@ -83,16 +83,23 @@ pub async fn run(
         }
     };
     let eval = tok.encode(eval)?;
+    let tasks = match tasks {
+        Some(t) => Some(t.encode(&tok, &files.config)?),
+        None => None,
+    };
     let prompt = eval[..eval.len().min(PROMPT_TOKENS)].to_vec();
     let spec = recipe.eval.unwrap_or(EvalSpec {
         seq_len: 128,
         max_windows: Some(64),
     });
     let limit = device_limit(gpu);
-    calibration_footprint(&files.config, &calib).check(&limit)?;
+    calibration_footprint(&files.config, &calib, &recipe).check(&limit)?;
     spec.options()
         .footprint(&files.config, eval.len())
         .check(&limit)?;
+    if let Some(t) = &tasks {
+        t.batches.footprint(&files.config).check(&limit)?;
+    }
     let inputs = Inputs {
         files,
         prompt,
@@ -159,7 +166,7 @@ async fn go<B: AutodiffBackend>(
     let tok = Tokenizer::from_json(inp.tokenizer)?;
     let start = Instant::now();
     let tasks_before = match &inp.tasks {
-        Some(t) => Some(t.accuracy(&model.valid(), &tok, &device, progress).await?),
+        Some(t) => Some(t.accuracy(&model.valid(), &device, progress).await?),
         None => None,
     };
     if tasks_before.is_some() {
@@ -179,7 +186,7 @@ async fn go<B: AutodiffBackend>(
         (Some(t), Some(before)) => Some(TasksReport {
             task: t.name.clone(),
             before,
-            after: t.accuracy(&out.model, &tok, &device, progress).await?,
+            after: t.accuracy(&out.model, &device, progress).await?,
         }),
         _ => None,
     };

@@ -13,11 +13,9 @@ use super::progress::Bars;
 use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
 use crate::error::{Error, Result};
-use crate::eval::choice::{parse_items, ChoiceScores};
+use crate::eval::choice::{parse_items, ChoiceBatches, ChoiceScores};
 use crate::eval::streamed::streamed_perplexity;
-use crate::eval::{
-    perplexity, score_choices, ChoiceItem, ChoiceOptions, Perplexity, PerplexityOptions,
-};
+use crate::eval::{perplexity, ChoiceOptions, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::{ids_from_json, Tokenizer};
 use crate::model::footprint::Footprint;
 use crate::model::Llama;
@@ -90,25 +88,19 @@ impl BackendJob for EvalJob<'_> {
 
 struct ChoiceJob<'a> {
     input: &'a ModelInput,
-    tokenizer: Tokenizer,
-    items: Vec<ChoiceItem>,
-    opts: ChoiceOptions,
+    batches: ChoiceBatches,
 }
 
 impl BackendJob for ChoiceJob<'_> {
     type Output = ChoiceScores;
+    fn footprints(&self) -> Vec<Footprint> {
+        vec![self.batches.footprint(&self.input.config)]
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ChoiceScores> {
         let model = self
             .input
             .with_weights(|w| Llama::<B::InnerBackend>::load(&self.input.config, w, &device))?;
-        pollster::block_on(score_choices(
-            &model,
-            &self.tokenizer,
-            &self.items,
-            &self.opts,
-            &device,
-            &Bars::default(),
-        ))
+        pollster::block_on(self.batches.score(&model, &device, &Bars::default()))
     }
 }
 
@@ -124,21 +116,16 @@ fn tokenizer(input: &ModelInput, args: &EvalArgs, instead: &str) -> Result<Token
 /// `--tasks`: scores every choice and prints the accuracy.
 fn run_tasks(args: &EvalArgs, kind: BackendKind, input: &ModelInput, path: &Path) -> Result<()> {
     let items = parse_items(&read(path)?, &path.display().to_string())?;
-    let job = ChoiceJob {
-        input,
-        tokenizer: tokenizer(input, args, "")?,
-        items,
-        opts: ChoiceOptions {
-            batch: args.batch,
-            max_items: args.max_items,
-        },
+    let opts = ChoiceOptions {
+        batch: args.batch,
+        max_items: args.max_items,
     };
-    let items = job.items.clone();
+    let tok = tokenizer(input, args, "")?;
+    let batches = ChoiceBatches::new(&tok, &items, &opts, &input.config)?;
     let start = Instant::now();
-    let scores = run_on(kind, Precision::F32, job)?;
+    let scores = run_on(kind, Precision::F32, ChoiceJob { input, batches })?;
     let seconds = start.elapsed().as_secs_f64();
-    let items = &items[..scores.log_likelihoods.len()];
-    let acc = scores.accuracy(items);
+    let acc = scores.accuracy(&items[..scores.log_likelihoods.len()]);
     if args.json {
         let mut v = serde_json::to_value(&acc).expect("serialisable");
         v["log_likelihoods"] = serde_json::to_value(&scores.log_likelihoods).expect("serialisable");

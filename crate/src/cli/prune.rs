@@ -16,9 +16,8 @@ use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::BackendKind;
 use crate::error::{parse_json, Error, Result};
-use crate::eval::choice::Task;
+use crate::eval::choice::{EncodedTask, Task};
 use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
-use crate::io::tokenizer::Tokenizer;
 use crate::model::footprint::Footprint;
 use crate::model::{Llama, ModelConfig};
 use crate::prune::allocate::Allocation;
@@ -319,23 +318,16 @@ struct PruneJob<'a> {
     plan: Option<Plan>,
     calib: Vec<Vec<u32>>,
     eval_ids: Option<Vec<u32>>,
-    tasks: Option<Tasks>,
+    tasks: Option<EncodedTask>,
 }
 
-/// `--tasks`: the task and the tokenizer that splits its items.
-struct Tasks {
-    task: Task,
-    tokenizer: Tokenizer,
-}
-
-impl Tasks {
-    fn accuracy<B: Backend>(&self, model: &Llama<B>, device: &B::Device) -> Result<ChoiceAccuracy> {
-        let progress = Bars::default();
-        pollster::block_on(
-            self.task
-                .accuracy(model, &self.tokenizer, device, &progress),
-        )
-    }
+/// `--tasks`: the accuracy of a model on the task.
+fn accuracy<B: Backend>(
+    task: &EncodedTask,
+    model: &Llama<B>,
+    device: &B::Device,
+) -> Result<ChoiceAccuracy> {
+    pollster::block_on(task.accuracy(model, device, &Bars::default()))
 }
 
 fn eval<B: Backend>(
@@ -353,18 +345,21 @@ fn eval<B: Backend>(
     ))
 }
 
-/// A pruning run's forwards: every calibration window at once, and a batch of `--eval` windows.
+/// A pruning run's forwards: every calibration window at once, a batch of `--eval` windows, and the largest
+/// batch of `--tasks` choices.
 pub(super) fn pruning_footprints(
     cfg: &ModelConfig,
     recipe: &Recipe,
     calib: &[Vec<u32>],
     eval_ids: &Option<Vec<u32>>,
+    tasks: Option<&EncodedTask>,
 ) -> Vec<Footprint> {
     let eval = match (eval_ids, &recipe.eval) {
         (Some(ids), Some(spec)) => Some(spec.options().footprint(cfg, ids.len())),
         _ => None,
     };
-    [Some(calibration_footprint(cfg, calib)), eval]
+    let tasks = tasks.map(|t| t.batches.footprint(cfg));
+    [Some(calibration_footprint(cfg, calib, recipe)), eval, tasks]
         .into_iter()
         .flatten()
         .collect()
@@ -378,6 +373,7 @@ impl BackendJob for PruneJob<'_> {
             &self.recipe,
             &self.calib,
             &self.eval_ids,
+            self.tasks.as_ref(),
         )
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
@@ -396,7 +392,7 @@ impl BackendJob for PruneJob<'_> {
             _ => None,
         };
         let tasks_before = match &self.tasks {
-            Some(t) => Some(t.accuracy(&model.valid(), &device)?),
+            Some(t) => Some(accuracy(t, &model.valid(), &device)?),
             None => None,
         };
         let (pruned, plan, ratio, scores, reconstruction, tuned) = match self.plan {
@@ -451,9 +447,9 @@ impl BackendJob for PruneJob<'_> {
             .map(|(before, after)| EvalReport { before, after });
         let tasks = match (&self.tasks, tasks_before) {
             (Some(t), Some(before)) => Some(TasksReport {
-                task: t.task.name.clone(),
+                task: t.name.clone(),
                 before,
-                after: t.accuracy(&pruned, &device)?,
+                after: accuracy(t, &pruned, &device)?,
             }),
             _ => None,
         };
@@ -527,7 +523,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let sampled = matches!(recipe.calibration, CalibSource::Sampled { .. });
     let needs_text =
         args.eval.is_some() || args.tasks.is_some() || (args.calib.is_some() && sampled);
-    let mut tokenizer = match needs_text {
+    let tokenizer = match needs_text {
         true => Some(input.tokenizer()?.ok_or_else(|| {
             Error::Tokenizer(format!("{} has no tokenizer", args.model.display()))
         })?),
@@ -574,10 +570,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
         None => None,
     };
     let tasks = match &args.tasks {
-        Some(p) => Some(Tasks {
-            task: Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?,
-            tokenizer: tokenizer.take().expect("tokenizer loaded"),
-        }),
+        Some(p) => Some(
+            Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?
+                .encode(tokenizer.as_ref().expect("tokenizer loaded"), &input.config)?,
+        ),
         None => None,
     };
     let report = match args.stream {

@@ -203,6 +203,7 @@ impl BackendJob for StreamJob<'_> {
             &self.recipe,
             &self.calib,
             &self.eval_ids,
+            None,
         )
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {

@@ -8,8 +8,9 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::{batch_tensor, check_ids};
 use crate::io::tokenizer::Tokenizer;
+use crate::model::footprint::Footprint;
 use crate::model::llama::target_nll;
-use crate::model::Llama;
+use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 use crate::readback;
 
@@ -183,9 +184,7 @@ impl ChoiceScores {
     }
 }
 
-/// The log-likelihood of every choice of `items` under `model`. A sequence is cut from the front to the model's
-/// `max_position_embeddings` (as lm-evaluation-harness cuts to its maximum length); a continuation that alone
-/// fills it is refused.
+/// The log-likelihood of every choice of `items` under `model` ([`ChoiceBatches`]).
 pub async fn score_choices<B: Backend>(
     model: &Llama<B>,
     tok: &Tokenizer,
@@ -194,70 +193,125 @@ pub async fn score_choices<B: Backend>(
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<ChoiceScores> {
-    if opts.batch == 0 || opts.max_items == Some(0) || items.is_empty() {
-        return Err(Error::Invalid(format!(
-            "multiple-choice scoring needs batch ≥ 1 and at least one item (got batch {}, {} items, max_items \
-             {:?})",
-            opts.batch,
-            items.len(),
-            opts.max_items
-        )));
-    }
-    let items = &items[..opts.max_items.unwrap_or(items.len()).min(items.len())];
-    let max_len = model.config.max_position_embeddings;
-    let mut requests: Vec<Request> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        for (k, choice) in item.choices.iter().enumerate() {
-            let pair = encode_pair(tok, &item.context, choice)
-                .map_err(|e| Error::Text(format!("item {i}, choice {k}: {e}")))?;
-            let scored = pair.continuation.len();
-            if scored >= max_len {
-                return Err(Error::Text(format!(
-                    "item {i}, choice {k}: {scored} tokens do not fit after a context in the model's {max_len} \
-                     positions"
-                )));
+    let batches = ChoiceBatches::new(tok, items, opts, &model.config)?;
+    batches.score(model, device, progress).await
+}
+
+/// Every choice of a task's items (its first `max_items`) as a sequence to score, longest first, in forward
+/// batches of `batch` (shorter ones padded at the end, so each batch pads little). A sequence is cut from the
+/// front to the model's `max_position_embeddings` (as lm-evaluation-harness cuts to its maximum length); a
+/// continuation that alone fills it is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceBatches {
+    requests: Vec<Request>,
+    /// The items scored.
+    items: Vec<ChoiceItem>,
+    batch: usize,
+}
+
+impl ChoiceBatches {
+    /// Encodes the choices of `items` for a model of `cfg`, checking every id against its vocabulary.
+    pub fn new(
+        tok: &Tokenizer,
+        items: &[ChoiceItem],
+        opts: &ChoiceOptions,
+        cfg: &ModelConfig,
+    ) -> Result<Self> {
+        if opts.batch == 0 || opts.max_items == Some(0) || items.is_empty() {
+            return Err(Error::Invalid(format!(
+                "multiple-choice scoring needs batch ≥ 1 and at least one item (got batch {}, {} items, \
+                 max_items {:?})",
+                opts.batch,
+                items.len(),
+                opts.max_items
+            )));
+        }
+        let items = &items[..opts.max_items.unwrap_or(items.len()).min(items.len())];
+        let max_len = cfg.max_position_embeddings;
+        let mut requests: Vec<Request> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            for (k, choice) in item.choices.iter().enumerate() {
+                let pair = encode_pair(tok, &item.context, choice)
+                    .map_err(|e| Error::Text(format!("item {i}, choice {k}: {e}")))?;
+                let scored = pair.continuation.len();
+                if scored >= max_len {
+                    return Err(Error::Text(format!(
+                        "item {i}, choice {k}: {scored} tokens do not fit after a context in the model's \
+                         {max_len} positions"
+                    )));
+                }
+                let mut seq = pair.context;
+                seq.extend(pair.continuation);
+                let seq = seq.split_off(seq.len().saturating_sub(max_len));
+                check_ids(&seq, cfg.vocab_size)?;
+                requests.push((i, k, seq, scored));
             }
-            let mut seq = pair.context;
-            seq.extend(pair.continuation);
-            let seq = seq.split_off(seq.len().saturating_sub(max_len));
-            check_ids(&seq, model.config.vocab_size)?;
-            requests.push((i, k, seq, scored));
         }
+        requests.sort_by_key(|r| std::cmp::Reverse(r.2.len()));
+        Ok(ChoiceBatches {
+            requests,
+            items: items.to_vec(),
+            batch: opts.batch,
+        })
     }
-    // Longest first, so each batch pads little.
-    requests.sort_by_key(|r| std::cmp::Reverse(r.2.len()));
-    let mut log_likelihoods: Vec<Vec<f64>> =
-        items.iter().map(|it| vec![0.0; it.choices.len()]).collect();
-    let total = requests.len();
-    progress.report(ProgressEvent::new("choices", 0, total));
-    for (b, chunk) in requests.chunks(opts.batch).enumerate() {
-        checkpoint(progress).await?;
-        let len = chunk[0].2.len();
-        let padded: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|r| {
-                let mut s = r.2.clone();
-                s.resize(len, 0);
-                s
-            })
+
+    /// The largest batch's forward: the longest sequences (the first batch), and the most scored positions
+    /// any batch runs the head on.
+    pub fn footprint(&self, cfg: &ModelConfig) -> Footprint {
+        let scored = self
+            .requests
+            .chunks(self.batch)
+            .map(|c| c.iter().map(|r| r.3).sum())
+            .max()
+            .unwrap_or(0);
+        let (rows, len) = (
+            self.batch.min(self.requests.len()),
+            self.requests[0].2.len(),
+        );
+        Footprint::scoring(cfg, "multiple-choice scoring", rows, len, scored)
+    }
+
+    /// The log-likelihood of every choice under `model`.
+    pub async fn score<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        device: &B::Device,
+        progress: &dyn Progress,
+    ) -> Result<ChoiceScores> {
+        let mut log_likelihoods: Vec<Vec<f64>> = (self.items.iter())
+            .map(|it| vec![0.0; it.choices.len()])
             .collect();
-        let windows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
-        let nll = readback::to_vec_f64(scored_nll(model, &windows, chunk, device)).await?;
-        let mut at = 0;
-        for (i, k, _, scored) in chunk {
-            log_likelihoods[*i][*k] = -nll[at..at + scored].iter().sum::<f64>();
-            at += scored;
+        let total = self.requests.len();
+        progress.report(ProgressEvent::new("choices", 0, total));
+        for (b, chunk) in self.requests.chunks(self.batch).enumerate() {
+            checkpoint(progress).await?;
+            let len = chunk[0].2.len();
+            let padded: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|r| {
+                    let mut s = r.2.clone();
+                    s.resize(len, 0);
+                    s
+                })
+                .collect();
+            let windows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
+            let nll = readback::to_vec_f64(scored_nll(model, &windows, chunk, device)).await?;
+            let mut at = 0;
+            for (i, k, _, scored) in chunk {
+                log_likelihoods[*i][*k] = -nll[at..at + scored].iter().sum::<f64>();
+                at += scored;
+            }
+            progress.report(ProgressEvent::new(
+                "choices",
+                (b * self.batch + chunk.len()).min(total),
+                total,
+            ));
         }
-        progress.report(ProgressEvent::new(
-            "choices",
-            (b * opts.batch + chunk.len()).min(total),
-            total,
-        ));
+        Ok(ChoiceScores {
+            log_likelihoods,
+            tokens: self.requests.iter().map(|r| r.3).sum(),
+        })
     }
-    Ok(ChoiceScores {
-        log_likelihoods,
-        tokens: requests.iter().map(|r| r.3).sum(),
-    })
 }
 
 /// The NLL of every scored token of a batch, request by request: the head runs only on the positions that
@@ -309,28 +363,32 @@ impl Task {
         })
     }
 
+    /// The task's choices encoded with `tok` for a model of `cfg` (before anything runs, so a bad item or a
+    /// batch the device cannot hold is refused up front).
+    pub fn encode(self, tok: &Tokenizer, cfg: &ModelConfig) -> Result<EncodedTask> {
+        Ok(EncodedTask {
+            batches: ChoiceBatches::new(tok, &self.items, &self.opts, cfg)?,
+            name: self.name,
+        })
+    }
+}
+
+/// A [`Task`] ready to score: its name and its choices in batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedTask {
+    pub name: String,
+    pub batches: ChoiceBatches,
+}
+
+impl EncodedTask {
     /// The accuracy of `model` on the task.
     pub async fn accuracy<B: Backend>(
         &self,
         model: &Llama<B>,
-        tok: &Tokenizer,
         device: &B::Device,
         progress: &dyn Progress,
     ) -> Result<ChoiceAccuracy> {
-        choice_accuracy(model, tok, &self.items, &self.opts, device, progress).await
+        let scores = self.batches.score(model, device, progress).await?;
+        Ok(scores.accuracy(&self.batches.items))
     }
-}
-
-/// Scores `items` and returns the accuracy.
-pub async fn choice_accuracy<B: Backend>(
-    model: &Llama<B>,
-    tok: &Tokenizer,
-    items: &[ChoiceItem],
-    opts: &ChoiceOptions,
-    device: &B::Device,
-    progress: &dyn Progress,
-) -> Result<ChoiceAccuracy> {
-    let scores = score_choices(model, tok, items, opts, device, progress).await?;
-    let n = scores.log_likelihoods.len();
-    Ok(scores.accuracy(&items[..n]))
 }

@@ -8,5 +8,5 @@ pub mod sampling;
 #[cfg(feature = "cli")]
 pub mod streamed;
 
-pub use choice::{choice_accuracy, score_choices, ChoiceAccuracy, ChoiceItem, ChoiceOptions};
+pub use choice::{score_choices, ChoiceAccuracy, ChoiceItem, ChoiceOptions};
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions};

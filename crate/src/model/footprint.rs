@@ -2,6 +2,7 @@
 //! with the square of the window and logits with the vocabulary, so a window length or batch the device cannot
 //! hold is refused up front, naming the tensor and its size, instead of ending in a failed allocation.
 
+use super::attention::score_block;
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 
@@ -30,8 +31,10 @@ pub struct Footprint {
     pub what: &'static str,
     pub batch: usize,
     pub seq: usize,
-    /// The causal mask `[seq, seq]` (built on the host), the attention scores `[batch, heads, seq, seq]` of the
-    /// widest layer, its MLP activations `[batch, seq, intermediate]` and the logits `[batch, seq, vocab]`.
+    /// The causal mask `[seq, seq]` (built on the host), one block of the widest layer's attention scores
+    /// (`[batch, heads, seq, seq]` in blocks of
+    /// [`SCORE_BLOCK_BYTES`](super::attention::SCORE_BLOCK_BYTES)), its MLP activations `[batch, seq,
+    /// intermediate]` and the logits (`[batch, seq, vocab]`, only the scored positions', or none).
     pub tensors: Vec<Activation>,
 }
 
@@ -45,6 +48,31 @@ pub struct DeviceLimit {
 impl Footprint {
     /// The footprint of `what`: a forward of `cfg`'s model over `batch` sequences of `seq` tokens.
     pub fn forward(cfg: &ModelConfig, what: &'static str, batch: usize, seq: usize) -> Self {
+        let logits = vec![batch, seq, cfg.vocab_size];
+        Self::of(cfg, what, batch, seq, Some(logits))
+    }
+
+    /// The footprint of `what`: a forward like [`Footprint::forward`]'s whose head runs on `scored` of its
+    /// positions only (multiple-choice scoring), logits `[1, scored, vocab]`.
+    pub fn scoring(
+        cfg: &ModelConfig,
+        what: &'static str,
+        batch: usize,
+        seq: usize,
+        scored: usize,
+    ) -> Self {
+        Self::of(cfg, what, batch, seq, Some(vec![1, scored, cfg.vocab_size]))
+    }
+
+    /// The footprint of `what`: the layers' forward over `batch` sequences of `seq` tokens, and the head's
+    /// `logits` of that shape, if it runs.
+    pub fn of(
+        cfg: &ModelConfig,
+        what: &'static str,
+        batch: usize,
+        seq: usize,
+        logits: Option<Vec<usize>>,
+    ) -> Self {
         let heads = cfg.layers.iter().map(|l| l.num_heads).max().unwrap_or(0);
         let mlp = cfg
             .layers
@@ -52,16 +80,21 @@ impl Footprint {
             .map(|l| l.intermediate_size)
             .max()
             .unwrap_or(0);
+        let (rows, block_heads) = score_block(batch, heads, seq, seq);
+        let mut tensors = vec![
+            Activation::f32("causal mask", vec![seq, seq]),
+            Activation::f32(
+                "attention scores",
+                vec![rows.min(batch), block_heads.min(heads), seq, seq],
+            ),
+            Activation::f32("MLP activations", vec![batch, seq, mlp]),
+        ];
+        tensors.extend(logits.map(|shape| Activation::f32("logits", shape)));
         Footprint {
             what,
             batch,
             seq,
-            tensors: vec![
-                Activation::f32("causal mask", vec![seq, seq]),
-                Activation::f32("attention scores", vec![batch, heads, seq, seq]),
-                Activation::f32("MLP activations", vec![batch, seq, mlp]),
-                Activation::f32("logits", vec![batch, seq, cfg.vocab_size]),
-            ],
+            tensors,
         }
     }
 

@@ -3,6 +3,9 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::allocate::Allocation;
+use super::depth::SKIP_BATCH;
+use super::{Importance, Recipe};
 use crate::error::{Error, Result};
 use crate::model::footprint::Footprint;
 use crate::model::ModelConfig;
@@ -52,10 +55,39 @@ pub fn sample_windows(
         .collect())
 }
 
-/// The forward over every calibration window at once (as the gradients and the layer statistics run it).
-pub fn calibration_footprint(cfg: &ModelConfig, windows: &[Vec<u32>]) -> Footprint {
-    let len = windows.first().map_or(0, Vec::len);
-    Footprint::forward(cfg, "calibration", windows.len(), len)
+/// The forward over every calibration window at once (as the gradients and the layer statistics run it), with
+/// the head's logits over the windows `recipe` takes a loss on ([`loss_windows`]).
+pub fn calibration_footprint(
+    cfg: &ModelConfig,
+    windows: &[Vec<u32>],
+    recipe: &Recipe,
+) -> Footprint {
+    let (n, len) = (windows.len(), windows.first().map_or(0, Vec::len));
+    let logits = match loss_windows(recipe, n) {
+        0 => None,
+        rows => Some(vec![rows, len, cfg.vocab_size]),
+    };
+    Footprint::of(cfg, "calibration", n, len, logits)
+}
+
+/// How many of `n` calibration windows one forward of `recipe` (or of either of its depth and width steps) runs
+/// the head on: all of them for a loss to differentiate or to compare candidates on (gradient scores,
+/// AdaPruner, the search allocation), a chunk for the skipped-layer perplexity, none for the activation scores
+/// and repairs, which stop at the last layer.
+fn loss_windows(recipe: &Recipe, n: usize) -> usize {
+    let steps = recipe.steps().map(|(depth, width)| [depth, width]);
+    std::iter::once(recipe)
+        .chain(steps.iter().flatten())
+        .map(|r| {
+            let searches = matches!(r.allocation, Allocation::Search(_)) || r.adapruner.is_some();
+            match r.importance {
+                _ if r.importance.needs_backward() || searches => n,
+                Importance::Perplexity => n.min(SKIP_BATCH),
+                _ => 0,
+            }
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Checks windows before they become a `[windows, len]` batch: at least one, all of one length ≥ 2, every id

@@ -57,7 +57,7 @@ pub fn whole_layer_scores(scores: Vec<LayerScores>, recipe: &Recipe) -> Vec<Laye
 }
 
 /// Windows per forward of the skipped-layer perplexity (its logits are `batch × len × vocab`).
-const SKIP_BATCH: usize = 8;
+pub const SKIP_BATCH: usize = 8;
 
 /// The whole-layer criterion of the recipe (`block-influence` or `perplexity`) for every layer of its range.
 pub async fn layer_criterion_scores<B: Backend>(
