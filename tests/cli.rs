@@ -305,6 +305,52 @@ fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
         .contains("4 tokens do not fill one window of 8 tokens"));
 }
 
+/// A forward past the positions the model was trained on runs, with a note naming them: tiny-gqa (256 positions)
+/// evaluated in windows of 300 tokens, and prompted with 300; windows of 256 and a 255-token prompt get none.
+#[test]
+fn windows_past_the_trained_positions_run_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-gqa");
+    let model = model.to_str().unwrap();
+    let ids = |name: &str, n: u32| {
+        let path = dir.path().join(name);
+        write(
+            &path,
+            json!((0..n).map(|i| i % 128).collect::<Vec<_>>())
+                .to_string()
+                .as_bytes(),
+        );
+        path.to_str().unwrap().to_string()
+    };
+    let (text, prompt, short) = (
+        ids("text.json", 601),
+        ids("prompt.json", 300),
+        ids("short.json", 255),
+    );
+    let stderr = |args: &[&str]| {
+        let out = prunelab(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        err
+    };
+    let past = "runs past the 256 positions the model was trained on (max_position_embeddings)";
+    let err = stderr(&["eval", model, "--ids", &text, "--seq-len", "300"]);
+    assert!(
+        err.contains(&format!("note: evaluation of 2 × 300 tokens {past}")),
+        "{err}"
+    );
+    let err = stderr(&["eval", model, "--ids", &text, "--seq-len", "256"]);
+    assert!(!err.contains("runs past"), "{err}");
+    let generate = ["generate", model, "--tokens", "2", "--prompt-ids"];
+    let err = stderr(&[&generate[..], &[prompt.as_str()]].concat());
+    assert!(
+        err.contains(&format!("note: the prompt of 1 × 300 tokens {past}")),
+        "{err}"
+    );
+    let err = stderr(&[&generate[..], &[short.as_str()]].concat());
+    assert!(!err.contains("runs past"), "{err}");
+}
+
 /// A forward the device cannot hold is refused before the model loads, naming its largest tensor: a window of
 /// 1,000,000 tokens on tiny-gqa needs attention scores of 3725.29 GiB in f32 (in blocks of one head, [1, 1,
 /// 1000000, 1000000]), over the memory available (cpu) and over the largest buffer (wgpu), whether it

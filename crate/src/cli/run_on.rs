@@ -35,7 +35,8 @@ impl DeviceArgs {
 /// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
 pub trait BackendJob {
     type Output;
-    /// The forwards the job will run, checked against the device before it starts (none by default).
+    /// The forwards the job will run, checked against the device before it starts (none by default); a note
+    /// names those past the model's trained positions.
     fn footprints(&self) -> Vec<Footprint> {
         vec![]
     }
@@ -59,9 +60,13 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
             probe::<B>(&device, kind)?;
         }
         precision.apply::<B>(&device, kind)?;
-        if let Some(limit) = device_limit(kind) {
-            for footprint in job.footprints() {
-                footprint.check(&limit)?;
+        let limit = device_limit(kind);
+        for footprint in job.footprints() {
+            if let Some(limit) = &limit {
+                footprint.check(limit)?;
+            }
+            if let Some(past) = footprint.past_trained_positions() {
+                note!("note: {past}");
             }
         }
         job.run::<B>(device)

@@ -4,6 +4,7 @@
 
 use super::attention::score_block;
 use super::config::ModelConfig;
+use super::rope_scaling::RopeScaling;
 use crate::error::{Error, Result};
 
 /// One tensor a forward creates, in f32 (softmax and log-softmax run in f32 whatever the model's float type).
@@ -31,6 +32,9 @@ pub struct Footprint {
     pub what: &'static str,
     pub batch: usize,
     pub seq: usize,
+    /// The positions the model's rotary embeddings were trained on (`max_position_embeddings`); `None` under
+    /// dynamic NTK scaling, which stretches them to the window.
+    pub trained_positions: Option<usize>,
     /// The causal mask `[seq, seq]` (built on the host), one block of the widest layer's attention scores
     /// (`[batch, heads, seq, seq]` in blocks of
     /// [`SCORE_BLOCK_BYTES`](super::attention::SCORE_BLOCK_BYTES)), its MLP activations `[batch, seq,
@@ -90,10 +94,12 @@ impl Footprint {
             Activation::f32("MLP activations", vec![batch, seq, mlp]),
         ];
         tensors.extend(logits.map(|shape| Activation::f32("logits", shape)));
+        let dynamic = matches!(cfg.rope.scaling, Some(RopeScaling::Dynamic { .. }));
         Footprint {
             what,
             batch,
             seq,
+            trained_positions: (!dynamic).then_some(cfg.max_position_embeddings),
             tensors,
         }
     }
@@ -125,6 +131,17 @@ impl Footprint {
             gib(limit.bytes as u128),
             limit.source
         )))
+    }
+
+    /// A note when the windows run past the positions the model was trained on: it computes there, but what it
+    /// computes says little about the model (llama.cpp warns likewise; transformers is silent).
+    pub fn past_trained_positions(&self) -> Option<String> {
+        let trained = self.trained_positions.filter(|&p| self.seq > p)?;
+        Some(format!(
+            "{} of {} × {} tokens runs past the {trained} positions the model was trained on \
+             (max_position_embeddings): its results there say little about the model",
+            self.what, self.batch, self.seq
+        ))
     }
 }
 
