@@ -521,7 +521,7 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     assert_eq!(absurd.largest().bytes, u128::MAX);
     assert!(absurd.check(&limit(u64::MAX)).is_err());
 
-    // Evaluation runs min(batch, windows) windows at once; calibration runs every window at once.
+    // Evaluation runs min(batch, windows) windows at once (calibration: below).
     let opts = |max_windows| PerplexityOptions {
         seq_len: 64,
         max_windows,
@@ -547,7 +547,8 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     assert_eq!(scores(1, 4096), [1, 2, 4096, 4096]);
     assert_eq!(scores(1, 1 << 20), [1, 1, 1 << 20, 1 << 20]);
 
-    // Calibration runs every window at once through the layers; the head only where the recipe takes a loss:
+    // Calibration runs its windows through the layers in batches (all 20 fit one here: tests/calib_batches.rs
+    // has LLaMA-7B's), and the head only where the recipe takes a loss:
     // over all of them for gradients, the search and AdaPruner, over 8 for the skipped-layer perplexity (also
     // as a depth step), never for activation scores.
     let windows = vec![vec![1u32; 64]; 20];

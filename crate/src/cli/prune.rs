@@ -102,6 +102,10 @@ pub struct PruneArgs {
     calib_samples: Option<usize>,
     #[arg(long)]
     calib_len: Option<usize>,
+    /// Calibration windows run through each layer at a time by activation scores and repairs (default: as many
+    /// as keep one batch's MLP activations under 1 GiB; fewer hold less, the same results to rounding).
+    #[arg(long)]
+    calib_batch: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
     /// Repair after removal: none, ls, bias, ls-bias (sequential pipeline unless none).
@@ -288,6 +292,9 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         *samples = args.calib_samples.unwrap_or(*samples);
         *length = args.calib_len.unwrap_or(*length);
     }
+    if let Some(b) = args.calib_batch {
+        r.calib_batch = Some(b);
+    }
     if let Some(p) = &args.calib_ids {
         let v: serde_json::Value = parse_json(&read(p)?, &p.display().to_string())?;
         let windows: Vec<Vec<u32>> = serde_json::from_value(v).map_err(|e| Error::Json {
@@ -345,7 +352,7 @@ fn eval<B: Backend>(
     ))
 }
 
-/// A pruning run's forwards: every calibration window at once, a batch of `--eval` windows, and the largest
+/// A pruning run's forwards: the calibration windows (all at once, or in chunks), a batch of `--eval` windows, and the largest
 /// batch of `--tasks` choices.
 pub(super) fn pruning_footprints(
     cfg: &ModelConfig,

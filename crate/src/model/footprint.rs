@@ -17,7 +17,8 @@ pub struct Activation {
 }
 
 impl Activation {
-    fn f32(name: &'static str, shape: Vec<usize>) -> Self {
+    /// A tensor of `shape` in f32.
+    pub fn f32(name: &'static str, shape: Vec<usize>) -> Self {
         let bytes = shape
             .iter()
             .fold(4u128, |b, &d| b.saturating_mul(d as u128));
@@ -30,6 +31,7 @@ impl Activation {
 pub struct Footprint {
     /// What runs the forward ("calibration", "evaluation", …), for the message.
     pub what: &'static str,
+    /// The sequences, in the message (a forward over fewer at a time names them all).
     pub batch: usize,
     pub seq: usize,
     /// The positions the model's rotary embeddings were trained on (`max_position_embeddings`); `None` under

@@ -92,6 +92,18 @@ impl<B: Backend> Block<B> {
         self.after_attention(x, a)
     }
 
+    /// The attention's per-head outputs (the input of `o_proj`). `x [batch, seq, hidden]` → `[batch, seq,
+    /// heads·head_dim]`
+    pub fn heads(&self, x: Tensor<B, 3>, pos: &Positions<B>) -> Tensor<B, 3> {
+        self.self_attn.heads(self.input_layernorm.forward(x), pos)
+    }
+
+    /// The MLP's hidden activations (the input of `down_proj`) on the stream after the attention. `h [batch,
+    /// seq, hidden]` → `[batch, seq, intermediate]`
+    pub fn mlp_input(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.mlp.hidden(self.post_attention_layernorm.forward(h))
+    }
+
     /// [`Block::forward`] for positions that follow those in `kv` (appended to).
     pub fn forward_cached(
         &self,

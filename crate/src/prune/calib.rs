@@ -3,11 +3,12 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::activations::windows_per_chunk;
 use super::allocate::Allocation;
 use super::depth::SKIP_BATCH;
 use super::{Importance, Recipe};
 use crate::error::{Error, Result};
-use crate::model::footprint::Footprint;
+use crate::model::footprint::{Activation, Footprint};
 use crate::model::ModelConfig;
 
 /// Where calibration tokens come from.
@@ -55,39 +56,45 @@ pub fn sample_windows(
         .collect())
 }
 
-/// The forward over every calibration window at once (as the gradients and the layer statistics run it), with
-/// the head's logits over the windows `recipe` takes a loss on ([`loss_windows`]).
+/// The forwards of calibration: the layers over a batch of windows (all of them for a loss to differentiate or
+/// to compare candidates on, else a chunk: [`windows_per_chunk`]), the head's logits where a loss is taken
+/// ([`forward_batches`]), and the activations of every window held between layers.
 pub fn calibration_footprint(
     cfg: &ModelConfig,
     windows: &[Vec<u32>],
     recipe: &Recipe,
 ) -> Footprint {
     let (n, len) = (windows.len(), windows.first().map_or(0, Vec::len));
-    let logits = match loss_windows(recipe, n) {
-        0 => None,
-        rows => Some(vec![rows, len, cfg.vocab_size]),
-    };
-    Footprint::of(cfg, "calibration", n, len, logits)
+    let (layers, logits) = forward_batches(cfg, recipe, n, len);
+    let logits = (logits > 0).then(|| vec![logits, len, cfg.vocab_size]);
+    let mut f = Footprint::of(cfg, "calibration", layers, len, logits);
+    f.batch = n;
+    f.tensors.push(Activation::f32(
+        "calibration activations",
+        vec![n, len, cfg.hidden_size],
+    ));
+    f
 }
 
-/// How many of `n` calibration windows one forward of `recipe` (or of either of its depth and width steps) runs
-/// the head on: all of them for a loss to differentiate or to compare candidates on (gradient scores,
-/// AdaPruner, the search allocation), a chunk for the skipped-layer perplexity, none for the activation scores
-/// and repairs, which stop at the last layer.
-fn loss_windows(recipe: &Recipe, n: usize) -> usize {
+/// How many of `n` calibration windows of `len` tokens one forward of `recipe` (or of either of its depth and
+/// width steps) runs through the layers, and on how many it runs the head: all of them, both, for a loss to
+/// differentiate or to compare candidates on (gradient scores, AdaPruner, the search allocation); a chunk, both,
+/// for the skipped-layer perplexity; a chunk and none for the activation scores and repairs, which stop at the
+/// last layer.
+fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
         .chain(steps.iter().flatten())
         .map(|r| {
             let searches = matches!(r.allocation, Allocation::Search(_)) || r.adapruner.is_some();
+            let chunk = windows_per_chunk(cfg, len, r).min(n);
             match r.importance {
-                _ if r.importance.needs_backward() || searches => n,
-                Importance::Perplexity => n.min(SKIP_BATCH),
-                _ => 0,
+                _ if r.importance.needs_backward() || searches => (n, n),
+                Importance::Perplexity => (chunk.min(SKIP_BATCH), chunk.min(SKIP_BATCH)),
+                _ => (chunk, 0),
             }
         })
-        .max()
-        .unwrap_or(0)
+        .fold((0, 0), |(l, h), (a, b)| (l.max(a), h.max(b)))
 }
 
 /// Checks windows before they become a `[windows, len]` batch: at least one, all of one length ≥ 2, every id

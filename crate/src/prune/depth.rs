@@ -19,17 +19,19 @@ use std::ops::Range;
 
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::activations::Activations;
 use super::allocate::{lowest_order, out_of_reach, pruned_count};
 use super::compensate::Compensation;
 use super::importance::block_influence::block_influence;
 use super::importance::{random, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
-use super::sequential::{activation_scores, prefix, repair, Reconstruction, Sequential};
-use super::stats::InputStats;
+use super::sequential::{
+    activation_scores, add_statistics, chunk, prefix, repair, Reconstruction, Sequential,
+};
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
-use crate::model::llama::{next_token_nll, Block, Positions};
+use crate::model::llama::{next_token_nll, Block};
 use crate::model::params::count_params;
 use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
@@ -86,10 +88,12 @@ async fn skipped_layer_perplexity<B: Backend>(
 ) -> Result<Vec<LayerScores>> {
     let layers = recipe.layer_range(&model.config);
     let mut nll = vec![0.0f64; layers.len()];
-    let chunks: Vec<&[Vec<u32>]> = calib.chunks(SKIP_BATCH).collect();
-    for (c, chunk) in chunks.iter().enumerate() {
-        let (mut h, pos) = prefix(model, chunk, layers.start, device)?;
-        let refs: Vec<&[u32]> = chunk.iter().map(|w| w.as_slice()).collect();
+    let per_chunk = chunk(model, calib, recipe).min(SKIP_BATCH);
+    let batches: Vec<&[Vec<u32>]> = calib.chunks(per_chunk).collect();
+    for (c, batch) in batches.iter().enumerate() {
+        let Activations { chunks, pos } = prefix(model, batch, layers.start, batch.len(), device)?;
+        let mut h = Tensor::cat(chunks, 0);
+        let refs: Vec<&[u32]> = batch.iter().map(|w| w.as_slice()).collect();
         let ids = batch_tensor::<B>(&refs, device);
         for (i, l) in layers.clone().enumerate() {
             checkpoint(progress).await?;
@@ -103,7 +107,7 @@ async fn skipped_layer_perplexity<B: Backend>(
                 ProgressEvent::new(
                     "score",
                     c * layers.len() + i + 1,
-                    chunks.len() * layers.len(),
+                    batches.len() * layers.len(),
                 )
                 .saying(format!("without layer {l}")),
             );
@@ -120,11 +124,11 @@ async fn skipped_layer_perplexity<B: Backend>(
 pub async fn layer_influence<B: Backend>(
     block: &Block<B>,
     l: usize,
-    h: Tensor<B, 3>,
-    pos: &Positions<B>,
-) -> Result<(LayerScores, Tensor<B, 3>)> {
-    let next = block.forward(h.clone(), pos);
-    let scores = LayerScores::whole_layer(l, block_influence(h, next.clone()).await?);
+    h: Activations<B>,
+) -> Result<(LayerScores, Activations<B>)> {
+    let input = h.chunks.clone();
+    let next = h.through(block);
+    let scores = LayerScores::whole_layer(l, block_influence(&input, &next.chunks).await?);
     Ok((scores, next))
 }
 
@@ -198,29 +202,50 @@ pub fn runs(removed: &[usize]) -> Result<Vec<(usize, Range<usize>)>> {
 /// Repairs kept layer `p` (`block`, whose input is `h`) for the run of removed layers after it: `through_run`
 /// takes the stream after `p` through the removed layers. Returns the stream after the repaired `p` (the next
 /// kept layer's input) and the errors of the repair.
-#[allow(clippy::too_many_arguments)]
 pub async fn repair_before_run<B: Backend>(
     block: &mut Block<B>,
     p: usize,
-    h: Tensor<B, 3>,
-    pos: &Positions<B>,
-    through_run: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>>,
+    h: Activations<B>,
+    through_run: impl FnOnce(Activations<B>) -> Result<Activations<B>>,
     recipe: &Recipe,
     device: &B::Device,
-) -> Result<(Tensor<B, 3>, Reconstruction)> {
-    let x = block.input_layernorm.forward(h.clone());
-    let h_mid = h + block.self_attn.forward(x, pos);
-    let x = block
-        .mlp
-        .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
-    let h_out = h_mid.clone() + block.mlp.down_proj.forward(x.clone());
-    let target = through_run(h_out.clone())? - h_out;
-    let ([b, s, n], hidden) = (x.dims(), target.dims()[2]);
-    let inputs = Tensor::cat(vec![x.clone(), target], 2).reshape([b * s, n + hidden]);
-    let stats = InputStats::of(inputs);
+) -> Result<(Activations<B>, Reconstruction)> {
+    let one_batch = h.one_batch();
+    let mid = h.map(|h, pos| {
+        h.clone()
+            + block
+                .self_attn
+                .forward(block.input_layernorm.forward(h), pos)
+    });
+    // The inputs of `down_proj` `[chunk, len, intermediate]`, kept when the windows are one batch.
+    let mut kept_x = None;
+    let out: Vec<Tensor<B, 3>> = mid
+        .chunks
+        .iter()
+        .map(|h_mid| {
+            let x = block.mlp_input(h_mid.clone());
+            let out = h_mid.clone() + block.mlp.down_proj.forward(x.clone());
+            kept_x = one_batch.then_some(x);
+            out
+        })
+        .collect();
+    let through = through_run(Activations {
+        chunks: out.clone(),
+        pos: mid.pos,
+    })?;
+    let mut stats = None;
+    for ((h_mid, out), after) in mid.chunks.iter().zip(out).zip(&through.chunks) {
+        let x = kept_x
+            .clone()
+            .unwrap_or_else(|| block.mlp_input(h_mid.clone()));
+        let target = after.clone() - out;
+        stats = Some(add_statistics(stats, Tensor::cat(vec![x, target], 2)));
+    }
+    let stats = stats.expect("calibration has a window");
+    let [width, n] = block.mlp.down_proj.weight.dims();
     let down = &mut block.mlp.down_proj;
     let w = down.weight.val();
-    let identity = Tensor::<B, 2>::eye(hidden, device).cast(w.dtype());
+    let identity = Tensor::<B, 2>::eye(width, device).cast(w.dtype());
     let widened = Tensor::cat(vec![w, identity], 1);
     let kept: Vec<usize> = (0..n).collect();
     let (before, after) = repair(down, widened, &stats, &kept, n, recipe, device).await?;
@@ -230,7 +255,23 @@ pub async fn repair_before_run<B: Backend>(
         before,
         after,
     };
-    Ok((h_mid + down.forward(x), errors))
+    let chunks = mid
+        .chunks
+        .into_iter()
+        .map(|h_mid| {
+            let x = kept_x
+                .take()
+                .unwrap_or_else(|| block.mlp_input(h_mid.clone()));
+            h_mid + block.mlp.down_proj.forward(x)
+        })
+        .collect();
+    Ok((
+        Activations {
+            chunks,
+            pos: through.pos,
+        },
+        errors,
+    ))
 }
 
 /// Removes the plan's whole layers from `model` and repairs each run of them into the `down_proj` of the kept
@@ -249,22 +290,23 @@ pub async fn remove_layers<B: Backend>(
     };
     let mut reconstruction = vec![];
     if !runs.is_empty() {
-        let (mut h, pos) = prefix(&model, calib, runs[0].0, device)?;
+        let per_chunk = chunk(&model, calib, recipe);
+        let mut h = prefix(&model, calib, runs[0].0, per_chunk, device)?;
         let mut next = runs[0].0;
         for (step, (p, run)) in runs.iter().enumerate() {
             checkpoint(progress).await?;
             for block in &model.layers[next..*p] {
-                h = block.forward(h, &pos);
+                h = h.through(block);
             }
             let (head, tail) = model.layers.split_at_mut(p + 1);
-            let through_run = |mut h: Tensor<B, 3>| {
+            let through_run = |mut h: Activations<B>| {
                 for block in &tail[..run.len()] {
-                    h = block.forward(h, &pos);
+                    h = h.through(block);
                 }
                 Ok(h)
             };
             let (after, errors) =
-                repair_before_run(&mut head[*p], *p, h, &pos, through_run, recipe, device).await?;
+                repair_before_run(&mut head[*p], *p, h, through_run, recipe, device).await?;
             h = after;
             reconstruction.push(errors);
             next = run.end;

@@ -1,6 +1,7 @@
 //! Structured pruning: coupled structures (width and depth), importance scores, calibration, allocation, plans and the pipeline
 //! that ties them together.
 
+pub mod activations;
 pub mod adapruner;
 pub mod allocate;
 pub mod calib;

@@ -94,6 +94,11 @@ pub struct Recipe {
     /// Pruned layers; default [`LayerRange::default_for`].
     pub layers: Option<LayerRange>,
     pub calibration: CalibSource,
+    /// Calibration windows run through each decoder layer at a time by the layer-wise passes (activation
+    /// scores, repairs); unset: as many as keep one batch's MLP activations under
+    /// [`CHUNK_BYTES`](super::activations::CHUNK_BYTES). Gradient scores and the search run all windows at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calib_batch: Option<usize>,
     /// Repair of `o_proj` / `down_proj` after removal (sequential pipeline when not `none`).
     pub compensation: Compensation,
     /// Ridge of least squares (and of `obs`) as a fraction of mean(diag G).
@@ -130,6 +135,7 @@ impl Default for Recipe {
                 samples: 32,
                 length: 128,
             },
+            calib_batch: None,
             compensation: Compensation::Ls,
             ridge: 0.01,
             mlp_stats_after_attention: false,
@@ -484,6 +490,11 @@ impl Recipe {
                 r.end,
                 cfg.num_layers()
             )));
+        }
+        if self.calib_batch == Some(0) {
+            return Err(Error::Invalid(
+                "the calibration batch (--calib-batch) must be at least 1 window".into(),
+            ));
         }
         if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
             return Err(Error::Invalid(format!(

@@ -7,8 +7,8 @@ use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::Serialize;
 
+use super::activations::{windows_per_chunk, Activations};
 use super::allocate::{lowest, Counts};
-use super::calib::check_windows;
 use super::compensate::{
     self, bias_update, error_energy, least_squares, output_energy, Compensation,
 };
@@ -21,7 +21,6 @@ use super::recipe::Recipe;
 use super::stats::InputStats;
 use super::structure::{even_query_heads, expand, query_heads, Aggregation};
 use crate::error::{Error, Result};
-use crate::eval::perplexity::batch_tensor;
 use crate::model::linear::Linear;
 use crate::model::llama::{Block, Positions};
 use crate::model::{LayerShape, Llama, ModelConfig};
@@ -133,36 +132,43 @@ pub struct Sequential<B: Backend> {
     pub reconstruction: Vec<Reconstruction>,
 }
 
-/// Calibration activations entering layer `start`: `h [windows, len, hidden]` and the positions.
+/// Calibration activations entering layer `start`, `per_chunk` windows a chunk.
 pub(super) fn prefix<B: Backend>(
     model: &Llama<B>,
     calib: &[Vec<u32>],
     start: usize,
+    per_chunk: usize,
     device: &B::Device,
-) -> Result<(Tensor<B, 3>, Positions<B>)> {
-    check_windows(calib, model.config.vocab_size)?;
-    let refs: Vec<&[u32]> = calib.iter().map(|w| w.as_slice()).collect();
-    let pos = model.positions(refs[0].len(), device);
-    let mut h = model.embed(batch_tensor::<B>(&refs, device));
+) -> Result<Activations<B>> {
+    let mut h = Activations::embed(model, calib, per_chunk, device)?;
     for block in &model.layers[..start] {
-        h = block.forward(h, &pos);
+        h = h.through(block);
     }
-    Ok((h, pos))
+    Ok(h)
 }
 
-/// One layer run on `h` as it comes: the inputs of `o_proj` (`heads`) and `down_proj` (`hidden`) and their
-/// statistics.
-struct DenseLayer<B: Backend> {
-    /// The layer's input `[windows, len, hidden]`.
-    h: Tensor<B, 3>,
-    /// `[windows, len, heads·head_dim]`
+/// The recipe's windows per chunk for `model` and `calib`.
+pub(super) fn chunk<B: Backend>(model: &Llama<B>, calib: &[Vec<u32>], recipe: &Recipe) -> usize {
+    let len = calib.first().map_or(0, Vec::len);
+    windows_per_chunk(&model.config, len, recipe)
+}
+
+/// One chunk of windows run through a layer as it came.
+struct DenseChunk<B: Backend> {
+    /// `[chunk, len, heads·head_dim]`, the input of `o_proj`.
     heads: Tensor<B, 3>,
-    /// `h` after the attention, `[windows, len, hidden]`.
-    h_mid: Tensor<B, 3>,
-    /// `[windows, len, intermediate]`
-    hidden: Tensor<B, 3>,
+    /// With the MLP: the chunk after the attention `[chunk, len, hidden]`, and the input of `down_proj`
+    /// `[chunk, len, intermediate]`.
+    mlp: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+/// A layer run on the calibration activations as they come: the statistics of the inputs of `o_proj` (and of
+/// `down_proj`, if asked) over every chunk, and the chunk's tensors when the windows are one batch (else each
+/// chunk's go once their statistics are taken, and whatever needs them runs again).
+struct Dense<B: Backend> {
     attn: InputStats<B>,
-    mlp: InputStats<B>,
+    mlp: Option<InputStats<B>>,
+    one_batch: Option<DenseChunk<B>>,
 }
 
 fn statistics<B: Backend>(t: Tensor<B, 3>) -> InputStats<B> {
@@ -170,25 +176,47 @@ fn statistics<B: Backend>(t: Tensor<B, 3>) -> InputStats<B> {
     InputStats::of(t.reshape([b * s, n]))
 }
 
-async fn dense_layer<B: Backend>(
+/// `acc` with the statistics of `t` (one more chunk) added.
+pub(super) fn add_statistics<B: Backend>(
+    acc: Option<InputStats<B>>,
+    t: Tensor<B, 3>,
+) -> InputStats<B> {
+    let stats = statistics(t);
+    match acc {
+        Some(acc) => acc.merge(stats),
+        None => stats,
+    }
+}
+
+fn dense_chunk<B: Backend>(
     block: &Block<B>,
     h: Tensor<B, 3>,
     pos: &Positions<B>,
-) -> Result<DenseLayer<B>> {
-    let x = block.input_layernorm.forward(h.clone());
-    let heads = block.self_attn.heads(x, pos);
-    let h_mid = h.clone() + block.self_attn.o_proj.forward(heads.clone());
-    let hidden = block
-        .mlp
-        .hidden(block.post_attention_layernorm.forward(h_mid.clone()));
-    Ok(DenseLayer {
-        attn: statistics(heads.clone()),
-        mlp: statistics(hidden.clone()),
-        h,
-        heads,
-        h_mid,
-        hidden,
-    })
+    with_mlp: bool,
+) -> DenseChunk<B> {
+    let heads = block.heads(h.clone(), pos);
+    let mlp = with_mlp.then(|| {
+        let h_mid = h + block.self_attn.o_proj.forward(heads.clone());
+        (h_mid.clone(), block.mlp_input(h_mid))
+    });
+    DenseChunk { heads, mlp }
+}
+
+fn dense<B: Backend>(block: &Block<B>, h: &Activations<B>, with_mlp: bool) -> Dense<B> {
+    let (mut attn, mut mlp, mut one_batch) = (None, None, None);
+    for chunk in &h.chunks {
+        let c = dense_chunk(block, chunk.clone(), &h.pos, with_mlp);
+        attn = Some(add_statistics(attn, c.heads.clone()));
+        if let Some((_, hidden)) = &c.mlp {
+            mlp = Some(add_statistics(mlp, hidden.clone()));
+        }
+        one_batch = h.one_batch().then_some(c);
+    }
+    Dense {
+        attn: attn.expect("calibration has a window"),
+        mlp,
+        one_batch,
+    }
 }
 
 /// The recipe's activation score of each input column of `lin` (o_proj or down_proj), with the arithmetic
@@ -251,12 +279,17 @@ pub async fn activation_scores<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<Vec<LayerScores>> {
     let layers = recipe.layer_range(&model.config);
-    let (mut h, pos) = prefix(model, calib, layers.start, device)?;
+    let mut h = prefix(
+        model,
+        calib,
+        layers.start,
+        chunk(model, calib, recipe),
+        device,
+    )?;
     let mut out = vec![];
     for (step, l) in layers.clone().enumerate() {
         checkpoint(progress).await?;
-        let (scores, next) =
-            layer_scores(&model.layers[l], l, &model.config, h, &pos, recipe).await?;
+        let (scores, next) = layer_scores(&model.layers[l], l, &model.config, h, recipe).await?;
         out.push(scores);
         h = next;
         progress.report(
@@ -273,17 +306,17 @@ pub async fn layer_scores<B: Backend>(
     block: &Block<B>,
     l: usize,
     cfg: &ModelConfig,
-    h: Tensor<B, 3>,
-    pos: &Positions<B>,
+    h: Activations<B>,
     recipe: &Recipe,
-) -> Result<(LayerScores, Tensor<B, 3>)> {
+) -> Result<(LayerScores, Activations<B>)> {
     if recipe.importance == Importance::BlockInfluence {
-        return layer_influence(block, l, h, pos).await;
+        return layer_influence(block, l, h).await;
     }
     debug_assert!(recipe.importance.needs_activations());
-    let dense = dense_layer(block, h, pos).await?;
+    let dense = dense(block, &h, true);
+    let mlp_stats = dense.mlp.as_ref().expect("taken with the MLP");
     let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
-    let mlp = column_scores_of(&block.mlp.down_proj, &dense.mlp, recipe).await?;
+    let mlp = column_scores_of(&block.mlp.down_proj, mlp_stats, recipe).await?;
     let scores = LayerScores {
         layer: l,
         kv_groups: group_scores(&attn, &cfg.layers[l], cfg.head_dim, recipe.aggregation),
@@ -291,10 +324,14 @@ pub async fn layer_scores<B: Backend>(
         mlp_channels: to_f32(mlp),
         whole: None,
     };
-    Ok((
-        scores,
-        dense.h_mid + block.mlp.down_proj.forward(dense.hidden),
-    ))
+    let next = match dense.one_batch.and_then(|c| c.mlp) {
+        Some((h_mid, hidden)) => Activations {
+            chunks: vec![h_mid + block.mlp.down_proj.forward(hidden)],
+            pos: h.pos,
+        },
+        None => h.through(block),
+    };
+    Ok((scores, next))
 }
 
 /// The recipe's weight score (magnitude, random) of decoder layer `l` of shape `shape`: its weights alone.
@@ -318,7 +355,7 @@ pub enum LayerChoice {
 /// What pruning one layer produced.
 pub struct LayerOutcome<B: Backend> {
     /// The calibration activations after the pruned layer.
-    pub h: Tensor<B, 3>,
+    pub h: Activations<B>,
     pub plan: LayerPlan,
     /// The activation scores (`Count` choices only).
     pub scores: Option<LayerScores>,
@@ -328,14 +365,14 @@ pub struct LayerOutcome<B: Backend> {
 
 /// Prunes and repairs decoder layer `l` (of shape `shape`) in place, given the calibration activations `h`
 /// entering it: attention first (its KV groups, then `o_proj` refit on the kept heads' outputs, already
-/// computed), then the MLP (its statistics from the layer as it came, or after the repaired attention).
+/// computed when the windows are one batch), then the MLP (its statistics from the layer as it came, or after
+/// the repaired attention).
 #[allow(clippy::too_many_arguments)]
 pub async fn prune_layer<B: Backend>(
     block: &mut Block<B>,
     l: usize,
     shape: LayerShape,
-    h: Tensor<B, 3>,
-    pos: &Positions<B>,
+    h: Activations<B>,
     choice: &LayerChoice,
     recipe: &Recipe,
     device: &B::Device,
@@ -348,7 +385,7 @@ pub async fn prune_layer<B: Backend>(
         }
         _ => None,
     };
-    let dense = dense_layer(block, h, pos).await?;
+    let mut dense = dense(block, &h, !recipe.mlp_stats_after_attention);
 
     let (mut kv_scores, mut q_scores) = (vec![], vec![]);
     let (groups, heads) = match choice {
@@ -381,15 +418,29 @@ pub async fn prune_layer<B: Backend>(
         before,
         after,
     };
-    let h_mid = dense.h + o_proj.forward(columns(dense.heads, &kept, device));
-
-    let x2 = block.post_attention_layernorm.forward(h_mid.clone());
-    let (hidden, mlp_stats) = match recipe.mlp_stats_after_attention {
-        true => {
-            let hidden = block.mlp.hidden(x2.clone());
-            (Some(hidden.clone()), statistics(hidden))
+    // The windows after the repaired attention.
+    let one_batch = h.one_batch();
+    let mut kept_heads = dense
+        .one_batch
+        .take()
+        .map(|c| columns(c.heads, &kept, device));
+    let mid = h.map(|h, pos| {
+        let x = kept_heads
+            .take()
+            .unwrap_or_else(|| block.heads(h.clone(), pos));
+        h + block.self_attn.o_proj.forward(x)
+    });
+    let (mlp_stats, mut hidden) = match dense.mlp {
+        Some(stats) => (stats, None),
+        None => {
+            let (mut stats, mut hidden) = (None, None);
+            for h_mid in &mid.chunks {
+                let x = block.mlp_input(h_mid.clone());
+                stats = Some(add_statistics(stats, x.clone()));
+                hidden = one_batch.then_some(x);
+            }
+            (stats.expect("calibration has a window"), hidden)
         }
-        false => (None, dense.mlp),
     };
     let mut mlp_scores = vec![];
     let channels = match choice {
@@ -405,10 +456,9 @@ pub async fn prune_layer<B: Backend>(
     let w_down = block.mlp.down_proj.weight.val();
     let kept_mlp = Kept::of(&kept_attn.shape(), &[], &[], &channels);
     apply_layer(block, &kept_mlp);
-    let mlp = &mut block.mlp;
     let n = mlp_stats.n();
     let (before, after) = repair(
-        &mut mlp.down_proj,
+        &mut block.mlp.down_proj,
         w_down,
         &mlp_stats,
         &kept_mlp.mlp,
@@ -423,11 +473,13 @@ pub async fn prune_layer<B: Backend>(
         before,
         after,
     };
-    let hidden = match hidden {
-        Some(full) => columns(full, &kept_mlp.mlp, device),
-        None => mlp.hidden(x2),
-    };
-    let h = h_mid + mlp.down_proj.forward(hidden);
+    let h = mid.map(|h_mid, _| {
+        let hidden = match hidden.take() {
+            Some(full) => columns(full, &kept_mlp.mlp, device),
+            None => block.mlp_input(h_mid.clone()),
+        };
+        h_mid + block.mlp.down_proj.forward(hidden)
+    });
     let scores = matches!(choice, LayerChoice::Count(_)).then(|| LayerScores {
         layer: l,
         kv_groups: kv_scores,
@@ -519,7 +571,13 @@ pub async fn prune_sequential<B: Backend>(
 ) -> Result<Sequential<B>> {
     let orig = model.config.clone();
     let layers = recipe.layer_range(&orig);
-    let (mut h, pos) = prefix(&model, calib, layers.start, device)?;
+    let mut h = prefix(
+        &model,
+        calib,
+        layers.start,
+        chunk(&model, calib, recipe),
+        device,
+    )?;
     let (mut plans, mut scores, mut recon) = (vec![], vec![], vec![]);
     for (step, l) in layers.clone().enumerate() {
         checkpoint(progress).await?;
@@ -529,7 +587,6 @@ pub async fn prune_sequential<B: Backend>(
             l,
             orig.layers[l],
             h,
-            &pos,
             &choice,
             recipe,
             device,

@@ -89,6 +89,15 @@ impl<C: Backend> InputStats<C> {
         }
     }
 
+    /// The statistics of two disjoint sets of tokens together (chunks of calibration windows).
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            gram: self.gram + other.gram,
+            sum: self.sum + other.sum,
+            tokens: self.tokens + other.tokens,
+        }
+    }
+
     /// The input dimension `n`.
     pub fn n(&self) -> usize {
         self.gram.dims()[0]

@@ -22,6 +22,7 @@ use web_time::Instant;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+use super::activations::{windows_per_chunk, Activations};
 use super::allocate::Allocation;
 use super::calib::check_windows;
 use super::depth::{repair_before_run, runs, whole_layer_scores};
@@ -34,7 +35,7 @@ use super::sequential::{
 };
 use super::structure::even_query_heads;
 use crate::error::{Error, Result};
-use crate::model::llama::{Block, Positions};
+use crate::model::llama::Block;
 use crate::model::tensors::tensor_specs;
 use crate::model::weights::check_inventory;
 use crate::model::{Llama, ModelConfig, WeightSource};
@@ -52,8 +53,8 @@ pub struct Held {
 struct State<B: Backend> {
     /// The next layer to run (to prune, or to move the calibration activations through).
     next: usize,
-    h: Option<Tensor<B, 3>>,
-    pos: Option<Positions<B>>,
+    /// The calibration activations entering layer `next`.
+    h: Option<Activations<B>>,
     /// The last pruned layer, read back in the device's float type, by HF name; taken as it is written.
     ready: HashMap<String, TensorData>,
     /// The input layer `ready` holds.
@@ -212,7 +213,6 @@ impl<'a, B: Backend> Streamed<'a, B> {
             state: RefCell::new(State {
                 next: 0,
                 h: None,
-                pos: None,
                 ready: HashMap::new(),
                 ready_layer: None,
                 plans: vec![],
@@ -244,7 +244,7 @@ impl<'a, B: Backend> Streamed<'a, B> {
     /// The pass is over: its calibration activations and any layer still held go.
     pub fn take_results(&self) -> (Plan, Vec<LayerScores>, Vec<Reconstruction>) {
         let mut s = self.state.borrow_mut();
-        (s.h, s.pos) = (None, None);
+        s.h = None;
         let leftover: usize = s.ready.values().map(|v| v.bytes.len()).sum();
         s.ready.clear();
         Self::account(&mut s, 0, -(leftover as isize));
@@ -291,10 +291,10 @@ impl<'a, B: Backend> Streamed<'a, B> {
 
     /// The calibration activations entering layer `l`: the embedded windows for layer 0, else what the layer
     /// before left (gone when that layer failed: the pass cannot resume).
-    fn take_flow(&self, s: &mut State<B>, l: usize) -> Result<(Tensor<B, 3>, Positions<B>)> {
-        match (s.h.take(), s.pos.take()) {
-            (Some(h), Some(pos)) => Ok((h, pos)),
-            _ if l == 0 => embed(self.src, &self.cfg, self.calib, &self.device),
+    fn take_flow(&self, s: &mut State<B>, l: usize) -> Result<Activations<B>> {
+        match s.h.take() {
+            Some(h) => Ok(h),
+            _ if l == 0 => embed(self.src, &self.cfg, self.calib, self.recipe, &self.device),
             _ => Err(Error::Invalid(format!(
                 "the streamed pass cannot resume at layer {l}: an earlier layer failed"
             ))),
@@ -325,21 +325,19 @@ impl<'a, B: Backend> Streamed<'a, B> {
             Self::account(&mut s, bytes, 0);
             let mut next = l + 1;
             if !self.computes(l) {
-                let (h, pos) =
-                    flow.expect("layers that are not pruned run only for the activations");
-                s.h = Some(block.forward(h, &pos));
-                s.pos = Some(pos);
+                let h = flow.expect("layers that are not pruned run only for the activations");
+                s.h = Some(h.through(&block));
                 s.seconds.compute += clock.elapsed().as_secs_f64();
             } else if let Some((step, (_, run))) =
                 self.runs.iter().enumerate().find(|(_, (p, _))| *p == l)
             {
-                let (h, pos) = flow.expect("a depth repair runs the activations");
-                let through_run = |mut h: Tensor<B, 3>| -> Result<Tensor<B, 3>> {
+                let h = flow.expect("a depth repair runs the activations");
+                let through_run = |mut h: Activations<B>| -> Result<Activations<B>> {
                     for r in run.clone() {
                         let removed = Block::<B>::load(&self.cfg, r, self.src, &self.device)?;
                         let b = Self::layer_bytes(&removed, r) as isize;
                         Self::account(&mut s, b, 0);
-                        h = removed.forward(h, &pos);
+                        h = h.through(&removed);
                         Self::account(&mut s, -b, 0);
                     }
                     Ok(h)
@@ -348,13 +346,11 @@ impl<'a, B: Backend> Streamed<'a, B> {
                     &mut block,
                     l,
                     h,
-                    &pos,
                     through_run,
                     self.recipe,
                     &self.device,
                 ))?;
                 s.h = Some(after);
-                s.pos = Some(pos);
                 s.reconstruction.push(errors);
                 if self.recipe.compensation.adds_bias() {
                     add_zero_biases_to_block(&mut block, &self.device);
@@ -371,19 +367,17 @@ impl<'a, B: Backend> Streamed<'a, B> {
                 let choice = layer_choice(&self.cfg, self.recipe, l, self.ratio, self.fixed)?;
                 let shape = self.cfg.layers[l];
                 let (plan, scores) = match flow {
-                    Some((h, pos)) => {
+                    Some(h) => {
                         let out = pollster::block_on(prune_layer(
                             &mut block,
                             l,
                             shape,
                             h,
-                            &pos,
                             &choice,
                             self.recipe,
                             &self.device,
                         ))?;
                         s.h = Some(out.h);
-                        s.pos = Some(pos);
                         s.reconstruction.extend(out.reconstruction);
                         (out.plan, out.scores)
                     }
@@ -458,27 +452,36 @@ fn check_training_free(recipe: &Recipe) -> Result<()> {
     }
 }
 
-/// Calibration activations entering layer 0: embedding rows gathered on the host in the checkpoint's float type
-/// (the embedding matrix never goes to the device).
+/// Calibration activations entering layer 0, in the recipe's chunks of windows: embedding rows gathered on the
+/// host in the checkpoint's float type (the embedding matrix never goes to the device).
 fn embed<B: Backend>(
     src: &dyn WeightSource,
     cfg: &ModelConfig,
     calib: &[Vec<u32>],
+    recipe: &Recipe,
     device: &B::Device,
-) -> Result<(Tensor<B, 3>, Positions<B>)> {
+) -> Result<Activations<B>> {
+    check_windows(calib, cfg.vocab_size)?;
     let table = src.read("model.embed_tokens.weight")?;
-    let (d, n, len) = (cfg.hidden_size, calib.len(), calib[0].len());
+    let (d, len) = (cfg.hidden_size, calib[0].len());
     let row = d * table.dtype.size();
     let bytes = table.as_bytes();
-    let mut rows = Vec::with_capacity(n * len * row);
-    for &t in calib.iter().flatten() {
-        rows.extend_from_slice(&bytes[t as usize * row..(t as usize + 1) * row]);
-    }
-    let h = Tensor::from_data(
-        TensorData::from_bytes_vec(rows, [n, len, d], table.dtype),
-        device,
-    );
-    Ok((h, Llama::<B>::positions_for(cfg, len, device)))
+    let per_chunk = windows_per_chunk(cfg, len, recipe);
+    let chunks = calib
+        .chunks(per_chunk)
+        .map(|windows| {
+            let mut rows = Vec::with_capacity(windows.len() * len * row);
+            for &t in windows.iter().flatten() {
+                rows.extend_from_slice(&bytes[t as usize * row..(t as usize + 1) * row]);
+            }
+            let shape = [windows.len(), len, d];
+            Tensor::from_data(TensorData::from_bytes_vec(rows, shape, table.dtype), device)
+        })
+        .collect();
+    Ok(Activations {
+        chunks,
+        pos: Llama::<B>::positions_for(cfg, len, device),
+    })
 }
 
 /// The training-free scores of every layer of the recipe's range on the model read from `src` one layer at a
@@ -504,7 +507,7 @@ pub fn streamed_scores<B: Backend>(
     // A weight score reads each layer of the range alone; an activation score runs the windows through.
     let kind = recipe.importance;
     let mut flow = match kind.needs_activations() || kind.ranks_only_layers() {
-        true => Some(embed::<B>(src, cfg, calib, device)?),
+        true => Some(embed::<B>(src, cfg, calib, recipe, device)?),
         false => None,
     };
     let first = if flow.is_some() { 0 } else { layers.start };
@@ -514,17 +517,16 @@ pub fn streamed_scores<B: Backend>(
             return Err(Error::Cancelled);
         }
         let block = Block::<B>::load(cfg, l, src, device)?;
-        if let Some((h, pos)) = flow.take() {
+        if let Some(h) = flow.take() {
             let next = match l < layers.start {
-                true => block.forward(h, &pos),
+                true => h.through(&block),
                 false => {
-                    let (s, next) =
-                        pollster::block_on(layer_scores(&block, l, cfg, h, &pos, recipe))?;
+                    let (s, next) = pollster::block_on(layer_scores(&block, l, cfg, h, recipe))?;
                     scores.push(s);
                     next
                 }
             };
-            flow = Some((next, pos));
+            flow = Some(next);
         } else {
             scores.push(pollster::block_on(weight_scores(
                 &block,

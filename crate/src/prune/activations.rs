@@ -1,0 +1,79 @@
+//! Calibration activations between decoder layers, `[windows, len, hidden]`, held as chunks of windows. The
+//! layer-wise passes (activation scores, repairs, whole-layer scores) run a layer one chunk at a time and sum its
+//! statistics over the chunks, so the tensors inside a layer — the MLP's `[chunk, len, intermediate]` is the
+//! largest — stay under [`CHUNK_BYTES`] however many windows calibrate. The activations themselves are held
+//! whole (every chunk). Windows that fit one chunk run as one batch, and nothing in a layer runs twice.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::calib::check_windows;
+use super::Recipe;
+use crate::error::Result;
+use crate::eval::perplexity::batch_tensor;
+use crate::model::llama::{Block, Positions};
+use crate::model::{Llama, ModelConfig};
+
+/// The most bytes one chunk's MLP activations `[chunk, len, intermediate]` take in f32 when the recipe does not
+/// set its calibration batch: 1 GiB, so LLaMA-7B's 128 × 2048 windows run 11 at a time (990 MB), while the
+/// 128 × 128 of a FLAP run (722 MB) stay one batch.
+pub const CHUNK_BYTES: usize = 1 << 30;
+
+/// Windows per chunk for `cfg` and windows of `len` tokens: the recipe's calibration batch, else as many as
+/// keep the widest layer's MLP activations under [`CHUNK_BYTES`] (at least one).
+pub fn windows_per_chunk(cfg: &ModelConfig, len: usize, recipe: &Recipe) -> usize {
+    recipe.calib_batch.unwrap_or_else(|| {
+        let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
+        let window = 4usize
+            .saturating_mul(len.max(1))
+            .saturating_mul(widest.unwrap_or(1).max(1));
+        (CHUNK_BYTES / window).max(1)
+    })
+}
+
+/// The calibration activations entering some decoder layer.
+pub struct Activations<B: Backend> {
+    /// `[chunk, len, hidden]` each, the windows in order.
+    pub chunks: Vec<Tensor<B, 3>>,
+    /// The windows' rotary tables and causal mask.
+    pub pos: Positions<B>,
+}
+
+impl<B: Backend> Activations<B> {
+    /// The windows `calib` embedded by `model`, `per_chunk` windows a chunk.
+    pub fn embed(
+        model: &Llama<B>,
+        calib: &[Vec<u32>],
+        per_chunk: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        check_windows(calib, model.config.vocab_size)?;
+        let chunks = calib
+            .chunks(per_chunk.max(1))
+            .map(|chunk| {
+                let refs: Vec<&[u32]> = chunk.iter().map(|w| w.as_slice()).collect();
+                model.embed(batch_tensor::<B>(&refs, device))
+            })
+            .collect();
+        Ok(Self {
+            chunks,
+            pos: model.positions(calib[0].len(), device),
+        })
+    }
+
+    /// Whether the windows run as one batch (a layer then keeps what it computed instead of running again).
+    pub fn one_batch(&self) -> bool {
+        self.chunks.len() == 1
+    }
+
+    /// The activations after `block`.
+    pub fn through(self, block: &Block<B>) -> Self {
+        self.map(|h, pos| block.forward(h, pos))
+    }
+
+    /// Every chunk replaced by `f` of it (and the positions).
+    pub fn map(self, mut f: impl FnMut(Tensor<B, 3>, &Positions<B>) -> Tensor<B, 3>) -> Self {
+        let pos = self.pos;
+        let chunks = self.chunks.into_iter().map(|h| f(h, &pos)).collect();
+        Self { chunks, pos }
+    }
+}

@@ -1,0 +1,345 @@
+//! Calibration windows run through each layer in batches (`--calib-batch`, by default as many as keep one batch's
+//! MLP activations under 1 GiB): the batch size's closed form at LLaMA-7B's shapes, the footprint it implies, and
+//! every layer-wise pass (activation scores before and during the sequential pass, repairs, block influence, the
+//! depth repair, the skipped-layer perplexity, streamed runs) giving in batches of 3 of tiny-gqa's 10 golden
+//! windows what it gives with all 10 at once.
+
+mod common;
+
+use burn::backend::Autodiff;
+use common::*;
+use pollster::block_on;
+use prunelab::eval::perplexity::batch_tensor;
+use prunelab::io::SafetensorsWeights;
+use prunelab::model::footprint::Footprint;
+use prunelab::model::shapes::known_shape;
+use prunelab::model::tensors::tensor_specs;
+use prunelab::model::{Llama, ModelConfig, WeightSource};
+use prunelab::progress::Silent;
+use prunelab::prune::activations::{windows_per_chunk, Activations, CHUNK_BYTES};
+use prunelab::prune::allocate::Allocation;
+use prunelab::prune::calib::{calibration_footprint, CalibSource};
+use prunelab::prune::compensate::Compensation;
+use prunelab::prune::depth::remove_layers;
+use prunelab::prune::importance::LayerScores;
+use prunelab::prune::pipeline::{prune, Pruned};
+use prunelab::prune::plan::Plan;
+use prunelab::prune::recipe::{LayerRange, Recipe};
+use prunelab::prune::streaming::Streamed;
+use prunelab::prune::structure::StructureKind;
+use prunelab::prune::Importance;
+use prunelab::readback::to_vec;
+
+type Cpu = prunelab::backend::Cpu;
+type Ad = Autodiff<Cpu>;
+
+fn llama_7b() -> ModelConfig {
+    ModelConfig::from_json(&serde_json::to_vec(&known_shape("llama-7b").unwrap()).unwrap()).unwrap()
+}
+
+fn calib() -> Vec<Vec<u32>> {
+    id_windows(&golden_json("tiny-gqa")["calibration_input_ids"])
+}
+
+fn batched(recipe: &Recipe, batch: Option<usize>) -> Recipe {
+    Recipe {
+        calib_batch: batch,
+        calibration: CalibSource::Ids { windows: calib() },
+        ..recipe.clone()
+    }
+}
+
+#[test]
+fn the_default_batch_keeps_one_batch_of_mlp_activations_under_a_gib() {
+    let cfg = llama_7b();
+    let plain = Recipe::default();
+    // ⌊CHUNK_BYTES / (4 · len · 11008)⌋ windows, CHUNK_BYTES = 2^30.
+    assert_eq!(CHUNK_BYTES, 1 << 30);
+    assert_eq!(windows_per_chunk(&cfg, 2048, &plain), 11);
+    assert_eq!(windows_per_chunk(&cfg, 128, &plain), 190);
+    // A window whose MLP activations alone are over the bound still runs, alone.
+    assert_eq!(windows_per_chunk(&cfg, 1 << 20, &plain), 1);
+    assert_eq!(windows_per_chunk(&cfg, usize::MAX, &plain), 1);
+    let three = Recipe {
+        calib_batch: Some(3),
+        ..plain
+    };
+    assert_eq!(windows_per_chunk(&cfg, 2048, &three), 3);
+    let none = Recipe {
+        calib_batch: Some(0),
+        ratio: Some(0.25),
+        ..Recipe::default()
+    };
+    let err = none.check(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("the calibration batch (--calib-batch) must be at least 1 window"),
+        "{err}"
+    );
+
+    // Embedded in batches: 10 windows of 64 tokens as 3 + 3 + 3 + 1, the same rows as all at once.
+    let device = Default::default();
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let windows = calib();
+    let parts = Activations::embed(&model, &windows, 3, &device).unwrap();
+    let sizes: Vec<[usize; 3]> = parts.chunks.iter().map(|c| c.dims()).collect();
+    assert_eq!(sizes, [[3, 64, 96], [3, 64, 96], [3, 64, 96], [1, 64, 96]]);
+    let whole = Activations::embed(&model, &windows, 10, &device).unwrap();
+    assert_eq!(whole.chunks.len(), 1);
+    let joined = block_on(to_vec(burn::tensor::Tensor::cat(parts.chunks, 0))).unwrap();
+    let at_once = block_on(to_vec(whole.chunks[0].clone())).unwrap();
+    assert_eq!(joined, at_once);
+}
+
+/// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
+/// so the largest tensor is the activations held between layers (4 GiB), not one layer's MLP activations of
+/// every window (10.75 GiB); gradient scores still run every window at once.
+#[test]
+fn the_calibration_footprint_counts_one_batch_through_the_layers() {
+    let cfg = llama_7b();
+    let windows = vec![vec![1u32; 2048]; 128];
+    let shape = |f: &Footprint, name: &str| {
+        f.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.shape.clone())
+    };
+    let wanda = Recipe {
+        importance: Importance::WandaSp,
+        ..Recipe::default()
+    };
+    let f = calibration_footprint(&cfg, &windows, &wanda);
+    assert_eq!((f.batch, f.seq), (128, 2048));
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![11, 2048, 11008]));
+    assert_eq!(shape(&f, "attention scores"), Some(vec![1, 8, 2048, 2048]));
+    assert_eq!(shape(&f, "logits"), None);
+    let largest = f.largest();
+    assert_eq!(largest.name, "calibration activations");
+    assert_eq!(largest.shape, [128, 2048, 4096]);
+    assert_eq!(largest.bytes, 4 << 30);
+
+    let small = Recipe {
+        calib_batch: Some(2),
+        ..wanda.clone()
+    };
+    let f = calibration_footprint(&cfg, &windows, &small);
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
+    let by_perplexity = Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::Perplexity,
+        ..small
+    };
+    let f = calibration_footprint(&cfg, &windows, &by_perplexity);
+    assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
+
+    let taylor = Recipe {
+        importance: Importance::TaylorFirst,
+        calib_batch: Some(2),
+        ..Recipe::default()
+    };
+    let f = calibration_footprint(&cfg, &windows, &taylor);
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![128, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![128, 2048, 32000]));
+}
+
+fn weights(model: &Llama<Cpu>) -> Vec<(String, Vec<f32>)> {
+    model
+        .named_weights()
+        .into_iter()
+        .map(|(n, w)| (n, block_on(to_vec(w.flatten())).unwrap()))
+        .collect()
+}
+
+/// The logits of `model` on the calibration windows.
+fn logits(model: &Llama<Cpu>) -> Vec<f32> {
+    let windows = calib();
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    let ids = batch_tensor::<Cpu>(&refs, &Default::default());
+    block_on(to_vec(model.forward(ids))).unwrap()
+}
+
+/// Weights equal up to the rounding the least-squares solve amplifies along the Gram matrix's weak directions
+/// (the logits they give are compared more tightly); zero tensors (added biases) exactly.
+fn assert_weights_close(what: &str, got: &[(String, Vec<f32>)], want: &[(String, Vec<f32>)]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for ((name, a), (other, b)) in got.iter().zip(want) {
+        assert_eq!(name, other, "{what}");
+        let diff = match b.iter().all(|&x| x == 0.0) {
+            true => max_abs_diff(a, b) as f64,
+            false => rel_l2(a, b),
+        };
+        assert!(diff < 1e-4, "{what}: {name} differs by {diff}");
+    }
+}
+
+fn pruned(recipe: &Recipe) -> Pruned<Ad> {
+    let device = Default::default();
+    let model = load_fixture::<Ad>("tiny-gqa", &device);
+    block_on(prune(model, recipe, &calib(), &device, &Silent)).unwrap()
+}
+
+fn assert_scores_close(what: &str, a: &[LayerScores], b: &[LayerScores]) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (a, b) in a.iter().zip(b) {
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            [&a.kv_groups[..], &a.query_heads, &a.mlp_channels].concat(),
+            [&b.kv_groups[..], &b.query_heads, &b.mlp_channels].concat(),
+        );
+        assert_eq!(x.len(), y.len(), "{what}");
+        let diff = if x.is_empty() { 0.0 } else { rel_l2(&x, &y) };
+        assert!(diff < 1e-5, "{what}: layer {} scores {diff}", a.layer);
+        let (p, q) = (a.whole.unwrap_or(0.0), b.whole.unwrap_or(0.0));
+        assert!(
+            (p - q).abs() <= 1e-6 * p.abs().max(1.0),
+            "{what}: layer {} {p} vs {q}",
+            a.layer
+        );
+    }
+}
+
+/// Pruned in batches of 3 windows and all at once: the same plan, scores, reconstruction errors and weights.
+fn assert_batches_change_nothing(what: &str, recipe: &Recipe) {
+    let (one, three) = (
+        pruned(&batched(recipe, None)),
+        pruned(&batched(recipe, Some(3))),
+    );
+    assert_eq!(one.plan, three.plan, "{what}");
+    assert_scores_close(what, &one.scores, &three.scores);
+    assert_eq!(one.reconstruction.len(), three.reconstruction.len());
+    for (a, b) in one.reconstruction.iter().zip(&three.reconstruction) {
+        assert_eq!((a.layer, a.module), (b.layer, b.module));
+        assert!(
+            (a.before - b.before).abs() < 1e-6 && (a.after - b.after).abs() < 1e-6,
+            "{what}: {a:?} vs {b:?}"
+        );
+    }
+    let diff = rel_l2(&logits(&three.model), &logits(&one.model));
+    assert!(diff < 1e-5, "{what}: logits differ by {diff}");
+    assert_weights_close(what, &weights(&three.model), &weights(&one.model));
+}
+
+#[test]
+fn width_pruning_in_batches_equals_all_windows_at_once() {
+    let width = |importance, compensation, after| Recipe {
+        importance,
+        compensation,
+        mlp_stats_after_attention: after,
+        ratio: Some(0.5),
+        ..Recipe::default()
+    };
+    let cases = [
+        (
+            "numerical + ls",
+            width(Importance::Numerical, Compensation::Ls, false),
+        ),
+        (
+            "flap + ls-bias, MLP after attention",
+            width(Importance::Flap, Compensation::LsBias, true),
+        ),
+        (
+            "wanda-sp + bias",
+            width(Importance::WandaSp, Compensation::Bias, false),
+        ),
+        (
+            "magnitude + ls, MLP after attention",
+            width(Importance::L2, Compensation::Ls, true),
+        ),
+    ];
+    for (what, recipe) in cases {
+        assert_batches_change_nothing(what, &recipe);
+    }
+    // Scores of every layer before anything is removed (a global allocation).
+    let global = Recipe {
+        allocation: Allocation::Global,
+        ratio: None,
+        target_params: Some(0.2),
+        ..width(Importance::Obs, Compensation::Ls, false)
+    };
+    assert_batches_change_nothing("obs, global", &global);
+}
+
+#[test]
+fn depth_pruning_in_batches_equals_all_windows_at_once() {
+    let depth = |importance, compensation| Recipe {
+        structures: vec![StructureKind::Layers],
+        importance,
+        compensation,
+        ratio: Some(0.5),
+        layers: Some(LayerRange { start: 1, end: 4 }),
+        ..Recipe::default()
+    };
+    let cases = [
+        (
+            "block influence + ls",
+            depth(Importance::BlockInfluence, Compensation::Ls),
+        ),
+        (
+            "block influence + ls-bias",
+            depth(Importance::BlockInfluence, Compensation::LsBias),
+        ),
+        (
+            "perplexity, no repair",
+            depth(Importance::Perplexity, Compensation::None),
+        ),
+    ];
+    for (what, recipe) in cases {
+        assert_batches_change_nothing(what, &recipe);
+    }
+    // Two runs (layers 1 and 3): the second repair calibrates on the stream after the first.
+    let recipe = depth(Importance::BlockInfluence, Compensation::Ls);
+    let removed = |batch| {
+        let device = Default::default();
+        let model = load_fixture::<Cpu>("tiny-gqa", &device);
+        let plan = Plan::depth(&model.config, vec![1, 3]);
+        let r = batched(&recipe, batch);
+        block_on(remove_layers(model, &r, plan, &calib(), &device, &Silent)).unwrap()
+    };
+    let (one, three) = (removed(None), removed(Some(3)));
+    assert_eq!(one.reconstruction.len(), 2);
+    for (a, b) in one.reconstruction.iter().zip(&three.reconstruction) {
+        assert!((a.after - b.after).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+    let diff = rel_l2(&logits(&three.model), &logits(&one.model));
+    assert!(diff < 1e-5, "two runs: logits differ by {diff}");
+    assert_weights_close("two runs", &weights(&three.model), &weights(&one.model));
+}
+
+#[test]
+fn a_streamed_run_in_batches_writes_what_the_in_memory_run_does_at_once() {
+    let (cfg, bytes) = fixture_files("tiny-gqa");
+    let weights_in =
+        SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let recipe = Recipe {
+        importance: Importance::Obs,
+        compensation: Compensation::Ls,
+        ratio: Some(0.5),
+        ..Recipe::default()
+    };
+    let at_once = pruned(&batched(&recipe, None));
+    let in_threes = batched(&recipe, Some(3));
+    let windows = calib();
+    let streamed = Streamed::<Cpu>::new(
+        &weights_in,
+        &cfg,
+        &in_threes,
+        in_threes.ratio,
+        None,
+        &windows,
+        Default::default(),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(streamed.config(), &at_once.model.config);
+    let expected = weights(&at_once.model);
+    // A writer's order: the output's tensors as the config lists them.
+    let got: Vec<(String, Vec<f32>)> = tensor_specs(streamed.config())
+        .into_iter()
+        .map(|spec| (spec.name.clone(), streamed.read_f32(&spec.name).unwrap()))
+        .collect();
+    let want: Vec<(String, Vec<f32>)> = got
+        .iter()
+        .map(|(name, _)| expected.iter().find(|(n, _)| n == name).unwrap().clone())
+        .collect();
+    assert_weights_close("streamed", &got, &want);
+    let (plan, _, _) = streamed.take_results();
+    assert_eq!(plan, at_once.plan);
+}
