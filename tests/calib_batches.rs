@@ -91,8 +91,8 @@ fn the_default_batch_keeps_one_batch_of_mlp_activations_under_a_gib() {
 }
 
 /// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
-/// so the largest tensor is the activations held between layers (4 GiB), not one layer's MLP activations of
-/// every window (10.75 GiB); gradient scores still run every window at once.
+/// so the largest tensor is one batch's MLP activations (990 MB), not every window's (10.75 GiB); gradient scores
+/// still run every window at once.
 #[test]
 fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     let cfg = llama_7b();
@@ -109,13 +109,12 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     };
     let f = calibration_footprint(&cfg, &windows, &wanda);
     assert_eq!((f.batch, f.seq), (128, 2048));
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![11, 2048, 11008]));
     assert_eq!(shape(&f, "attention scores"), Some(vec![1, 8, 2048, 2048]));
     assert_eq!(shape(&f, "logits"), None);
     let largest = f.largest();
-    assert_eq!(largest.name, "calibration activations");
-    assert_eq!(largest.shape, [128, 2048, 4096]);
-    assert_eq!(largest.bytes, 4 << 30);
+    assert_eq!(largest.name, "MLP activations");
+    assert_eq!(largest.shape, [11, 2048, 11008]);
+    assert_eq!(largest.bytes, 4 * 11 * 2048 * 11008);
 
     let small = Recipe {
         calib_batch: Some(2),
@@ -123,13 +122,18 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     };
     let f = calibration_footprint(&cfg, &windows, &small);
     assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
-    let by_perplexity = Recipe {
+    // The skipped-layer perplexity takes its loss on at most 8 windows at a time; its repair runs the batch.
+    let by_perplexity = |batch| Recipe {
         structures: vec![StructureKind::Layers],
         importance: Importance::Perplexity,
-        ..small
+        calib_batch: Some(batch),
+        ..wanda.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &by_perplexity);
+    let f = calibration_footprint(&cfg, &windows, &by_perplexity(2));
     assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
+    let f = calibration_footprint(&cfg, &windows, &by_perplexity(20));
+    assert_eq!(shape(&f, "logits"), Some(vec![8, 2048, 32000]));
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![20, 2048, 11008]));
 
     let taylor = Recipe {
         importance: Importance::TaylorFirst,
@@ -169,6 +173,22 @@ fn assert_weights_close(what: &str, got: &[(String, Vec<f32>)], want: &[(String,
         };
         assert!(diff < 1e-4, "{what}: {name} differs by {diff}");
     }
+}
+
+/// `streamed`, read in a writer's order (the output's tensors as its config lists them), has `model`'s config
+/// and weights.
+fn assert_streams_as(what: &str, streamed: &Streamed<Cpu>, model: &Llama<Cpu>) {
+    assert_eq!(streamed.config(), &model.config, "{what}");
+    let expected = weights(model);
+    let got: Vec<(String, Vec<f32>)> = tensor_specs(streamed.config())
+        .into_iter()
+        .map(|spec| (spec.name.clone(), streamed.read_f32(&spec.name).unwrap()))
+        .collect();
+    let want: Vec<(String, Vec<f32>)> = got
+        .iter()
+        .map(|(name, _)| expected.iter().find(|(n, _)| n == name).unwrap().clone())
+        .collect();
+    assert_weights_close(what, &got, &want);
 }
 
 fn pruned(recipe: &Recipe) -> Pruned<Ad> {
@@ -243,6 +263,13 @@ fn width_pruning_in_batches_equals_all_windows_at_once() {
             "magnitude + ls, MLP after attention",
             width(Importance::L2, Compensation::Ls, true),
         ),
+        (
+            "query heads, numerical + ls",
+            Recipe {
+                structures: vec![StructureKind::QueryHeads, StructureKind::Mlp],
+                ..width(Importance::Numerical, Compensation::Ls, false)
+            },
+        ),
     ];
     for (what, recipe) in cases {
         assert_batches_change_nothing(what, &recipe);
@@ -279,6 +306,10 @@ fn depth_pruning_in_batches_equals_all_windows_at_once() {
         (
             "perplexity, no repair",
             depth(Importance::Perplexity, Compensation::None),
+        ),
+        (
+            "perplexity + ls",
+            depth(Importance::Perplexity, Compensation::Ls),
         ),
     ];
     for (what, recipe) in cases {
@@ -328,18 +359,56 @@ fn a_streamed_run_in_batches_writes_what_the_in_memory_run_does_at_once() {
         &Silent,
     )
     .unwrap();
-    assert_eq!(streamed.config(), &at_once.model.config);
-    let expected = weights(&at_once.model);
-    // A writer's order: the output's tensors as the config lists them.
-    let got: Vec<(String, Vec<f32>)> = tensor_specs(streamed.config())
-        .into_iter()
-        .map(|spec| (spec.name.clone(), streamed.read_f32(&spec.name).unwrap()))
-        .collect();
-    let want: Vec<(String, Vec<f32>)> = got
-        .iter()
-        .map(|(name, _)| expected.iter().find(|(n, _)| n == name).unwrap().clone())
-        .collect();
-    assert_weights_close("streamed", &got, &want);
+    assert_streams_as("streamed", &streamed, &at_once.model);
     let (plan, _, _) = streamed.take_results();
     assert_eq!(plan, at_once.plan);
+}
+
+#[test]
+fn a_streamed_depth_repair_in_batches_writes_what_the_in_memory_one_does_at_once() {
+    let (cfg, bytes) = fixture_files("tiny-gqa");
+    let weights_in =
+        SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let recipe = Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::BlockInfluence,
+        compensation: Compensation::Ls,
+        ratio: Some(0.5),
+        layers: Some(LayerRange { start: 1, end: 4 }),
+        ..Recipe::default()
+    };
+    // Two runs: layers 1 and 3 go, absorbed by layers 0 and 2.
+    let plan = Plan::depth(&cfg, vec![1, 3]);
+    let device = Default::default();
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let at_once = batched(&recipe, None);
+    let whole = block_on(remove_layers(
+        model,
+        &at_once,
+        plan.clone(),
+        &calib(),
+        &device,
+        &Silent,
+    ))
+    .unwrap();
+    let in_threes = batched(&recipe, Some(3));
+    let windows = calib();
+    let streamed = Streamed::<Cpu>::new(
+        &weights_in,
+        &cfg,
+        &in_threes,
+        None,
+        Some(&plan),
+        &windows,
+        device,
+        &Silent,
+    )
+    .unwrap();
+    assert_streams_as("streamed depth", &streamed, &whole.model);
+    let (got_plan, _, recon) = streamed.take_results();
+    assert_eq!(got_plan, plan);
+    assert_eq!(recon.len(), 2);
+    for (a, b) in recon.iter().zip(&whole.reconstruction) {
+        assert!((a.after - b.after).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
 }

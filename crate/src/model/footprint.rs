@@ -17,8 +17,7 @@ pub struct Activation {
 }
 
 impl Activation {
-    /// A tensor of `shape` in f32.
-    pub fn f32(name: &'static str, shape: Vec<usize>) -> Self {
+    fn f32(name: &'static str, shape: Vec<usize>) -> Self {
         let bytes = shape
             .iter()
             .fold(4u128, |b, &d| b.saturating_mul(d as u128));
@@ -31,16 +30,16 @@ impl Activation {
 pub struct Footprint {
     /// What runs the forward ("calibration", "evaluation", …), for the message.
     pub what: &'static str,
-    /// The sequences, in the message (a forward over fewer at a time names them all).
+    /// The sequences, in the message (a forward that runs fewer at a time through the layers names them all).
     pub batch: usize,
     pub seq: usize,
     /// The positions the model's rotary embeddings were trained on (`max_position_embeddings`); `None` under
     /// dynamic NTK scaling, which stretches them to the window.
     pub trained_positions: Option<usize>,
-    /// The causal mask `[seq, seq]` (built on the host), one block of the widest layer's attention scores
-    /// (`[batch, heads, seq, seq]` in blocks of
-    /// [`SCORE_BLOCK_BYTES`](super::attention::SCORE_BLOCK_BYTES)), its MLP activations `[batch, seq,
-    /// intermediate]` and the logits (`[batch, seq, vocab]`, only the scored positions', or none).
+    /// For the `b` sequences the layers run at once (`batch`, or a chunk of them): the causal mask `[seq, seq]`
+    /// (built on the host), one block of the widest layer's attention scores (`[b, heads, seq, seq]` in blocks
+    /// of [`SCORE_BLOCK_BYTES`](super::attention::SCORE_BLOCK_BYTES)), its MLP activations `[b, seq,
+    /// intermediate]` and the logits (`[b, seq, vocab]`, only the scored positions', or none).
     pub tensors: Vec<Activation>,
 }
 

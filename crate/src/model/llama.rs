@@ -28,6 +28,7 @@ pub struct Block<B: Backend> {
 
 /// Per-forward constants shared by every layer: rotary tables and the causal mask for `seq` positions that
 /// follow `past` earlier ones (0 without a cache).
+#[derive(Clone)]
 pub struct Positions<B: Backend> {
     /// `[seq, head_dim]`
     pub cos: Tensor<B, 2>,

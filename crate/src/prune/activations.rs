@@ -1,8 +1,9 @@
 //! Calibration activations between decoder layers, `[windows, len, hidden]`, held as chunks of windows. The
 //! layer-wise passes (activation scores, repairs, whole-layer scores) run a layer one chunk at a time and sum its
 //! statistics over the chunks, so the tensors inside a layer — the MLP's `[chunk, len, intermediate]` is the
-//! largest — stay under [`CHUNK_BYTES`] however many windows calibrate. The activations themselves are held
-//! whole (every chunk). Windows that fit one chunk run as one batch, and nothing in a layer runs twice.
+//! largest — are one chunk's however many windows calibrate (under [`CHUNK_BYTES`] by default). The activations
+//! themselves are held for every window (one buffer per chunk). Windows that fit one chunk run as one batch, and
+//! nothing in a layer runs twice.
 
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -19,18 +20,20 @@ use crate::model::{Llama, ModelConfig};
 pub const CHUNK_BYTES: usize = 1 << 30;
 
 /// Windows per chunk for `cfg` and windows of `len` tokens: the recipe's calibration batch, else as many as
-/// keep the widest layer's MLP activations under [`CHUNK_BYTES`] (at least one).
+/// keep the widest layer's MLP activations under [`CHUNK_BYTES`]; at least one.
 pub fn windows_per_chunk(cfg: &ModelConfig, len: usize, recipe: &Recipe) -> usize {
-    recipe.calib_batch.unwrap_or_else(|| {
+    let batch = recipe.calib_batch.unwrap_or_else(|| {
         let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
         let window = 4usize
             .saturating_mul(len.max(1))
             .saturating_mul(widest.unwrap_or(1).max(1));
-        (CHUNK_BYTES / window).max(1)
-    })
+        CHUNK_BYTES / window
+    });
+    batch.max(1)
 }
 
 /// The calibration activations entering some decoder layer.
+#[derive(Clone)]
 pub struct Activations<B: Backend> {
     /// `[chunk, len, hidden]` each, the windows in order.
     pub chunks: Vec<Tensor<B, 3>>,

@@ -8,7 +8,7 @@ use super::allocate::Allocation;
 use super::depth::SKIP_BATCH;
 use super::{Importance, Recipe};
 use crate::error::{Error, Result};
-use crate::model::footprint::{Activation, Footprint};
+use crate::model::footprint::Footprint;
 use crate::model::ModelConfig;
 
 /// Where calibration tokens come from.
@@ -57,8 +57,9 @@ pub fn sample_windows(
 }
 
 /// The forwards of calibration: the layers over a batch of windows (all of them for a loss to differentiate or
-/// to compare candidates on, else a chunk: [`windows_per_chunk`]), the head's logits where a loss is taken
-/// ([`forward_batches`]), and the activations of every window held between layers.
+/// to compare candidates on, else a chunk: [`windows_per_chunk`]) and the head's logits where a loss is taken
+/// ([`forward_batches`]). The activations every window holds between layers are one tensor per chunk, none
+/// larger than the chunk's MLP activations.
 pub fn calibration_footprint(
     cfg: &ModelConfig,
     windows: &[Vec<u32>],
@@ -69,18 +70,14 @@ pub fn calibration_footprint(
     let logits = (logits > 0).then(|| vec![logits, len, cfg.vocab_size]);
     let mut f = Footprint::of(cfg, "calibration", layers, len, logits);
     f.batch = n;
-    f.tensors.push(Activation::f32(
-        "calibration activations",
-        vec![n, len, cfg.hidden_size],
-    ));
     f
 }
 
 /// How many of `n` calibration windows of `len` tokens one forward of `recipe` (or of either of its depth and
 /// width steps) runs through the layers, and on how many it runs the head: all of them, both, for a loss to
-/// differentiate or to compare candidates on (gradient scores, AdaPruner, the search allocation); a chunk, both,
-/// for the skipped-layer perplexity; a chunk and none for the activation scores and repairs, which stop at the
-/// last layer.
+/// differentiate or to compare candidates on (gradient scores, AdaPruner, the search allocation); a chunk, and at
+/// most [`SKIP_BATCH`] of it, for the skipped-layer perplexity (whose repair runs the chunk); a chunk and none for
+/// the activation scores and repairs, which stop at the last layer.
 fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
@@ -90,7 +87,7 @@ fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> 
             let chunk = windows_per_chunk(cfg, len, r).min(n);
             match r.importance {
                 _ if r.importance.needs_backward() || searches => (n, n),
-                Importance::Perplexity => (chunk.min(SKIP_BATCH), chunk.min(SKIP_BATCH)),
+                Importance::Perplexity => (chunk, chunk.min(SKIP_BATCH)),
                 _ => (chunk, 0),
             }
         })

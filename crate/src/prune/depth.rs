@@ -21,8 +21,9 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::activations::Activations;
 use super::allocate::{lowest_order, out_of_reach, pruned_count};
+use super::calib::check_windows;
 use super::compensate::Compensation;
-use super::importance::block_influence::block_influence;
+use super::importance::block_influence::{block_influence, cosines};
 use super::importance::{random, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
@@ -86,6 +87,7 @@ async fn skipped_layer_perplexity<B: Backend>(
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<Vec<LayerScores>> {
+    check_windows(calib, model.config.vocab_size)?;
     let layers = recipe.layer_range(&model.config);
     let mut nll = vec![0.0f64; layers.len()];
     let per_chunk = chunk(model, calib, recipe).min(SKIP_BATCH);
@@ -126,9 +128,13 @@ pub async fn layer_influence<B: Backend>(
     l: usize,
     h: Activations<B>,
 ) -> Result<(LayerScores, Activations<B>)> {
-    let input = h.chunks.clone();
-    let next = h.through(block);
-    let scores = LayerScores::whole_layer(l, block_influence(&input, &next.chunks).await?);
+    let mut cos = vec![];
+    let next = h.map(|h, pos| {
+        let out = block.forward(h.clone(), pos);
+        cos.push(cosines(h, out.clone()));
+        out
+    });
+    let scores = LayerScores::whole_layer(l, block_influence(cos).await?);
     Ok((scores, next))
 }
 
@@ -217,29 +223,24 @@ pub async fn repair_before_run<B: Backend>(
                 .self_attn
                 .forward(block.input_layernorm.forward(h), pos)
     });
-    // The inputs of `down_proj` `[chunk, len, intermediate]`, kept when the windows are one batch.
-    let mut kept_x = None;
-    let out: Vec<Tensor<B, 3>> = mid
-        .chunks
-        .iter()
-        .map(|h_mid| {
-            let x = block.mlp_input(h_mid.clone());
-            let out = h_mid.clone() + block.mlp.down_proj.forward(x.clone());
-            kept_x = one_batch.then_some(x);
-            out
-        })
-        .collect();
-    let through = through_run(Activations {
-        chunks: out.clone(),
-        pos: mid.pos,
-    })?;
+    // The inputs of `down_proj` `[chunk, len, intermediate]` and the stream after `p`, kept when the windows are
+    // one batch (else computed again below, so that only the stream through the run is held for every window).
+    let after_p = |h_mid: &Tensor<B, 3>| {
+        let x = block.mlp_input(h_mid.clone());
+        let out = h_mid.clone() + block.mlp.down_proj.forward(x.clone());
+        (x, out)
+    };
+    let mut saved = None;
+    let out = mid.clone().map(|h_mid, _| {
+        let (x, out) = after_p(&h_mid);
+        saved = one_batch.then(|| (x, out.clone()));
+        out
+    });
+    let through = through_run(out)?;
     let mut stats = None;
-    for ((h_mid, out), after) in mid.chunks.iter().zip(out).zip(&through.chunks) {
-        let x = kept_x
-            .clone()
-            .unwrap_or_else(|| block.mlp_input(h_mid.clone()));
-        let target = after.clone() - out;
-        stats = Some(add_statistics(stats, Tensor::cat(vec![x, target], 2)));
+    for (h_mid, after) in mid.chunks.iter().zip(through.chunks) {
+        let (x, out) = saved.clone().unwrap_or_else(|| after_p(h_mid));
+        stats = Some(add_statistics(stats, Tensor::cat(vec![x, after - out], 2)));
     }
     let stats = stats.expect("calibration has a window");
     let [width, n] = block.mlp.down_proj.weight.dims();
@@ -255,23 +256,14 @@ pub async fn repair_before_run<B: Backend>(
         before,
         after,
     };
-    let chunks = mid
-        .chunks
-        .into_iter()
-        .map(|h_mid| {
-            let x = kept_x
-                .take()
-                .unwrap_or_else(|| block.mlp_input(h_mid.clone()));
-            h_mid + block.mlp.down_proj.forward(x)
-        })
-        .collect();
-    Ok((
-        Activations {
-            chunks,
-            pos: through.pos,
-        },
-        errors,
-    ))
+    let next = mid.map(|h_mid, _| {
+        let x = match saved.take() {
+            Some((x, _)) => x,
+            None => block.mlp_input(h_mid.clone()),
+        };
+        h_mid + block.mlp.down_proj.forward(x)
+    });
+    Ok((next, errors))
 }
 
 /// Removes the plan's whole layers from `model` and repairs each run of them into the `down_proj` of the kept

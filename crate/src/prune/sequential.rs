@@ -22,7 +22,7 @@ use super::stats::InputStats;
 use super::structure::{even_query_heads, expand, query_heads, Aggregation};
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
-use crate::model::llama::{Block, Positions};
+use crate::model::llama::Block;
 use crate::model::{LayerShape, Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 
@@ -153,22 +153,27 @@ pub(super) fn chunk<B: Backend>(model: &Llama<B>, calib: &[Vec<u32>], recipe: &R
     windows_per_chunk(&model.config, len, recipe)
 }
 
-/// One chunk of windows run through a layer as it came.
-struct DenseChunk<B: Backend> {
-    /// `[chunk, len, heads·head_dim]`, the input of `o_proj`.
-    heads: Tensor<B, 3>,
-    /// With the MLP: the chunk after the attention `[chunk, len, hidden]`, and the input of `down_proj`
-    /// `[chunk, len, intermediate]`.
-    mlp: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+/// What the first pass over an unpruned layer takes from its MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MlpPass {
+    /// Nothing: the MLP's statistics come after the repaired attention.
+    Skip,
+    /// The statistics of `down_proj`'s inputs.
+    Stats,
+    /// Those, and the layer's output (a layer scored and left as it is).
+    StatsAndOutput,
 }
 
-/// A layer run on the calibration activations as they come: the statistics of the inputs of `o_proj` (and of
-/// `down_proj`, if asked) over every chunk, and the chunk's tensors when the windows are one batch (else each
-/// chunk's go once their statistics are taken, and whatever needs them runs again).
+/// An unpruned layer run on the calibration activations chunk by chunk: the statistics of the inputs of
+/// `o_proj` (and of `down_proj`, as asked) over every chunk.
 struct Dense<B: Backend> {
     attn: InputStats<B>,
     mlp: Option<InputStats<B>>,
-    one_batch: Option<DenseChunk<B>>,
+    /// The input of `o_proj` `[windows, len, heads·head_dim]`, kept for the repaired attention when the windows
+    /// are one batch (else it runs again, chunk by chunk).
+    heads: Option<Tensor<B, 3>>,
+    /// The layer's output ([`MlpPass::StatsAndOutput`]).
+    out: Option<Activations<B>>,
 }
 
 fn statistics<B: Backend>(t: Tensor<B, 3>) -> InputStats<B> {
@@ -188,34 +193,30 @@ pub(super) fn add_statistics<B: Backend>(
     }
 }
 
-fn dense_chunk<B: Backend>(
-    block: &Block<B>,
-    h: Tensor<B, 3>,
-    pos: &Positions<B>,
-    with_mlp: bool,
-) -> DenseChunk<B> {
-    let heads = block.heads(h.clone(), pos);
-    let mlp = with_mlp.then(|| {
-        let h_mid = h + block.self_attn.o_proj.forward(heads.clone());
-        (h_mid.clone(), block.mlp_input(h_mid))
-    });
-    DenseChunk { heads, mlp }
-}
-
-fn dense<B: Backend>(block: &Block<B>, h: &Activations<B>, with_mlp: bool) -> Dense<B> {
-    let (mut attn, mut mlp, mut one_batch) = (None, None, None);
-    for chunk in &h.chunks {
-        let c = dense_chunk(block, chunk.clone(), &h.pos, with_mlp);
-        attn = Some(add_statistics(attn, c.heads.clone()));
-        if let Some((_, hidden)) = &c.mlp {
-            mlp = Some(add_statistics(mlp, hidden.clone()));
+fn dense<B: Backend>(block: &Block<B>, h: Activations<B>, mlp: MlpPass) -> Dense<B> {
+    let Activations { chunks, pos } = h;
+    let one_batch = chunks.len() == 1;
+    let (mut attn, mut stats, mut heads, mut out) = (None, None, None, vec![]);
+    for h in chunks {
+        let x = block.heads(h.clone(), &pos);
+        attn = Some(add_statistics(attn, x.clone()));
+        if mlp != MlpPass::Skip {
+            let h_mid = h + block.self_attn.o_proj.forward(x.clone());
+            let hidden = block.mlp_input(h_mid.clone());
+            stats = Some(add_statistics(stats, hidden.clone()));
+            if mlp == MlpPass::StatsAndOutput {
+                out.push(h_mid + block.mlp.down_proj.forward(hidden));
+            }
         }
-        one_batch = h.one_batch().then_some(c);
+        if one_batch && mlp != MlpPass::StatsAndOutput {
+            heads = Some(x);
+        }
     }
     Dense {
         attn: attn.expect("calibration has a window"),
-        mlp,
-        one_batch,
+        mlp: stats,
+        heads,
+        out: (mlp == MlpPass::StatsAndOutput).then_some(Activations { chunks: out, pos }),
     }
 }
 
@@ -313,7 +314,7 @@ pub async fn layer_scores<B: Backend>(
         return layer_influence(block, l, h).await;
     }
     debug_assert!(recipe.importance.needs_activations());
-    let dense = dense(block, &h, true);
+    let dense = dense(block, h, MlpPass::StatsAndOutput);
     let mlp_stats = dense.mlp.as_ref().expect("taken with the MLP");
     let attn = column_scores_of(&block.self_attn.o_proj, &dense.attn, recipe).await?;
     let mlp = column_scores_of(&block.mlp.down_proj, mlp_stats, recipe).await?;
@@ -324,14 +325,7 @@ pub async fn layer_scores<B: Backend>(
         mlp_channels: to_f32(mlp),
         whole: None,
     };
-    let next = match dense.one_batch.and_then(|c| c.mlp) {
-        Some((h_mid, hidden)) => Activations {
-            chunks: vec![h_mid + block.mlp.down_proj.forward(hidden)],
-            pos: h.pos,
-        },
-        None => h.through(block),
-    };
-    Ok((scores, next))
+    Ok((scores, dense.out.expect("taken with the output")))
 }
 
 /// The recipe's weight score (magnitude, random) of decoder layer `l` of shape `shape`: its weights alone.
@@ -385,7 +379,11 @@ pub async fn prune_layer<B: Backend>(
         }
         _ => None,
     };
-    let mut dense = dense(block, &h, !recipe.mlp_stats_after_attention);
+    let first = match recipe.mlp_stats_after_attention {
+        true => MlpPass::Skip,
+        false => MlpPass::Stats,
+    };
+    let mut dense = dense(block, h.clone(), first);
 
     let (mut kv_scores, mut q_scores) = (vec![], vec![]);
     let (groups, heads) = match choice {
@@ -420,10 +418,7 @@ pub async fn prune_layer<B: Backend>(
     };
     // The windows after the repaired attention.
     let one_batch = h.one_batch();
-    let mut kept_heads = dense
-        .one_batch
-        .take()
-        .map(|c| columns(c.heads, &kept, device));
+    let mut kept_heads = dense.heads.take().map(|x| columns(x, &kept, device));
     let mid = h.map(|h, pos| {
         let x = kept_heads
             .take()

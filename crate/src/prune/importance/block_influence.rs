@@ -8,18 +8,14 @@ use crate::error::Result;
 use crate::prune::linalg::at_least_f32;
 use crate::readback::scalar;
 
-/// The block influence of a layer whose input and output, in the same chunks of windows, are `h` and `out`
-/// (each chunk `[chunk, len, hidden]`; f32 arithmetic whatever their type).
-pub async fn block_influence<B: Backend>(h: &[Tensor<B, 3>], out: &[Tensor<B, 3>]) -> Result<f64> {
-    let cos = h
-        .iter()
-        .zip(out)
-        .map(|(h, out)| cosine(h.clone(), out.clone()));
-    Ok(1.0 - scalar(Tensor::cat(cos.collect(), 0).mean()).await?)
+/// The block influence of a layer from the cosines of its tokens ([`cosines`] of each chunk of windows).
+pub async fn block_influence<B: Backend>(cosines: Vec<Tensor<B, 3>>) -> Result<f64> {
+    Ok(1.0 - scalar(Tensor::cat(cosines, 0).mean()).await?)
 }
 
-/// `cos(h_t, out_t)` of every token, `[chunk, len, 1]`.
-fn cosine<B: Backend>(h: Tensor<B, 3>, out: Tensor<B, 3>) -> Tensor<B, 3> {
+/// `cos(h_t, out_t)` of every token of a layer's input `h` and output `out`, both `[chunk, len, hidden]` (f32
+/// arithmetic whatever their type) → `[chunk, len, 1]`.
+pub fn cosines<B: Backend>(h: Tensor<B, 3>, out: Tensor<B, 3>) -> Tensor<B, 3> {
     let (h, out) = (at_least_f32(h), at_least_f32(out));
     let dot = (h.clone() * out.clone()).sum_dim(2);
     let norms = (h.square().sum_dim(2) * out.square().sum_dim(2)).sqrt();
