@@ -2,7 +2,8 @@
 //! MLP activations under 1 GiB): the batch size's closed form at LLaMA-7B's shapes, the footprint it implies, and
 //! every layer-wise pass (activation scores before and during the sequential pass, repairs, block influence, the
 //! depth repair, the skipped-layer perplexity, streamed runs) giving in batches of 3 of tiny-gqa's 10 golden
-//! windows what it gives with all 10 at once.
+//! windows what it gives with all 10 at once; and gradient scores, whose backwards run in batches too (every
+//! layer's MLP activations under 4 GiB by default), summing the golden gradients.
 
 mod common;
 
@@ -17,11 +18,15 @@ use prunelab::model::tensors::tensor_specs;
 use prunelab::model::{Llama, ModelConfig, WeightSource};
 use prunelab::progress::Silent;
 use prunelab::prune::activations::{windows_per_chunk, Activations, CHUNK_BYTES};
+use prunelab::prune::adapruner::AdaprunerSettings;
 use prunelab::prune::allocate::Allocation;
 use prunelab::prune::calib::{calibration_footprint, CalibSource};
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::depth::remove_layers;
-use prunelab::prune::importance::LayerScores;
+use prunelab::prune::gradients::{
+    backward_bytes_per_window, gradient_stats, windows_per_backward, BACKWARD_BYTES,
+};
+use prunelab::prune::importance::{LayerScores, Objective};
 use prunelab::prune::pipeline::{prune, Pruned};
 use prunelab::prune::plan::Plan;
 use prunelab::prune::recipe::{LayerRange, Recipe};
@@ -65,6 +70,7 @@ fn the_default_batch_keeps_one_batch_of_mlp_activations_under_a_gib() {
         ..plain
     };
     assert_eq!(windows_per_chunk(&cfg, 2048, &three), 3);
+    assert_eq!(windows_per_backward(&cfg, 2048, 128, &three), 3);
     let none = Recipe {
         calib_batch: Some(0),
         ratio: Some(0.25),
@@ -90,9 +96,34 @@ fn the_default_batch_keeps_one_batch_of_mlp_activations_under_a_gib() {
     assert_eq!(joined, at_once);
 }
 
+/// A backward keeps every layer's activations until it runs. At LLaMA-7B's shapes a window of 128 tokens adds
+/// `4 · 128 · (32 · (10 · 4096 + 5 · 11008 + 3 · 32 · 128) + 3 · 32000)` bytes (1.82 GB), so 2 fit the 4 GiB of a
+/// batch; batches hold the 32 layers' gradients once more (25.9 GB in f32), which pays from 17 windows on (the
+/// GPU bench's 10 × 128 stays one backward). At 2048 tokens a window is 77.5 GB and runs alone from 2 windows on.
+#[test]
+fn a_backward_runs_all_windows_unless_batches_hold_less() {
+    let cfg = llama_7b();
+    let plain = Recipe::default();
+    assert_eq!(BACKWARD_BYTES, 4 << 30);
+    assert_eq!(backward_bytes_per_window(&cfg, 128), 1_823_342_592);
+    assert_eq!(backward_bytes_per_window(&cfg, 2048), 77_491_863_552);
+    assert_eq!(windows_per_backward(&cfg, 128, 10, &plain), 10);
+    assert_eq!(windows_per_backward(&cfg, 128, 16, &plain), 16);
+    assert_eq!(windows_per_backward(&cfg, 128, 17, &plain), 2);
+    assert_eq!(windows_per_backward(&cfg, 128, 128, &plain), 2);
+    assert_eq!(windows_per_backward(&cfg, 2048, 1, &plain), 1);
+    assert_eq!(windows_per_backward(&cfg, 2048, 2, &plain), 1);
+    assert_eq!(windows_per_backward(&cfg, usize::MAX, 2, &plain), 1);
+    let three = Recipe {
+        calib_batch: Some(3),
+        ..plain
+    };
+    assert_eq!(windows_per_backward(&cfg, 128, 10, &three), 3);
+}
+
 /// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
 /// so the largest tensor is one batch's MLP activations (990 MB), not every window's (10.75 GiB); gradient scores
-/// still run every window at once.
+/// run one window a backward, and the search every window at once.
 #[test]
 fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     let cfg = llama_7b();
@@ -141,7 +172,20 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         ..Recipe::default()
     };
     let f = calibration_footprint(&cfg, &windows, &taylor);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![128, 2048, 11008]));
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
+    let taylor = Recipe {
+        calib_batch: None,
+        ..taylor
+    };
+    let f = calibration_footprint(&cfg, &windows, &taylor);
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![1, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    let searched = Recipe {
+        allocation: Allocation::Search(Default::default()),
+        ..taylor
+    };
+    let f = calibration_footprint(&cfg, &windows, &searched);
     assert_eq!(shape(&f, "logits"), Some(vec![128, 2048, 32000]));
 }
 
@@ -189,6 +233,31 @@ fn assert_streams_as(what: &str, streamed: &Streamed<Cpu>, model: &Llama<Cpu>) {
         .map(|(name, _)| expected.iter().find(|(n, _)| n == name).unwrap().clone())
         .collect();
     assert_weights_close(what, &got, &want);
+}
+
+/// `check` of `tiny-gqa` streamed from its safetensors under `recipe` (a width `ratio` or a depth `plan`).
+fn streamed(
+    recipe: &Recipe,
+    ratio: Option<f64>,
+    plan: Option<&Plan>,
+    check: impl FnOnce(Streamed<Cpu>),
+) {
+    let (cfg, bytes) = fixture_files("tiny-gqa");
+    let weights_in =
+        SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
+    let windows = calib();
+    let streamed = Streamed::<Cpu>::new(
+        &weights_in,
+        &cfg,
+        recipe,
+        ratio,
+        plan,
+        &windows,
+        Default::default(),
+        &Silent,
+    )
+    .unwrap();
+    check(streamed);
 }
 
 fn pruned(recipe: &Recipe) -> Pruned<Ad> {
@@ -336,9 +405,6 @@ fn depth_pruning_in_batches_equals_all_windows_at_once() {
 
 #[test]
 fn a_streamed_run_in_batches_writes_what_the_in_memory_run_does_at_once() {
-    let (cfg, bytes) = fixture_files("tiny-gqa");
-    let weights_in =
-        SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let recipe = Recipe {
         importance: Importance::Obs,
         compensation: Compensation::Ls,
@@ -347,28 +413,15 @@ fn a_streamed_run_in_batches_writes_what_the_in_memory_run_does_at_once() {
     };
     let at_once = pruned(&batched(&recipe, None));
     let in_threes = batched(&recipe, Some(3));
-    let windows = calib();
-    let streamed = Streamed::<Cpu>::new(
-        &weights_in,
-        &cfg,
-        &in_threes,
-        in_threes.ratio,
-        None,
-        &windows,
-        Default::default(),
-        &Silent,
-    )
-    .unwrap();
-    assert_streams_as("streamed", &streamed, &at_once.model);
-    let (plan, _, _) = streamed.take_results();
-    assert_eq!(plan, at_once.plan);
+    streamed(&in_threes, in_threes.ratio, None, |streamed| {
+        assert_streams_as("streamed", &streamed, &at_once.model);
+        let (plan, _, _) = streamed.take_results();
+        assert_eq!(plan, at_once.plan);
+    });
 }
 
 #[test]
 fn a_streamed_depth_repair_in_batches_writes_what_the_in_memory_one_does_at_once() {
-    let (cfg, bytes) = fixture_files("tiny-gqa");
-    let weights_in =
-        SafetensorsWeights::from_files(&[("model.safetensors".into(), &bytes)], None).unwrap();
     let recipe = Recipe {
         structures: vec![StructureKind::Layers],
         importance: Importance::BlockInfluence,
@@ -378,9 +431,9 @@ fn a_streamed_depth_repair_in_batches_writes_what_the_in_memory_one_does_at_once
         ..Recipe::default()
     };
     // Two runs: layers 1 and 3 go, absorbed by layers 0 and 2.
-    let plan = Plan::depth(&cfg, vec![1, 3]);
     let device = Default::default();
     let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let plan = Plan::depth(&model.config, vec![1, 3]);
     let at_once = batched(&recipe, None);
     let whole = block_on(remove_layers(
         model,
@@ -391,24 +444,89 @@ fn a_streamed_depth_repair_in_batches_writes_what_the_in_memory_one_does_at_once
         &Silent,
     ))
     .unwrap();
-    let in_threes = batched(&recipe, Some(3));
+    streamed(&batched(&recipe, Some(3)), None, Some(&plan), |streamed| {
+        assert_streams_as("streamed depth", &streamed, &whole.model);
+        let (got_plan, _, recon) = streamed.take_results();
+        assert_eq!(got_plan, plan);
+        assert_eq!(recon.len(), 2);
+        for (a, b) in recon.iter().zip(&whole.reconstruction) {
+            assert!((a.after - b.after).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    });
+}
+
+/// The loss gradient summed over batches of 3, 3, 3 and 1 windows (each batch's loss scaled by its share of the
+/// windows) is the gradient of the 10 windows' loss: HF transformers' golden gradients within their tolerance
+/// (1e-3 relative L2), and one backward's within 1e-5.
+#[test]
+fn gradients_summed_over_batches_are_the_golden_gradients() {
+    let device = Default::default();
+    let model = load_fixture::<Ad>("tiny-gqa", &device);
+    let golden = golden_tensors("tiny-gqa");
     let windows = calib();
-    let streamed = Streamed::<Cpu>::new(
-        &weights_in,
-        &cfg,
-        &in_threes,
-        None,
-        Some(&plan),
-        &windows,
-        device,
-        &Silent,
-    )
-    .unwrap();
-    assert_streams_as("streamed depth", &streamed, &whole.model);
-    let (got_plan, _, recon) = streamed.take_results();
-    assert_eq!(got_plan, plan);
-    assert_eq!(recon.len(), 2);
-    for (a, b) in recon.iter().zip(&whole.reconstruction) {
-        assert!((a.after - b.after).abs() < 1e-6, "{a:?} vs {b:?}");
+    let layers = 0..model.config.layers.len();
+    let grads = |per_batch| {
+        let stats = gradient_stats(
+            &model,
+            &windows,
+            layers.clone(),
+            Some(Objective::Loss),
+            false,
+            per_batch,
+            &device,
+            &Silent,
+        )
+        .unwrap();
+        let mut grads: Vec<(String, Vec<f32>)> = stats
+            .grad
+            .into_iter()
+            .map(|(name, g)| (name, block_on(to_vec(g.flatten::<1>(0, 1))).unwrap()))
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        grads
+    };
+    let (at_once, in_threes) = (grads(10), grads(3));
+    // Seven matrices a layer.
+    assert_eq!(in_threes.len(), 7 * layers.len());
+    assert_eq!(at_once.len(), in_threes.len());
+    let (mut to_golden, mut to_one) = (0f64, 0f64);
+    for ((name, got), (other, one)) in in_threes.iter().zip(&at_once) {
+        assert_eq!(name, other);
+        let (_, want) = &golden[&format!("grad.{name}")];
+        let err = rel_l2(got, want);
+        assert!(err < 1e-3, "{name}: {err:e} from the golden gradient");
+        to_golden = to_golden.max(err);
+        let err = rel_l2(got, one);
+        assert!(err < 1e-5, "{name}: {err:e} from one backward's");
+        to_one = to_one.max(err);
     }
+    eprintln!("in batches of 3: worst {to_golden:e} from the golden gradients, {to_one:e} from one backward's");
+}
+
+/// Gradient scores (the loss's, the output functional's, with the Fisher diagonal, whole layers, AdaPruner's
+/// trials) in backwards of 3 windows plan what one backward of all 10 plans.
+#[test]
+fn gradient_scores_in_batches_equal_one_backward() {
+    let width = |importance| Recipe {
+        importance,
+        ratio: Some(0.5),
+        ..Recipe::default()
+    };
+    assert_batches_change_nothing("taylor-first", &width(Importance::TaylorFirst));
+    assert_batches_change_nothing("ntk", &width(Importance::Ntk));
+    assert_batches_change_nothing("taylor-mix", &width(Importance::TaylorMix));
+    let depth = Recipe {
+        structures: vec![StructureKind::Layers],
+        layers: Some(LayerRange { start: 1, end: 4 }),
+        ..width(Importance::TaylorFirst)
+    };
+    assert_batches_change_nothing("taylor-first, whole layers", &depth);
+    let adapruner = Recipe {
+        adapruner: Some(AdaprunerSettings {
+            trials: 3,
+            ..Default::default()
+        }),
+        ..width(Importance::Adapruner)
+    };
+    assert_batches_change_nothing("adapruner", &adapruner);
 }

@@ -102,6 +102,7 @@ fn check_scores(name: &str) {
         1..3,
         Some(Objective::Loss),
         true,
+        calib.len(),
         &device,
         &Silent,
     )
@@ -232,10 +233,29 @@ fn ntk_scores_differentiate_the_output_functional() {
         let device = Default::default();
         let model = load_fixture::<Ad>(name, &device);
         let output = Some(Objective::Output);
-        let stats = gradient_stats(&model, &calib, 1..3, output, false, &device, &Silent).unwrap();
+        let stats = gradient_stats(
+            &model,
+            &calib,
+            1..3,
+            output,
+            false,
+            calib.len(),
+            &device,
+            &Silent,
+        )
+        .unwrap();
         let loss = Some(Objective::Loss);
-        let loss_stats =
-            gradient_stats(&model, &calib, 1..3, loss, false, &device, &Silent).unwrap();
+        let loss_stats = gradient_stats(
+            &model,
+            &calib,
+            1..3,
+            loss,
+            false,
+            calib.len(),
+            &device,
+            &Silent,
+        )
+        .unwrap();
         let (cfg, bytes) = fixture_files(name);
         let st =
             prunelab::io::SafetensorsWeights::from_files(&[("m".into(), &bytes)], None).unwrap();

@@ -102,8 +102,9 @@ pub struct PruneArgs {
     calib_samples: Option<usize>,
     #[arg(long)]
     calib_len: Option<usize>,
-    /// Calibration windows run through each layer at a time by activation scores and repairs (default: as many
-    /// as keep one batch's MLP activations under 1 GiB; fewer hold less, the same results to rounding).
+    /// Calibration windows run through each layer at a time by activation scores and repairs, and through one
+    /// backward by gradient scores (default: as many as keep one batch's MLP activations under 1 GiB; for a
+    /// backward all, unless batches of about 4 GiB hold less; fewer hold less, the same results to rounding).
     #[arg(long)]
     calib_batch: Option<usize>,
     #[arg(long)]

@@ -3,7 +3,8 @@
 //! statistics over the chunks, so the tensors inside a layer — the MLP's `[chunk, len, intermediate]` is the
 //! largest — are one chunk's however many windows calibrate (under [`CHUNK_BYTES`] by default). The activations
 //! themselves are held for every window (one buffer per chunk). Windows that fit one chunk run as one batch, and
-//! nothing in a layer runs twice.
+//! nothing in a layer runs twice. Gradient scores run their backwards in batches of their own
+//! (`prune/gradients.rs`).
 
 use burn::tensor::{backend::Backend, Tensor};
 

@@ -29,7 +29,7 @@ use tpe::range::Range as ParamRange;
 use tpe::{TpeOptimizer, TpeOptimizerBuilder};
 
 use super::fitness::Fitness;
-use super::gradients::gradient_stats;
+use super::gradients::{gradient_stats, windows_per_backward};
 use super::importance::{score_layers, GradStats, Importance, LayerScores, Objective};
 use super::plan::Plan;
 use super::recipe::Recipe;
@@ -186,6 +186,8 @@ async fn scores_on<B: AutodiffBackend>(
 ) -> Result<Vec<Vec<LayerScores>>> {
     let by = |o: Objective| metrics.iter().any(|m| m.gradient_of() == Some(o));
     let fisher = metrics.iter().any(|m| m.needs_fisher());
+    let len = windows.first().map_or(1, Vec::len);
+    let per_batch = windows_per_backward(&model.config, len, windows.len(), recipe);
     let of_loss = match by(Objective::Loss) || fisher {
         true => gradient_stats(
             model,
@@ -193,6 +195,7 @@ async fn scores_on<B: AutodiffBackend>(
             layers.clone(),
             by(Objective::Loss).then_some(Objective::Loss),
             fisher,
+            per_batch,
             device,
             progress,
         )?,
@@ -205,6 +208,7 @@ async fn scores_on<B: AutodiffBackend>(
             layers.clone(),
             Some(Objective::Output),
             false,
+            per_batch,
             device,
             progress,
         )?,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::activations::windows_per_chunk;
 use super::allocate::Allocation;
 use super::depth::SKIP_BATCH;
+use super::gradients::windows_per_backward;
 use super::{Importance, Recipe};
 use crate::error::{Error, Result};
 use crate::model::footprint::Footprint;
@@ -56,9 +57,9 @@ pub fn sample_windows(
         .collect())
 }
 
-/// The forwards of calibration: the layers over a batch of windows (all of them for a loss to differentiate or
-/// to compare candidates on, else a chunk: [`windows_per_chunk`]) and the head's logits where a loss is taken
-/// ([`forward_batches`]). The activations every window holds between layers are one tensor per chunk, none
+/// The forwards of calibration: the layers over a batch of windows (all of them to compare candidates on, a
+/// backward's batch for a loss to differentiate: [`windows_per_backward`], else a chunk: [`windows_per_chunk`])
+/// and the head's logits where a loss is taken ([`forward_batches`]). The activations every window holds between layers are one tensor per chunk, none
 /// larger than the chunk's MLP activations.
 pub fn calibration_footprint(
     cfg: &ModelConfig,
@@ -74,19 +75,23 @@ pub fn calibration_footprint(
 }
 
 /// How many of `n` calibration windows of `len` tokens one forward of `recipe` (or of either of its depth and
-/// width steps) runs through the layers, and on how many it runs the head: all of them, both, for a loss to
-/// differentiate or to compare candidates on (gradient scores, AdaPruner, the search allocation); a chunk, and at
-/// most [`SKIP_BATCH`] of it, for the skipped-layer perplexity (whose repair runs the chunk); a chunk and none for
-/// the activation scores and repairs, which stop at the last layer.
+/// width steps) runs through the layers, and on how many it runs the head: all of them, both, to compare
+/// candidates on (AdaPruner, the search allocation); a backward's batch, both, for gradient scores; a chunk, and
+/// at most [`SKIP_BATCH`] of it, for the skipped-layer perplexity (whose repair runs the chunk); a chunk and none
+/// for the activation scores and repairs, which stop at the last layer.
 fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
         .chain(steps.iter().flatten())
         .map(|r| {
-            let searches = matches!(r.allocation, Allocation::Search(_)) || r.adapruner.is_some();
+            let searches = matches!(r.allocation, Allocation::Search(_))
+                || r.adapruner.is_some()
+                || r.importance == Importance::Adapruner;
             let chunk = windows_per_chunk(cfg, len, r).min(n);
+            let backward = windows_per_backward(cfg, len, n, r).min(n);
             match r.importance {
-                _ if r.importance.needs_backward() || searches => (n, n),
+                _ if searches => (n, n),
+                _ if r.importance.needs_backward() => (backward, backward),
                 Importance::Perplexity => (chunk, chunk.min(SKIP_BATCH)),
                 _ => (chunk, 0),
             }

@@ -1,16 +1,27 @@
-//! Gradients for the gradient scores: one batched backward for `∂L/∂W` (Taylor) or `∂f/∂W` (NTK's output
+//! Gradients for the gradient scores: batched backwards for `∂L/∂W` (Taylor) or `∂f/∂W` (NTK's output
 //! functional), and N per-sample backwards of the loss for the Fisher diagonal `F = (1/N) Σ_n (∂L_n/∂W)²`
 //! (LLM-Pruner's `acc_grad`).
+//!
+//! A backward keeps every layer's activations until it runs, so the windows go through it in batches
+//! ([`windows_per_backward`]). `L` and `f` are means over the windows (all of one length): over batches of
+//! `n_k` of the `N` windows `∂L/∂W = Σ_k (n_k / N) ∂L_k/∂W`, so each batch's value is scaled by `n_k / N`
+//! before its backward and the gradients summed (in the weights' type, as PyTorch accumulates `.grad`). One
+//! batch is the plain backward; several hold one batch's activations instead of every window's, and a second
+//! set of gradients.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
 
 use super::importance::{ntk, GradStats, Objective};
+use super::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::named::Weight;
-use crate::model::Llama;
+use crate::model::params::count_params;
+use crate::model::{Llama, ModelConfig};
 use crate::progress::{Progress, ProgressEvent};
 
 fn in_layers(name: &str, layers: &Range<usize>) -> bool {
@@ -20,14 +31,65 @@ fn in_layers(name: &str, layers: &Range<usize>) -> bool {
         .is_some_and(|l| layers.contains(&l))
 }
 
+/// The most bytes one backward's activations may take (as [`backward_bytes_per_window`] counts them) when
+/// the windows run in batches and the recipe does not set the batch.
+pub const BACKWARD_BYTES: usize = 4 << 30;
+
+/// The bytes one window of `len` tokens adds to a backward's peak in f32: per layer 10 hidden-wide and 5
+/// MLP-wide tensors a position, and 3 attention probabilities a head and pair of positions; at the head 3
+/// vocabulary-wide ones a position (logits, their log-softmax, its gradient). Fitted to the peak memory of
+/// taylor-first on SmolLM2-135M on this CPU: 32 × 64, 16 × 256, 4 × 512 and 1 × 512 windows, each within 2%
+/// once the 1.24 GB the run holds without windows is taken off (`benches/gradient_batches_smollm2.sh`).
+pub fn backward_bytes_per_window(cfg: &ModelConfig, len: usize) -> u128 {
+    let layers: u128 = cfg
+        .layers
+        .iter()
+        .map(|l| {
+            10 * cfg.hidden_size as u128
+                + 5 * l.intermediate_size as u128
+                + 3 * (l.num_heads as u128) * len as u128
+        })
+        .sum();
+    4 * len as u128 * (layers + 3 * cfg.vocab_size as u128)
+}
+
+/// Windows per backward for `n` windows of `len` tokens: the recipe's calibration batch; else all `n`, unless
+/// their activations are over [`BACKWARD_BYTES`] and batches of as many as fit it, with the second set of
+/// gradients the sum takes (every layer's, f32), hold less. At least one.
+pub fn windows_per_backward(cfg: &ModelConfig, len: usize, n: usize, recipe: &Recipe) -> usize {
+    if let Some(batch) = recipe.calib_batch {
+        return batch.max(1);
+    }
+    let window = backward_bytes_per_window(cfg, len).max(1);
+    let batch = (BACKWARD_BYTES as u128 / window).max(1);
+    let gradients = 4 * count_params(cfg).per_layer.iter().sum::<usize>() as u128;
+    let all = window.saturating_mul(n as u128);
+    match gradients + batch * window < all {
+        true => batch as usize,
+        false => n.max(1),
+    }
+}
+
+/// Adds `t` to the sum under `name` (or starts it).
+fn add<B: Backend>(sums: &mut HashMap<String, Tensor<B, 2>>, name: &str, t: Tensor<B, 2>) {
+    let sum = match sums.remove(name) {
+        Some(sum) => sum + t,
+        None => t,
+    };
+    sums.insert(name.to_string(), sum);
+}
+
 /// Gradient statistics of the matrices of `layers` on the calibration `windows` (all the same length): the
-/// gradient of `objective` (if any) and the Fisher diagonal (if `need_fisher`).
+/// gradient of `objective` (if any), with `per_batch` windows a backward, and the Fisher diagonal (if
+/// `need_fisher`).
+#[allow(clippy::too_many_arguments)]
 pub fn gradient_stats<B: AutodiffBackend>(
     model: &Llama<B>,
     windows: &[Vec<u32>],
     layers: Range<usize>,
     objective: Option<Objective>,
     need_fisher: bool,
+    per_batch: usize,
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<GradStats<B::InnerBackend>> {
@@ -39,19 +101,25 @@ pub fn gradient_stats<B: AutodiffBackend>(
         .collect();
     let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
     if let Some(objective) = objective {
-        progress.report(ProgressEvent::new("backward", 0, 1));
-        let ids = batch_tensor::<B>(&refs, device);
-        let value = match objective {
-            Objective::Loss => model.loss(ids),
-            Objective::Output => ntk::output_functional(model.forward(ids)),
-        };
-        let grads = value.backward();
-        for (name, w) in &weights {
-            if let Some(Weight::Matrix(g)) = w.grad(&grads) {
-                stats.grad.insert(name.clone(), g);
+        let batches: Vec<&[&[u32]]> = refs.chunks(per_batch.max(1)).collect();
+        progress.report(ProgressEvent::new("backward", 0, batches.len()));
+        for (i, batch) in batches.iter().enumerate() {
+            if i > 0 && progress.cancelled() {
+                return Err(Error::Cancelled);
             }
+            let ids = batch_tensor::<B>(batch, device);
+            let value = match objective {
+                Objective::Loss => model.loss(ids),
+                Objective::Output => ntk::output_functional(model.forward(ids)),
+            };
+            let grads = (value * (batch.len() as f64 / refs.len() as f64)).backward();
+            for (name, w) in &weights {
+                if let Some(Weight::Matrix(g)) = w.grad(&grads) {
+                    add(&mut stats.grad, name, g);
+                }
+            }
+            progress.report(ProgressEvent::new("backward", i + 1, batches.len()));
         }
-        progress.report(ProgressEvent::new("backward", 1, 1));
     }
     if need_fisher {
         let n = refs.len();
@@ -62,12 +130,7 @@ pub fn gradient_stats<B: AutodiffBackend>(
             let grads = model.loss(batch_tensor::<B>(&[window], device)).backward();
             for (name, w) in &weights {
                 if let Some(Weight::Matrix(g)) = w.grad(&grads) {
-                    let sq = g.powi_scalar(2) / n as f64;
-                    let acc = match stats.fisher.remove(name) {
-                        Some(acc) => acc + sq,
-                        None => sq,
-                    };
-                    stats.fisher.insert(name.clone(), acc);
+                    add(&mut stats.fisher, name, g.powi_scalar(2) / n as f64);
                 }
             }
             progress.report(ProgressEvent::new("fisher", i + 1, n));

@@ -11,7 +11,7 @@ use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::calib::check_windows;
 use super::compensate::Compensation;
 use super::depth::{depth_plan, layer_criterion_scores, remove_layers, whole_layer_scores};
-use super::gradients::gradient_stats;
+use super::gradients::{gradient_stats, windows_per_backward};
 use super::importance::{score_layers, GradStats, Importance, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
@@ -152,6 +152,7 @@ pub async fn make_plan<B: AutodiffBackend>(
                 layers.clone(),
                 kind.gradient_of(),
                 kind.needs_fisher(),
+                windows_per_backward(cfg, calib[0].len(), calib.len(), recipe),
                 device,
                 progress,
             )?
