@@ -1,39 +1,56 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): peak memory and time of a gradient score's backward on SmolLM2-135M, every calibration
-# window in one backward (`--calib-batch 16`) against backwards of a few windows, the gradients summed: the
-# default batch (5 windows: 4 GiB of activations as `prune/gradients.rs` counts them) and one window. taylor-first,
-# 16 × 256 windows of the Python tutorial, ratio 0.25 on layers [4, 28), no repair. Prints each run's gradient
-# stage time and peak resident memory (GNU time), their ratios to the one-backward run, and whether the plans
-# agree. Needs models/smollm2/fetch.
+# Benchmark (not a test): peak memory and time of a gradient score's backward on SmolLM2-135M (taylor-first,
+# windows of the Python tutorial, ratio 0.25 on layers [4, 28), no repair), peak resident memory by GNU time.
+# 1. 16 × 256 windows in one backward (`--calib-batch 16`), in the default batches (5 windows: 4 GiB as
+#    `prune/gradients.rs` counts them) and one window a backward: gradient stage time, peak, their ratios to
+#    one backward, and whether the plans agree.
+# 2. The fit of `backward_bytes_per_window`: one backward at 32 × 64, 16 × 256, 4 × 512 and 1 × 512; each
+#    peak less the windows' count (n · bytes a window) leaves what the run holds without windows, which the
+#    count fits when that remainder is the same at every shape.
+# Needs models/smollm2/fetch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 cargo build --quiet --release
 bin="${CARGO_TARGET_DIR:-target}/release/prunelab"
+# run NAME SAMPLES LEN [FLAGS…]
 run() {
-    local name=$1; shift
+    local name=$1 samples=$2 len=$3; shift 3
     /usr/bin/time -f "%M" -o "$tmp/$name.rss" "$bin" prune models/smollm2-135m --out "$tmp/$name" \
         --importance taylor-first --compensation none --ratio 0.25 --layers 4..28 \
-        --calib ../shared/data/calib-python-tutorial.txt --calib-samples 16 --calib-len 256 --json "$@" \
+        --calib ../shared/data/calib-python-tutorial.txt --calib-samples "$samples" --calib-len "$len" --json "$@" \
         > "$tmp/$name.json"
 }
-run all-at-once --calib-batch 16
-run default
-run batch-1 --calib-batch 1
-python3 - "$tmp" <<'PY'
+run all-at-once 16 256 --calib-batch 16
+run default 16 256
+run batch-1 16 256 --calib-batch 1
+run fit-32x64 32 64 --calib-batch 32
+run fit-4x512 4 512 --calib-batch 4
+run fit-1x512 1 512 --calib-batch 1
+python3 - "$tmp" models/smollm2-135m/config.json <<'PY'
 import json, sys
-tmp = sys.argv[1]
+tmp, cfg = sys.argv[1], json.load(open(sys.argv[2]))
 def of(name):
     r = json.load(open(f"{tmp}/{name}.json"))
     grad = sum(t["seconds"] for t in r["timings"] if t["stage"] == "gradients")
-    rss = int(open(f"{tmp}/{name}.rss").read().split()[-1]) / 1024
+    rss = int(open(f"{tmp}/{name}.rss").read().split()[-1]) * 1024
     plan = json.load(open(f"{tmp}/{name}/plan.json"))
     return grad, rss, plan
+mib = lambda b: b / 2**20
 base_grad, base_rss, base_plan = of("all-at-once")
-print(f"{'run':<12} {'gradients':>10} {'peak RSS':>10} {'time ratio':>10} {'RSS ratio':>9}  plan")
+print(f"{'run':<12} {'gradients':>10} {'peak RSS':>12} {'time ratio':>10} {'RSS ratio':>9}  plan")
 for name in ["all-at-once", "default", "batch-1"]:
     grad, rss, plan = of(name)
     same = "same" if plan == base_plan else "differs"
-    print(f"{name:<12} {grad:>8.1f} s {rss:>6.0f} MiB {grad / base_grad:>10.2f} {rss / base_rss:>9.2f}  {same}")
+    print(f"{name:<12} {grad:>8.1f} s {mib(rss):>8.0f} MiB {grad / base_grad:>10.2f} {rss / base_rss:>9.2f}  {same}")
+def window(length):  # backward_bytes_per_window
+    layer = 10 * cfg["hidden_size"] + 5 * cfg["intermediate_size"] + 3 * cfg["num_attention_heads"] * length
+    return 4 * length * (cfg["num_hidden_layers"] * layer + 3 * cfg["vocab_size"])
+print(f"\n{'one backward':<14} {'peak RSS':>12} {'windows counted':>16} {'remainder':>12}")
+for name, n, length in [("fit-32x64", 32, 64), ("all-at-once", 16, 256), ("fit-4x512", 4, 512),
+                        ("fit-1x512", 1, 512)]:
+    _, rss, _ = of(name)
+    counted = n * window(length)
+    print(f"{n} × {length:<9} {mib(rss):>8.0f} MiB {mib(counted):>12.0f} MiB {mib(rss - counted):>8.0f} MiB")
 PY

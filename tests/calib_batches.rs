@@ -123,7 +123,8 @@ fn a_backward_runs_all_windows_unless_batches_hold_less() {
 
 /// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
 /// so the largest tensor is one batch's MLP activations (990 MB), not every window's (10.75 GiB); gradient scores
-/// run one window a backward, and the search every window at once.
+/// run one window a backward (a repair after them its chunk), the Fisher diagonal one window, and the search's
+/// and AdaPruner's losses their 4 held-out windows.
 #[test]
 fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     let cfg = llama_7b();
@@ -174,19 +175,47 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     let f = calibration_footprint(&cfg, &windows, &taylor);
     assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
     assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
+    // Without a repair only the backward runs: one window; a repair after it runs its chunk of 11.
     let taylor = Recipe {
         calib_batch: None,
+        compensation: Compensation::None,
         ..taylor
     };
     let f = calibration_footprint(&cfg, &windows, &taylor);
     assert_eq!(shape(&f, "MLP activations"), Some(vec![1, 2048, 11008]));
     assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    let repaired = Recipe {
+        compensation: Compensation::Ls,
+        ..taylor.clone()
+    };
+    let f = calibration_footprint(&cfg, &windows, &repaired);
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![11, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    let fisher = Recipe {
+        importance: Importance::TaylorSecond,
+        calib_batch: Some(20),
+        ..taylor.clone()
+    };
+    let f = calibration_footprint(&cfg, &windows, &fisher);
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![1, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
     let searched = Recipe {
         allocation: Allocation::Search(Default::default()),
-        ..taylor
+        ..taylor.clone()
     };
     let f = calibration_footprint(&cfg, &windows, &searched);
-    assert_eq!(shape(&f, "logits"), Some(vec![128, 2048, 32000]));
+    assert_eq!(shape(&f, "MLP activations"), Some(vec![4, 2048, 11008]));
+    assert_eq!(shape(&f, "logits"), Some(vec![4, 2048, 32000]));
+    let adapruner = Recipe {
+        importance: Importance::Adapruner,
+        adapruner: Some(AdaprunerSettings {
+            fitness_windows: 6,
+            ..Default::default()
+        }),
+        ..taylor
+    };
+    let f = calibration_footprint(&cfg, &windows, &adapruner);
+    assert_eq!(shape(&f, "logits"), Some(vec![6, 2048, 32000]));
 }
 
 fn weights(model: &Llama<Cpu>) -> Vec<(String, Vec<f32>)> {

@@ -353,8 +353,8 @@ fn eval<B: Backend>(
     ))
 }
 
-/// A pruning run's forwards: the calibration windows (all at once, or in chunks), a batch of `--eval` windows,
-/// and the largest batch of `--tasks` choices.
+/// A pruning run's forwards: the calibration windows (in chunks, backward batches or held-out windows), a batch
+/// of `--eval` windows and the largest batch of `--tasks` choices.
 pub(super) fn pruning_footprints(
     cfg: &ModelConfig,
     recipe: &Recipe,

@@ -7,8 +7,8 @@
 //! non-empty set of blocks and a weight in [0, 1] per mixed score. Its score of a structure is
 //! `Σ_m w_m · s_m / mean_m`, with `w` scaled to sum to 1 and `mean_m` the mean of score `m` over the layer's
 //! structures of that kind (a scale-free mix: one score alone ranks exactly as it does unmixed). The scores of a
-//! set of blocks are computed once (one backward pass over its windows; one per window more when a score needs
-//! the Fisher diagonal) and kept for the trials that pick it again.
+//! set of blocks are computed once (backward passes over its windows in batches, `prune/gradients.rs`; one per
+//! window more when a score needs the Fisher diagonal) and kept for the trials that pick it again.
 //!
 //! Trial 0 is the first mixed score alone on the whole pool (`taylor-first` by default: LLM-Pruner's), then come
 //! a few random trials, then TPE proposals (one univariate estimator per parameter, as Optuna's default, with the

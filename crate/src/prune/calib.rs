@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::activations::windows_per_chunk;
 use super::allocate::Allocation;
+use super::compensate::Compensation;
 use super::depth::SKIP_BATCH;
 use super::gradients::windows_per_backward;
 use super::{Importance, Recipe};
@@ -57,10 +58,10 @@ pub fn sample_windows(
         .collect())
 }
 
-/// The forwards of calibration: the layers over a batch of windows (all of them to compare candidates on, a
-/// backward's batch for a loss to differentiate: [`windows_per_backward`], else a chunk: [`windows_per_chunk`])
-/// and the head's logits where a loss is taken ([`forward_batches`]). The activations every window holds between layers are one tensor per chunk, none
-/// larger than the chunk's MLP activations.
+/// The forwards of calibration: the layers over a batch of windows (a backward's for a loss to differentiate:
+/// [`windows_per_backward`]; the held-out windows a search compares candidates on; else a chunk:
+/// [`windows_per_chunk`]) and the head's logits where a loss is taken ([`forward_batches`]). The activations
+/// every window holds between layers are one tensor per chunk, none larger than the chunk's MLP activations.
 pub fn calibration_footprint(
     cfg: &ModelConfig,
     windows: &[Vec<u32>],
@@ -75,26 +76,37 @@ pub fn calibration_footprint(
 }
 
 /// How many of `n` calibration windows of `len` tokens one forward of `recipe` (or of either of its depth and
-/// width steps) runs through the layers, and on how many it runs the head: all of them, both, to compare
-/// candidates on (AdaPruner, the search allocation); a backward's batch, both, for gradient scores; a chunk, and
-/// at most [`SKIP_BATCH`] of it, for the skipped-layer perplexity (whose repair runs the chunk); a chunk and none
-/// for the activation scores and repairs, which stop at the last layer.
+/// width steps) runs through the layers, and on how many it runs the head — the most over what the recipe runs:
+/// a backward's batch, both, for gradient scores and AdaPruner's trials; one window, both, for the Fisher
+/// diagonal alone; a chunk, and at most [`SKIP_BATCH`] of it, for the skipped-layer perplexity; a chunk and
+/// none for the activation scores and repairs, which stop at the last layer; the held-out windows, both, to
+/// compare candidates on (AdaPruner, the search allocation).
 fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
         .chain(steps.iter().flatten())
         .map(|r| {
-            let searches = matches!(r.allocation, Allocation::Search(_))
-                || r.adapruner.is_some()
-                || r.importance == Importance::Adapruner;
             let chunk = windows_per_chunk(cfg, len, r).min(n);
             let backward = windows_per_backward(cfg, len, n, r).min(n);
-            match r.importance {
-                _ if searches => (n, n),
-                _ if r.importance.needs_backward() => (backward, backward),
+            let held_out = match (&r.allocation, r.importance) {
+                (_, Importance::Adapruner) => {
+                    r.adapruner.clone().unwrap_or_default().fitness_windows
+                }
+                (Allocation::Search(search), _) => search.fitness_windows,
+                _ => 0,
+            }
+            .min(n);
+            let (layers, head) = match r.importance {
+                i if i.needs_gradient() || i == Importance::Adapruner => (backward, backward),
+                i if i.needs_fisher() => (1.min(n), 1.min(n)),
                 Importance::Perplexity => (chunk, chunk.min(SKIP_BATCH)),
                 _ => (chunk, 0),
-            }
+            };
+            let repair = match r.compensation {
+                Compensation::None => 0,
+                _ => chunk,
+            };
+            (layers.max(repair).max(held_out), head.max(held_out))
         })
         .fold((0, 0), |(l, h), (a, b)| (l.max(a), h.max(b)))
 }

@@ -38,19 +38,16 @@ pub const BACKWARD_BYTES: usize = 4 << 30;
 /// The bytes one window of `len` tokens adds to a backward's peak in f32: per layer 10 hidden-wide and 5
 /// MLP-wide tensors a position, and 3 attention probabilities a head and pair of positions; at the head 3
 /// vocabulary-wide ones a position (logits, their log-softmax, its gradient). Fitted to the peak memory of
-/// taylor-first on SmolLM2-135M on this CPU: 32 × 64, 16 × 256, 4 × 512 and 1 × 512 windows, each within 2%
-/// once the 1.24 GB the run holds without windows is taken off (`benches/gradient_batches_smollm2.sh`).
+/// taylor-first on SmolLM2-135M on this CPU at 32 × 64, 16 × 256, 4 × 512 and 1 × 512 windows: each peak less
+/// this count leaves 1,100 to 1,199 MiB, what the run holds without windows (`benches/gradient_batches_smollm2.sh`).
 pub fn backward_bytes_per_window(cfg: &ModelConfig, len: usize) -> u128 {
-    let layers: u128 = cfg
-        .layers
-        .iter()
-        .map(|l| {
-            10 * cfg.hidden_size as u128
-                + 5 * l.intermediate_size as u128
-                + 3 * (l.num_heads as u128) * len as u128
-        })
-        .sum();
-    4 * len as u128 * (layers + 3 * cfg.vocab_size as u128)
+    let len = len as u128;
+    let layers = cfg.layers.iter().fold(0u128, |sum, l| {
+        let attention = (3 * l.num_heads as u128).saturating_mul(len);
+        let widths = 10 * cfg.hidden_size as u128 + 5 * l.intermediate_size as u128;
+        sum.saturating_add(widths.saturating_add(attention))
+    });
+    (4 * len).saturating_mul(layers.saturating_add(3 * cfg.vocab_size as u128))
 }
 
 /// Windows per backward for `n` windows of `len` tokens: the recipe's calibration batch; else all `n`, unless
@@ -63,8 +60,9 @@ pub fn windows_per_backward(cfg: &ModelConfig, len: usize, n: usize, recipe: &Re
     let window = backward_bytes_per_window(cfg, len).max(1);
     let batch = (BACKWARD_BYTES as u128 / window).max(1);
     let gradients = 4 * count_params(cfg).per_layer.iter().sum::<usize>() as u128;
-    let all = window.saturating_mul(n as u128);
-    match gradients + batch * window < all {
+    // Batches hold less when `gradients + batch · window < n · window`.
+    let saved = (n as u128).saturating_sub(batch).saturating_mul(window);
+    match gradients < saved {
         true => batch as usize,
         false => n.max(1),
     }

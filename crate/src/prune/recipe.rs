@@ -97,8 +97,8 @@ pub struct Recipe {
     /// Calibration windows run through each decoder layer at a time by the layer-wise passes (activation
     /// scores, repairs) and through one backward by gradient scores; unset: as many as keep one batch's MLP
     /// activations under [`CHUNK_BYTES`](super::activations::CHUNK_BYTES), and for a backward all windows
-    /// unless batches under [`BACKWARD_BYTES`](super::gradients::BACKWARD_BYTES) hold less. The search and
-    /// AdaPruner's losses run all windows at once.
+    /// unless batches under [`BACKWARD_BYTES`](super::gradients::BACKWARD_BYTES) hold less. The search's and
+    /// AdaPruner's losses run their held-out windows at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calib_batch: Option<usize>,
     /// Repair of `o_proj` / `down_proj` after removal (sequential pipeline when not `none`).
