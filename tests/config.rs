@@ -549,8 +549,9 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
 
     // Calibration runs its windows through the layers in batches (all 20 fit one here: tests/calib_batches.rs
     // has LLaMA-7B's), and the head only where the recipe takes a loss:
-    // over all of them for gradients, the search and AdaPruner, over 8 for the skipped-layer perplexity (also
-    // as a depth step), never for activation scores.
+    // over a backward's batch for gradients (all 20), over the 4 held-out windows for the search and
+    // AdaPruner's losses, over 8 for the skipped-layer perplexity (also as a depth step), never for activation
+    // scores.
     let windows = vec![vec![1u32; 64]; 20];
     let logits = |recipe: Recipe| {
         let f = calibration_footprint(&cfg, &windows, &recipe);
@@ -573,7 +574,8 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
         allocation: Allocation::Search(Default::default()),
         ..with(Importance::Flap)
     };
-    assert_eq!(logits(searched), Some(vec![20, 64, 128]));
+    assert_eq!(logits(searched), Some(vec![4, 64, 128]));
+    assert_eq!(logits(with(Importance::Adapruner)), Some(vec![20, 64, 128]));
     let depth_by_perplexity = Recipe {
         depth: Some(DepthFirst {
             ratio: 0.25,
