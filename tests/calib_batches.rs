@@ -167,45 +167,47 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     assert_eq!(shape(&f, "logits"), Some(vec![8, 2048, 32000]));
     assert_eq!(shape(&f, "MLP activations"), Some(vec![20, 2048, 11008]));
 
+    // The windows `recipe` runs through the layers and the head at once: MLP activations `[a, 2048, 11008]`,
+    // logits `[b, 2048, 32000]` (0 for none).
+    let counted = |recipe: &Recipe| {
+        let f = calibration_footprint(&cfg, &windows, recipe);
+        let batch = |name, width| {
+            shape(&f, name).map_or(0, |s| {
+                assert_eq!(s[1..], [2048, width], "{name}");
+                s[0]
+            })
+        };
+        (batch("MLP activations", 11008), batch("logits", 32000))
+    };
     let taylor = Recipe {
         importance: Importance::TaylorFirst,
         calib_batch: Some(2),
         ..Recipe::default()
     };
-    let f = calibration_footprint(&cfg, &windows, &taylor);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
-    assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
+    assert_eq!(counted(&taylor), (2, 2));
     // Without a repair only the backward runs: one window; a repair after it runs its chunk of 11.
     let taylor = Recipe {
         calib_batch: None,
         compensation: Compensation::None,
         ..taylor
     };
-    let f = calibration_footprint(&cfg, &windows, &taylor);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![1, 2048, 11008]));
-    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    assert_eq!(counted(&taylor), (1, 1));
     let repaired = Recipe {
         compensation: Compensation::Ls,
         ..taylor.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &repaired);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![11, 2048, 11008]));
-    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    assert_eq!(counted(&repaired), (11, 1));
     let fisher = Recipe {
         importance: Importance::TaylorSecond,
         calib_batch: Some(20),
         ..taylor.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &fisher);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![1, 2048, 11008]));
-    assert_eq!(shape(&f, "logits"), Some(vec![1, 2048, 32000]));
+    assert_eq!(counted(&fisher), (1, 1));
     let searched = Recipe {
         allocation: Allocation::Search(Default::default()),
         ..taylor.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &searched);
-    assert_eq!(shape(&f, "MLP activations"), Some(vec![4, 2048, 11008]));
-    assert_eq!(shape(&f, "logits"), Some(vec![4, 2048, 32000]));
+    assert_eq!(counted(&searched), (4, 4));
     let adapruner = Recipe {
         importance: Importance::Adapruner,
         adapruner: Some(AdaprunerSettings {
@@ -214,8 +216,7 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         }),
         ..taylor
     };
-    let f = calibration_footprint(&cfg, &windows, &adapruner);
-    assert_eq!(shape(&f, "logits"), Some(vec![6, 2048, 32000]));
+    assert_eq!(counted(&adapruner), (6, 6));
 }
 
 fn weights(model: &Llama<Cpu>) -> Vec<(String, Vec<f32>)> {
