@@ -150,7 +150,8 @@ fn global_cuts_z_scores_at_the_parameter_target() {
 /// `search` on `tiny-gqa` (l2 scores of layers 0..4, 20% of the parameters, the golden calibration windows): the
 /// winner meets the target; the first generation's best is no worse than the uniform start, whose loss is that
 /// of uniform's plan measured here; the best loss never rises over the generations and is the loss of the
-/// plan returned, measured here; the same seed gives the same plan.
+/// plan returned, measured here; the same seed gives the same plan, also with the losses run one window at a
+/// time.
 #[test]
 fn search_meets_the_target_and_ends_no_worse_than_uniform() {
     let device = Default::default();
@@ -177,12 +178,14 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         fitness_windows: 3,
     };
     let fraction = 0.2;
-    let search = |seed, progress: &dyn Progress| {
+    // Candidates' losses on the 3 fitness windows `per_batch` at a time.
+    let search_in = |seed, per_batch, progress: &dyn Progress| {
         pollster::block_on(search_plan(
-            &model, &scores, fraction, &KINDS, settings, seed, &calib, progress,
+            &model, &scores, fraction, &KINDS, settings, seed, &calib, per_batch, progress,
         ))
         .unwrap()
     };
+    let search = |seed, progress: &dyn Progress| search_in(seed, 3, progress);
     let windows: Vec<&[u32]> = calib[..3].iter().map(|w| w.as_slice()).collect();
     let loss = |plan: &Plan| {
         let pruned = apply(model.clone(), plan).unwrap();
@@ -218,10 +221,19 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         })
         .collect();
     assert_eq!(progress.of("search"), said);
+    // One window a forward: the losses of the same candidates to rounding, so the same search.
+    let one_by_one = search_in(7, 1, &Silent);
+    assert_eq!(one_by_one.plan, found.plan);
+    for (a, b) in one_by_one.best_loss.iter().zip(&found.best_loss) {
+        assert!(
+            (a - b).abs() <= 1e-6 * b,
+            "one window a forward: {a} vs {b}"
+        );
+    }
     // Fitness windows holding an id the embedding lacks, and a population beyond any use, are refused by name.
     let refused = |calib: &[Vec<u32>], settings: SearchSettings| {
         pollster::block_on(search_plan(
-            &model, &scores, fraction, &KINDS, settings, 7, calib, &Silent,
+            &model, &scores, fraction, &KINDS, settings, 7, calib, 3, &Silent,
         ))
         .expect_err("refused")
         .to_string()

@@ -23,12 +23,13 @@ use prunelab::prune::allocate::Allocation;
 use prunelab::prune::calib::{calibration_footprint, CalibSource};
 use prunelab::prune::compensate::Compensation;
 use prunelab::prune::depth::remove_layers;
+use prunelab::prune::fitness::{windows_per_fitness, Fitness};
 use prunelab::prune::gradients::{
     backward_bytes_per_window, gradient_stats, windows_per_backward, BACKWARD_BYTES,
 };
 use prunelab::prune::importance::{LayerScores, Objective};
 use prunelab::prune::pipeline::{prune, Pruned};
-use prunelab::prune::plan::Plan;
+use prunelab::prune::plan::{LayerPlan, Plan};
 use prunelab::prune::recipe::{LayerRange, Recipe};
 use prunelab::prune::streaming::Streamed;
 use prunelab::prune::structure::StructureKind;
@@ -124,7 +125,7 @@ fn a_backward_runs_all_windows_unless_batches_hold_less() {
 /// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
 /// so the largest tensor is one batch's MLP activations (990 MB), not every window's (10.75 GiB); gradient scores
 /// run one window a backward (a repair after them its chunk), the Fisher diagonal one window, and the search's
-/// and AdaPruner's losses their 4 held-out windows.
+/// and AdaPruner's losses their held-out windows, at most 4 at a time (logits under 1 GiB) or the recipe's batch.
 #[test]
 fn the_calibration_footprint_counts_one_batch_through_the_layers() {
     let cfg = llama_7b();
@@ -208,6 +209,13 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         ..taylor.clone()
     };
     assert_eq!(counted(&searched), (4, 4));
+    let two_at_a_time = Recipe {
+        calib_batch: Some(2),
+        ..searched
+    };
+    assert_eq!(counted(&two_at_a_time), (2, 2));
+    // Held-out windows run as many at a time as keep their logits under 1 GiB: 4 of 2048 tokens (1,000 MiB).
+    assert_eq!(windows_per_fitness(&cfg, 2048, &taylor), 4);
     let adapruner = Recipe {
         importance: Importance::Adapruner,
         adapruner: Some(AdaprunerSettings {
@@ -216,7 +224,7 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         }),
         ..taylor
     };
-    assert_eq!(counted(&adapruner), (6, 6));
+    assert_eq!(counted(&adapruner), (4, 4));
 }
 
 fn weights(model: &Llama<Cpu>) -> Vec<(String, Vec<f32>)> {
@@ -531,6 +539,51 @@ fn gradients_summed_over_batches_are_the_golden_gradients() {
         to_one = to_one.max(err);
     }
     eprintln!("in batches of 3: worst {to_golden:e} from the golden gradients, {to_one:e} from one backward's");
+}
+
+/// The fitness of the unpruned model on the 10 golden windows, one at a time, 3 at a time and all at once: HF
+/// transformers' calibration loss (within 1e-5 relative), and for a plan that removes half of every layer's MLP
+/// the same loss to rounding (1e-6) whatever the batch.
+#[test]
+fn held_out_losses_in_batches_are_the_mean_over_every_window() {
+    let device = Default::default();
+    let model = load_fixture::<Cpu>("tiny-gqa", &device);
+    let cfg = model.config.clone();
+    let windows = calib();
+    let want = golden_json("tiny-gqa")["calibration_loss"]
+        .as_f64()
+        .unwrap();
+    let half_mlp = Plan::new(
+        &cfg,
+        (0..cfg.layers.len())
+            .map(|l| LayerPlan {
+                layer: l,
+                kv_groups: vec![],
+                query_heads: vec![],
+                mlp_channels: (0..cfg.layers[l].intermediate_size / 2).collect(),
+            })
+            .collect(),
+    );
+    let loss = |per_batch, plan: &Plan| {
+        block_on(Fitness::new(&model, &windows, per_batch).loss(plan)).unwrap()
+    };
+    let pruned_at_once = loss(10, &half_mlp);
+    for per_batch in [1, 3, 10] {
+        let dense = loss(per_batch, &Plan::new(&cfg, vec![]));
+        assert!(
+            (dense - want).abs() <= 1e-5 * want,
+            "{per_batch} a forward: {dense} vs HF's {want}"
+        );
+        let pruned = loss(per_batch, &half_mlp);
+        assert!(
+            (pruned - pruned_at_once).abs() <= 1e-6 * pruned_at_once,
+            "{per_batch} a forward: {pruned} vs {pruned_at_once}"
+        );
+        assert!(
+            pruned > dense + 1e-3,
+            "half the MLP gone: {pruned} vs {dense}"
+        );
+    }
 }
 
 /// Gradient scores (the loss's, the output functional's, with the Fisher diagonal, whole layers, AdaPruner's

@@ -23,11 +23,17 @@ pub const CHUNK_BYTES: usize = 1 << 30;
 /// Windows per chunk for `cfg` and windows of `len` tokens: the recipe's calibration batch, else as many as
 /// keep the widest layer's MLP activations under [`CHUNK_BYTES`]; at least one.
 pub fn windows_per_chunk(cfg: &ModelConfig, len: usize, recipe: &Recipe) -> usize {
+    let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
+    windows_of_width(recipe, len, widest.unwrap_or(0))
+}
+
+/// The recipe's calibration batch, else as many windows of `len` tokens as keep a tensor `[batch, len, width]`
+/// under [`CHUNK_BYTES`] in f32; at least one.
+pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
     let batch = recipe.calib_batch.unwrap_or_else(|| {
-        let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
         let window = 4usize
             .saturating_mul(len.max(1))
-            .saturating_mul(widest.unwrap_or(1).max(1));
+            .saturating_mul(width.max(1));
         CHUNK_BYTES / window
     });
     batch.max(1)

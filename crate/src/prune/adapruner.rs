@@ -28,7 +28,7 @@ use tpe::density_estimation::DefaultEstimatorBuilder;
 use tpe::range::Range as ParamRange;
 use tpe::{TpeOptimizer, TpeOptimizerBuilder};
 
-use super::fitness::Fitness;
+use super::fitness::{windows_per_fitness, Fitness};
 use super::gradients::{gradient_stats, windows_per_backward};
 use super::importance::{score_layers, GradStats, Importance, LayerScores, Objective};
 use super::plan::Plan;
@@ -282,7 +282,8 @@ pub async fn tune<B: AutodiffBackend>(
     let layers = recipe.layer_range(&model.config);
     let metrics = &settings.metrics;
     let inner = model.valid();
-    let fitness = Fitness::new(&inner, &calib[..held]);
+    let per_batch = windows_per_fitness(&model.config, calib[0].len(), recipe);
+    let fitness = Fitness::new(&inner, &calib[..held], per_batch);
     let pool = &calib[held..];
     let block = |b: usize| &pool[b * pool.len() / n_blocks..(b + 1) * pool.len() / n_blocks];
     let sets = (1u32 << n_blocks) - 1;

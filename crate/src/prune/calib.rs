@@ -7,6 +7,7 @@ use super::activations::windows_per_chunk;
 use super::allocate::Allocation;
 use super::compensate::Compensation;
 use super::depth::SKIP_BATCH;
+use super::fitness::windows_per_fitness;
 use super::gradients::windows_per_backward;
 use super::{Importance, Recipe};
 use crate::error::{Error, Result};
@@ -59,7 +60,8 @@ pub fn sample_windows(
 }
 
 /// The forwards of calibration: the layers over a batch of windows (a backward's for a loss to differentiate:
-/// [`windows_per_backward`]; the held-out windows a search compares candidates on; else a chunk:
+/// [`windows_per_backward`]; a batch of the held-out windows a search compares candidates on:
+/// [`windows_per_fitness`]; else a chunk:
 /// [`windows_per_chunk`]) and the head's logits where a loss is taken ([`forward_batches`]). The activations
 /// every window holds between layers are one tensor per chunk, none larger than the chunk's MLP activations.
 pub fn calibration_footprint(
@@ -79,8 +81,8 @@ pub fn calibration_footprint(
 /// width steps) runs through the layers, and on how many it runs the head — the most over what the recipe runs:
 /// a backward's batch, both, for gradient scores and AdaPruner's trials; one window, both, for the Fisher
 /// diagonal alone; a chunk, and at most [`SKIP_BATCH`] of it, for the skipped-layer perplexity; a chunk and
-/// none for the activation scores and repairs, which stop at the last layer; the held-out windows, both, to
-/// compare candidates on (AdaPruner, the search allocation).
+/// none for the activation scores and repairs, which stop at the last layer; a batch of the held-out windows,
+/// both, to compare candidates on (AdaPruner, the search allocation).
 fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
@@ -95,6 +97,7 @@ fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> 
                 (Allocation::Search(search), _) => search.fitness_windows,
                 _ => 0,
             }
+            .min(windows_per_fitness(cfg, len, r))
             .min(n);
             let (layers, head) = match r.importance {
                 i if i.needs_gradient() || i == Importance::Adapruner => (backward, backward),

@@ -11,6 +11,7 @@ use super::allocate::{counted_plan, global_plan, ratio_for_target, Allocation};
 use super::calib::check_windows;
 use super::compensate::Compensation;
 use super::depth::{depth_plan, layer_criterion_scores, remove_layers, whole_layer_scores};
+use super::fitness::windows_per_fitness;
 use super::gradients::{gradient_stats, windows_per_backward};
 use super::importance::{score_layers, GradStats, Importance, LayerScores};
 use super::plan::{apply, Plan};
@@ -85,6 +86,7 @@ pub async fn make_plan<B: AutodiffBackend>(
                     settings,
                     recipe.seed,
                     calib,
+                    windows_per_fitness(cfg, calib.first().map_or(0, Vec::len), recipe),
                     progress,
                 )
                 .await?;

@@ -237,7 +237,8 @@ fn offspring(space: &Space, parent: &Genome, rng: &mut StdRng) -> Option<Genome>
     })
 }
 
-/// The search plan over the scored layers of `model`: at least `fraction` of all parameters removed.
+/// The search plan over the scored layers of `model`: at least `fraction` of all parameters removed. Each
+/// candidate's loss runs the fitness windows `per_batch` at a time.
 #[allow(clippy::too_many_arguments)]
 pub async fn search_plan<B: Backend>(
     model: &Llama<B>,
@@ -247,6 +248,7 @@ pub async fn search_plan<B: Backend>(
     settings: SearchSettings,
     seed: u64,
     calib: &[Vec<u32>],
+    per_batch: usize,
     progress: &dyn Progress,
 ) -> Result<Searched> {
     settings.check()?;
@@ -273,7 +275,7 @@ pub async fn search_plan<B: Backend>(
         need: (fraction * total as f64).ceil() as usize,
         total,
     };
-    let measure = Fitness::new(model, &calib[..settings.fitness_windows]);
+    let measure = Fitness::new(model, &calib[..settings.fitness_windows], per_batch);
     let mut known: HashMap<Genome, f64> = HashMap::new();
     let mut fitness = async |g: &Genome| -> Result<f64> {
         if let Some(&f) = known.get(g) {
