@@ -393,6 +393,102 @@ fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
     }
 }
 
+/// A model whose weights (and gradients) this machine cannot hold is refused before anything loads, naming what
+/// it would hold: Llama-3.1-405B's shapes (405,853,388,800 parameters, as Meta counts them; a sparse checkpoint
+/// of 812 GB whose data is never read) need 1511.92 GiB of weights in f32 to evaluate, generate or prune with a
+/// training-free score, and as much again of gradients for taylor-first (755.96 GiB each in bf16).
+#[test]
+fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("llama-3.1-405b");
+    std::fs::create_dir(&model).unwrap();
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+        "num_key_value_heads": 8, "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "max_position_embeddings": 8192, "tie_word_embeddings": false, "hidden_act": "silu"
+    });
+    write(&model.join("config.json"), config.to_string().as_bytes());
+    let cfg = prunelab::model::ModelConfig::from_json(config.to_string().as_bytes()).unwrap();
+    let (mut header, mut offset) = (serde_json::Map::new(), 0usize);
+    for spec in prunelab::model::tensors::tensor_specs(&cfg) {
+        let end = offset + 2 * spec.shape.iter().product::<usize>();
+        header.insert(
+            spec.name,
+            json!({"dtype": "BF16", "shape": spec.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    assert_eq!(offset, 2 * 405_853_388_800);
+    let mut header = Value::Object(header).to_string().into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&header);
+    let file = model.join("model.safetensors");
+    write(&file, &bytes);
+    let sparse = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    sparse.set_len((bytes.len() + offset) as u64).unwrap();
+    let ids = dir.path().join("ids.json");
+    write(&ids, b"[[1, 2, 3, 4], [5, 6, 7, 8]]");
+    let (model, ids) = (model.to_str().unwrap(), ids.to_str().unwrap());
+    let over = "GiB (the memory this machine has available): use --stream (one layer at a time)";
+    let f32_weights = "1511.92 GiB for its weights in f32 alone";
+    let err = refused_cli(&["eval", model, "--ids", ids, "--seq-len", "4"]);
+    assert!(
+        err.contains(&format!("evaluation needs {f32_weights}")) && err.contains(over),
+        "{err}"
+    );
+    let err = refused_cli(&["generate", model, "--prompt-ids", ids, "--tokens", "1"]);
+    assert!(
+        err.contains(&format!("generation needs {f32_weights}")),
+        "{err}"
+    );
+    assert!(err.contains("use --precision bf16"), "{err}");
+    let out = dir.path().join("pruned");
+    let l2 = [
+        "--importance",
+        "l2",
+        "--compensation",
+        "none",
+        "--ratio",
+        "0.25",
+    ];
+    refused_prune(
+        Path::new(model),
+        &out,
+        &l2,
+        &format!("prune needs {f32_weights}"),
+    );
+    let taylor = [
+        "--importance",
+        "taylor-first",
+        "--compensation",
+        "none",
+        "--ratio",
+        "0.25",
+    ];
+    let taylor = [&taylor[..], &["--calib-ids", ids]].concat();
+    refused_prune(
+        Path::new(model),
+        &out,
+        &taylor,
+        "prune needs 3023.84 GiB for its weights in f32 (1511.92 GiB) and their gradients (1511.92 GiB), over ",
+    );
+    refused_prune(
+        Path::new(model),
+        &out,
+        &taylor,
+        "GiB (the memory this machine has available): use --precision bf16 (half), or a training-free score \
+         with --stream (one layer at a time)",
+    );
+    refused_prune(
+        Path::new(model),
+        &out,
+        &[&taylor[..], &["--precision", "bf16"]].concat(),
+        "prune needs 1511.92 GiB for its weights in bf16 (755.96 GiB) and their gradients (755.96 GiB)",
+    );
+}
+
 /// Bad arguments and outputs that cannot be written exit 2 before anything is written: an unknown backend,
 /// uneven calibration windows in a recipe, a missing output folder, and a GGUF whose report, plan or recipe
 /// would overwrite a file beside it (nothing of the run appears, the file is untouched).

@@ -585,3 +585,66 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     };
     assert_eq!(logits(depth_by_perplexity), Some(vec![8, 64, 128]));
 }
+
+/// What a run holds for its whole length, from the config alone: LLaMA-7B's 6,738,415,616 parameters are
+/// 26.95 GB in f32 and 13.48 GB in bf16, with as much again of gradients when the run takes them (its score or
+/// its depth step's runs backward passes). Over a device's memory it is refused, naming both.
+#[test]
+fn the_resident_weights_and_gradients_are_counted_from_the_config() {
+    use prunelab::backend::Precision;
+    use prunelab::model::resident::Resident;
+    let cfg = ModelConfig::from_json(
+        &serde_json::to_vec(&prunelab::model::shapes::known_shape("llama-7b").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let with = |importance| Recipe {
+        importance,
+        ..Recipe::default()
+    };
+    for (recipe, backward) in [
+        (with(Importance::Numerical), false),
+        (with(Importance::Flap), false),
+        (with(Importance::TaylorFirst), true),
+        (with(Importance::TaylorSecond), true),
+        (with(Importance::Ntk), true),
+        (with(Importance::Adapruner), true),
+        (
+            Recipe {
+                depth: Some(DepthFirst {
+                    ratio: 0.25,
+                    importance: Importance::TaylorFirst,
+                }),
+                ..with(Importance::Numerical)
+            },
+            true,
+        ),
+        (
+            Recipe {
+                depth: Some(DepthFirst {
+                    ratio: 0.25,
+                    importance: Importance::BlockInfluence,
+                }),
+                ..with(Importance::Numerical)
+            },
+            false,
+        ),
+    ] {
+        assert_eq!(recipe.runs_backward(), backward, "{:?}", recipe.importance);
+    }
+    let f32_taylor = Resident::of(&cfg, "prune", Precision::F32, true, "use --precision bf16");
+    assert_eq!(f32_taylor.weights, 4 * 6_738_415_616);
+    assert_eq!(f32_taylor.bytes(), 8 * 6_738_415_616);
+    let bf16 = Resident::of(&cfg, "prune", Precision::Bf16, false, "");
+    assert_eq!((bf16.weights, bf16.gradients), (2 * 6_738_415_616, 0));
+    let card = DeviceLimit {
+        bytes: 40 << 30,
+        source: "a 40 GiB card".into(),
+    };
+    assert_eq!(
+        f32_taylor.check(&card).unwrap_err().to_string(),
+        "invalid argument: prune needs 50.21 GiB for its weights in f32 (25.10 GiB) and their gradients \
+         (25.10 GiB), over 40.00 GiB (a 40 GiB card): use --precision bf16"
+    );
+    let bf16_taylor = Resident::of(&cfg, "prune", Precision::Bf16, true, "");
+    assert!(bf16_taylor.check(&card).is_ok());
+}

@@ -82,6 +82,22 @@ pub enum Precision {
 impl Precision {
     pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
 
+    /// The name used on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes a value takes.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
+
     /// Makes `self` the float type of every tensor later created on `device` of backend `kind`. Call it before
     /// anything touches the device; once per process.
     pub fn apply<B: burn::tensor::backend::Backend>(
@@ -112,5 +128,20 @@ pub fn largest_buffer<R: burn::cubecl::Runtime>(device: &R::Device, name: &str) 
     DeviceLimit {
         bytes: R::client(device).properties().memory.max_page_size,
         source: format!("the largest buffer {name} allocates on this device"),
+    }
+}
+
+/// The memory of the CUDA device `device`: cubecl 0.10 sets its largest buffer to a quarter of
+/// `cuDeviceTotalMem` (`cubecl-cuda`'s `runtime.rs`), so this is that total, exactly.
+#[cfg(feature = "cuda")]
+pub fn cuda_memory(device: &burn::backend::cuda::CudaDevice) -> DeviceLimit {
+    use burn::cubecl::Runtime;
+    let page = burn::cubecl::cuda::CudaRuntime::client(device)
+        .properties()
+        .memory
+        .max_page_size;
+    DeviceLimit {
+        bytes: page.saturating_mul(4),
+        source: "the memory of this CUDA device".into(),
     }
 }

@@ -18,6 +18,7 @@ use crate::eval::streamed::streamed_perplexity;
 use crate::eval::{perplexity, ChoiceOptions, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::{ids_from_json, Tokenizer};
 use crate::model::footprint::Footprint;
+use crate::model::resident::Resident;
 use crate::model::Llama;
 
 #[derive(Args, Debug)]
@@ -72,6 +73,12 @@ impl BackendJob for EvalJob<'_> {
     fn footprints(&self) -> Vec<Footprint> {
         vec![self.opts.footprint(&self.input.config, self.ids.len())]
     }
+    fn resident(&self, precision: Precision) -> Option<Resident> {
+        (!self.stream).then(|| {
+            let remedy = "use --stream (one layer at a time)";
+            Resident::of(&self.input.config, "evaluation", precision, false, remedy)
+        })
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {
         let (cfg, bars) = (&self.input.config, Bars::default());
         self.input.with_weights(|w| match self.stream {
@@ -95,6 +102,16 @@ impl BackendJob for ChoiceJob<'_> {
     type Output = ChoiceScores;
     fn footprints(&self) -> Vec<Footprint> {
         vec![self.batches.footprint(&self.input.config)]
+    }
+    fn resident(&self, precision: Precision) -> Option<Resident> {
+        let remedy = "score the task on a machine with more memory";
+        Some(Resident::of(
+            &self.input.config,
+            "task scoring",
+            precision,
+            false,
+            remedy,
+        ))
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ChoiceScores> {
         let model = self

@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use super::files::{read, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
+use crate::backend::Precision;
 use crate::error::{parse_json, Error, Result};
 use crate::eval::chat::{chat_prompt, turn, ChatMessage};
 use crate::eval::generate::Decoder;
 use crate::eval::sampling::{Chooser, Sampling};
 use crate::io::tokenizer::ids_from_json;
 use crate::model::footprint::Footprint;
+use crate::model::resident::Resident;
 use crate::model::Llama;
 
 #[derive(Args, Debug)]
@@ -107,6 +109,16 @@ impl BackendJob for GenerateJob<'_> {
             1,
             prompt,
         )]
+    }
+    fn resident(&self, precision: Precision) -> Option<Resident> {
+        let remedy = "use --precision bf16 (half), or a machine with more memory";
+        Some(Resident::of(
+            &self.input.config,
+            "generation",
+            precision,
+            false,
+            remedy,
+        ))
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Generated> {
         let model = self

@@ -14,11 +14,12 @@ use super::output::{write_model, Extras, Format, ModelWeights, NamedFiles, Targe
 use super::parse_enum;
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob, DeviceArgs};
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, Precision};
 use crate::error::{parse_json, Error, Result};
 use crate::eval::choice::{EncodedTask, Task};
 use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
 use crate::model::footprint::Footprint;
+use crate::model::resident::Resident;
 use crate::model::{Llama, ModelConfig};
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{calibration_footprint, sample_windows, CalibSource};
@@ -102,8 +103,9 @@ pub struct PruneArgs {
     calib_samples: Option<usize>,
     #[arg(long)]
     calib_len: Option<usize>,
-    /// Calibration windows run through each layer at a time by activation scores and repairs, and through one
-    /// backward by gradient scores (default: as many as keep one batch's MLP activations under 1 GiB; for a
+    /// Calibration windows run through each layer at a time by activation scores and repairs, through one
+    /// backward by gradient scores, and through one forward by the search's and adapruner's losses (default: as
+    /// many as keep one batch's MLP activations — for those losses also its logits — under 1 GiB; for a
     /// backward all, unless batches of about 4 GiB hold less; fewer hold less, the same results to rounding).
     #[arg(long)]
     calib_batch: Option<usize>,
@@ -353,6 +355,25 @@ fn eval<B: Backend>(
     ))
 }
 
+/// What a pruning run held in memory keeps for its whole length: the model, and a gradient for every weight
+/// when it runs a backward (a gradient score, AdaPruner, or either as the depth step's score; not with a saved
+/// plan).
+pub(super) fn pruning_resident(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    plan_given: bool,
+    precision: Precision,
+) -> Resident {
+    let (gradients, remedy) = match !plan_given && recipe.runs_backward() {
+        true => (
+            true,
+            "use --precision bf16 (half), or a training-free score with --stream (one layer at a time)",
+        ),
+        false => (false, "use --stream (one layer at a time)"),
+    };
+    Resident::of(cfg, "prune", precision, gradients, remedy)
+}
+
 /// A pruning run's forwards: the calibration windows (in chunks, backward batches or held-out windows), a batch
 /// of `--eval` windows and the largest batch of `--tasks` choices.
 pub(super) fn pruning_footprints(
@@ -383,6 +404,14 @@ impl BackendJob for PruneJob<'_> {
             &self.eval_ids,
             self.tasks.as_ref(),
         )
+    }
+    fn resident(&self, precision: Precision) -> Option<Resident> {
+        Some(pruning_resident(
+            &self.input.config,
+            &self.recipe,
+            self.plan.is_some(),
+            precision,
+        ))
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (args, cfg) = (self.args, &self.input.config);

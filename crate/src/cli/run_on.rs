@@ -10,6 +10,7 @@ use crate::backend::Wgpu;
 use crate::backend::{BackendKind, Cpu, Precision};
 use crate::error::{Error, Result};
 use crate::model::footprint::{DeviceLimit, Footprint};
+use crate::model::resident::Resident;
 
 /// `--backend` and `--precision`: where a command runs its model, and in which float type.
 #[derive(clap::Args, Debug)]
@@ -40,6 +41,11 @@ pub trait BackendJob {
     fn footprints(&self) -> Vec<Footprint> {
         vec![]
     }
+    /// The weights (and gradients) the job holds on the device in `precision` for its whole run, checked
+    /// against the device's memory where it is known (none by default: nothing resident, or a streamed run).
+    fn resident(&self, _precision: Precision) -> Option<Resident> {
+        None
+    }
     fn run<B: burn::tensor::backend::AutodiffBackend>(
         self,
         device: B::Device,
@@ -60,6 +66,9 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
             probe::<B>(&device, kind)?;
         }
         precision.apply::<B>(&device, kind)?;
+        if let (Some(resident), Some(memory)) = (job.resident(precision), device_memory(kind)) {
+            resident.check(&memory)?;
+        }
         let limit = device_limit(kind);
         for footprint in job.footprints() {
             if let Some(limit) = &limit {
@@ -101,6 +110,17 @@ fn device_limit(kind: BackendKind) -> Option<DeviceLimit> {
             "cuda",
         )),
         #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The memory of `kind`'s default device: on the CPU, what the system has available (Linux); on CUDA, the
+/// device's; unknown on wgpu (WebGPU does not tell it, and wgpu reports no heap sizes).
+fn device_memory(kind: BackendKind) -> Option<DeviceLimit> {
+    match kind {
+        BackendKind::Cpu => device_limit(kind),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Some(crate::backend::cuda_memory(&Default::default())),
         _ => None,
     }
 }

@@ -147,6 +147,6 @@ impl Footprint {
 }
 
 /// `bytes` in GiB with two decimals.
-fn gib(bytes: u128) -> String {
+pub(crate) fn gib(bytes: u128) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }

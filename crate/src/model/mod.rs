@@ -11,6 +11,7 @@ pub mod named;
 pub mod norm;
 pub mod params;
 pub mod random;
+pub mod resident;
 pub mod rope;
 pub mod rope_scaling;
 pub mod shapes;

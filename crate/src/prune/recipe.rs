@@ -98,7 +98,8 @@ pub struct Recipe {
     /// scores, repairs) and through one backward by gradient scores; unset: as many as keep one batch's MLP
     /// activations under [`CHUNK_BYTES`](super::activations::CHUNK_BYTES), and for a backward all windows
     /// unless batches under [`BACKWARD_BYTES`](super::gradients::BACKWARD_BYTES) hold less. The search's and
-    /// AdaPruner's losses run their held-out windows at once.
+    /// AdaPruner's losses run their held-out windows in batches of it too, by default as many as keep the
+    /// logits under `CHUNK_BYTES`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calib_batch: Option<usize>,
     /// Repair of `o_proj` / `down_proj` after removal (sequential pipeline when not `none`).
@@ -252,6 +253,13 @@ impl Recipe {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the run takes gradients: its score, or its depth step's, runs backward passes (unless a saved
+    /// plan replaces the scores).
+    pub fn runs_backward(&self) -> bool {
+        let depth = self.depth.is_some_and(|d| d.importance.needs_backward());
+        self.importance.needs_backward() || depth
     }
 
     /// Whether the run needs calibration windows: for its compensation, or for its score unless a saved plan
