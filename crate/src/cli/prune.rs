@@ -358,7 +358,7 @@ fn eval<B: Backend>(
 /// What a pruning run held in memory keeps for its whole length: the model, and a gradient for every weight
 /// when it runs a backward (a gradient score, AdaPruner, or either as the depth step's score; not with a saved
 /// plan).
-pub(super) fn pruning_resident(
+fn pruning_resident(
     cfg: &ModelConfig,
     recipe: &Recipe,
     plan_given: bool,
