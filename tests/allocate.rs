@@ -2,7 +2,8 @@
 //! MLP fraction = γ × attention fraction and hits the parameter target; `global` cuts z-normalised scores at a
 //! running parameter count, stops as soon as the target is reached, and keeps a KV group and a channel per
 //! layer. `search` (on `tiny-gqa`) meets the target, starts from uniform's loss, measured here, never ends
-//! above it, reports the loss its plan gives, repeats itself for a seed; a recipe names it with its settings; the CLI refuses what it cannot do.
+//! above it, reports the loss its plan gives, repeats itself for a seed; the CLI's report holds the losses of
+//! the models it writes; a recipe names it with its settings; the CLI refuses what it cannot do.
 
 mod common;
 
@@ -198,18 +199,18 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
     assert!(total - left >= need, "removed {} of {total}", total - left);
     let r = ratio_for_target(&cfg, &(0..4), fraction, &KINDS, Allocation::Uniform).unwrap();
     let uniform = counted_plan(&cfg, &scores, r, &KINDS, Allocation::Uniform);
-    assert_eq!(found.uniform_loss, loss(&uniform));
-    assert_eq!(found.best_loss.len(), 5);
-    assert!(found.best_loss[0] <= found.uniform_loss);
+    assert_eq!(found.record.uniform_loss, loss(&uniform));
+    assert_eq!(found.record.best_loss.len(), 5);
+    assert!(found.record.best_loss[0] <= found.record.uniform_loss);
     assert!(
-        found.best_loss.windows(2).all(|w| w[1] <= w[0]),
+        found.record.best_loss.windows(2).all(|w| w[1] <= w[0]),
         "{:?}",
-        found.best_loss
+        found.record.best_loss
     );
-    assert_eq!(*found.best_loss.last().unwrap(), loss(&found.plan));
+    assert_eq!(*found.record.best_loss.last().unwrap(), loss(&found.plan));
     eprintln!(
         "search: uniform {} → best {:?}",
-        found.uniform_loss, found.best_loss
+        found.record.uniform_loss, found.record.best_loss
     );
     // Again, telling its progress: the best loss so far after each generation, as `best_loss` records it.
     let progress = Recorder::default();
@@ -217,14 +218,33 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
     let said: Vec<(usize, usize, String)> = (0..=5)
         .map(|g| match g {
             0 => (0, 5, String::new()),
-            g => (g, 5, format!("best loss {:.4}", found.best_loss[g - 1])),
+            g => (
+                g,
+                5,
+                format!("best loss {:.4}", found.record.best_loss[g - 1]),
+            ),
         })
         .collect();
     assert_eq!(progress.of("search"), said);
+    // Each distinct candidate is measured once, after a checkpoint: as many checkpoints as candidates counted,
+    // between the first population and that plus each bred generation's newcomers (at most half of 8).
+    let turns = Turns::default();
+    assert_eq!(search(7, &turns).plan, found.plan);
+    assert_eq!(turns.0.get(), found.record.candidates);
+    assert!(
+        (8..=8 + 4 * 4).contains(&found.record.candidates),
+        "{} candidates",
+        found.record.candidates
+    );
     // One window a forward: the losses of the same candidates to rounding, so the same search.
     let one_by_one = search_in(7, 1, &Silent);
     assert_eq!(one_by_one.plan, found.plan);
-    for (a, b) in one_by_one.best_loss.iter().zip(&found.best_loss) {
+    for (a, b) in one_by_one
+        .record
+        .best_loss
+        .iter()
+        .zip(&found.record.best_loss)
+    {
         assert!(
             (a - b).abs() <= 1e-6 * b,
             "one window a forward: {a} vs {b}"
@@ -253,6 +273,118 @@ fn search_meets_the_target_and_ends_no_worse_than_uniform() {
         refused(&calib, crowd),
         "invalid argument: search breeds at most 1024 candidates per generation (got a population of \
          1099511627776)"
+    );
+}
+
+/// Counts the checkpoints a run passes.
+#[derive(Default)]
+struct Turns(std::cell::Cell<usize>);
+
+impl Progress for Turns {
+    fn report(&self, _: prunelab::progress::ProgressEvent<'_>) {}
+    fn cancelled(&self) -> bool {
+        self.0.set(self.0.get() + 1);
+        false
+    }
+}
+
+/// `prune --allocation search` from the CLI on `tiny-gqa` (l2, no repair, the golden calibration windows): the
+/// report's `search` holds the losses of the models it leaves. The written model's NLL on the 3 fitness windows
+/// (`eval --ids`) is the last best loss, and the model `--allocation uniform` writes at the same target has the
+/// uniform loss; the summary names the search.
+#[test]
+fn the_cli_reports_the_search_with_the_losses_of_the_models_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-gqa");
+    let ids = calib_ids_file(dir.path(), "tiny-gqa");
+    let fitness = dir.path().join("fitness.json");
+    let windows = &golden_json("tiny-gqa")["calibration_input_ids"];
+    let first3 = serde_json::Value::Array(windows.as_array().unwrap()[..3].to_vec());
+    std::fs::write(&fitness, first3.to_string()).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let prune = |out: &str, allocation: &[&str], json: bool| {
+        let fixed = [
+            "prune",
+            &path(&model),
+            "--out",
+            &path(&dir.path().join(out)),
+            "--calib-ids",
+            &path(&ids),
+            "--importance",
+            "l2",
+            "--compensation",
+            "none",
+            "--layers",
+            "0..4",
+            "--target-params",
+            "0.2",
+        ];
+        let json: &[&str] = if json { &["--json"] } else { &[] };
+        run_cli(&[&fixed[..], allocation, json].concat())
+    };
+    let searched = [
+        "--allocation",
+        "search",
+        "--population",
+        "8",
+        "--generations",
+        "4",
+        "--fitness-windows",
+        "3",
+    ];
+    let report: serde_json::Value =
+        serde_json::from_str(&prune("searched", &searched, true)).unwrap();
+    prune("uniform", &["--allocation", "uniform"], true);
+    let nll = |out: &str| {
+        let args = [
+            "eval",
+            &path(&dir.path().join(out)),
+            "--ids",
+            &path(&fitness),
+            "--seq-len",
+            "64",
+            "--json",
+        ];
+        run_cli_json(&args.map(String::from))["mean_nll"]
+            .as_f64()
+            .unwrap()
+    };
+    let record = &report["search"];
+    let best: Vec<f64> = record["best_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let uniform = record["uniform_loss"].as_f64().unwrap();
+    assert_eq!(best.len(), 5, "{record}");
+    assert!(
+        best.windows(2).all(|w| w[1] <= w[0]) && best[0] <= uniform,
+        "{record}"
+    );
+    let near =
+        |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 * b, "{what}: {a} vs {b}");
+    near(
+        *best.last().unwrap(),
+        nll("searched"),
+        "the searched model's NLL",
+    );
+    near(uniform, nll("uniform"), "the uniform model's NLL");
+    let total = |k: &str| report[k]["total"].as_f64().unwrap();
+    let removed = total("params_before") - total("params_after");
+    assert!(
+        removed >= (0.2 * total("params_before")).ceil(),
+        "removed {removed}"
+    );
+    let candidates = record["candidates"].as_u64().unwrap();
+    let summary = prune("again", &searched, false);
+    let want = format!(
+        "search       {candidates} candidates: loss {:.4} (uniform: {uniform:.4})",
+        best.last().unwrap()
+    );
+    assert!(
+        summary.contains(&want) && summary.contains("searched allocation"),
+        "{summary}"
     );
 }
 

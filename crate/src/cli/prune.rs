@@ -432,7 +432,7 @@ impl BackendJob for PruneJob<'_> {
             Some(t) => Some(accuracy(t, &model.valid(), &device)?),
             None => None,
         };
-        let (pruned, plan, ratio, scores, reconstruction, tuned) = match self.plan {
+        let (pruned, plan, ratio, scores, reconstruction, tuned, search) = match self.plan {
             Some(plan) => {
                 let out = pollster::block_on(apply_plan(
                     model.valid(),
@@ -444,7 +444,15 @@ impl BackendJob for PruneJob<'_> {
                     &Bars::default(),
                     &mut timings,
                 ))?;
-                (out.model, out.plan, None, vec![], out.reconstruction, None)
+                (
+                    out.model,
+                    out.plan,
+                    None,
+                    vec![],
+                    out.reconstruction,
+                    None,
+                    None,
+                )
             }
             None => {
                 let out = pollster::block_on(prune(
@@ -462,6 +470,7 @@ impl BackendJob for PruneJob<'_> {
                     out.scores,
                     out.reconstruction,
                     out.tuned,
+                    out.search,
                 )
             }
         };
@@ -503,6 +512,7 @@ impl BackendJob for PruneJob<'_> {
         );
         report.tasks = tasks;
         report.adapruner = tuned;
+        report.search = search;
         if !args.plan_only {
             let start = Instant::now();
             let format = Format::resolve(args.format, &args.out);
@@ -694,6 +704,7 @@ fn print_summary(r: &Report, out: &std::path::Path) -> Result<()> {
             ),
             (false, _) => format!("whole layers removed: {:?}", r.plan.removed_layers),
             (true, Some(x)) => format!("per-layer ratio {x:.4}"),
+            (true, None) if r.search.is_some() => "searched allocation".into(),
             (true, None) => "global allocation".into(),
         }
     )?;
@@ -743,6 +754,14 @@ fn print_summary(r: &Report, out: &std::path::Path) -> Result<()> {
             a.losses[0],
             mix.join(" + "),
             a.blocks
+        )?;
+    }
+    if let Some(s) = &r.search {
+        say!(
+            "search       {} candidates: loss {:.4} (uniform: {:.4})",
+            s.candidates,
+            s.best_loss.last().copied().unwrap_or(s.uniform_loss),
+            s.uniform_loss
         )?;
     }
     for t in &r.timings {

@@ -17,7 +17,7 @@ use super::importance::{score_layers, GradStats, Importance, LayerScores};
 use super::plan::{apply, Plan};
 use super::recipe::Recipe;
 use super::report::StageTime;
-use super::search::search_plan;
+use super::search::{search_plan, SearchRecord};
 use super::sequential::{activation_scores, prune_sequential, Reconstruction, Sequential};
 use crate::error::Result;
 use crate::model::{Llama, ModelConfig};
@@ -34,6 +34,8 @@ pub struct Pruned<B: AutodiffBackend> {
     pub timings: Vec<StageTime>,
     /// What AdaPruner's search found (importance `adapruner`).
     pub tuned: Option<Tuned>,
+    /// How the `search` allocation went.
+    pub search: Option<SearchRecord>,
 }
 
 /// What [`make_plan`] decides.
@@ -44,6 +46,8 @@ pub struct Planned {
     pub scores: Vec<LayerScores>,
     /// What AdaPruner's search found (importance `adapruner`).
     pub tuned: Option<Tuned>,
+    /// How the `search` allocation went.
+    pub search: Option<SearchRecord>,
 }
 
 /// Scores every structure of the recipe's layers and makes the plan (nothing is applied). Activation scores
@@ -71,10 +75,13 @@ pub async fn make_plan<B: AutodiffBackend>(
     };
     let kind = recipe.importance;
     let target = recipe.target_params.unwrap_or(0.0);
-    let plan_of = async |scores: &[LayerScores], timings: &mut Vec<StageTime>| -> Result<Plan> {
+    // The plan of the scores, and the search's record when the allocation searched.
+    let plan_of = async |scores: &[LayerScores],
+                         timings: &mut Vec<StageTime>|
+           -> Result<(Plan, Option<SearchRecord>)> {
         match (depth, ratio, alloc) {
-            (true, ..) => depth_plan(cfg, scores, ratio, recipe.target_params),
-            (false, Some(r), _) => Ok(counted_plan(cfg, scores, r, kinds, alloc)),
+            (true, ..) => Ok((depth_plan(cfg, scores, ratio, recipe.target_params)?, None)),
+            (false, Some(r), _) => Ok((counted_plan(cfg, scores, r, kinds, alloc), None)),
             (false, None, Allocation::Search(settings)) => {
                 let start = Instant::now();
                 let inner = model.valid();
@@ -94,16 +101,17 @@ pub async fn make_plan<B: AutodiffBackend>(
                     stage: "search".into(),
                     seconds: start.elapsed().as_secs_f64(),
                 });
-                Ok(found.plan)
+                Ok((found.plan, Some(found.record)))
             }
-            (false, None, _) => global_plan(cfg, scores, target, kinds),
+            (false, None, _) => Ok((global_plan(cfg, scores, target, kinds)?, None)),
         }
     };
-    let planned = |plan, scores| Planned {
+    let planned = |(plan, search), scores| Planned {
         plan,
         ratio,
         scores,
         tuned: None,
+        search,
     };
     if kind == Importance::Adapruner {
         let start = Instant::now();
@@ -119,7 +127,7 @@ pub async fn make_plan<B: AutodiffBackend>(
         });
         return Ok(Planned {
             tuned: Some(tuned),
-            ..planned(width_plan(&scores)?, scores)
+            ..planned((width_plan(&scores)?, None), scores)
         });
     }
     if kind.ranks_only_layers() {
@@ -134,7 +142,7 @@ pub async fn make_plan<B: AutodiffBackend>(
     }
     if kind.needs_activations() {
         if ratio.is_some() {
-            return Ok(planned(Plan::new(cfg, vec![]), vec![]));
+            return Ok(planned((Plan::new(cfg, vec![]), None), vec![]));
         }
         let start = Instant::now();
         let scores = activation_scores(&model.valid(), recipe, calib, device, progress).await?;
@@ -234,6 +242,7 @@ pub async fn prune<B: AutodiffBackend>(
         reconstruction: steps.reconstruction,
         timings,
         tuned: second.tuned,
+        search: second.search,
     })
 }
 
@@ -283,6 +292,7 @@ async fn prune_step<B: AutodiffBackend>(
         ratio,
         scores,
         tuned,
+        search,
     } = make_plan(&model, recipe, calib, device, progress, &mut timings).await?;
     // Activation scores under a per-layer allocation are computed in the sequential pass, which makes the plan.
     let in_pass = recipe.importance.needs_activations() && ratio.is_some();
@@ -305,6 +315,7 @@ async fn prune_step<B: AutodiffBackend>(
         reconstruction: out.reconstruction,
         timings,
         tuned,
+        search,
     })
 }
 

@@ -7,6 +7,7 @@ use super::adapruner::Tuned;
 use super::importance::LayerScores;
 use super::plan::Plan;
 use super::recipe::Recipe;
+use super::search::SearchRecord;
 use super::sequential::Reconstruction;
 use super::structure::StructureKind;
 use crate::eval::{ChoiceAccuracy, Perplexity};
@@ -100,6 +101,9 @@ pub struct Report {
     /// What AdaPruner's search found (importance `adapruner`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adapruner: Option<Tuned>,
+    /// How the `search` allocation went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchRecord>,
 }
 
 impl Report {
@@ -133,6 +137,7 @@ impl Report {
             eval,
             tasks: None,
             adapruner: None,
+            search: None,
         }
     }
 }

@@ -79,14 +79,22 @@ impl SearchSettings {
 /// A candidate: what each scored layer loses, in the order of the scores.
 type Genome = Vec<Counts>;
 
-/// The search's result: the winner's plan, and the fitness (calibration loss) of the uniform start and of
-/// the winner after each generation.
+/// The search's result: the winner's plan and how the search went.
 #[derive(Debug, Clone)]
 pub struct Searched {
     pub plan: Plan,
+    pub record: SearchRecord,
+}
+
+/// How a search went (the report's `search`): the fitness (calibration loss on the fitness windows, unrepaired)
+/// of the uniform start and of the best candidate after each generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchRecord {
     pub uniform_loss: f64,
     /// The best loss after the first generation and after each one bred, `[generations + 1]`.
     pub best_loss: Vec<f64>,
+    /// Distinct candidates whose loss was measured (each one forward over the fitness windows).
+    pub candidates: usize,
 }
 
 /// The budget and the room of one search: the model's shapes, the scored layers, the kinds pruned.
@@ -341,10 +349,13 @@ pub async fn search_plan<B: Backend>(
         ProgressEvent::new("search", generations, generations)
             .saying(format!("best loss {:.4}", ranked[0].0)),
     );
-    let uniform_loss = known[&uniform];
+    let record = SearchRecord {
+        uniform_loss: known[&uniform],
+        best_loss,
+        candidates: known.len(),
+    };
     Ok(Searched {
         plan: space.plan(&ranked[0].1),
-        uniform_loss,
-        best_loss,
+        record,
     })
 }
