@@ -280,7 +280,7 @@ function showResult(out, useGpu, seconds) {
   $("result").innerHTML = `<table class="result"><tr><th></th><th>before</th><th>after</th></tr>` +
     `<tr><td>perplexity</td><td id="ppl-before">${e.before.ppl.toFixed(3)}</td><td id="ppl-after">${e.after.ppl.toFixed(3)}</td></tr>` +
     `<tr><td>parameters</td><td>${r.params_before.total.toLocaleString()}</td><td id="params-after">${r.params_after.total.toLocaleString()}</td></tr>` +
-    (r.tasks ? accuracyRows(r.tasks) : "") + `</table>` +
+    (r.tasks ? accuracyRows(r.tasks) : "") + `</table>` + searchLines(r) +
     `<p>Time: ${r.timings.map((t) => `${t.stage} ${t.seconds.toFixed(2)} s`).join(", ")} — ${useGpu ? "WebGPU" : "CPU"}</p>` +
     `<p>Greedy continuation of <q>${esc(out.sample.prompt)}</q>:</p><pre id="sample-before">before: ${esc(out.sample.before)}</pre>` +
     `<pre id="sample-after">after:  ${esc(out.sample.after)}</pre>`;
@@ -292,6 +292,15 @@ function showResult(out, useGpu, seconds) {
     `<td>${x.r.tasks ? `${x.r.tasks.before.acc.toFixed(3)} (${x.r.tasks.before.acc_norm.toFixed(3)}) → ${x.r.tasks.after.acc.toFixed(3)} (${x.r.tasks.after.acc_norm.toFixed(3)})` : "—"}</td>` +
     `<td>${x.seconds.toFixed(1)} s</td></tr>`;
   document.querySelector("#runs tbody").innerHTML = state.runs.map(row).join("");
+}
+// What the search allocation and AdaPruner found, as the CLI's summary says it: held-out losses (unrepaired).
+function searchLines(r) {
+  const s = r.search, a = r.adapruner;
+  return (s ? `<p id="search-found">search: ${s.candidates} candidates: loss ${s.best_loss.at(-1).toFixed(4)} ` +
+      `(uniform: ${s.uniform_loss.toFixed(4)})</p>` : "") +
+    (a ? `<p id="adapruner-found">adapruner: trial ${a.best} of ${a.losses.length}: loss ${a.losses[a.best].toFixed(4)} ` +
+      `(trial 0: ${a.losses[0].toFixed(4)}); mix ${a.metrics.map((m, i) => `${a.weights[i].toFixed(2)} ${m}`).join(" + ")}; ` +
+      `blocks [${a.blocks.join(", ")}]</p>` : "");
 }
 // acc and acc_norm of a multiple-choice task, before and after, with their standard errors.
 function accuracyRows(t) {

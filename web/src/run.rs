@@ -208,6 +208,7 @@ async fn go<B: AutodiffBackend>(
     );
     report.tasks = tasks;
     report.adapruner = out.tuned.clone();
+    report.search = out.search.clone();
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
     let mut config = hf_config(
         &out.model.config,
