@@ -487,6 +487,48 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         &[&taylor[..], &["--precision", "bf16"]].concat(),
         "prune needs 1511.92 GiB for its weights in bf16 (755.96 GiB) and their gradients (755.96 GiB)",
     );
+    // A search holds its uniform candidate's copy of the layers it changes (15..119 at 20%) beside the weights.
+    let range = prunelab::prune::Recipe::default().layer_range(&cfg);
+    let kinds = [
+        prunelab::prune::structure::StructureKind::KvGroups,
+        prunelab::prune::structure::StructureKind::Mlp,
+    ];
+    let copy =
+        2 * prunelab::prune::search::uniform_candidate_params(&cfg, &range, 0.2, &kinds).unwrap();
+    let gib = |b: usize| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    let search = [
+        "--importance",
+        "l2",
+        "--compensation",
+        "none",
+        "--allocation",
+        "search",
+        "--target-params",
+        "0.2",
+        "--fitness-windows",
+        "2",
+        "--calib-ids",
+        ids,
+        "--precision",
+        "bf16",
+    ];
+    refused_prune(
+        Path::new(model),
+        &out,
+        &search,
+        &format!(
+            "prune needs {} for its weights in bf16 (755.96 GiB) and a search candidate's pruned copy of the \
+             layers it changes ({}), over ",
+            gib(2 * 405_853_388_800 + copy),
+            gib(copy)
+        ),
+    );
+    refused_prune(
+        Path::new(model),
+        &out,
+        &search,
+        "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
+    );
 }
 
 /// Bad arguments and outputs that cannot be written exit 2 before anything is written: an unknown backend,

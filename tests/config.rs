@@ -648,3 +648,79 @@ fn the_resident_weights_and_gradients_are_counted_from_the_config() {
     let bf16_taylor = Resident::of(&cfg, "prune", Precision::Bf16, true, "");
     assert!(bf16_taylor.check(&card).is_ok());
 }
+
+/// A search measures the uniform candidate first, and its pruned copy of the layers it changes sits beside the
+/// weights while it does: for LLaMA-7B at a 20% target over layers 4..30 (KV groups and MLP channels), each of
+/// the 26 layers loses both, so the copy is `4·h·128·4096 + 3·m·4096` per layer for its kept heads `h` and
+/// channels `m`, and with what the candidate removes and the two norms it is the range's parameters. Gradients
+/// are freed before a candidate is measured, so a run holds the larger of the two beside its weights.
+#[test]
+fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
+    use prunelab::backend::Precision;
+    use prunelab::model::params::count_params;
+    use prunelab::model::resident::Resident;
+    use prunelab::prune::allocate::{ratio_for_target, shapes_at};
+    use prunelab::prune::search::uniform_candidate_params;
+    use prunelab::prune::structure::StructureKind;
+    let cfg = ModelConfig::from_json(
+        &serde_json::to_vec(&prunelab::model::shapes::known_shape("llama-7b").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let (range, kinds) = (4..30, [StructureKind::KvGroups, StructureKind::Mlp]);
+    assert_eq!(Recipe::default().layer_range(&cfg), range);
+    let copy = uniform_candidate_params(&cfg, &range, 0.2, &kinds).unwrap();
+    let r = ratio_for_target(&cfg, &range, 0.2, &kinds, Allocation::Uniform).unwrap();
+    let small = shapes_at(&cfg, &range, r, &kinds, Allocation::Uniform);
+    let by_hand: usize = range
+        .clone()
+        .map(|l| {
+            let (h, m) = (small.layers[l].num_heads, small.layers[l].intermediate_size);
+            assert!(
+                h < 32 && m < 11008,
+                "layer {l} keeps {h} heads and {m} channels"
+            );
+            4 * h * 128 * 4096 + 3 * m * 4096
+        })
+        .sum();
+    assert_eq!(copy, by_hand);
+    let (before, after) = (count_params(&cfg), count_params(&small));
+    let removed = before.total - after.total;
+    assert!(removed as f64 >= 0.2 * before.total as f64);
+    let range_params: usize = before.per_layer[range.clone()].iter().sum();
+    assert_eq!(copy + removed + 2 * 4096 * range.len(), range_params);
+    let search = |p| {
+        Resident::of(&cfg, "prune", p, false, "use --stream")
+            .with_copy(copy, "use --precision bf16")
+    };
+    let f32_search = search(Precision::F32);
+    assert_eq!(f32_search.copy, 4 * copy as u128);
+    assert_eq!(f32_search.bytes(), 4 * (6_738_415_616 + copy as u128));
+    let card = DeviceLimit {
+        bytes: 32 << 30,
+        source: "a 32 GiB card".into(),
+    };
+    let gib = |b: u128| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    assert_eq!(
+        f32_search.check(&card).unwrap_err().to_string(),
+        format!(
+            "invalid argument: prune needs {} for its weights in f32 (25.10 GiB) and a search candidate's \
+             pruned copy of the layers it changes ({}), over 32.00 GiB (a 32 GiB card): use --precision bf16",
+            gib(f32_search.bytes()),
+            gib(f32_search.copy)
+        )
+    );
+    assert!(f32_search.bytes() > 32 << 30 && search(Precision::Bf16).check(&card).is_ok());
+    // With gradients (AdaPruner), the copy is the smaller peak: the bytes and the advice stay the gradients'.
+    let taylor = Resident::of(
+        &cfg,
+        "prune",
+        Precision::F32,
+        true,
+        "use --precision bf16 (half)",
+    )
+    .with_copy(copy, "unused");
+    assert_eq!(
+        (taylor.bytes(), taylor.remedy),
+        (8 * 6_738_415_616, "use --precision bf16 (half)")
+    );
+}

@@ -29,7 +29,7 @@ use crate::prune::pipeline::{apply_plan, prune};
 use crate::prune::plan::Plan;
 use crate::prune::recipe::{DepthFirst, EvalSpec, LayerRange, Recipe};
 use crate::prune::report::{EvalReport, Report, StageTime, TasksReport};
-use crate::prune::search::SearchSettings;
+use crate::prune::search::{uniform_candidate_params, SearchSettings};
 use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
 
@@ -329,6 +329,8 @@ struct PruneJob<'a> {
     calib: Vec<Vec<u32>>,
     eval_ids: Option<Vec<u32>>,
     tasks: Option<EncodedTask>,
+    /// Parameters of a search candidate's pruned copy (0 without a search).
+    candidate_params: usize,
 }
 
 /// `--tasks`: the accuracy of a model on the task.
@@ -355,14 +357,15 @@ fn eval<B: Backend>(
     ))
 }
 
-/// What a pruning run held in memory keeps for its whole length: the model, and a gradient for every weight
-/// when it runs a backward (a gradient score, AdaPruner, or either as the depth step's score; not with a saved
-/// plan).
+/// What a pruning run held in memory keeps for its whole length, the model, and beside it at its peak a
+/// gradient for every weight when it runs a backward (a gradient score, AdaPruner, or either as the depth step's
+/// score; not with a saved plan) or a search candidate's copy of `candidate_params` parameters.
 fn pruning_resident(
     cfg: &ModelConfig,
     recipe: &Recipe,
     plan_given: bool,
     precision: Precision,
+    candidate_params: usize,
 ) -> Resident {
     let (gradients, remedy) = match !plan_given && recipe.runs_backward() {
         true => (
@@ -371,7 +374,21 @@ fn pruning_resident(
         ),
         false => (false, "use --stream (one layer at a time)"),
     };
-    Resident::of(cfg, "prune", precision, gradients, remedy)
+    Resident::of(cfg, "prune", precision, gradients, remedy).with_copy(
+        candidate_params,
+        "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
+    )
+}
+
+/// Parameters of the pruned copy a search holds beside the model while it measures a candidate (0 without a
+/// search): the uniform candidate's, measured by every search.
+fn search_candidate_params(cfg: &ModelConfig, recipe: &Recipe, plan_given: bool) -> Result<usize> {
+    match (recipe.allocation, recipe.target_params) {
+        (Allocation::Search(_), Some(target)) if !plan_given => {
+            uniform_candidate_params(cfg, &recipe.layer_range(cfg), target, &recipe.structures)
+        }
+        _ => Ok(0),
+    }
 }
 
 /// A pruning run's forwards: the calibration windows (in chunks, backward batches or held-out windows), a batch
@@ -411,6 +428,7 @@ impl BackendJob for PruneJob<'_> {
             &self.recipe,
             self.plan.is_some(),
             precision,
+            self.candidate_params,
         ))
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
@@ -561,6 +579,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
             None
         }
     };
+    let candidate_params = search_candidate_params(&input.config, &recipe, plan.is_some())?;
     if args.out.exists() {
         return Err(Error::Invalid(format!(
             "{} exists; choose a new output path (prunelab never overwrites)",
@@ -649,6 +668,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
                 calib,
                 eval_ids,
                 tasks,
+                candidate_params,
             },
         )?,
     };

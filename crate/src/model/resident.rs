@@ -1,8 +1,10 @@
-//! What a run holds on its device from start to end, known exactly from the config before anything loads: the
-//! model's weights and, when it runs a backward, a gradient for each of them (burn's backward computes every
-//! weight's, in the weights' type). A run whose weights and gradients alone are over the device's memory is
-//! refused up front, naming both, instead of failing part-way through loading or in an allocation a gradient
-//! later. A necessary condition only: activations come on top (see [`Footprint`](super::footprint::Footprint)).
+//! What a run holds on its device, known exactly from the config before anything loads: the model's weights for
+//! the whole run and, at its peak, either a gradient for each weight when it runs a backward (burn's backward
+//! computes every weight's, in the weights' type) or the pruned copy a search candidate makes of the layers it
+//! changes while its loss is measured (the gradients are freed by then). A run whose weights and that peak alone
+//! are over the device's memory is refused up front, naming both, instead of failing part-way through loading
+//! or in an allocation later. A necessary condition only: activations come on top (see
+//! [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
 use super::footprint::{gib, DeviceLimit};
@@ -20,6 +22,9 @@ pub struct Resident {
     pub weights: u128,
     /// As many bytes again when the run takes gradients, else 0.
     pub gradients: u128,
+    /// A search candidate's pruned copy of the layers it changes, held beside the weights while its loss is
+    /// measured, in `precision` (0 without a search).
+    pub copy: u128,
     /// What the user can change, for the message ("use --stream", …).
     pub remedy: &'static str,
 }
@@ -39,27 +44,48 @@ impl Resident {
             precision,
             weights,
             gradients: if gradients { weights } else { 0 },
+            copy: 0,
             remedy,
         }
     }
 
-    /// Weights and gradients together.
-    pub fn bytes(&self) -> u128 {
-        self.weights.saturating_add(self.gradients)
+    /// With a search candidate's copy of `params` parameters (in the weights' precision) and what to change
+    /// when it does not fit.
+    pub fn with_copy(self, params: usize, remedy: &'static str) -> Self {
+        let copy = (params as u128).saturating_mul(self.precision.bytes() as u128);
+        match copy > self.gradients {
+            true => Resident {
+                copy,
+                remedy,
+                ..self
+            },
+            false => Resident { copy, ..self },
+        }
     }
 
-    /// Refuses the run when its weights and gradients are over `memory`.
+    /// The weights and the larger of the gradients and a candidate's copy (never held together).
+    pub fn bytes(&self) -> u128 {
+        self.weights.saturating_add(self.gradients.max(self.copy))
+    }
+
+    /// Refuses the run when its weights and its peak beside them are over `memory`.
     pub fn check(&self, memory: &DeviceLimit) -> Result<()> {
         if self.bytes() <= memory.bytes as u128 {
             return Ok(());
         }
         let precision = self.precision.name();
-        let held = match self.gradients {
-            0 => format!("its weights in {precision} alone"),
-            g => format!(
+        let held = match (self.gradients, self.copy) {
+            (0, 0) => format!("its weights in {precision} alone"),
+            (g, c) if g >= c => format!(
                 "its weights in {precision} ({}) and their gradients ({})",
                 gib(self.weights),
                 gib(g)
+            ),
+            (_, c) => format!(
+                "its weights in {precision} ({}) and a search candidate's pruned copy of the layers it \
+                 changes ({})",
+                gib(self.weights),
+                gib(c)
             ),
         };
         Err(Error::Invalid(format!(

@@ -13,6 +13,7 @@
 //! fitness is never worse than uniform's.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use burn::tensor::backend::Backend;
 use rand::rngs::StdRng;
@@ -27,6 +28,7 @@ use super::plan::Plan;
 use super::structure::StructureKind;
 use crate::error::{Error, Result};
 use crate::model::params::count_params;
+use crate::model::tensors::{tensor_specs, Module};
 use crate::model::{Llama, ModelConfig};
 use crate::progress::{checkpoint, Progress, ProgressEvent};
 
@@ -243,6 +245,40 @@ fn offspring(space: &Space, parent: &Genome, rng: &mut StdRng) -> Option<Genome>
         let child = space.repair(space.mutate(parent, rng), rng)?;
         (overlap(parent, &child) >= 0.8).then_some(child)
     })
+}
+
+/// Parameters of the pruned copy the uniform candidate (the first every search measures) holds beside the model
+/// while its loss is measured: of each layer in `layers` it changes, at their pruned sizes, the attention
+/// projections when it loses KV groups or query heads and the MLP projections when it loses channels (the
+/// biases of `o_proj` and `down_proj` stay shared). At least what a search holds beside the weights.
+pub fn uniform_candidate_params(
+    cfg: &ModelConfig,
+    layers: &Range<usize>,
+    fraction: f64,
+    kinds: &[StructureKind],
+) -> Result<usize> {
+    let r = ratio_for_target(cfg, layers, fraction, kinds, Allocation::Uniform)?;
+    let counts: Vec<_> = layers
+        .clone()
+        .map(|l| (l, Allocation::Uniform.counts(cfg, l, r, kinds)))
+        .collect();
+    let small = shrunk(cfg, &counts);
+    let changed = |l: usize, module: Module| {
+        counts.iter().any(|&(at, c)| {
+            at == l
+                && match module {
+                    Module::Attention => c.kv_groups + c.query_heads_per_group > 0,
+                    Module::Mlp => c.mlp_channels > 0,
+                    _ => false,
+                }
+        })
+    };
+    Ok(tensor_specs(&small)
+        .iter()
+        .filter(|t| t.layer.is_some_and(|l| changed(l, t.module)))
+        .filter(|t| !t.name.ends_with("o_proj.bias") && !t.name.ends_with("down_proj.bias"))
+        .map(|t| t.numel())
+        .sum())
 }
 
 /// The search plan over the scored layers of `model`: at least `fraction` of all parameters removed. Each
