@@ -357,7 +357,7 @@ fn eval<B: Backend>(
     ))
 }
 
-/// What a pruning run held in memory keeps for its whole length, the model, and beside it at its peak a
+/// What a pruning run held in memory holds: the model for its whole length and, beside it at its peak, a
 /// gradient for every weight when it runs a backward (a gradient score, AdaPruner, or either as the depth step's
 /// score; not with a saved plan) or a search candidate's copy of `candidate_params` parameters.
 fn pruning_resident(
