@@ -184,6 +184,8 @@ pub async fn make_plan<B: AutodiffBackend>(
         progress,
     )
     .await?;
+    // The range's gradients go before a search measures candidates beside the weights (model/resident.rs).
+    drop(stats);
     timings.push(StageTime {
         stage: "score".into(),
         seconds: start.elapsed().as_secs_f64(),
