@@ -10,6 +10,7 @@ mod common;
 use burn::backend::Autodiff;
 use common::*;
 use pollster::block_on;
+use prunelab::backend::Precision::{Bf16, F32};
 use prunelab::eval::perplexity::batch_tensor;
 use prunelab::io::SafetensorsWeights;
 use prunelab::model::footprint::Footprint;
@@ -25,12 +26,13 @@ use prunelab::prune::compensate::Compensation;
 use prunelab::prune::depth::remove_layers;
 use prunelab::prune::fitness::{windows_per_fitness, Fitness};
 use prunelab::prune::gradients::{
-    backward_bytes_per_window, gradient_stats, windows_per_backward, BACKWARD_BYTES,
+    backward_bytes_per_window, backward_peak_bytes, gradient_stats, windows_per_backward,
+    BACKWARD_BYTES,
 };
 use prunelab::prune::importance::{LayerScores, Objective};
 use prunelab::prune::pipeline::{prune, Pruned};
 use prunelab::prune::plan::{LayerPlan, Plan};
-use prunelab::prune::recipe::{LayerRange, Recipe};
+use prunelab::prune::recipe::{DepthFirst, LayerRange, Recipe};
 use prunelab::prune::streaming::Streamed;
 use prunelab::prune::structure::StructureKind;
 use prunelab::prune::Importance;
@@ -71,7 +73,7 @@ fn the_default_batch_keeps_one_batch_of_mlp_activations_under_a_gib() {
         ..plain
     };
     assert_eq!(windows_per_chunk(&cfg, 2048, &three), 3);
-    assert_eq!(windows_per_backward(&cfg, 2048, 128, &three), 3);
+    assert_eq!(windows_per_backward(&cfg, 2048, 128, &three, F32), 3);
     let none = Recipe {
         calib_batch: Some(0),
         ratio: Some(0.25),
@@ -106,20 +108,86 @@ fn a_backward_runs_all_windows_unless_batches_hold_less() {
     let cfg = llama_7b();
     let plain = Recipe::default();
     assert_eq!(BACKWARD_BYTES, 4 << 30);
-    assert_eq!(backward_bytes_per_window(&cfg, 128), 1_823_342_592);
-    assert_eq!(backward_bytes_per_window(&cfg, 2048), 77_491_863_552);
-    assert_eq!(windows_per_backward(&cfg, 128, 10, &plain), 10);
-    assert_eq!(windows_per_backward(&cfg, 128, 16, &plain), 16);
-    assert_eq!(windows_per_backward(&cfg, 128, 17, &plain), 2);
-    assert_eq!(windows_per_backward(&cfg, 128, 128, &plain), 2);
-    assert_eq!(windows_per_backward(&cfg, 2048, 1, &plain), 1);
-    assert_eq!(windows_per_backward(&cfg, 2048, 2, &plain), 1);
-    assert_eq!(windows_per_backward(&cfg, usize::MAX, 2, &plain), 1);
+    assert_eq!(backward_bytes_per_window(&cfg, 128, F32), 1_823_342_592);
+    assert_eq!(backward_bytes_per_window(&cfg, 2048, F32), 77_491_863_552);
+    assert_eq!(windows_per_backward(&cfg, 128, 10, &plain, F32), 10);
+    assert_eq!(windows_per_backward(&cfg, 128, 16, &plain, F32), 16);
+    assert_eq!(windows_per_backward(&cfg, 128, 17, &plain, F32), 2);
+    assert_eq!(windows_per_backward(&cfg, 128, 128, &plain, F32), 2);
+    assert_eq!(windows_per_backward(&cfg, 2048, 1, &plain, F32), 1);
+    assert_eq!(windows_per_backward(&cfg, 2048, 2, &plain, F32), 1);
+    assert_eq!(windows_per_backward(&cfg, usize::MAX, 2, &plain, F32), 1);
     let three = Recipe {
         calib_batch: Some(3),
-        ..plain
+        ..plain.clone()
     };
-    assert_eq!(windows_per_backward(&cfg, 128, 10, &three), 3);
+    assert_eq!(windows_per_backward(&cfg, 128, 10, &three, F32), 3);
+    // In bf16 a window of 128 tokens counts `128 · (32 · (3 · (10 · 4096 + 5 · 11008) + 10 · 32 · 128) + 12 ·
+    // 32000)` bytes (1.40 GB): 3 fit the 4 GiB, and the second set of gradients (12.95 GB) pays from 13 windows.
+    assert_eq!(backward_bytes_per_window(&cfg, 128, Bf16), 1_396_572_160);
+    assert_eq!(windows_per_backward(&cfg, 128, 12, &plain, Bf16), 12);
+    assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, Bf16), 3);
+}
+
+/// What LLaMA-7B's backwards add beside its weights and gradients: one backward's windows (1,823,342,592 bytes
+/// each in f32 at 128 tokens) and, once a statistic takes several backwards (batches, or the Fisher diagonal's
+/// one a window) or another statistic follows it, sets of summed gradients of every layer's matrices
+/// (`4 · 32 · 202,383,360` bytes each in f32). No backward, nothing.
+#[test]
+fn a_backwards_peak_counts_its_windows_and_its_running_sums() {
+    let cfg = llama_7b();
+    let set = 4 * 32 * 202_383_360u128;
+    let window = 1_823_342_592u128;
+    let with = |importance| Recipe {
+        importance,
+        ..Recipe::default()
+    };
+    let peak = |recipe: &Recipe, n| backward_peak_bytes(&cfg, 128, n, recipe, F32);
+    // The GPU bench's taylor-first: 10 windows, one backward, no sums.
+    assert_eq!(peak(&with(Importance::TaylorFirst), 10), 10 * window);
+    // 17 windows run in batches of 2, into one set of sums.
+    assert_eq!(peak(&with(Importance::TaylorFirst), 17), 2 * window + set);
+    // The Fisher diagonal: one window a backward, its squares summed; with a gradient first (taylor-mix), that
+    // gradient's set is held too.
+    assert_eq!(peak(&with(Importance::TaylorSecond), 10), window + set);
+    assert_eq!(peak(&with(Importance::TaylorSecond), 1), window);
+    assert_eq!(
+        peak(&with(Importance::TaylorMix), 10),
+        10 * window + 2 * set
+    );
+    // AdaPruner's default mix differentiates the loss alone; with NTK's output functional too, two statistics.
+    assert_eq!(peak(&with(Importance::Adapruner), 10), 10 * window);
+    let two = Recipe {
+        adapruner: Some(AdaprunerSettings {
+            metrics: vec![
+                Importance::TaylorFirst,
+                Importance::Ntk,
+                Importance::TaylorVector,
+            ],
+            ..Default::default()
+        }),
+        ..with(Importance::Adapruner)
+    };
+    assert_eq!(peak(&two, 10), 10 * window + set);
+    // A depth step scored by taylor-first backwards before a training-free width step.
+    let depth = Recipe {
+        depth: Some(DepthFirst {
+            ratio: 0.25,
+            importance: Importance::TaylorFirst,
+        }),
+        ..with(Importance::Numerical)
+    };
+    assert_eq!(peak(&depth, 10), 10 * window);
+    for none in [
+        Importance::Numerical,
+        Importance::L2,
+        Importance::BlockInfluence,
+    ] {
+        assert_eq!(peak(&with(none), 10), 0, "{none:?}");
+    }
+    // In bf16, 3 windows a backward from 13 on, into a set of bf16 sums.
+    let bf16 = backward_peak_bytes(&cfg, 128, 13, &with(Importance::TaylorFirst), Bf16);
+    assert_eq!(bf16, 3 * 1_396_572_160 + set / 2);
 }
 
 /// LLaMA-7B calibrated on 128 windows of 2048 tokens: the activation scores and repairs run 11 windows at a time,
@@ -140,7 +208,7 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         importance: Importance::WandaSp,
         ..Recipe::default()
     };
-    let f = calibration_footprint(&cfg, &windows, &wanda);
+    let f = calibration_footprint(&cfg, &windows, &wanda, F32);
     assert_eq!((f.batch, f.seq), (128, 2048));
     assert_eq!(shape(&f, "attention scores"), Some(vec![1, 8, 2048, 2048]));
     assert_eq!(shape(&f, "logits"), None);
@@ -153,7 +221,7 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         calib_batch: Some(2),
         ..wanda.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &small);
+    let f = calibration_footprint(&cfg, &windows, &small, F32);
     assert_eq!(shape(&f, "MLP activations"), Some(vec![2, 2048, 11008]));
     // The skipped-layer perplexity takes its loss on at most 8 windows at a time; its repair runs the batch.
     let by_perplexity = |batch| Recipe {
@@ -162,16 +230,16 @@ fn the_calibration_footprint_counts_one_batch_through_the_layers() {
         calib_batch: Some(batch),
         ..wanda.clone()
     };
-    let f = calibration_footprint(&cfg, &windows, &by_perplexity(2));
+    let f = calibration_footprint(&cfg, &windows, &by_perplexity(2), F32);
     assert_eq!(shape(&f, "logits"), Some(vec![2, 2048, 32000]));
-    let f = calibration_footprint(&cfg, &windows, &by_perplexity(20));
+    let f = calibration_footprint(&cfg, &windows, &by_perplexity(20), F32);
     assert_eq!(shape(&f, "logits"), Some(vec![8, 2048, 32000]));
     assert_eq!(shape(&f, "MLP activations"), Some(vec![20, 2048, 11008]));
 
     // The windows `recipe` runs through the layers and the head at once: MLP activations `[a, 2048, 11008]`,
     // logits `[b, 2048, 32000]` (0 for none).
     let counted = |recipe: &Recipe| {
-        let f = calibration_footprint(&cfg, &windows, recipe);
+        let f = calibration_footprint(&cfg, &windows, recipe, F32);
         let batch = |name, width| {
             shape(&f, name).map_or(0, |s| {
                 assert_eq!(s[1..], [2048, width], "{name}");

@@ -396,7 +396,8 @@ fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
 /// A model whose weights (and gradients) this machine cannot hold is refused before anything loads, naming what
 /// it would hold: Llama-3.1-405B's shapes (405,853,388,800 parameters, as Meta counts them; a sparse checkpoint
 /// of 812 GB whose data is never read) need 1511.92 GiB of weights in f32 to evaluate, generate or prune with a
-/// training-free score, and as much again of gradients for taylor-first (755.96 GiB each in bf16).
+/// training-free score, and as much again of gradients for taylor-first (755.96 GiB each in bf16) with its
+/// backward's activations.
 #[test]
 fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -468,24 +469,46 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         "0.25",
     ];
     let taylor = [&taylor[..], &["--calib-ids", ids]].concat();
+    // Its one backward over the 2 windows of 4 tokens adds their activations: 2 · 4 · (126 · (4 · (10 · 16384
+    // + 5 · 53248) + 12 · 128 · 4) + 12 · 128256) bytes (1.63 GiB) in f32, 2 · 4 · (126 · (3 · (…) + 10 · 128 ·
+    // 4) + 12 · 128256) in bf16.
+    let backward = |bytes: u128, p| {
+        let recipe = prunelab::prune::Recipe {
+            importance: prunelab::prune::Importance::TaylorFirst,
+            ..Default::default()
+        };
+        let counted = prunelab::prune::gradients::backward_peak_bytes(&cfg, 4, 2, &recipe, p);
+        assert_eq!(counted, bytes);
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    };
+    let f32_windows = 8 * (126 * (4 * (10 * 16384 + 5 * 53248) + 12 * 128 * 4) + 12 * 128256);
+    let bf16_windows = 8 * (126 * (3 * (10 * 16384 + 5 * 53248) + 10 * 128 * 4) + 12 * 128256);
     refused_prune(
         Path::new(model),
         &out,
         &taylor,
-        "prune needs 3023.84 GiB for its weights in f32 (1511.92 GiB) and their gradients (1511.92 GiB), over ",
+        &format!(
+            "prune needs 3025.48 GiB for its weights in f32 (1511.92 GiB), their gradients (1511.92 GiB) and a \
+             backward's activations and running sums ({}), over ",
+            backward(f32_windows, prunelab::backend::Precision::F32)
+        ),
     );
     refused_prune(
         Path::new(model),
         &out,
         &taylor,
-        "GiB (the memory this machine has available): use --precision bf16 (half), or a training-free score \
-         with --stream (one layer at a time)",
+        "GiB (the memory this machine has available): use --precision bf16 (half), fewer calibration windows \
+         a backward (--calib-batch), or a training-free score with --stream (one layer at a time)",
     );
     refused_prune(
         Path::new(model),
         &out,
         &[&taylor[..], &["--precision", "bf16"]].concat(),
-        "prune needs 1511.92 GiB for its weights in bf16 (755.96 GiB) and their gradients (755.96 GiB)",
+        &format!(
+            "prune needs 1513.15 GiB for its weights in bf16 (755.96 GiB), their gradients (755.96 GiB) and a \
+             backward's activations and running sums ({})",
+            backward(bf16_windows, prunelab::backend::Precision::Bf16)
+        ),
     );
     // A search holds its uniform candidate's copy of the layers it changes (15..119 at 20%) beside the weights.
     let range = prunelab::prune::Recipe::default().layer_range(&cfg);

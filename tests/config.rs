@@ -554,7 +554,7 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
     // scores.
     let windows = vec![vec![1u32; 64]; 20];
     let logits = |recipe: Recipe| {
-        let f = calibration_footprint(&cfg, &windows, &recipe);
+        let f = calibration_footprint(&cfg, &windows, &recipe, prunelab::backend::Precision::F32);
         assert_eq!((f.what, f.batch, f.seq), ("calibration", 20, 64));
         let logits = f.tensors.iter().find(|t| t.name == "logits");
         logits.map(|t| t.shape.clone())
@@ -588,11 +588,13 @@ fn a_forward_footprint_is_its_shapes_in_f32_and_the_check_bounds_the_largest() {
 
 /// What a run holds for its whole length, from the config alone: LLaMA-7B's 6,738,415,616 parameters are
 /// 26.95 GB in f32 and 13.48 GB in bf16, with as much again of gradients when the run takes them (its score or
-/// its depth step's runs backward passes). Over a device's memory it is refused, naming both.
+/// its depth step's runs backward passes) and what the backward adds. Over a device's memory it is refused,
+/// naming them.
 #[test]
 fn the_resident_weights_and_gradients_are_counted_from_the_config() {
     use prunelab::backend::Precision;
     use prunelab::model::resident::Resident;
+    use prunelab::prune::gradients::backward_peak_bytes;
     let cfg = ModelConfig::from_json(
         &serde_json::to_vec(&prunelab::model::shapes::known_shape("llama-7b").unwrap()).unwrap(),
     )
@@ -647,6 +649,32 @@ fn the_resident_weights_and_gradients_are_counted_from_the_config() {
     );
     let bf16_taylor = Resident::of(&cfg, "prune", Precision::Bf16, true, "");
     assert!(bf16_taylor.check(&card).is_ok());
+    // The GPU bench's taylor-first backward over 10 windows of 128 tokens adds their activations (1,823,342,592
+    // bytes each in f32, 1,396,572,160 in bf16): 67.19 GiB in f32, over a 64 GiB card; 38.11 GiB in bf16.
+    let bench = |p| {
+        let taylor = with(Importance::TaylorFirst);
+        Resident::of(&cfg, "prune", p, true, "use --precision bf16")
+            .with_backward(backward_peak_bytes(&cfg, 128, 10, &taylor, p))
+    };
+    assert_eq!(
+        bench(Precision::F32).bytes(),
+        8 * 6_738_415_616 + 10 * 1_823_342_592
+    );
+    assert_eq!(
+        bench(Precision::Bf16).bytes(),
+        4 * 6_738_415_616 + 10 * 1_396_572_160
+    );
+    let card = DeviceLimit {
+        bytes: 64 << 30,
+        source: "a 64 GiB card".into(),
+    };
+    assert_eq!(
+        bench(Precision::F32).check(&card).unwrap_err().to_string(),
+        "invalid argument: prune needs 67.19 GiB for its weights in f32 (25.10 GiB), their gradients \
+         (25.10 GiB) and a backward's activations and running sums (16.98 GiB), over 64.00 GiB (a 64 GiB \
+         card): use --precision bf16"
+    );
+    assert!(bench(Precision::Bf16).check(&card).is_ok());
 }
 
 /// A search measures the uniform candidate first, and its pruned copy of the layers it changes sits beside the

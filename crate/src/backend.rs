@@ -90,6 +90,15 @@ impl Precision {
         }
     }
 
+    /// The precision of tensors of `dtype`: a half type is [`Precision::Bf16`]'s size, anything else f32's.
+    pub fn of(dtype: burn::tensor::DType) -> Self {
+        use burn::tensor::DType;
+        match dtype {
+            DType::BF16 | DType::F16 => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
     /// Bytes a value takes.
     pub fn bytes(self) -> usize {
         match self {

@@ -4,7 +4,7 @@
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use prunelab::backend::largest_buffer;
+use prunelab::backend::{largest_buffer, Precision};
 use prunelab::error::{Error, Result};
 use prunelab::eval::choice::{EncodedTask, Task};
 use prunelab::eval::generate::greedy;
@@ -93,7 +93,8 @@ pub async fn run(
         max_windows: Some(64),
     });
     let limit = device_limit(gpu);
-    calibration_footprint(&files.config, &calib, &recipe).check(&limit)?;
+    // The tab holds and computes its models in f32.
+    calibration_footprint(&files.config, &calib, &recipe, Precision::F32).check(&limit)?;
     spec.options()
         .footprint(&files.config, eval.len())
         .check(&limit)?;

@@ -70,7 +70,7 @@ struct EvalJob<'a> {
 
 impl BackendJob for EvalJob<'_> {
     type Output = Perplexity;
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         vec![self.opts.footprint(&self.input.config, self.ids.len())]
     }
     fn resident(&self, precision: Precision) -> Option<Resident> {
@@ -100,7 +100,7 @@ struct ChoiceJob<'a> {
 
 impl BackendJob for ChoiceJob<'_> {
     type Output = ChoiceScores;
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         vec![self.batches.footprint(&self.input.config)]
     }
     fn resident(&self, precision: Precision) -> Option<Resident> {

@@ -101,7 +101,7 @@ struct GenerateJob<'a> {
 impl BackendJob for GenerateJob<'_> {
     type Output = Generated;
     /// The prompt's forward (each later step runs one token over the cache).
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         let prompt = self.prompt.len();
         vec![Footprint::forward(
             &self.input.config,

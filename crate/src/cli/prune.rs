@@ -24,6 +24,7 @@ use crate::model::{Llama, ModelConfig};
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{calibration_footprint, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
+use crate::prune::gradients::backward_peak_bytes;
 use crate::prune::linalg::Linalg;
 use crate::prune::pipeline::{apply_plan, prune};
 use crate::prune::plan::Plan;
@@ -358,23 +359,39 @@ fn eval<B: Backend>(
 }
 
 /// What a pruning run held in memory holds: the model for its whole length and, beside it at its peak, a
-/// gradient for every weight when it runs a backward (a gradient score, AdaPruner, or either as the depth step's
-/// score; not with a saved plan) or a search candidate's copy of `candidate_params` parameters.
+/// gradient for every weight with what its backwards add over the `calib` windows when it runs them (a gradient
+/// score, AdaPruner, or either as the depth step's score; not with a saved plan) or a search candidate's copy of
+/// `candidate_params` parameters.
 fn pruning_resident(
     cfg: &ModelConfig,
     recipe: &Recipe,
     plan_given: bool,
     precision: Precision,
+    calib: &[Vec<u32>],
     candidate_params: usize,
 ) -> Resident {
-    let (gradients, remedy) = match !plan_given && recipe.runs_backward() {
-        true => (
-            true,
-            "use --precision bf16 (half), or a training-free score with --stream (one layer at a time)",
+    let resident = match !plan_given && recipe.runs_backward() {
+        true => {
+            let len = calib.first().map_or(0, Vec::len);
+            Resident::of(
+                cfg,
+                "prune",
+                precision,
+                true,
+                "use --precision bf16 (half), fewer calibration windows a backward (--calib-batch), or a \
+                 training-free score with --stream (one layer at a time)",
+            )
+            .with_backward(backward_peak_bytes(cfg, len, calib.len(), recipe, precision))
+        }
+        false => Resident::of(
+            cfg,
+            "prune",
+            precision,
+            false,
+            "use --stream (one layer at a time)",
         ),
-        false => (false, "use --stream (one layer at a time)"),
     };
-    Resident::of(cfg, "prune", precision, gradients, remedy).with_copy(
+    resident.with_copy(
         candidate_params,
         "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
     )
@@ -396,6 +413,7 @@ fn search_candidate_params(cfg: &ModelConfig, recipe: &Recipe, plan_given: bool)
 pub(super) fn pruning_footprints(
     cfg: &ModelConfig,
     recipe: &Recipe,
+    precision: Precision,
     calib: &[Vec<u32>],
     eval_ids: &Option<Vec<u32>>,
     tasks: Option<&EncodedTask>,
@@ -405,18 +423,23 @@ pub(super) fn pruning_footprints(
         _ => None,
     };
     let tasks = tasks.map(|t| t.batches.footprint(cfg));
-    [Some(calibration_footprint(cfg, calib, recipe)), eval, tasks]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        Some(calibration_footprint(cfg, calib, recipe, precision)),
+        eval,
+        tasks,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 impl BackendJob for PruneJob<'_> {
     type Output = Report;
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, precision: Precision) -> Vec<Footprint> {
         pruning_footprints(
             &self.input.config,
             &self.recipe,
+            precision,
             &self.calib,
             &self.eval_ids,
             self.tasks.as_ref(),
@@ -428,6 +451,7 @@ impl BackendJob for PruneJob<'_> {
             &self.recipe,
             self.plan.is_some(),
             precision,
+            &self.calib,
             self.candidate_params,
         ))
     }

@@ -36,9 +36,9 @@ impl DeviceArgs {
 /// Work that runs on whichever backend the edge picked: implement `run` once, generic over the backend.
 pub trait BackendJob {
     type Output;
-    /// The forwards the job will run, checked against the device before it starts (none by default); a note
-    /// names those past the model's trained positions.
-    fn footprints(&self) -> Vec<Footprint> {
+    /// The forwards the job will run with its model in `precision`, checked against the device before it
+    /// starts (none by default); a note names those past the model's trained positions.
+    fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         vec![]
     }
     /// The weights (and gradients) the job holds on the device in `precision` for its whole run, checked
@@ -70,7 +70,7 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, precision: Precision, job: J) ->
             resident.check(&memory)?;
         }
         let limit = device_limit(kind);
-        for footprint in job.footprints() {
+        for footprint in job.footprints(precision) {
             if let Some(limit) = &limit {
                 footprint.check(limit)?;
             }

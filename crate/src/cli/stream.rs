@@ -14,6 +14,7 @@ use super::output::{write_model_with, Extras, Format, Target};
 use super::progress::Bars;
 use super::prune::{extras_of, pruning_footprints, report_files};
 use super::run_on::BackendJob;
+use crate::backend::Precision;
 use crate::error::Result;
 use crate::eval::streamed::streamed_perplexity;
 use crate::eval::Perplexity;
@@ -197,10 +198,11 @@ fn phase_stages(prefix: &str, p: Phases) -> Vec<StageTime> {
 
 impl BackendJob for StreamJob<'_> {
     type Output = Report;
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, precision: Precision) -> Vec<Footprint> {
         pruning_footprints(
             &self.input.config,
             &self.recipe,
+            precision,
             &self.calib,
             &self.eval_ids,
             None,

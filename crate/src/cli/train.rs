@@ -97,7 +97,7 @@ struct TrainJob<'a> {
 
 impl BackendJob for TrainJob<'_> {
     type Output = (Perplexity, f64);
-    fn footprints(&self) -> Vec<Footprint> {
+    fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         let s = &self.recipe.schedule;
         vec![
             Footprint::forward(self.cfg, "training", s.batch, s.seq_len),

@@ -14,6 +14,7 @@ use super::norm::RmsNorm;
 use super::rope;
 use super::tensors::layer_tensor;
 use super::weights::{check_inventory, load_param, WeightSource};
+use crate::backend::Precision;
 use crate::error::Result;
 use crate::products::product;
 
@@ -200,6 +201,11 @@ impl<B: Backend> Llama<B> {
             },
             config: cfg.clone(),
         })
+    }
+
+    /// The float type the weights are held (and the model computes) in.
+    pub fn precision(&self) -> Precision {
+        Precision::of(self.embed_tokens.val().dtype())
     }
 
     /// Rotary tables and causal mask for sequences of length `seq`.

@@ -1,9 +1,10 @@
-//! What a run holds on its device, known exactly from the config before anything loads: the model's weights for
-//! the whole run and, at its peak, either a gradient for each weight when it runs a backward (burn's backward
-//! computes every weight's, in the weights' type) or the pruned copy a search candidate makes of the layers it
-//! changes while its loss is measured (the gradients are freed by then). A run whose weights and that peak alone
-//! are over the device's memory is refused up front, naming both, instead of failing part-way through loading
-//! or in an allocation later. A necessary condition only: activations come on top (see
+//! What a run holds on its device, known from the config before anything loads: the model's weights for the
+//! whole run and, at its peak, either a gradient for each weight when it runs a backward (burn's backward
+//! computes every weight's, in the weights' type) with what the backward adds (its activations, counted as fitted
+//! to measured peaks, and running sums of gradients), or the pruned copy a search candidate makes of the layers it
+//! changes while its loss is measured (the gradients are freed by then). A run whose weights and that peak are
+//! over the device's memory is refused up front, naming them, instead of failing part-way through loading or in
+//! an allocation later. A necessary condition only: the activations of forwards come on top (see
 //! [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
@@ -22,6 +23,9 @@ pub struct Resident {
     pub weights: u128,
     /// As many bytes again when the run takes gradients, else 0.
     pub gradients: u128,
+    /// What a backward holds beside the gradients at its peak: its windows' activations and the running sums
+    /// of gradients (0 without a backward).
+    pub backward: u128,
     /// A search candidate's pruned copy of the layers it changes, held beside the weights while its loss is
     /// measured, in `precision` (0 without a search).
     pub copy: u128,
@@ -44,8 +48,17 @@ impl Resident {
             precision,
             weights,
             gradients: if gradients { weights } else { 0 },
+            backward: 0,
             copy: 0,
             remedy,
+        }
+    }
+
+    /// With `bytes` held beside the gradients by a backward at its peak (see [`Resident::backward`]).
+    pub fn with_backward(self, bytes: u128) -> Self {
+        Resident {
+            backward: bytes,
+            ..self
         }
     }
 
@@ -53,7 +66,7 @@ impl Resident {
     /// when it does not fit.
     pub fn with_copy(self, params: usize, remedy: &'static str) -> Self {
         let copy = (params as u128).saturating_mul(self.precision.bytes() as u128);
-        match copy > self.gradients {
+        match copy > self.backward_peak() {
             true => Resident {
                 copy,
                 remedy,
@@ -63,9 +76,15 @@ impl Resident {
         }
     }
 
-    /// The weights and the larger of the gradients and a candidate's copy (never held together).
+    /// The gradients and what a backward adds to them (0 without a backward).
+    fn backward_peak(&self) -> u128 {
+        self.gradients.saturating_add(self.backward)
+    }
+
+    /// The weights and the larger of a backward's peak and a candidate's copy (never held together).
     pub fn bytes(&self) -> u128 {
-        self.weights.saturating_add(self.gradients.max(self.copy))
+        self.weights
+            .saturating_add(self.backward_peak().max(self.copy))
     }
 
     /// Refuses the run when its weights and its peak beside them are over `memory`.
@@ -74,12 +93,19 @@ impl Resident {
             return Ok(());
         }
         let precision = self.precision.name();
-        let held = match (self.gradients, self.copy) {
+        let held = match (self.backward_peak(), self.copy) {
             (0, 0) => format!("its weights in {precision} alone"),
-            (g, c) if g >= c => format!(
+            (b, c) if b >= c && self.backward == 0 => format!(
                 "its weights in {precision} ({}) and their gradients ({})",
                 gib(self.weights),
-                gib(g)
+                gib(b)
+            ),
+            (b, c) if b >= c => format!(
+                "its weights in {precision} ({}), their gradients ({}) and a backward's activations and \
+                 running sums ({})",
+                gib(self.weights),
+                gib(self.gradients),
+                gib(self.backward)
             ),
             (_, c) => format!(
                 "its weights in {precision} ({}) and a search candidate's pruned copy of the layers it \

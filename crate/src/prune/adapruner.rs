@@ -187,7 +187,8 @@ async fn scores_on<B: AutodiffBackend>(
     let by = |o: Objective| metrics.iter().any(|m| m.gradient_of() == Some(o));
     let fisher = metrics.iter().any(|m| m.needs_fisher());
     let len = windows.first().map_or(1, Vec::len);
-    let per_batch = windows_per_backward(&model.config, len, windows.len(), recipe);
+    let per_batch =
+        windows_per_backward(&model.config, len, windows.len(), recipe, model.precision());
     let of_loss = match by(Objective::Loss) || fisher {
         true => gradient_stats(
             model,

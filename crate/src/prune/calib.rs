@@ -10,6 +10,7 @@ use super::depth::SKIP_BATCH;
 use super::fitness::windows_per_fitness;
 use super::gradients::windows_per_backward;
 use super::{Importance, Recipe};
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 use crate::model::footprint::Footprint;
 use crate::model::ModelConfig;
@@ -64,13 +65,15 @@ pub fn sample_windows(
 /// [`windows_per_fitness`]; else a chunk:
 /// [`windows_per_chunk`]) and the head's logits where a loss is taken ([`forward_batches`]). The activations
 /// every window holds between layers are one tensor per chunk, none larger than the chunk's MLP activations.
+/// `precision` is the model's, which sets how many windows a backward runs.
 pub fn calibration_footprint(
     cfg: &ModelConfig,
     windows: &[Vec<u32>],
     recipe: &Recipe,
+    precision: Precision,
 ) -> Footprint {
     let (n, len) = (windows.len(), windows.first().map_or(0, Vec::len));
-    let (layers, logits) = forward_batches(cfg, recipe, n, len);
+    let (layers, logits) = forward_batches(cfg, recipe, n, len, precision);
     let logits = (logits > 0).then(|| vec![logits, len, cfg.vocab_size]);
     let mut f = Footprint::of(cfg, "calibration", layers, len, logits);
     f.batch = n;
@@ -83,13 +86,19 @@ pub fn calibration_footprint(
 /// diagonal alone; a chunk, and at most [`SKIP_BATCH`] of it, for the skipped-layer perplexity; a chunk and
 /// none for the activation scores and repairs, which stop at the last layer; a batch of the held-out windows,
 /// both, to compare candidates on (AdaPruner, the search allocation).
-fn forward_batches(cfg: &ModelConfig, recipe: &Recipe, n: usize, len: usize) -> (usize, usize) {
+fn forward_batches(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    n: usize,
+    len: usize,
+    precision: Precision,
+) -> (usize, usize) {
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
         .chain(steps.iter().flatten())
         .map(|r| {
             let chunk = windows_per_chunk(cfg, len, r).min(n);
-            let backward = windows_per_backward(cfg, len, n, r).min(n);
+            let backward = windows_per_backward(cfg, len, n, r, precision).min(n);
             let held_out = match (&r.allocation, r.importance) {
                 (_, Importance::Adapruner) => {
                     r.adapruner.clone().unwrap_or_default().fitness_windows

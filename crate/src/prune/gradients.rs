@@ -15,8 +15,9 @@ use std::ops::Range;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
-use super::importance::{ntk, GradStats, Objective};
+use super::importance::{ntk, GradStats, Importance, Objective};
 use super::Recipe;
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 use crate::eval::perplexity::batch_tensor;
 use crate::model::named::Weight;
@@ -35,37 +36,96 @@ fn in_layers(name: &str, layers: &Range<usize>) -> bool {
 /// the windows run in batches and the recipe does not set the batch.
 pub const BACKWARD_BYTES: usize = 4 << 30;
 
-/// The bytes one window of `len` tokens adds to a backward's peak in f32: per layer 10 hidden-wide and 5
-/// MLP-wide tensors a position, and 3 attention probabilities a head and pair of positions; at the head 3
-/// vocabulary-wide ones a position (logits, their log-softmax, its gradient). Fitted to the peak memory of
-/// taylor-first on SmolLM2-135M on this CPU at 32 × 64, 16 × 256, 4 × 512 and 1 × 512 windows: each peak less
-/// this count leaves 1,100 to 1,199 MiB, what the run holds without windows (`benches/gradient_batches_smollm2.sh`).
-pub fn backward_bytes_per_window(cfg: &ModelConfig, len: usize) -> u128 {
+/// The bytes one window of `len` tokens adds to a backward's peak when the model is held in `precision`: per
+/// layer 10 hidden-wide and 5 MLP-wide tensors a position, and 3 attention probabilities a head and pair of
+/// positions; at the head 3 vocabulary-wide ones a position (logits, their log-softmax, its gradient). In f32
+/// every element takes 4 bytes. In bf16 the f32 casts of the model (norms, softmax, log-softmax) keep part of
+/// them in f32: the layers' hidden- and MLP-wide tensors take 3 bytes an element on average, the attention
+/// probabilities 10 a head and pair (two of the three in f32), and the head's 12 (all three in f32). Fitted to
+/// the peak memory of taylor-first on SmolLM2-135M on this CPU at 32 × 64, 16 × 256, 4 × 512 and 1 × 512 windows
+/// in each precision: each peak less this count leaves what the run holds without windows, the weights and
+/// their gradients and the runtime — 1,100 to 1,200 MiB in f32, 834 to 875 MiB in bf16
+/// (`benches/gradient_batches_smollm2.sh`).
+pub fn backward_bytes_per_window(cfg: &ModelConfig, len: usize, precision: Precision) -> u128 {
+    let half = precision.bytes() as u128;
+    let (wide, attention) = ((half + 4) / 2, 8 + half);
     let len = len as u128;
     let layers = cfg.layers.iter().fold(0u128, |sum, l| {
-        let attention = (3 * l.num_heads as u128).saturating_mul(len);
-        let widths = 10 * cfg.hidden_size as u128 + 5 * l.intermediate_size as u128;
-        sum.saturating_add(widths.saturating_add(attention))
+        let scores = (attention * l.num_heads as u128).saturating_mul(len);
+        let widths = wide * (10 * cfg.hidden_size as u128 + 5 * l.intermediate_size as u128);
+        sum.saturating_add(widths.saturating_add(scores))
     });
-    (4 * len).saturating_mul(layers.saturating_add(3 * cfg.vocab_size as u128))
+    len.saturating_mul(layers.saturating_add(12 * cfg.vocab_size as u128))
 }
 
-/// Windows per backward for `n` windows of `len` tokens: the recipe's calibration batch; else all `n`, unless
-/// their activations are over [`BACKWARD_BYTES`] and batches of as many as fit it, with the second set of
-/// gradients the sum takes (every layer's, f32), hold less. At least one.
-pub fn windows_per_backward(cfg: &ModelConfig, len: usize, n: usize, recipe: &Recipe) -> usize {
+/// Windows per backward for `n` windows of `len` tokens through a model held in `precision`: the recipe's
+/// calibration batch; else all `n`, unless their activations are over [`BACKWARD_BYTES`] and batches of as
+/// many as fit it, with the second set of gradients the sum takes (every layer's, in `precision`), hold less.
+/// At least one.
+pub fn windows_per_backward(
+    cfg: &ModelConfig,
+    len: usize,
+    n: usize,
+    recipe: &Recipe,
+    precision: Precision,
+) -> usize {
     if let Some(batch) = recipe.calib_batch {
         return batch.max(1);
     }
-    let window = backward_bytes_per_window(cfg, len).max(1);
+    let window = backward_bytes_per_window(cfg, len, precision).max(1);
     let batch = (BACKWARD_BYTES as u128 / window).max(1);
-    let gradients = 4 * count_params(cfg).per_layer.iter().sum::<usize>() as u128;
+    let gradients = (precision.bytes() * count_params(cfg).per_layer.iter().sum::<usize>()) as u128;
     // Batches hold less when `gradients + batch · window < n · window`.
     let saved = (n as u128).saturating_sub(batch).saturating_mul(window);
     match gradients < saved {
         true => batch as usize,
         false => n.max(1),
     }
+}
+
+/// What the backwards of `recipe` (and of its depth step) over `n` windows of `len` tokens hold at their peak
+/// beside the weights and a gradient of every weight, all in `precision`, in bytes (0 when it runs none): the
+/// activations of the windows one backward runs (a batch, [`windows_per_backward`]; the Fisher diagonal's are one
+/// window each), and the running sums of gradients (or their squares) a statistic keeps — one set once a
+/// statistic takes several backwards, and one for each statistic before the last (AdaPruner's mix of `∂L/∂W`,
+/// `∂f/∂W` and the Fisher diagonal). A set counts every layer's matrices (the range's are fewer).
+pub fn backward_peak_bytes(
+    cfg: &ModelConfig,
+    len: usize,
+    n: usize,
+    recipe: &Recipe,
+    precision: Precision,
+) -> u128 {
+    let set = (precision.bytes() * count_params(cfg).per_layer.iter().sum::<usize>()) as u128;
+    let steps = recipe.steps().map(|(depth, width)| [depth, width]);
+    std::iter::once(recipe)
+        .chain(steps.iter().flatten())
+        .map(|r| {
+            let metrics = match r.importance {
+                Importance::Adapruner => r.adapruner.clone().unwrap_or_default().metrics,
+                i => vec![i],
+            };
+            let objectives = [Objective::Loss, Objective::Output]
+                .into_iter()
+                .filter(|&o| metrics.iter().any(|m| m.gradient_of() == Some(o)))
+                .count();
+            let fisher = metrics.iter().any(|m| m.needs_fisher());
+            let statistics = objectives + fisher as usize;
+            if statistics == 0 || n == 0 {
+                return 0;
+            }
+            let batch = match objectives {
+                0 => 1,
+                _ => windows_per_backward(cfg, len, n, r, precision).min(n),
+            };
+            let several = batch < n || (fisher && n > 1);
+            let sums = (statistics - 1 + several as usize) as u128 * set;
+            (batch as u128)
+                .saturating_mul(backward_bytes_per_window(cfg, len, precision))
+                .saturating_add(sums)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Adds `t` to the sum under `name` (or starts it).

@@ -162,7 +162,7 @@ pub async fn make_plan<B: AutodiffBackend>(
                 layers.clone(),
                 kind.gradient_of(),
                 kind.needs_fisher(),
-                windows_per_backward(cfg, calib[0].len(), calib.len(), recipe),
+                windows_per_backward(cfg, calib[0].len(), calib.len(), recipe, model.precision()),
                 device,
                 progress,
             )?
