@@ -498,7 +498,7 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         &out,
         &taylor,
         "GiB (the memory this machine has available): use --precision bf16 (half), fewer calibration windows \
-         a backward (--calib-batch), or a training-free score with --stream (one layer at a time)",
+         (--calib-samples), or a training-free score with --stream (one layer at a time)",
     );
     refused_prune(
         Path::new(model),

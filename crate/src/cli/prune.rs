@@ -378,8 +378,8 @@ fn pruning_resident(
                 "prune",
                 precision,
                 true,
-                "use --precision bf16 (half), fewer calibration windows a backward (--calib-batch), or a \
-                 training-free score with --stream (one layer at a time)",
+                "use --precision bf16 (half), fewer calibration windows (--calib-samples), or a training-free \
+                 score with --stream (one layer at a time)",
             )
             .with_backward(backward_peak_bytes(cfg, len, calib.len(), recipe, precision))
         }

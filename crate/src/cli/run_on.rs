@@ -41,8 +41,9 @@ pub trait BackendJob {
     fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         vec![]
     }
-    /// The weights (and gradients) the job holds on the device in `precision` for its whole run, checked
-    /// against the device's memory where it is known (none by default: nothing resident, or a streamed run).
+    /// What the job holds on the device in `precision` — its weights, and at its peak a backward or a search
+    /// candidate's copy — checked against the device's memory where it is known (none by default: nothing
+    /// resident, or a streamed run).
     fn resident(&self, _precision: Precision) -> Option<Resident> {
         None
     }

@@ -13,7 +13,8 @@ use super::params::count_params;
 use crate::backend::Precision;
 use crate::error::{Error, Result};
 
-/// The weights (and gradients) a run holds for its whole length.
+/// The weights a run holds for its whole length, and at its peak a backward (gradients, activations, sums) or a
+/// search candidate's copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resident {
     /// What runs ("prune", "evaluation", …), for the message.

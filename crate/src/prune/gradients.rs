@@ -74,7 +74,7 @@ pub fn windows_per_backward(
     }
     let window = backward_bytes_per_window(cfg, len, precision).max(1);
     let batch = (BACKWARD_BYTES as u128 / window).max(1);
-    let gradients = (precision.bytes() * count_params(cfg).per_layer.iter().sum::<usize>()) as u128;
+    let gradients = layer_gradients_bytes(cfg, precision);
     // Batches hold less when `gradients + batch · window < n · window`.
     let saved = (n as u128).saturating_sub(batch).saturating_mul(window);
     match gradients < saved {
@@ -83,12 +83,22 @@ pub fn windows_per_backward(
     }
 }
 
-/// What the backwards of `recipe` (and of its depth step) over `n` windows of `len` tokens hold at their peak
-/// beside the weights and a gradient of every weight, all in `precision`, in bytes (0 when it runs none): the
-/// activations of the windows one backward runs (a batch, [`windows_per_backward`]; the Fisher diagonal's are one
-/// window each), and the running sums of gradients (or their squares) a statistic keeps — one set once a
-/// statistic takes several backwards, and one for each statistic before the last (AdaPruner's mix of `∂L/∂W`,
-/// `∂f/∂W` and the Fisher diagonal). A set counts every layer's matrices (the range's are fewer).
+/// Bytes of one set of the layers' gradients in `precision` (every layer's parameters: the pruned range's
+/// matrices are fewer), as a sum over batches or the Fisher diagonal holds it beside burn's own gradients.
+fn layer_gradients_bytes(cfg: &ModelConfig, precision: Precision) -> u128 {
+    let params = count_params(cfg).per_layer.iter().sum::<usize>() as u128;
+    (precision.bytes() as u128).saturating_mul(params)
+}
+
+/// What the backwards of `recipe` (and of its depth step) over `n` calibration windows of `len` tokens hold at
+/// their peak beside the weights and a gradient of every weight, all in `precision`, in bytes (0 when it runs
+/// none). The statistics run one after another — the loss's gradient `∂L/∂W`, the Fisher diagonal, the output's
+/// gradient `∂f/∂W` (AdaPruner's mix may take all three) — and each keeps a set of the layers' gradients
+/// ([`layer_gradients_bytes`]) for the ones after it. While one runs, it holds its backward's activations (a
+/// batch of [`windows_per_backward`] windows; the Fisher diagonal's are one window) and its own running sum: for
+/// a gradient once it takes several backwards, for the Fisher diagonal always (its squares are new tensors). The
+/// peak is the largest of these. AdaPruner draws its trials' windows from the pool its held-out windows leave,
+/// so every size of that pool counts.
 pub fn backward_peak_bytes(
     cfg: &ModelConfig,
     len: usize,
@@ -96,33 +106,44 @@ pub fn backward_peak_bytes(
     recipe: &Recipe,
     precision: Precision,
 ) -> u128 {
-    let set = (precision.bytes() * count_params(cfg).per_layer.iter().sum::<usize>()) as u128;
+    let set = layer_gradients_bytes(cfg, precision);
+    let window = backward_bytes_per_window(cfg, len, precision);
+    let peak = |r: &Recipe, metrics: &[Importance], n: usize| {
+        if n == 0 {
+            return 0;
+        }
+        let by = |o: Objective| metrics.iter().any(|m| m.gradient_of() == Some(o));
+        let fisher = metrics.iter().any(|m| m.needs_fisher());
+        let batch = windows_per_backward(cfg, len, n, r, precision).min(n) as u128;
+        let gradient = window
+            .saturating_mul(batch)
+            .saturating_add(set * (batch < n as u128) as u128);
+        let (mut held, mut peak) = (0u128, 0u128);
+        for (runs, phase) in [
+            (by(Objective::Loss), gradient),
+            (fisher, window.saturating_add(set)),
+            (by(Objective::Output), gradient),
+        ] {
+            if runs {
+                peak = peak.max(phase.saturating_add(held.saturating_mul(set)));
+                held += 1;
+            }
+        }
+        peak
+    };
     let steps = recipe.steps().map(|(depth, width)| [depth, width]);
     std::iter::once(recipe)
         .chain(steps.iter().flatten())
-        .map(|r| {
-            let metrics = match r.importance {
-                Importance::Adapruner => r.adapruner.clone().unwrap_or_default().metrics,
-                i => vec![i],
-            };
-            let objectives = [Objective::Loss, Objective::Output]
-                .into_iter()
-                .filter(|&o| metrics.iter().any(|m| m.gradient_of() == Some(o)))
-                .count();
-            let fisher = metrics.iter().any(|m| m.needs_fisher());
-            let statistics = objectives + fisher as usize;
-            if statistics == 0 || n == 0 {
-                return 0;
+        .map(|r| match r.importance {
+            Importance::Adapruner => {
+                let settings = r.adapruner.clone().unwrap_or_default();
+                let pool = n.saturating_sub(settings.fitness_windows);
+                (1..=pool)
+                    .map(|k| peak(r, &settings.metrics, k))
+                    .max()
+                    .unwrap_or(0)
             }
-            let batch = match objectives {
-                0 => 1,
-                _ => windows_per_backward(cfg, len, n, r, precision).min(n),
-            };
-            let several = batch < n || (fisher && n > 1);
-            let sums = (statistics - 1 + several as usize) as u128 * set;
-            (batch as u128)
-                .saturating_mul(backward_bytes_per_window(cfg, len, precision))
-                .saturating_add(sums)
+            i => peak(r, &[i], n),
         })
         .max()
         .unwrap_or(0)
