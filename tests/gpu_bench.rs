@@ -41,7 +41,10 @@ fn the_gpu_bench_runs_its_prunelab_steps_on_the_cpu() {
         .lines()
         .map(|l| {
             let r: serde_json::Value = serde_json::from_str(l).unwrap();
-            (r["name"].as_str().unwrap().to_string(), r["rc"].as_i64().unwrap())
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["rc"].as_i64().unwrap(),
+            )
         })
         .collect();
     let ours = [
@@ -50,17 +53,22 @@ fn the_gpu_bench_runs_its_prunelab_steps_on_the_cpu() {
         "ours-taylor-first-warm",
         "ours-flap-ls-warm",
     ];
-    for step in ["synth", "decode-model", "decode-pruned"].iter().chain(&ours) {
+    for step in ["synth", "decode-model", "decode-pruned"]
+        .iter()
+        .chain(&ours)
+    {
         assert_eq!(runs.get(*step), Some(&0), "{step}: {log}");
     }
-    let cfg = ModelConfig::from_json(&std::fs::read(out.join("model-config.json")).unwrap()).unwrap();
+    let cfg =
+        ModelConfig::from_json(&std::fs::read(out.join("model-config.json")).unwrap()).unwrap();
     let kinds = [StructureKind::KvGroups, StructureKind::Mlp];
     let pruned = shapes_at(&cfg, &(1..3), 0.25, &kinds, Allocation::Uniform);
     let (before, after) = (count_params(&cfg).total, count_params(&pruned).total);
     assert!(after < before);
     for step in ours {
         let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join(format!("{step}.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(out.join(format!("{step}.json"))).unwrap())
+                .unwrap();
         assert_eq!(report["params_before"]["total"], before, "{step}");
         assert_eq!(report["params_after"]["total"], after, "{step}");
     }

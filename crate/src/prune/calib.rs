@@ -93,9 +93,9 @@ fn forward_batches(
     len: usize,
     precision: Precision,
 ) -> (usize, usize) {
-    let steps = recipe.steps().map(|(depth, width)| [depth, width]);
-    std::iter::once(recipe)
-        .chain(steps.iter().flatten())
+    recipe
+        .and_steps()
+        .iter()
         .map(|r| {
             let chunk = windows_per_chunk(cfg, len, r).min(n);
             let backward = windows_per_backward(cfg, len, n, r, precision).min(n);

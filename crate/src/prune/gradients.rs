@@ -131,9 +131,9 @@ pub fn backward_peak_bytes(
         }
         peak
     };
-    let steps = recipe.steps().map(|(depth, width)| [depth, width]);
-    std::iter::once(recipe)
-        .chain(steps.iter().flatten())
+    recipe
+        .and_steps()
+        .iter()
         .map(|r| match r.importance {
             Importance::Adapruner => {
                 let settings = r.adapruner.clone().unwrap_or_default();

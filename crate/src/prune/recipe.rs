@@ -184,6 +184,16 @@ impl Recipe {
         Some((depth, width))
     }
 
+    /// This recipe and, for a run that removes whole layers first, its two [`Self::steps`]: every recipe one run
+    /// applies, over which what the run holds at its peak is the largest.
+    pub fn and_steps(&self) -> Vec<Recipe> {
+        let steps = self
+            .steps()
+            .into_iter()
+            .flat_map(|(depth, width)| [depth, width]);
+        std::iter::once(self.clone()).chain(steps).collect()
+    }
+
     /// The width step's recipe for the model left when `removed` layers of `cfg` went: the range loses them (its
     /// ends move up), and a parameter target `t` of the whole run becomes the share of the smaller model still
     /// to remove, `(t·P₀ − (P₀ − P₁)) / P₁`.
