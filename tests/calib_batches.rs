@@ -129,6 +129,21 @@ fn a_backward_runs_all_windows_unless_batches_hold_less() {
     assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, Bf16), 3);
 }
 
+/// A run's backward batch follows the float type its model is held in: a model whose weights are bf16 counts
+/// its windows as bf16 (tiny-gqa's weights cast, on the CPU), and the count at LLaMA-7B's shapes then differs.
+#[test]
+fn the_backward_batch_follows_the_models_float_type() {
+    use burn::module::Param;
+    use burn::tensor::DType;
+    let mut model = load_fixture::<Cpu>("tiny-gqa", &Default::default());
+    assert_eq!(model.precision(), F32);
+    model.embed_tokens = Param::from_tensor(model.embed_tokens.val().cast(DType::BF16));
+    assert_eq!(model.precision(), Bf16);
+    let (cfg, plain) = (llama_7b(), Recipe::default());
+    assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, F32), 13);
+    assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, model.precision()), 3);
+}
+
 /// What LLaMA-7B's backwards add beside its weights and gradients at their peak: one backward's windows
 /// (1,823,342,592 bytes each in f32 at 128 tokens), its running sum when it takes several backwards (the Fisher
 /// diagonal always) and the sums of the statistics before it, each a set of the layers' gradients
