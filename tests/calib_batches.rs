@@ -141,7 +141,10 @@ fn the_backward_batch_follows_the_models_float_type() {
     assert_eq!(model.precision(), Bf16);
     let (cfg, plain) = (llama_7b(), Recipe::default());
     assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, F32), 13);
-    assert_eq!(windows_per_backward(&cfg, 128, 13, &plain, model.precision()), 3);
+    assert_eq!(
+        windows_per_backward(&cfg, 128, 13, &plain, model.precision()),
+        3
+    );
 }
 
 /// What LLaMA-7B's backwards add beside its weights and gradients at their peak: one backward's windows

@@ -9,8 +9,10 @@
 #      use, which PyTorch (precompiled kernels, cuBLAS heuristics) never pays; prunelab runs in $WORK, whose
 #      cubecl.toml keeps both caches in $WORK/cubecl (empty before step 3), as a user's second run finds them;
 #   6. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch;
-#   7. when the call has time left (the table is written first): decoding speed at batch 1, the dense model and the
-#      flap + ls output each continuing a 128-token prompt for 64 tokens (`generate --ignore-eos`, KV cache).
+#   7. when the call has time left (the table is written first): matmul throughput at the 7B shapes, autotuned
+#      against the one kernel burn launches without autotune, f32 and bf16 (benches/matmul.rs, → matmul.txt);
+#   8. then decoding speed at batch 1, the dense model and the flap + ls output each continuing a 128-token prompt
+#      for 64 tokens (`generate --ignore-eos`, KV cache).
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
 # Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
 set -uo pipefail
@@ -28,7 +30,9 @@ BIN="${BIN:-bench-carry/prunelab}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 WORK="$(realpath "$WORK")"
-[ -f bench-carry/bins.tar.gz ] && [ ! -x bench-carry/prunelab ] && tar -xzf bench-carry/bins.tar.gz -C bench-carry
+# Unpacked with Python's tarfile (lzma is in its standard library; the machine may lack xz).
+[ -f bench-carry/bins.tar.xz ] && [ ! -x bench-carry/prunelab ] &&
+    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' bench-carry/bins.tar.xz bench-carry
 BIN="$(realpath "$BIN")"
 : > "$OUT/runs.jsonl"
 now() { date +%s.%N; }
@@ -109,6 +113,11 @@ fi
 cp "$WORK/model/config.json" "$OUT/model-config.json"
 
 PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
+
+if [ "$BACKEND" = cuda ] && [ -x bench-carry/matmul ] && [ "$SECONDS" -lt "${MATMUL_BEFORE:-400}" ]; then
+    echo "== matmul throughput (autotuned vs burn's default kernel)"
+    timeout -k 10 90 bench-carry/matmul cuda --shape 7b 2>&1 | tee "$OUT/matmul.txt"
+fi
 
 if [ "${SKIP_DECODE:-0}" != 1 ] && [ -d "$WORK/pruned" ] && [ "$SECONDS" -lt "${DECODE_BEFORE:-420}" ]; then
     "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \

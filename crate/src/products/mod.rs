@@ -1,5 +1,6 @@
 //! Matrix products that keep f32's precision where burn 0.21's CUDA backend rounds f32 matmul operands to TF32
-//! (11 significant bits) on tensor cores, wherever its autotune picks them: neither an f32 forward (the golden
+//! (11 significant bits) on tensor cores: in its default kernel (`SimpleCyclicCmma`, every matmul's without
+//! autotune) and wherever autotune picks a tensor-core one: neither an f32 forward (the golden
 //! tolerances, PyTorch's f32 default) nor the solver's trailing updates can afford that. There each operand is
 //! split into a bf16 head, exact in TF32, and an f32 tail 2⁸ times smaller, so the rounding TF32 applies lands
 //! on the tails only: three products `a₁b₁ + a₁b₂ + a₂b` keep about 19 bits. Elsewhere a product is one
@@ -15,9 +16,9 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 pub enum F32Matmul {
     /// Full f32 operands (the CPU, WebGPU).
     Exact,
-    /// Operands may be rounded to TF32's 11 significant bits: burn 0.21's CUDA backend, whose autotune picks
-    /// per shape among exact f32 kernels and tensor-core ones that round (cubek-matmul's `adjust_dtypes`; no
-    /// setting excludes them).
+    /// Operands may be rounded to TF32's 11 significant bits: burn 0.21's CUDA backend, whose default kernel
+    /// runs on tensor cores and whose autotune picks per shape among exact f32 kernels and tensor-core ones that
+    /// round (cubek-matmul's `adjust_dtypes`; no setting excludes them).
     Tf32,
     /// An exact backend made to round every matmul operand as TF32 does, so a CPU measures what a CUDA run
     /// computes (tests and experiments; [`round_tf32`]).
