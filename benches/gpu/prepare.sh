@@ -38,6 +38,8 @@ bins=(prunelab golden products matmul)
 tar -cJf bench-carry/bins.tar.xz -C bench-carry "${bins[@]}"
 (cd bench-carry && rm "${bins[@]}")
 cp -r "$shared/fixtures" bench-carry/shared/fixtures
+# The build the table names (run.sh copies it to $OUT).
+printf 'prunelab %s, --features %s\n' "$(git describe --always --dirty)" "$features" > bench-carry/build.txt
 # What a device call sends: the tracked and untracked-not-ignored files, and bench-carry/.
 sent=$(( $(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}') +
   $(du -sb bench-carry | cut -f1) ))

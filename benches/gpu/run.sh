@@ -111,6 +111,7 @@ if [ "${SKIP_WARM:-0}" != 1 ]; then
     rm -rf "$WORK"/.pruned.partial-*
 fi
 cp "$WORK/model/config.json" "$OUT/model-config.json"
+[ -f bench-carry/build.txt ] && cp bench-carry/build.txt "$OUT/build.txt"
 
 PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
 

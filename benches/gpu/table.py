@@ -41,6 +41,8 @@ total_params = layers * layer_params + embed_params + h
 print("synthetic %s-shaped model: %.2fB parameters; one layer %.3f GiB in bf16 (%.3f in f32), embeddings + head "
       "%.3f GiB in bf16" % (cfg.get("model_type", "llama"), total_params / 1e9, layer_params * 2 / 2**30,
                             layer_params * 4 / 2**30, embed_params * 2 / 2**30))
+if os.path.exists(os.path.join(out, "build.txt")):
+    print(open(os.path.join(out, "build.txt")).read().strip())
 synth = runs.get("synth")
 if synth:
     print("synth (write the bf16 checkpoint): %.1f s" % synth["wall"])
