@@ -5,14 +5,17 @@
 #   3. prunelab end to end in bf16, safetensors on disk → pruned safetensors on disk: taylor-first (uniform 25% of KV
 #      groups and MLP channels, layers [4, 30), 10 × 128 calibration ids) and flap + ls (streamed, 128 × 128);
 #   4. the same pipelines in PyTorch (benches/gpu/pytorch_baseline.py) on the same files and ids;
-#   5. prunelab's two runs again, warm: cubecl compiles every kernel and autotunes every new matmul shape on first
-#      use, which PyTorch (precompiled kernels, cuBLAS heuristics) never pays; prunelab runs in $WORK, whose
-#      cubecl.toml keeps both caches in $WORK/cubecl (empty before step 3), as a user's second run finds them;
+#   5. prunelab's two runs again, warm: cubecl compiles every kernel on first use (CI's build has no autotune;
+#      step 8's does), which PyTorch (precompiled kernels, cuBLAS heuristics) never pays; prunelab runs in $WORK,
+#      whose cubecl.toml keeps its caches in $WORK/cubecl (empty before step 3), as a user's second run finds them;
 #   6. a table: stage times, total, peak GPU memory (nvidia-smi, sampled every 50 ms), ratios ours / PyTorch;
 #   7. when the call has time left (the table is written first): matmul throughput at the 7B shapes, autotuned
 #      against the one kernel burn launches without autotune, f32 and bf16 (benches/matmul.rs, → matmul.txt);
-#   8. then decoding speed at batch 1, the dense model and the flap + ls output each continuing a 128-token prompt
+#   8. then flap + ls with the CLI built with autotune (prunelab-autotune), cold (each matmul shape's first call
+#      tunes) and warm, with caches of its own, added to the table;
+#   9. then decoding speed at batch 1, the dense model and the flap + ls output each continuing a 128-token prompt
 #      for 64 tokens (`generate --ignore-eos`, KV cache).
+# Steps 7–9 run only while the call has time (CALL_LIMIT, seconds) and each is cut at what is left of it.
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
 # Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
 set -uo pipefail
@@ -25,15 +28,22 @@ BACKEND="${BACKEND:-cuda}"
 TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
 TORCH_DTYPE="${TORCH_DTYPE:-bf16}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measured step: one slow step must not cost the call its later rows
+CALL_LIMIT="${CALL_LIMIT:-570}"  # the device call's 600 s, less the unpacking and a margin
+left() { echo $(( CALL_LIMIT - SECONDS )); }
 PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf16; statistics and solves in f32/f64)
-BIN="${BIN:-bench-carry/prunelab}"
+BINS="${BINS:-/tmp/prunelab-gpu-bins}"  # where bench-carry/bins.tar.xz is unpacked (outside what a call carries)
+BIN="${BIN:-$BINS/prunelab}"
+AUTOTUNE_BIN="${AUTOTUNE_BIN:-$BINS/prunelab-autotune}"  # the CLI built with autotune (step 8)
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 WORK="$(realpath "$WORK")"
 # Unpacked with Python's tarfile (lzma is in its standard library; the machine may lack xz).
-[ -f bench-carry/bins.tar.xz ] && [ ! -x bench-carry/prunelab ] &&
-    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' bench-carry/bins.tar.xz bench-carry
+if [ "$BACKEND" = cuda ] && [ -f bench-carry/bins.tar.xz ]; then  # every call: a warm machine may hold older ones
+    rm -rf "$BINS" && mkdir -p "$BINS"
+    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' bench-carry/bins.tar.xz "$BINS"
+fi
 BIN="$(realpath "$BIN")"
+AUTOTUNE_BIN="$(realpath -m "$AUTOTUNE_BIN")"
 : > "$OUT/runs.jsonl"
 now() { date +%s.%N; }
 smi() { command -v nvidia-smi > /dev/null && [ "$BACKEND" = cuda ]; }
@@ -68,9 +78,9 @@ PY
 
 if [ "${SKIP_GOLDEN:-0}" != 1 ]; then
     echo "== golden fixture tests on CUDA"
-    timeout 180 env PRUNELAB_SHARED=bench-carry/shared bench-carry/golden cuda --ignored --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
+    timeout 180 env PRUNELAB_SHARED=bench-carry/shared "$BINS/golden" cuda --ignored --test-threads=1 2>&1 | tee "$OUT/golden.txt" | tail -n 8
     echo "== f32 products on CUDA (split products against TF32)"
-    timeout 60 bench-carry/products cuda --ignored --nocapture 2>&1 | tee "$OUT/products.txt" | tail -n 6
+    timeout 60 "$BINS/products" cuda --ignored --nocapture 2>&1 | tee "$OUT/products.txt" | tail -n 6
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__)' | tee "$OUT/torch.txt"
@@ -85,7 +95,7 @@ for n in (10, 128):
 PY
 
 # cubecl reads cubecl.toml from the working directory up: prunelab runs in $WORK (env -C), with its caches there.
-rm -rf "$WORK/cubecl"  # the first runs below are cold: they compile kernels and autotune matmuls
+rm -rf "$WORK/cubecl"  # the first runs below are cold: they compile kernels
 printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
     "$WORK/cubecl" "$WORK/cubecl" > "$WORK/cubecl.toml"
 common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --precision "$PRECISION"
@@ -115,16 +125,32 @@ cp "$WORK/model/config.json" "$OUT/model-config.json"
 
 PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
 
-if [ "$BACKEND" = cuda ] && [ -x bench-carry/matmul ] && [ "$SECONDS" -lt "${MATMUL_BEFORE:-400}" ]; then
+if [ "$BACKEND" = cuda ] && [ -x "$BINS/matmul" ] && [ "$(left)" -gt 60 ]; then
     echo "== matmul throughput (autotuned vs burn's default kernel)"
-    timeout -k 10 90 bench-carry/matmul cuda --shape 7b 2>&1 | tee "$OUT/matmul.txt"
+    timeout -k 5 "$(( $(left) < 90 ? $(left) - 10 : 90 ))" "$BINS/matmul" cuda --shape 7b 2>&1 | tee "$OUT/matmul.txt"
 fi
 
-if [ "${SKIP_DECODE:-0}" != 1 ] && [ -d "$WORK/pruned" ] && [ "$SECONDS" -lt "${DECODE_BEFORE:-420}" ]; then
+# flap + ls built with autotune, in a folder whose cubecl.toml keeps its caches apart (cold, then warm).
+if [ -x "$AUTOTUNE_BIN" ] && [ "$(left)" -gt 60 ]; then
+    mkdir -p "$WORK/tuned"
+    printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
+        "$WORK/tuned/cubecl" "$WORK/tuned/cubecl" > "$WORK/tuned/cubecl.toml"
+    for run in ours-flap-ls-autotune ours-flap-ls-autotune-warm; do
+        [ "$(left)" -gt 30 ] || break
+        STEP_TIMEOUT=$(( $(left) < STEP_TIMEOUT ? $(left) : STEP_TIMEOUT )) measure "$run" env -C "$WORK/tuned" \
+            "$AUTOTUNE_BIN" prune "$WORK/model" --out "$WORK/tuned/out" --importance flap \
+            --compensation ls --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
+        rm -rf "$WORK/tuned/out" "$WORK"/tuned/.out.partial-*
+    done
+    PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" > "$OUT/table.md"
+fi
+
+if [ "${SKIP_DECODE:-0}" != 1 ] && [ -d "$WORK/pruned" ] && [ "$(left)" -gt 90 ]; then
     "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \
         "$WORK/ids10.json" "$WORK/prompt.json"
     for model in model pruned; do
-        measure "decode-$model" env -C "$WORK" "$BIN" generate "$WORK/$model" --prompt-ids "$WORK/prompt.json" \
+        [ "$(left)" -gt 30 ] || break
+        STEP_TIMEOUT=$(( $(left) < STEP_TIMEOUT ? $(left) : STEP_TIMEOUT )) measure "decode-$model" env -C "$WORK" "$BIN" generate "$WORK/$model" --prompt-ids "$WORK/prompt.json" \
             --tokens 64 --ignore-eos --backend "$BACKEND" --precision "$PRECISION" --json
     done
     "$PY" - "$OUT" <<'PY' | tee -a "$OUT/table.md"

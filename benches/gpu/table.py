@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The table of benches/gpu/run.sh: per recipe, prunelab (cold: autotuning included; warm: cached) and PyTorch side by
-side — stage times, total wall time, peak GPU memory — with the ratios ours / PyTorch, and the training-free goal's
-memory bound. Usage: PRECISION=bf16|f32 table.py OUT"""
+"""The table of benches/gpu/run.sh: per recipe, prunelab (cold: kernel compilation, and with autotune its tuning,
+included; warm: cached) and PyTorch side by side — stage times, total wall time, peak GPU memory — with the ratios
+ours / PyTorch, and the training-free goal's memory bound. Usage: PRECISION=bf16|f32 table.py OUT"""
 import json
 import os
 import sys
@@ -52,6 +52,8 @@ print("|---|---|---|---|---|---|")
 for recipe in ["taylor-first", "flap-ls"]:
     theirs = runs.get("pytorch-" + recipe)
     for tool, name in [("prunelab", "ours-" + recipe), ("prunelab, warm", "ours-%s-warm" % recipe),
+                       ("prunelab, autotune", "ours-%s-autotune" % recipe),
+                       ("prunelab, autotune, warm", "ours-%s-autotune-warm" % recipe),
                        ("PyTorch", "pytorch-" + recipe)]:
         run = runs.get(name)
         if run is None:
