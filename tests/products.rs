@@ -239,8 +239,9 @@ fn split_product_gradients_are_split_products() {
 
 /// Worst errors, relative to `|x||y|`, of `product` on `Autodiff<B>` (the backend's own `F32Matmul`) against
 /// the exact values, over 512 sampled entries of each result: `[forward, ∂a, ∂b]` for `[m, k] · [k, n]` with
-/// upstream gradient `g`, and a plain matmul's forward for comparison. 2048 on every side: the size at which
-/// burn's CUDA autotune ranks the tensor-core (TF32) kernels first.
+/// upstream gradient `g`, and a plain matmul's forward for comparison. 2048 on every side: burn's default CUDA
+/// kernel is a tensor-core (TF32) one at any size, and its autotune (the `autotune` feature) tries those first
+/// from this size on.
 fn product_errors<B: Backend>(device: &B::Device) -> ([f64; 3], f64) {
     use prunelab::products::product;
     let size = 2048;
