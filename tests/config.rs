@@ -752,3 +752,81 @@ fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
         (8 * 6_738_415_616, "use --precision bf16 (half)")
     );
 }
+
+/// The layer-wise calibration passes hold every window's activations entering a layer (`[windows, len, hidden]`
+/// in the model's float type) and, in a width step, the f32 Gram matrices of o_proj's and down_proj's inputs:
+/// for LLaMA-7B, `(4096² + 11008²)·4` = 551,813,120 bytes. With 1024 windows of 2048 tokens the default recipe
+/// (numerical + ls) holds 32 GiB of f32 activations beside 25.10 GiB of weights: refused on a 48 GiB card,
+/// naming them; in bf16 it fits. A run with no layer-wise pass (taylor-first without compensation, or a saved
+/// plan without compensation) holds none; a depth step's block influence holds the activations alone.
+#[test]
+fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics() {
+    use prunelab::backend::Precision;
+    use prunelab::model::resident::Resident;
+    use prunelab::prune::activations::layer_pass_bytes;
+    use prunelab::prune::compensate::Compensation;
+    use prunelab::prune::structure::StructureKind;
+    let cfg = ModelConfig::from_json(
+        &serde_json::to_vec(&prunelab::model::shapes::known_shape("llama-7b").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let grams: u128 = (4096 * 4096 + 11008 * 11008) * 4;
+    assert_eq!(grams, 551_813_120);
+    let default = Recipe::default();
+    assert_eq!(
+        (default.importance, default.compensation),
+        (Importance::Numerical, Compensation::Ls)
+    );
+    let pass = |r: &Recipe, plan_given, p| layer_pass_bytes(&cfg, r, plan_given, 1024, 2048, p);
+    let f32_acts: u128 = 1024 * 2048 * 4096 * 4;
+    assert_eq!(pass(&default, false, Precision::F32), f32_acts + grams);
+    assert_eq!(pass(&default, false, Precision::Bf16), f32_acts / 2 + grams);
+    // A saved plan still repairs with ls: the same pass.
+    assert_eq!(pass(&default, true, Precision::F32), f32_acts + grams);
+    let taylor = Recipe {
+        importance: Importance::TaylorFirst,
+        compensation: Compensation::None,
+        ..Recipe::default()
+    };
+    assert_eq!(pass(&taylor, false, Precision::F32), 0);
+    let flap = Recipe {
+        importance: Importance::Flap,
+        compensation: Compensation::None,
+        ..Recipe::default()
+    };
+    assert_eq!(pass(&flap, false, Precision::F32), f32_acts + grams);
+    assert_eq!(pass(&flap, true, Precision::F32), 0);
+    let depth = Recipe {
+        structures: vec![StructureKind::Layers],
+        importance: Importance::BlockInfluence,
+        compensation: Compensation::None,
+        ratio: Some(0.25),
+        ..Recipe::default()
+    };
+    assert_eq!(pass(&depth, false, Precision::F32), f32_acts);
+
+    let resident = |p| {
+        Resident::of(&cfg, "prune", p, false, "use --stream")
+            .with_calibration(pass(&default, false, p), "use fewer calibration windows")
+    };
+    let f32_run = resident(Precision::F32);
+    assert_eq!(f32_run.bytes(), 4 * 6_738_415_616 + f32_acts + grams);
+    let card = DeviceLimit {
+        bytes: 48 << 30,
+        source: "a 48 GiB card".into(),
+    };
+    assert_eq!(
+        f32_run.check(&card).unwrap_err().to_string(),
+        "invalid argument: prune needs 57.62 GiB for its weights in f32 (25.10 GiB) and, through each layer, \
+         every calibration window's activations with the layer's statistics (32.51 GiB), over 48.00 GiB (a 48 \
+         GiB card): use fewer calibration windows"
+    );
+    assert!(resident(Precision::Bf16).check(&card).is_ok());
+    // Beside a larger backward the passes change neither the bytes nor the advice.
+    let taylor_ls = Resident::of(&cfg, "prune", Precision::F32, true, "use --precision bf16")
+        .with_calibration(f32_acts / 64, "unused");
+    assert_eq!(
+        (taylor_ls.bytes(), taylor_ls.remedy),
+        (8 * 6_738_415_616, "use --precision bf16")
+    );
+}

@@ -21,6 +21,7 @@ use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{Llama, ModelConfig};
+use crate::prune::activations::layer_pass_bytes;
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{calibration_footprint, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
@@ -360,8 +361,8 @@ fn eval<B: Backend>(
 
 /// What a pruning run held in memory holds: the model for its whole length and, beside it at its peak, a
 /// gradient for every weight with what its backwards add over the `calib` windows when it runs them (a gradient
-/// score, AdaPruner, or either as the depth step's score; not with a saved plan) or a search candidate's copy of
-/// `candidate_params` parameters.
+/// score, AdaPruner, or either as the depth step's score; not with a saved plan), a search candidate's copy of
+/// `candidate_params` parameters, or what its layer-wise calibration passes hold through a layer.
 fn pruning_resident(
     cfg: &ModelConfig,
     recipe: &Recipe,
@@ -370,9 +371,9 @@ fn pruning_resident(
     calib: &[Vec<u32>],
     candidate_params: usize,
 ) -> Resident {
+    let len = calib.first().map_or(0, Vec::len);
     let resident = match !plan_given && recipe.runs_backward() {
         true => {
-            let len = calib.first().map_or(0, Vec::len);
             Resident::of(
                 cfg,
                 "prune",
@@ -391,10 +392,16 @@ fn pruning_resident(
             "use --stream (one layer at a time)",
         ),
     };
-    resident.with_copy(
-        candidate_params,
-        "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
-    )
+    resident
+        .with_copy(
+            candidate_params,
+            "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
+        )
+        .with_calibration(
+            layer_pass_bytes(cfg, recipe, plan_given, calib.len(), len, precision),
+            "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len), or \
+             --precision bf16 (half the activations)",
+        )
 }
 
 /// Parameters of the pruned copy a search holds beside the model while it measures a candidate (0 without a

@@ -1,11 +1,12 @@
 //! What a run holds on its device, known from the config before anything loads: the model's weights for the
-//! whole run and, at its peak, either a gradient for each weight when it runs a backward (burn's backward
+//! whole run and, at its peak, one of: a gradient for each weight when it runs a backward (burn's backward
 //! computes every weight's, in the weights' type) with what the backward adds (its activations, counted as fitted
-//! to measured peaks, and running sums of gradients), or the pruned copy a search candidate makes of the layers it
-//! changes while its loss is measured (the gradients are freed by then). A run whose weights and that peak are
-//! over the device's memory is refused up front, naming them, instead of failing part-way through loading or in
-//! an allocation later. A necessary condition only: the activations of forwards come on top (see
-//! [`Footprint`](super::footprint::Footprint)).
+//! to measured peaks, and running sums of gradients); the pruned copy a search candidate makes of the layers it
+//! changes while its loss is measured (the gradients are freed by then); or what the layer-wise calibration
+//! passes hold for a whole layer (every window's activations and the layer's statistics). A run whose weights
+//! and that peak are over the device's memory is refused up front, naming them, instead of failing part-way
+//! through loading or in an allocation later. A necessary condition only: what a forward computes inside a
+//! layer comes on top (see [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
 use super::footprint::{gib, DeviceLimit};
@@ -30,6 +31,10 @@ pub struct Resident {
     /// A search candidate's pruned copy of the layers it changes, held beside the weights while its loss is
     /// measured, in `precision` (0 without a search).
     pub copy: u128,
+    /// What the layer-wise calibration passes hold through a layer: every window's activations and the layer's
+    /// statistics (0 without calibration activations; see
+    /// [`layer_pass_bytes`](crate::prune::activations::layer_pass_bytes)).
+    pub calibration: u128,
     /// What the user can change, for the message ("use --stream", …).
     pub remedy: &'static str,
 }
@@ -51,6 +56,7 @@ impl Resident {
             gradients: if gradients { weights } else { 0 },
             backward: 0,
             copy: 0,
+            calibration: 0,
             remedy,
         }
     }
@@ -67,13 +73,24 @@ impl Resident {
     /// when it does not fit.
     pub fn with_copy(self, params: usize, remedy: &'static str) -> Self {
         let copy = (params as u128).saturating_mul(self.precision.bytes() as u128);
-        match copy > self.backward_peak() {
-            true => Resident {
-                copy,
-                remedy,
-                ..self
-            },
-            false => Resident { copy, ..self },
+        Resident { copy, ..self }.with_remedy_if(Peak::Copy, remedy)
+    }
+
+    /// With `bytes` held by the layer-wise calibration passes (see [`Resident::calibration`]) and what to
+    /// change when they do not fit.
+    pub fn with_calibration(self, bytes: u128, remedy: &'static str) -> Self {
+        Resident {
+            calibration: bytes,
+            ..self
+        }
+        .with_remedy_if(Peak::Calibration, remedy)
+    }
+
+    /// `remedy` for the message when `peak` is now the largest.
+    fn with_remedy_if(self, peak: Peak, remedy: &'static str) -> Self {
+        match self.peak() == peak {
+            true => Resident { remedy, ..self },
+            false => self,
         }
     }
 
@@ -82,10 +99,21 @@ impl Resident {
         self.gradients.saturating_add(self.backward)
     }
 
-    /// The weights and the larger of a backward's peak and a candidate's copy (never held together).
+    /// Which of the peaks beside the weights is the largest (a backward's on a tie).
+    fn peak(&self) -> Peak {
+        let backward = self.backward_peak();
+        match (self.copy, self.calibration) {
+            (c, l) if c > backward && c >= l => Peak::Copy,
+            (c, l) if l > backward && l > c => Peak::Calibration,
+            _ => Peak::Backward,
+        }
+    }
+
+    /// The weights and the largest of a backward's peak, a candidate's copy and the calibration passes' (never
+    /// held together).
     pub fn bytes(&self) -> u128 {
-        self.weights
-            .saturating_add(self.backward_peak().max(self.copy))
+        let peak = self.backward_peak().max(self.copy).max(self.calibration);
+        self.weights.saturating_add(peak)
     }
 
     /// Refuses the run when its weights and its peak beside them are over `memory`.
@@ -93,26 +121,28 @@ impl Resident {
         if self.bytes() <= memory.bytes as u128 {
             return Ok(());
         }
-        let precision = self.precision.name();
-        let held = match (self.backward_peak(), self.copy) {
-            (0, 0) => format!("its weights in {precision} alone"),
-            (b, c) if b >= c && self.backward == 0 => format!(
-                "its weights in {precision} ({}) and their gradients ({})",
-                gib(self.weights),
-                gib(b)
+        let (precision, weights) = (self.precision.name(), gib(self.weights));
+        let held = match self.peak() {
+            _ if self.bytes() == self.weights => format!("its weights in {precision} alone"),
+            Peak::Backward if self.backward == 0 => format!(
+                "its weights in {precision} ({weights}) and their gradients ({})",
+                gib(self.gradients)
             ),
-            (b, c) if b >= c => format!(
-                "its weights in {precision} ({}), their gradients ({}) and a backward's activations and \
-                 running sums ({})",
-                gib(self.weights),
+            Peak::Backward => format!(
+                "its weights in {precision} ({weights}), their gradients ({}) and a backward's activations \
+                 and running sums ({})",
                 gib(self.gradients),
                 gib(self.backward)
             ),
-            (_, c) => format!(
-                "its weights in {precision} ({}) and a search candidate's pruned copy of the layers it \
-                 changes ({})",
-                gib(self.weights),
-                gib(c)
+            Peak::Copy => format!(
+                "its weights in {precision} ({weights}) and a search candidate's pruned copy of the layers \
+                 it changes ({})",
+                gib(self.copy)
+            ),
+            Peak::Calibration => format!(
+                "its weights in {precision} ({weights}) and, through each layer, every calibration window's \
+                 activations with the layer's statistics ({})",
+                gib(self.calibration)
             ),
         };
         Err(Error::Invalid(format!(
@@ -124,4 +154,12 @@ impl Resident {
             self.remedy
         )))
     }
+}
+
+/// The peaks a run holds beside its weights, one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peak {
+    Backward,
+    Copy,
+    Calibration,
 }

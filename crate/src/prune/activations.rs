@@ -9,7 +9,9 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::calib::check_windows;
-use super::Recipe;
+use super::compensate::Compensation;
+use super::{Importance, Recipe};
+use crate::backend::Precision;
 use crate::error::Result;
 use crate::eval::perplexity::batch_tensor;
 use crate::model::llama::{Block, Positions};
@@ -37,6 +39,48 @@ pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
         CHUNK_BYTES / window
     });
     batch.max(1)
+}
+
+/// Bytes the layer-wise calibration passes of a run hold through one layer, known from the config: the
+/// activations of all `windows` of `len` tokens entering it (`[windows, len, hidden]` in the model's float
+/// type) and, where a width step gathers statistics, the f32 Gram matrices of the two inputs it scores or
+/// repairs, which one pass gathers together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`, the
+/// widest layer's). The largest over the recipe and its steps; 0 when no step runs a layer-wise pass (no
+/// compensation, and scores from weights or gradients, or from a `plan_given`). A lower bound: what one chunk
+/// computes inside the layer comes on top (the footprint check bounds its largest tensor), and so does the
+/// layer's output while its input is consumed chunk by chunk.
+pub fn layer_pass_bytes(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    plan_given: bool,
+    windows: usize,
+    len: usize,
+    precision: Precision,
+) -> u128 {
+    let activations = [windows, len, cfg.hidden_size, precision.bytes()]
+        .iter()
+        .fold(1u128, |b, &d| b.saturating_mul(d as u128));
+    let square = |n: usize| (n as u128).saturating_mul(n as u128);
+    let grams = cfg
+        .layers
+        .iter()
+        .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(4);
+    let pass = |r: &Recipe| {
+        let scores = !plan_given
+            && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
+        match (
+            r.compensation != Compensation::None || scores,
+            r.prunes_depth(),
+        ) {
+            (false, _) => 0,
+            (true, true) => activations,
+            (true, false) => activations.saturating_add(grams),
+        }
+    };
+    recipe.and_steps().iter().map(pass).max().unwrap_or(0)
 }
 
 /// The calibration activations entering some decoder layer.
