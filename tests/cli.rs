@@ -396,8 +396,8 @@ fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
 /// A model whose weights (and gradients) this machine cannot hold is refused before anything loads, naming what
 /// it would hold: Llama-3.1-405B's shapes (405,853,388,800 parameters, as Meta counts them; a sparse checkpoint
 /// of 812 GB whose data is never read) need 1511.92 GiB of weights in f32 to evaluate, generate or prune with a
-/// training-free score, and as much again of gradients for taylor-first (755.96 GiB each in bf16) with its
-/// backward's activations.
+/// weight score, with the layer-wise passes' activations and statistics for the default recipe, and as much
+/// again of gradients for taylor-first (755.96 GiB each in bf16) with its backward's activations.
 #[test]
 fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +460,39 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         &l2,
         &format!("prune needs {f32_weights}"),
     );
+    // The default recipe (numerical + ls) takes every window through each layer: their activations (2 · 4 ·
+    // 16384 · 4 bytes) beside one layer's f32 Gram matrices, (16384² + 53248²) · 4 bytes (11.56 GiB).
+    let calibration = prunelab::prune::activations::layer_pass_bytes(
+        &cfg,
+        &prunelab::prune::Recipe::default(),
+        false,
+        2,
+        4,
+        prunelab::backend::Precision::F32,
+    );
+    assert_eq!(
+        calibration,
+        2 * 4 * 16384 * 4 + (16384 * 16384 + 53248 * 53248) * 4
+    );
+    let gib = |b: u128| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    let default = ["--ratio", "0.25", "--calib-ids", ids];
+    refused_prune(
+        Path::new(model),
+        &out,
+        &default,
+        &format!(
+            "prune needs {} for its weights in f32 (1511.92 GiB) and, through each layer, every calibration \
+             window's activations with the layer's statistics ({}), over ",
+            gib(4 * 405_853_388_800 + calibration),
+            gib(calibration)
+        ),
+    );
+    refused_prune(
+        Path::new(model),
+        &out,
+        &default,
+        "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples)",
+    );
     let taylor = [
         "--importance",
         "taylor-first",
@@ -516,9 +549,8 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         prunelab::prune::structure::StructureKind::KvGroups,
         prunelab::prune::structure::StructureKind::Mlp,
     ];
-    let copy =
-        2 * prunelab::prune::search::uniform_candidate_params(&cfg, &range, 0.2, &kinds).unwrap();
-    let gib = |b: usize| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    let copy = 2 * prunelab::prune::search::uniform_candidate_params(&cfg, &range, 0.2, &kinds)
+        .unwrap() as u128;
     let search = [
         "--importance",
         "l2",

@@ -17,7 +17,8 @@
 #      for 64 tokens (`generate --ignore-eos`, KV cache).
 # Steps 7–9 run only while the call has time (CALL_LIMIT, seconds) and each is cut at what is left of it.
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
-# Locally, on the CPU: SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
+# Locally, on the CPU (after prepare.sh, or with BIN and AUTOTUNE_BIN naming a CLI):
+#   SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/prunelab-gpu-out}"
@@ -31,14 +32,14 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measured step: one slow step 
 CALL_LIMIT="${CALL_LIMIT:-570}"  # the device call's 600 s, less the unpacking and a margin
 left() { echo $(( CALL_LIMIT - SECONDS )); }
 PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf16; statistics and solves in f32/f64)
-BINS="${BINS:-/tmp/prunelab-gpu-bins}"  # where bench-carry/bins.tar.xz is unpacked (outside what a call carries)
+BINS="$(realpath -m "${BINS:-/tmp/prunelab-gpu-bins}")"  # where bench-carry/bins.tar.xz is unpacked (not carried)
 BIN="${BIN:-$BINS/prunelab}"
 AUTOTUNE_BIN="${AUTOTUNE_BIN:-$BINS/prunelab-autotune}"  # the CLI built with autotune (step 8)
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 WORK="$(realpath "$WORK")"
 # Unpacked with Python's tarfile (lzma is in its standard library; the machine may lack xz).
-if [ "$BACKEND" = cuda ] && [ -f bench-carry/bins.tar.xz ]; then  # every call: a warm machine may hold older ones
+if [ -f bench-carry/bins.tar.xz ]; then  # on every call: a warm machine may hold older ones
     rm -rf "$BINS" && mkdir -p "$BINS"
     "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' bench-carry/bins.tar.xz "$BINS"
 fi
@@ -127,7 +128,12 @@ PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" | tee "$OUT/table.md"
 
 if [ "$BACKEND" = cuda ] && [ -x "$BINS/matmul" ] && [ "$(left)" -gt 60 ]; then
     echo "== matmul throughput (autotuned vs burn's default kernel)"
-    timeout -k 5 "$(( $(left) < 90 ? $(left) - 10 : 90 ))" "$BINS/matmul" cuda --shape 7b 2>&1 | tee "$OUT/matmul.txt"
+    # In a folder of its own with empty caches, so its first calls are cold on a warm machine too.
+    rm -rf "$WORK/matmul" && mkdir -p "$WORK/matmul"
+    printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
+        "$WORK/matmul/cubecl" "$WORK/matmul/cubecl" > "$WORK/matmul/cubecl.toml"
+    timeout -k 5 "$(( $(left) < 90 ? $(left) - 10 : 90 ))" env -C "$WORK/matmul" "$BINS/matmul" cuda --shape 7b 2>&1 |
+        tee "$OUT/matmul.txt"
 fi
 
 # flap + ls built with autotune, in a folder whose cubecl.toml keeps its caches apart (cold, then warm).

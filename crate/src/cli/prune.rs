@@ -399,8 +399,8 @@ fn pruning_resident(
         )
         .with_calibration(
             layer_pass_bytes(cfg, recipe, plan_given, calib.len(), len, precision),
-            "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len), or \
-             --precision bf16 (half the activations)",
+            "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples) \
+             or shorter ones (--calib-len), or --precision bf16 (half)",
         )
 }
 

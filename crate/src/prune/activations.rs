@@ -44,8 +44,8 @@ pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
 /// Bytes the layer-wise calibration passes of a run hold through one layer, known from the config: the
 /// activations of all `windows` of `len` tokens entering it (`[windows, len, hidden]` in the model's float
 /// type) and, where a width step gathers statistics, the f32 Gram matrices of the two inputs it scores or
-/// repairs, which one pass gathers together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`, the
-/// widest layer's). The largest over the recipe and its steps; 0 when no step runs a layer-wise pass (no
+/// repairs, held together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's
+/// in the step's range). The largest over the recipe and its steps; 0 when no step runs a layer-wise pass (no
 /// compensation, and scores from weights or gradients, or from a `plan_given`). A lower bound: what one chunk
 /// computes inside the layer comes on top (the footprint check bounds its largest tensor), and so does the
 /// layer's output while its input is consumed chunk by chunk.
@@ -61,13 +61,14 @@ pub fn layer_pass_bytes(
         .iter()
         .fold(1u128, |b, &d| b.saturating_mul(d as u128));
     let square = |n: usize| (n as u128).saturating_mul(n as u128);
-    let grams = cfg
-        .layers
-        .iter()
-        .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
-        .max()
-        .unwrap_or(0)
-        .saturating_mul(4);
+    let grams = |r: &Recipe| {
+        let layers = cfg.layers.get(r.layer_range(cfg)).unwrap_or_default();
+        let widest = layers
+            .iter()
+            .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
+            .max();
+        widest.unwrap_or(0).saturating_mul(4)
+    };
     let pass = |r: &Recipe| {
         let scores = !plan_given
             && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
@@ -77,7 +78,7 @@ pub fn layer_pass_bytes(
         ) {
             (false, _) => 0,
             (true, true) => activations,
-            (true, false) => activations.saturating_add(grams),
+            (true, false) => activations.saturating_add(grams(r)),
         }
     };
     recipe.and_steps().iter().map(pass).max().unwrap_or(0)
