@@ -757,8 +757,9 @@ fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
 /// in the model's float type) and, in a width step, the f32 Gram matrices of o_proj's and down_proj's inputs:
 /// for LLaMA-7B, `(4096² + 11008²)·4` = 551,813,120 bytes. With 1024 windows of 2048 tokens the default recipe
 /// (numerical + ls) holds 32 GiB of f32 activations beside 25.10 GiB of weights: refused on a 48 GiB card,
-/// naming them; in bf16 it fits. A run with no layer-wise pass (taylor-first without compensation, or a saved
-/// plan without compensation) holds none; a depth step's block influence holds the activations alone.
+/// naming them; in bf16 it fits. Streamed, one decoder layer's weights replace the model's, beside the same
+/// windows. A run with no layer-wise pass (taylor-first without compensation, or a saved plan without
+/// compensation) holds none; a depth step's block influence holds the activations alone.
 #[test]
 fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics() {
     use prunelab::backend::Precision;
@@ -822,6 +823,41 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
          GiB card): use fewer calibration windows"
     );
     assert!(resident(Precision::Bf16).check(&card).is_ok());
+    // Streamed (`--stream`), one decoder layer is on the device: 4·4096² + 3·4096·11008 + 2·4096 parameters.
+    // The windows are the same, so on a 24 GiB card f32 is refused and bf16 (16.89 GiB) fits.
+    let layer: u128 = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096;
+    let streamed = |p| {
+        Resident::streamed(&cfg, "prune", p, 1, "use --precision bf16")
+            .with_calibration(pass(&default, false, p), "use fewer calibration windows")
+    };
+    let f32_streamed = streamed(Precision::F32);
+    assert_eq!(f32_streamed.bytes(), 4 * layer + f32_acts + grams);
+    let card = DeviceLimit {
+        bytes: 24 << 30,
+        source: "a 24 GiB card".into(),
+    };
+    assert_eq!(
+        f32_streamed.check(&card).unwrap_err().to_string(),
+        "invalid argument: prune needs 33.27 GiB for one decoder layer's weights in f32 (0.75 GiB) and, through \
+         each layer, every calibration window's activations with the layer's statistics (32.51 GiB), over 24.00 \
+         GiB (a 24 GiB card): use fewer calibration windows"
+    );
+    let bf16_streamed = streamed(Precision::Bf16);
+    assert_eq!(bf16_streamed.bytes(), 2 * layer + f32_acts / 2 + grams);
+    assert!(bf16_streamed.check(&card).is_ok());
+    // A depth repair keeps the layer before a removed run beside the layer passing through.
+    let two = Resident::streamed(&cfg, "prune", Precision::Bf16, 2, "a larger device");
+    assert_eq!(two.weights, 4 * layer);
+    assert_eq!(
+        two.check(&DeviceLimit {
+            bytes: 1 << 29,
+            source: "half a GiB".into()
+        })
+        .unwrap_err()
+        .to_string(),
+        "invalid argument: prune needs 0.75 GiB for two decoder layers' weights in bf16 alone, over 0.50 GiB \
+         (half a GiB): a larger device"
+    );
     // Beside a larger backward the passes change neither the bytes nor the advice.
     let taylor_ls = Resident::of(&cfg, "prune", Precision::F32, true, "use --precision bf16")
         .with_calibration(f32_acts / 64, "unused");

@@ -41,9 +41,9 @@ pub trait BackendJob {
     fn footprints(&self, _precision: Precision) -> Vec<Footprint> {
         vec![]
     }
-    /// What the job holds on the device in `precision` — its weights, and at its peak a backward or a search
-    /// candidate's copy — checked against the device's memory where it is known (none by default: nothing
-    /// resident, or a streamed run).
+    /// What the job holds on the device in `precision` — its weights (a streamed run's layers at a time), and
+    /// at its peak a backward, a search candidate's copy or the layer-wise calibration passes — checked
+    /// against the device's memory where it is known (none by default: nothing resident).
     fn resident(&self, _precision: Precision) -> Option<Resident> {
         None
     }

@@ -19,8 +19,11 @@ use crate::error::Result;
 use crate::eval::streamed::streamed_perplexity;
 use crate::eval::Perplexity;
 use crate::model::footprint::Footprint;
+use crate::model::resident::Resident;
 use crate::model::{ModelConfig, WeightSource};
+use crate::prune::activations::layer_pass_bytes;
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
+use crate::prune::compensate::Compensation;
 use crate::prune::depth::depth_plan;
 use crate::prune::importance::LayerScores;
 use crate::prune::pipeline::Steps;
@@ -206,6 +209,33 @@ impl BackendJob for StreamJob<'_> {
             &self.calib,
             &self.eval_ids,
             None,
+        )
+    }
+    /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run) and
+    /// what the layer-wise calibration passes hold through a layer.
+    fn resident(&self, precision: Precision) -> Option<Resident> {
+        let (cfg, recipe) = (&self.input.config, &self.recipe);
+        let repairs_depth = recipe
+            .and_steps()
+            .iter()
+            .any(|r| r.prunes_depth() && r.compensation != Compensation::None);
+        let layers = if repairs_depth { 2 } else { 1 };
+        let len = self.calib.first().map_or(0, Vec::len);
+        let calibration = layer_pass_bytes(
+            cfg,
+            recipe,
+            self.plan.is_some(),
+            self.calib.len(),
+            len,
+            precision,
+        );
+        Some(
+            Resident::streamed(cfg, "prune", precision, layers, "use --precision bf16 (half)")
+                .with_calibration(
+                    calibration,
+                    "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len), or \
+                     --precision bf16 (half)",
+                ),
         )
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {

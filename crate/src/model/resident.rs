@@ -1,5 +1,5 @@
 //! What a run holds on its device, known from the config before anything loads: the model's weights for the
-//! whole run and, at its peak, one of: a gradient for each weight when it runs a backward (burn's backward
+//! whole run (a streamed run: one decoder layer, or two) and, at its peak, one of: a gradient for each weight when it runs a backward (burn's backward
 //! computes every weight's, in the weights' type) with what the backward adds (its activations, counted as fitted
 //! to measured peaks, and running sums of gradients); the pruned copy a search candidate makes of the layers it
 //! changes while its loss is measured (the gradients are freed by then); or what the layer-wise calibration
@@ -21,8 +21,11 @@ pub struct Resident {
     /// What runs ("prune", "evaluation", …), for the message.
     pub what: &'static str,
     pub precision: Precision,
-    /// Every parameter once (a tied head is the embedding), in `precision`.
+    /// The weights on the device for the whole run, in `precision`: every parameter once (a tied head is the
+    /// embedding), or a streamed run's decoder layers at a time.
     pub weights: u128,
+    /// What `weights` are, for the message ("its weights", "one decoder layer's weights", …).
+    pub held: &'static str,
     /// As many bytes again when the run takes gradients, else 0.
     pub gradients: u128,
     /// What a backward holds beside the gradients at its peak: its windows' activations and the running sums
@@ -53,11 +56,36 @@ impl Resident {
             what,
             precision,
             weights,
+            held: "its weights",
             gradients: if gradients { weights } else { 0 },
             backward: 0,
             copy: 0,
             calibration: 0,
             remedy,
+        }
+    }
+
+    /// A streamed run of `cfg` (`prune --stream`): `layers` of its widest decoder layer on the device at once
+    /// in `precision` (one; two while a depth repair keeps the layer before a removed run), no gradients, the
+    /// embeddings and head left on the host.
+    pub fn streamed(
+        cfg: &ModelConfig,
+        what: &'static str,
+        precision: Precision,
+        layers: usize,
+        remedy: &'static str,
+    ) -> Self {
+        let widest = count_params(cfg).per_layer.into_iter().max().unwrap_or(0) as u128;
+        let bytes = widest
+            .saturating_mul(layers as u128)
+            .saturating_mul(precision.bytes() as u128);
+        Resident {
+            weights: bytes,
+            held: match layers {
+                1 => "one decoder layer's weights",
+                _ => "two decoder layers' weights",
+            },
+            ..Resident::of(cfg, what, precision, false, remedy)
         }
     }
 
@@ -121,26 +149,26 @@ impl Resident {
         if self.bytes() <= memory.bytes as u128 {
             return Ok(());
         }
-        let (precision, weights) = (self.precision.name(), gib(self.weights));
+        let (precision, weights, held) = (self.precision.name(), gib(self.weights), self.held);
         let held = match self.peak() {
-            _ if self.bytes() == self.weights => format!("its weights in {precision} alone"),
+            _ if self.bytes() == self.weights => format!("{held} in {precision} alone"),
             Peak::Backward if self.backward == 0 => format!(
-                "its weights in {precision} ({weights}) and their gradients ({})",
+                "{held} in {precision} ({weights}) and their gradients ({})",
                 gib(self.gradients)
             ),
             Peak::Backward => format!(
-                "its weights in {precision} ({weights}), their gradients ({}) and a backward's activations \
-                 and running sums ({})",
+                "{held} in {precision} ({weights}), their gradients ({}) and a backward's activations and \
+                 running sums ({})",
                 gib(self.gradients),
                 gib(self.backward)
             ),
             Peak::Copy => format!(
-                "its weights in {precision} ({weights}) and a search candidate's pruned copy of the layers \
-                 it changes ({})",
+                "{held} in {precision} ({weights}) and a search candidate's pruned copy of the layers it \
+                 changes ({})",
                 gib(self.copy)
             ),
             Peak::Calibration => format!(
-                "its weights in {precision} ({weights}) and, through each layer, every calibration window's \
+                "{held} in {precision} ({weights}) and, through each layer, every calibration window's \
                  activations with the layer's statistics ({})",
                 gib(self.calibration)
             ),
