@@ -1,12 +1,12 @@
-//! What a run holds on its device, known from the config before anything loads: the model's weights for the
-//! whole run (a streamed run: one decoder layer, or two) and, at its peak, one of: a gradient for each weight when it runs a backward (burn's backward
-//! computes every weight's, in the weights' type) with what the backward adds (its activations, counted as fitted
-//! to measured peaks, and running sums of gradients); the pruned copy a search candidate makes of the layers it
-//! changes while its loss is measured (the gradients are freed by then); or what the layer-wise calibration
-//! passes hold for a whole layer (every window's activations and the layer's statistics). A run whose weights
-//! and that peak are over the device's memory is refused up front, naming them, instead of failing part-way
-//! through loading or in an allocation later. A necessary condition only: what a forward computes inside a
-//! layer comes on top (see [`Footprint`](super::footprint::Footprint)).
+//! What a run holds on its device, known from the config before anything loads: the model's weights for the whole
+//! run (a streamed run: one decoder layer, or two) and, at its peak, one of: a gradient for each weight when it
+//! runs a backward (burn's backward computes every weight's, in the weights' type) with what the backward adds (its
+//! activations, counted as fitted to measured peaks, and running sums of gradients); the pruned copy a search
+//! candidate makes of the layers it changes while its loss is measured (the gradients are freed by then); or what
+//! the layer-wise calibration passes hold for a whole layer (every window's activations and the layer's
+//! statistics). A run whose weights and that peak are over the device's memory is refused up front, naming them,
+//! instead of failing part-way through loading or in an allocation later. A necessary condition only: what a
+//! forward computes inside a layer comes on top (see [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
 use super::footprint::{gib, DeviceLimit};
