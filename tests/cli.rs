@@ -476,22 +476,19 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     );
     let gib = |b: u128| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
     let default = ["--ratio", "0.25", "--calib-ids", ids];
-    refused_prune(
+    refused_prune_saying(
         Path::new(model),
         &out,
         &default,
-        &format!(
-            "prune needs {} for its weights in f32 (1511.92 GiB) and, through each layer, every calibration \
-             window's activations with the layer's statistics ({}), over ",
-            gib(4 * 405_853_388_800 + calibration),
-            gib(calibration)
-        ),
-    );
-    refused_prune(
-        Path::new(model),
-        &out,
-        &default,
-        "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples)",
+        &[
+            &format!(
+                "prune needs {} for its weights in f32 (1511.92 GiB) and, through each layer, every \
+                 calibration window's activations with the layer's statistics ({}), over ",
+                gib(4 * 405_853_388_800 + calibration),
+                gib(calibration)
+            ),
+            "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples)",
+        ],
     );
     let taylor = [
         "--importance",
@@ -516,22 +513,19 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     };
     let f32_windows = 8 * (126 * (4 * (10 * 16384 + 5 * 53248) + 12 * 128 * 4) + 12 * 128256);
     let bf16_windows = 8 * (126 * (3 * (10 * 16384 + 5 * 53248) + 10 * 128 * 4) + 12 * 128256);
-    refused_prune(
+    refused_prune_saying(
         Path::new(model),
         &out,
         &taylor,
-        &format!(
-            "prune needs 3025.48 GiB for its weights in f32 (1511.92 GiB), their gradients (1511.92 GiB) and a \
-             backward's activations and running sums ({}), over ",
-            backward(f32_windows, prunelab::backend::Precision::F32)
-        ),
-    );
-    refused_prune(
-        Path::new(model),
-        &out,
-        &taylor,
-        "GiB (the memory this machine has available): use --precision bf16 (half), fewer calibration windows \
-         (--calib-samples), or a training-free score with --stream (one layer at a time)",
+        &[
+            &format!(
+                "prune needs 3025.48 GiB for its weights in f32 (1511.92 GiB), their gradients (1511.92 GiB) \
+                 and a backward's activations and running sums ({}), over ",
+                backward(f32_windows, prunelab::backend::Precision::F32)
+            ),
+            "GiB (the memory this machine has available): use --precision bf16 (half), fewer calibration \
+             windows (--calib-samples), or a training-free score with --stream (one layer at a time)",
+        ],
     );
     refused_prune(
         Path::new(model),
@@ -567,22 +561,19 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         "--precision",
         "bf16",
     ];
-    refused_prune(
+    refused_prune_saying(
         Path::new(model),
         &out,
         &search,
-        &format!(
-            "prune needs {} for its weights in bf16 (755.96 GiB) and a search candidate's pruned copy of the \
-             layers it changes ({}), over ",
-            gib(2 * 405_853_388_800 + copy),
-            gib(copy)
-        ),
-    );
-    refused_prune(
-        Path::new(model),
-        &out,
-        &search,
-        "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
+        &[
+            &format!(
+                "prune needs {} for its weights in bf16 (755.96 GiB) and a search candidate's pruned copy of \
+                 the layers it changes ({}), over ",
+                gib(2 * 405_853_388_800 + copy),
+                gib(copy)
+            ),
+            "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
+        ],
     );
 }
 

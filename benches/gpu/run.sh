@@ -97,8 +97,12 @@ PY
 
 # cubecl reads cubecl.toml from the working directory up: prunelab runs in $WORK (env -C), with its caches there.
 rm -rf "$WORK/cubecl"  # the first runs below are cold: they compile kernels
-printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
-    "$WORK/cubecl" "$WORK/cubecl" > "$WORK/cubecl.toml"
+# cubecl_toml DIR: a cubecl.toml in DIR keeping cubecl's autotune and compilation caches in DIR/cubecl.
+cubecl_toml() {
+    printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
+        "$1/cubecl" "$1/cubecl" > "$1/cubecl.toml"
+}
+cubecl_toml "$WORK"
 common=(--structures kv-groups,mlp --ratio 0.25 --layers "$LAYERS" --backend "$BACKEND" --precision "$PRECISION"
     --dtype bf16 --json)
 measure ours-taylor-first env -C "$WORK" "$BIN" prune "$WORK/model" --out "$WORK/out" --importance taylor-first --compensation none \
@@ -130,8 +134,7 @@ if [ "$BACKEND" = cuda ] && [ -x "$BINS/matmul" ] && [ "$(left)" -gt 60 ]; then
     echo "== matmul throughput (autotuned vs burn's default kernel)"
     # In a folder of its own with empty caches, so its first calls are cold on a warm machine too.
     rm -rf "$WORK/matmul" && mkdir -p "$WORK/matmul"
-    printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
-        "$WORK/matmul/cubecl" "$WORK/matmul/cubecl" > "$WORK/matmul/cubecl.toml"
+    cubecl_toml "$WORK/matmul"
     timeout -k 5 "$(( $(left) < 90 ? $(left) - 10 : 90 ))" env -C "$WORK/matmul" "$BINS/matmul" cuda --shape 7b 2>&1 |
         tee "$OUT/matmul.txt"
 fi
@@ -139,8 +142,7 @@ fi
 # flap + ls built with autotune, in a folder whose cubecl.toml keeps its caches apart (cold, then warm).
 if [ -x "$AUTOTUNE_BIN" ] && [ "$(left)" -gt 60 ]; then
     mkdir -p "$WORK/tuned"
-    printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' \
-        "$WORK/tuned/cubecl" "$WORK/tuned/cubecl" > "$WORK/tuned/cubecl.toml"
+    cubecl_toml "$WORK/tuned"
     for run in ours-flap-ls-autotune ours-flap-ls-autotune-warm; do
         [ "$(left)" -gt 30 ] || break
         STEP_TIMEOUT=$(( $(left) < STEP_TIMEOUT ? $(left) : STEP_TIMEOUT )) measure "$run" env -C "$WORK/tuned" \

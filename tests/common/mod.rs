@@ -145,10 +145,23 @@ pub fn refused_cli(args: &[&str]) -> String {
 /// leaving no output behind.
 #[cfg(feature = "cli")]
 pub fn refused_prune(model: &std::path::Path, out: &std::path::Path, flags: &[&str], want: &str) {
+    refused_prune_saying(model, out, flags, &[want]);
+}
+
+/// [`refused_prune`] whose one message holds every part of `wants` (what it names, and what to change).
+#[cfg(feature = "cli")]
+pub fn refused_prune_saying(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    flags: &[&str],
+    wants: &[&str],
+) {
     let (model, out_arg) = (model.to_str().unwrap(), out.to_str().unwrap());
     let args = [&["prune", model, "--out", out_arg][..], flags].concat();
     let err = refused_cli(&args);
-    assert!(err.contains(want), "{flags:?}: {err}");
+    for want in wants {
+        assert!(err.contains(want), "{flags:?}: {want:?} missing from {err}");
+    }
     assert!(!out.exists(), "{flags:?} wrote an output");
 }
 
