@@ -484,7 +484,7 @@ impl BackendJob for PruneJob<'_> {
         let (pruned, plan, ratio, scores, reconstruction, tuned, search) = match self.plan {
             Some(plan) => {
                 let out = pollster::block_on(apply_plan(
-                    model.valid(),
+                    model.into_valid(),
                     &self.recipe,
                     Some(plan),
                     None,

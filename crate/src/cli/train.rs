@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -117,7 +116,7 @@ impl BackendJob for TrainJob<'_> {
             &bars,
         ))?;
         let seconds = start.elapsed().as_secs_f64();
-        let model = model.valid();
+        let model = model.into_valid();
         let opts = eval_options(self.recipe);
         let heldout =
             pollster::block_on(perplexity(&model, self.heldout_ids, &opts, &device, &bars))?;

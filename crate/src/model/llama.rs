@@ -2,8 +2,9 @@
 //! `lm_head` (tied to the embeddings or not). Module and field names are HF's, so `model.layers.3.mlp.up_proj`
 //! is `llama.layers[3].mlp.up_proj` here.
 
-use burn::module::{Module, Param};
-use burn::tensor::{activation::log_softmax, backend::Backend, DType, Int, Tensor};
+use burn::module::{AutodiffModule, Module, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{activation::log_softmax, DType, Int, Tensor};
 
 use super::attention::{causal_mask, Attention};
 use super::cache::{KvCache, LayerKv};
@@ -158,6 +159,15 @@ fn linear<B: Backend>(
             false => None,
         },
     })
+}
+
+impl<B: AutodiffBackend> Llama<B> {
+    /// The model off the autodiff graph, taking it so that no second handle keeps its weights: a pass that
+    /// replaces layers then frees each original as it goes. (`valid` borrows: while the autodiff model lives,
+    /// every original weight stays allocated beside its pruned replacement.)
+    pub fn into_valid(self) -> Llama<B::InnerBackend> {
+        self.valid()
+    }
 }
 
 impl<B: Backend> Llama<B> {

@@ -299,7 +299,7 @@ async fn prune_step<B: AutodiffBackend>(
     // Activation scores under a per-layer allocation are computed in the sequential pass, which makes the plan.
     let in_pass = recipe.importance.needs_activations() && ratio.is_some();
     let out = apply_plan(
-        model.valid(),
+        model.into_valid(),
         recipe,
         (!in_pass).then_some(plan),
         ratio,
