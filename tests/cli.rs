@@ -439,6 +439,22 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         err.contains(&format!("evaluation needs {f32_weights}")) && err.contains(over),
         "{err}"
     );
+    // Streamed, it holds one decoder layer (3,187,703,808 parameters) with the embeddings and head (2 · 128256 ·
+    // 16384) and the final norm (16384): 27.53 GiB in f32, and every window's activations between layers. 2^24
+    // tokens hold 2^24 · 16384 · 4 bytes, 1 TiB.
+    let long = dir.path().join("long.json");
+    write(
+        &long,
+        format!("[{}1]", "1,".repeat((1 << 24) - 1)).as_bytes(),
+    );
+    let err = refused_cli(&["eval", model, "--ids", long.to_str().unwrap(), "--stream"]);
+    assert!(
+        err.contains(
+            "streamed evaluation needs 1051.53 GiB for one decoder layer's weights with the embeddings and head \
+             in f32 (27.53 GiB) and every evaluation window's activations (1024.00 GiB), over "
+        ) && err.contains("GiB (the memory this machine has available): evaluate fewer windows (--max-windows)"),
+        "{err}"
+    );
     let err = refused_cli(&["generate", model, "--prompt-ids", ids, "--tokens", "1"]);
     assert!(
         err.contains(&format!("generation needs {f32_weights}")),

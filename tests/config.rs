@@ -866,3 +866,62 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         (8 * 6_738_415_616, "use --precision bf16")
     );
 }
+
+/// A streamed evaluation (`eval --stream`, `prune --stream --eval`) holds one decoder layer with the embeddings,
+/// final norm and head, and every window's activations between layers. LLaMA-7B (untied head): 131,072,000
+/// parameters each for the embeddings and head, 4,096 for the norm, 202,383,360 for a layer; 512 windows of
+/// 2,048 tokens hold `512 · 2048 · 4096` values.
+#[test]
+fn a_streamed_evaluation_holds_a_layer_the_embeddings_and_head_and_every_windows_activations() {
+    use prunelab::backend::Precision;
+    use prunelab::eval::streamed::streamed_resident;
+    let shape = |name| {
+        let json = prunelab::model::shapes::known_shape(name).unwrap();
+        ModelConfig::from_json(&serde_json::to_vec(&json).unwrap()).unwrap()
+    };
+    let cfg = shape("llama-7b");
+    let held: u128 = 2 * 131_072_000 + 4_096 + 202_383_360;
+    let opts = PerplexityOptions {
+        seq_len: 2048,
+        max_windows: None,
+        batch: 8,
+    };
+    let tokens = 512 * 2048 + 2047;
+    let remedy = "evaluate fewer windows (--max-windows)";
+    let f32 = streamed_resident(&cfg, &opts, tokens, Precision::F32, remedy);
+    let acts: u128 = 512 * 2048 * 4096 * 4;
+    assert_eq!((f32.weights, f32.evaluation), (4 * held, acts));
+    assert_eq!(f32.bytes(), 19_037_995_008);
+    let card = DeviceLimit {
+        bytes: 16 << 30,
+        source: "a 16 GiB card".into(),
+    };
+    assert_eq!(
+        f32.check(&card).unwrap_err().to_string(),
+        "invalid argument: streamed evaluation needs 17.73 GiB for one decoder layer's weights with the \
+         embeddings and head in f32 (1.73 GiB) and every evaluation window's activations (16.00 GiB), over 16.00 \
+         GiB (a 16 GiB card): evaluate fewer windows (--max-windows)"
+    );
+    let bf16 = streamed_resident(&cfg, &opts, tokens, Precision::Bf16, remedy);
+    assert_eq!(bf16.bytes(), 2 * held + acts / 2);
+    assert!(bf16.check(&card).is_ok());
+    // The windows the text gives, at most `max_windows`.
+    let first_64 = PerplexityOptions {
+        max_windows: Some(64),
+        ..opts
+    };
+    let capped = streamed_resident(&cfg, &first_64, tokens, Precision::F32, remedy);
+    assert_eq!(capped.evaluation, acts / 8);
+    // A tied head is the embedding: SmolLM2-135M's weights held are its embeddings (49,152 × 576), the final
+    // norm and one layer (3,540,096 parameters).
+    let smol = parse(json!({"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
+        "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+        "tie_word_embeddings": true}))
+    .unwrap();
+    let tied = streamed_resident(&smol, &opts, 0, Precision::F32, remedy);
+    assert_eq!(
+        (tied.weights, tied.evaluation),
+        (4 * (49_152 * 576 + 576 + 3_540_096), 0)
+    );
+    assert!(tied.check(&card).is_ok());
+}

@@ -14,7 +14,7 @@ use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
 use crate::error::{Error, Result};
 use crate::eval::choice::{parse_items, ChoiceBatches, ChoiceScores};
-use crate::eval::streamed::streamed_perplexity;
+use crate::eval::streamed::{streamed_perplexity, streamed_resident};
 use crate::eval::{perplexity, ChoiceOptions, Perplexity, PerplexityOptions};
 use crate::io::tokenizer::{ids_from_json, Tokenizer};
 use crate::model::footprint::Footprint;
@@ -74,9 +74,16 @@ impl BackendJob for EvalJob<'_> {
         vec![self.opts.footprint(&self.input.config, self.ids.len())]
     }
     fn resident(&self, precision: Precision) -> Option<Resident> {
-        (!self.stream).then(|| {
-            let remedy = "use --stream (one layer at a time)";
-            Resident::of(&self.input.config, "evaluation", precision, false, remedy)
+        let cfg = &self.input.config;
+        Some(match self.stream {
+            true => {
+                let remedy = "evaluate fewer windows (--max-windows)";
+                streamed_resident(cfg, &self.opts, self.ids.len(), precision, remedy)
+            }
+            false => {
+                let remedy = "use --stream (one layer at a time)";
+                Resident::of(cfg, "evaluation", precision, false, remedy)
+            }
         })
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Perplexity> {

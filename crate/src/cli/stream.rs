@@ -16,7 +16,7 @@ use super::prune::{extras_of, pruning_footprints, report_files};
 use super::run_on::BackendJob;
 use crate::backend::Precision;
 use crate::error::Result;
-use crate::eval::streamed::streamed_perplexity;
+use crate::eval::streamed::{streamed_perplexity, streamed_resident};
 use crate::eval::Perplexity;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
@@ -212,7 +212,8 @@ impl BackendJob for StreamJob<'_> {
         )
     }
     /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run) and
-    /// what the layer-wise calibration passes hold through a layer.
+    /// what the layer-wise calibration passes hold through a layer; or, when `--eval` holds more, the input's
+    /// streamed evaluation (the output's, smaller, comes after the pruning pass).
     fn resident(&self, precision: Precision) -> Option<Resident> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
         let repairs_depth = recipe
@@ -229,14 +230,31 @@ impl BackendJob for StreamJob<'_> {
             len,
             precision,
         );
-        Some(
-            Resident::streamed(cfg, "prune", precision, layers, "use --precision bf16 (half)")
-                .with_calibration(
-                    calibration,
-                    "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len), or \
-                     --precision bf16 (half)",
-                ),
+        let pass = Resident::streamed(
+            cfg,
+            "prune",
+            precision,
+            layers,
+            "use --precision bf16 (half)",
         )
+        .with_calibration(
+            calibration,
+            "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len), or \
+                 --precision bf16 (half)",
+        );
+        let eval = self
+            .eval_ids
+            .as_deref()
+            .zip(recipe.eval)
+            .map(|(ids, spec)| {
+                let remedy =
+                    "evaluate fewer windows (--eval-windows), or use --precision bf16 (half)";
+                streamed_resident(cfg, &spec.options(), ids.len(), precision, remedy)
+            });
+        Some(match eval {
+            Some(eval) if eval.bytes() > pass.bytes() => eval,
+            _ => pass,
+        })
     }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Report> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);

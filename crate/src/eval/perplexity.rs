@@ -32,10 +32,15 @@ impl Default for PerplexityOptions {
 }
 
 impl PerplexityOptions {
+    /// The windows a text of `tokens` tokens gives (as [`windows`] cuts them).
+    pub fn window_count(&self, tokens: usize) -> usize {
+        (tokens / self.seq_len.max(1)).min(self.max_windows.unwrap_or(usize::MAX))
+    }
+
     /// The forward of one batch of windows of a text of `tokens` tokens under `cfg`.
     pub fn footprint(&self, cfg: &ModelConfig, tokens: usize) -> Footprint {
-        let windows = (tokens / self.seq_len.max(1)).min(self.max_windows.unwrap_or(usize::MAX));
-        Footprint::forward(cfg, "evaluation", self.batch.min(windows), self.seq_len)
+        let batch = self.batch.min(self.window_count(tokens));
+        Footprint::forward(cfg, "evaluation", batch, self.seq_len)
     }
 }
 

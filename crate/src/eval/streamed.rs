@@ -8,12 +8,35 @@
 use burn::tensor::backend::Backend;
 
 use super::perplexity::{batch_tensor, check_ids, windows, Perplexity, PerplexityOptions};
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 use crate::model::llama::{next_token_nll, Block};
+use crate::model::resident::Resident;
 use crate::model::weights::check_inventory;
 use crate::model::{Llama, ModelConfig, WeightSource};
 use crate::progress::{Progress, ProgressEvent};
 use crate::readback;
+
+/// What a streamed evaluation of the model `cfg` describes holds on its device in `precision` for a text of
+/// `tokens` tokens: one decoder layer with the embeddings and head, and every window's activations
+/// `[windows, seq_len, hidden]` (see [`Resident::streamed_evaluation`]); `remedy` names what to change.
+pub fn streamed_resident(
+    cfg: &ModelConfig,
+    opts: &PerplexityOptions,
+    tokens: usize,
+    precision: Precision,
+    remedy: &'static str,
+) -> Resident {
+    let activations = [
+        opts.window_count(tokens),
+        opts.seq_len,
+        cfg.hidden_size,
+        precision.bytes(),
+    ]
+    .iter()
+    .fold(1u128, |b, &d| b.saturating_mul(d as u128));
+    Resident::streamed_evaluation(cfg, precision, activations, remedy)
+}
 
 /// Evaluates the model `cfg` describes, read from `src` one decoder layer at a time, on `ids`.
 pub fn streamed_perplexity<B: Backend>(

@@ -1,12 +1,13 @@
 //! What a run holds on its device, known from the config before anything loads: the model's weights for the whole
-//! run (a streamed run: one decoder layer, or two) and, at its peak, one of: a gradient for each weight when it
-//! runs a backward (burn's backward computes every weight's, in the weights' type) with what the backward adds (its
-//! activations, counted as fitted to measured peaks, and running sums of gradients); the pruned copy a search
-//! candidate makes of the layers it changes while its loss is measured (the gradients are freed by then); or what
-//! the layer-wise calibration passes hold for a whole layer (every window's activations and the layer's
-//! statistics). A run whose weights and that peak are over the device's memory is refused up front, naming them,
-//! instead of failing part-way through loading or in an allocation later. A necessary condition only: what a
-//! forward computes inside a layer comes on top (see [`Footprint`](super::footprint::Footprint)).
+//! run (a streamed run: one decoder layer, or two; a streamed evaluation: one, with the embeddings and head) and,
+//! at its peak, one of: a gradient for each weight when it runs a backward (burn's backward computes every
+//! weight's, in the weights' type) with what the backward adds (its activations, counted as fitted to measured
+//! peaks, and running sums of gradients); the pruned copy a search candidate makes of the layers it changes while
+//! its loss is measured (the gradients are freed by then); what the layer-wise calibration passes hold for a whole
+//! layer (every window's activations and the layer's statistics); or, in a streamed evaluation, every evaluation
+//! window's activations. A run whose weights and that peak are over the device's memory is refused up front,
+//! naming them, instead of failing part-way through loading or in an allocation later. A necessary condition
+//! only: what a forward computes inside a layer comes on top (see [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
 use super::footprint::{gib, DeviceLimit};
@@ -38,6 +39,9 @@ pub struct Resident {
     /// statistics (0 without calibration activations; see
     /// [`layer_pass_bytes`](crate::prune::activations::layer_pass_bytes)).
     pub calibration: u128,
+    /// What a streamed evaluation holds between layers: every window's activations `[windows, seq, hidden]` in
+    /// `precision` (0 without one).
+    pub evaluation: u128,
     /// What the user can change, for the message ("use --stream", …).
     pub remedy: &'static str,
 }
@@ -61,6 +65,7 @@ impl Resident {
             backward: 0,
             copy: 0,
             calibration: 0,
+            evaluation: 0,
             remedy,
         }
     }
@@ -86,6 +91,27 @@ impl Resident {
                 _ => "two decoder layers' weights",
             },
             ..Resident::of(cfg, what, precision, false, remedy)
+        }
+    }
+
+    /// A streamed evaluation of `cfg` (`eval --stream`, `prune --stream --eval`): its widest decoder layer with
+    /// the embeddings, final norm and head on the device in `precision`, and `activations` bytes of every window
+    /// between layers.
+    pub fn streamed_evaluation(
+        cfg: &ModelConfig,
+        precision: Precision,
+        activations: u128,
+        remedy: &'static str,
+    ) -> Self {
+        let params = count_params(cfg);
+        let layers: usize = params.per_layer.iter().sum();
+        let widest = params.per_layer.iter().max().copied().unwrap_or(0);
+        let held = (params.total - layers + widest) as u128;
+        Resident {
+            weights: held.saturating_mul(precision.bytes() as u128),
+            held: "one decoder layer's weights with the embeddings and head",
+            evaluation: activations,
+            ..Resident::of(cfg, "streamed evaluation", precision, false, remedy)
         }
     }
 
@@ -127,21 +153,27 @@ impl Resident {
         self.gradients.saturating_add(self.backward)
     }
 
-    /// Which of the peaks beside the weights is the largest (a backward's on a tie).
+    /// Which of the peaks beside the weights is the largest (on a tie, the first of a backward's, a copy's, the
+    /// calibration passes' and an evaluation's).
     fn peak(&self) -> Peak {
-        let backward = self.backward_peak();
-        match (self.copy, self.calibration) {
-            (c, l) if c > backward && c >= l => Peak::Copy,
-            (c, l) if l > backward && l > c => Peak::Calibration,
-            _ => Peak::Backward,
-        }
+        let peaks = [
+            (Peak::Copy, self.copy),
+            (Peak::Calibration, self.calibration),
+            (Peak::Evaluation, self.evaluation),
+        ];
+        let first = (Peak::Backward, self.backward_peak());
+        peaks
+            .into_iter()
+            .fold(first, |best, p| if p.1 > best.1 { p } else { best })
+            .0
     }
 
-    /// The weights and the largest of a backward's peak, a candidate's copy and the calibration passes' (never
-    /// held together).
+    /// The weights and the largest of a backward's peak, a candidate's copy, the calibration passes' and an
+    /// evaluation's activations (never held together).
     pub fn bytes(&self) -> u128 {
-        let peak = self.backward_peak().max(self.copy).max(self.calibration);
-        self.weights.saturating_add(peak)
+        let peak = self.backward_peak().max(self.copy);
+        self.weights
+            .saturating_add(peak.max(self.calibration).max(self.evaluation))
     }
 
     /// Refuses the run when its weights and its peak beside them are over `memory`.
@@ -172,6 +204,10 @@ impl Resident {
                  activations with the layer's statistics ({})",
                 gib(self.calibration)
             ),
+            Peak::Evaluation => format!(
+                "{held} in {precision} ({weights}) and every evaluation window's activations ({})",
+                gib(self.evaluation)
+            ),
         };
         Err(Error::Invalid(format!(
             "{} needs {} for {held}, over {} ({}): {}",
@@ -190,4 +226,5 @@ enum Peak {
     Backward,
     Copy,
     Calibration,
+    Evaluation,
 }
