@@ -477,7 +477,9 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         &format!("prune needs {f32_weights}"),
     );
     // The default recipe (numerical + ls) takes every window through each layer: their activations (2 · 4 ·
-    // 16384 · 4 bytes) beside one layer's f32 Gram matrices, (16384² + 53248²) · 4 bytes (11.56 GiB).
+    // 16384 · 4 bytes) and, both windows being one chunk, its MLP's gate and up outputs beside their input and
+    // the residual stream (2 · 4 · 2 · (53248 + 16384) · 4), beside one layer's f32 Gram matrices, (16384² +
+    // 53248²) · 4 bytes (11.56 GiB).
     let calibration = prunelab::prune::activations::layer_pass_bytes(
         &cfg,
         &prunelab::prune::Recipe::default(),
@@ -488,7 +490,7 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     );
     assert_eq!(
         calibration,
-        2 * 4 * 16384 * 4 + (16384 * 16384 + 53248 * 53248) * 4
+        2 * 4 * 16384 * 4 + 2 * 4 * 2 * (53248 + 16384) * 4 + (16384 * 16384 + 53248 * 53248) * 4
     );
     let gib = |b: u128| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
     let default = ["--ratio", "0.25", "--calib-ids", ids];
@@ -499,7 +501,8 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         &[
             &format!(
                 "prune needs {} for its weights in f32 (1511.92 GiB) and, through each layer, every \
-                 calibration window's activations with the layer's statistics ({}), over ",
+                 calibration window's activations, what a chunk of them computes there and the layer's \
+                 statistics ({}), over ",
                 gib(4 * 405_853_388_800 + calibration),
                 gib(calibration)
             ),

@@ -780,10 +780,36 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
     );
     let pass = |r: &Recipe, plan_given, p| layer_pass_bytes(&cfg, r, plan_given, 1024, 2048, p);
     let f32_acts: u128 = 1024 * 2048 * 4096 * 4;
-    assert_eq!(pass(&default, false, Precision::F32), f32_acts + grams);
-    assert_eq!(pass(&default, false, Precision::Bf16), f32_acts / 2 + grams);
+    // One chunk of 11 windows (its MLP activations under 1 GiB in f32) computes gate_proj's and up_proj's
+    // outputs beside their input and the residual stream: 11 · 2048 · 2 · (11008 + 4096) values.
+    let chunk: u128 = 11 * 2048 * 2 * (11008 + 4096) * 4;
+    assert_eq!(chunk, 2_722_103_296);
+    assert_eq!(
+        pass(&default, false, Precision::F32),
+        f32_acts + chunk + grams
+    );
+    assert_eq!(
+        pass(&default, false, Precision::Bf16),
+        (f32_acts + chunk) / 2 + grams
+    );
     // A saved plan still repairs with ls: the same pass.
-    assert_eq!(pass(&default, true, Precision::F32), f32_acts + grams);
+    assert_eq!(
+        pass(&default, true, Precision::F32),
+        f32_acts + chunk + grams
+    );
+    // Fewer windows than a chunk holds are one chunk; `--calib-batch` sets the chunk.
+    assert_eq!(
+        layer_pass_bytes(&cfg, &default, false, 4, 2048, Precision::F32),
+        f32_acts / 256 + 4 * chunk / 11 + grams
+    );
+    let one = Recipe {
+        calib_batch: Some(1),
+        ..Recipe::default()
+    };
+    assert_eq!(
+        pass(&one, false, Precision::F32),
+        f32_acts + chunk / 11 + grams
+    );
     let taylor = Recipe {
         importance: Importance::TaylorFirst,
         compensation: Compensation::None,
@@ -795,7 +821,7 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         compensation: Compensation::None,
         ..Recipe::default()
     };
-    assert_eq!(pass(&flap, false, Precision::F32), f32_acts + grams);
+    assert_eq!(pass(&flap, false, Precision::F32), f32_acts + chunk + grams);
     assert_eq!(pass(&flap, true, Precision::F32), 0);
     let depth = Recipe {
         structures: vec![StructureKind::Layers],
@@ -804,46 +830,52 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         ratio: Some(0.25),
         ..Recipe::default()
     };
-    assert_eq!(pass(&depth, false, Precision::F32), f32_acts);
+    assert_eq!(pass(&depth, false, Precision::F32), f32_acts + chunk);
 
     let resident = |p| {
         Resident::of(&cfg, "prune", p, false, "use --stream")
             .with_calibration(pass(&default, false, p), "use fewer calibration windows")
     };
     let f32_run = resident(Precision::F32);
-    assert_eq!(f32_run.bytes(), 4 * 6_738_415_616 + f32_acts + grams);
+    assert_eq!(
+        f32_run.bytes(),
+        4 * 6_738_415_616 + f32_acts + chunk + grams
+    );
     let card = DeviceLimit {
         bytes: 48 << 30,
         source: "a 48 GiB card".into(),
     };
     assert_eq!(
         f32_run.check(&card).unwrap_err().to_string(),
-        "invalid argument: prune needs 57.62 GiB for its weights in f32 (25.10 GiB) and, through each layer, \
-         every calibration window's activations with the layer's statistics (32.51 GiB), over 48.00 GiB (a 48 \
-         GiB card): use fewer calibration windows"
+        "invalid argument: prune needs 60.15 GiB for its weights in f32 (25.10 GiB) and, through each layer, \
+         every calibration window's activations, what a chunk of them computes there and the layer's statistics \
+         (35.05 GiB), over 48.00 GiB (a 48 GiB card): use fewer calibration windows"
     );
     assert!(resident(Precision::Bf16).check(&card).is_ok());
     // Streamed (`--stream`), one decoder layer is on the device: 4·4096² + 3·4096·11008 + 2·4096 parameters.
-    // The windows are the same, so on a 24 GiB card f32 is refused and bf16 (16.89 GiB) fits.
+    // The windows are the same, so on a 24 GiB card f32 is refused and bf16 (18.16 GiB) fits.
     let layer: u128 = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096;
     let streamed = |p| {
         Resident::streamed(&cfg, "prune", p, 1, "use --precision bf16")
             .with_calibration(pass(&default, false, p), "use fewer calibration windows")
     };
     let f32_streamed = streamed(Precision::F32);
-    assert_eq!(f32_streamed.bytes(), 4 * layer + f32_acts + grams);
+    assert_eq!(f32_streamed.bytes(), 4 * layer + f32_acts + chunk + grams);
     let card = DeviceLimit {
         bytes: 24 << 30,
         source: "a 24 GiB card".into(),
     };
     assert_eq!(
         f32_streamed.check(&card).unwrap_err().to_string(),
-        "invalid argument: prune needs 33.27 GiB for one decoder layer's weights in f32 (0.75 GiB) and, through \
-         each layer, every calibration window's activations with the layer's statistics (32.51 GiB), over 24.00 \
-         GiB (a 24 GiB card): use fewer calibration windows"
+        "invalid argument: prune needs 35.80 GiB for one decoder layer's weights in f32 (0.75 GiB) and, through \
+         each layer, every calibration window's activations, what a chunk of them computes there and the layer's \
+         statistics (35.05 GiB), over 24.00 GiB (a 24 GiB card): use fewer calibration windows"
     );
     let bf16_streamed = streamed(Precision::Bf16);
-    assert_eq!(bf16_streamed.bytes(), 2 * layer + f32_acts / 2 + grams);
+    assert_eq!(
+        bf16_streamed.bytes(),
+        2 * layer + (f32_acts + chunk) / 2 + grams
+    );
     assert!(bf16_streamed.check(&card).is_ok());
     // A depth repair keeps the layer before a removed run beside the layer passing through.
     let two = Resident::streamed(&cfg, "prune", Precision::Bf16, 2, "a larger device");

@@ -35,8 +35,8 @@ pub struct Resident {
     /// A search candidate's pruned copy of the layers it changes, held beside the weights while its loss is
     /// measured, in `precision` (0 without a search).
     pub copy: u128,
-    /// What the layer-wise calibration passes hold through a layer: every window's activations and the layer's
-    /// statistics (0 without calibration activations; see
+    /// What the layer-wise calibration passes hold through a layer: every window's activations, one chunk's MLP
+    /// tensors and the layer's statistics (0 without calibration activations; see
     /// [`layer_pass_bytes`](crate::prune::activations::layer_pass_bytes)).
     pub calibration: u128,
     /// What a streamed evaluation holds between layers: every window's activations `[windows, seq, hidden]` in
@@ -201,7 +201,7 @@ impl Resident {
             ),
             Peak::Calibration => format!(
                 "{held} in {precision} ({weights}) and, through each layer, every calibration window's \
-                 activations with the layer's statistics ({})",
+                 activations, what a chunk of them computes there and the layer's statistics ({})",
                 gib(self.calibration)
             ),
             Peak::Evaluation => format!(

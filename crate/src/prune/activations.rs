@@ -43,12 +43,17 @@ pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
 
 /// Bytes the layer-wise calibration passes of a run hold through one layer, known from the config: the
 /// activations of all `windows` of `len` tokens entering it (`[windows, len, hidden]` in the model's float
-/// type) and, where a width step gathers statistics, the f32 Gram matrices of the two inputs it scores or
-/// repairs, held together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's
-/// in the step's range). The largest over the recipe and its steps; 0 when no step runs a layer-wise pass (no
-/// compensation, and scores from weights or gradients, or from a `plan_given`). A lower bound: what one chunk
-/// computes inside the layer comes on top (the footprint check bounds its largest tensor), and so does the
-/// layer's output while its input is consumed chunk by chunk.
+/// type); what one chunk of them computes inside the layer at its widest, the MLP, where the outputs of
+/// `gate_proj` and `up_proj` (`[chunk, len, intermediate]` each, the widest layer's) meet beside their input and
+/// the residual stream (`[chunk, len, hidden]` each), in the model's float type; and, where a width step gathers
+/// statistics, the f32 Gram matrices of the two inputs it scores or repairs, held together (o_proj's
+/// `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's in the step's range). The largest
+/// over the recipe and its steps; 0 when no step runs a layer-wise pass (no compensation, and scores from
+/// weights or gradients, or from a `plan_given`). A lower bound: the chunk's other tensors (the SiLU, the
+/// product, the MLP input in f32 for its statistics in bf16) and the layer's output while its input is consumed
+/// chunk by chunk come on top. On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in
+/// f32 and 2.82 to 4.06 times in bf16, which there holds more than f32 outright; unmeasured on CUDA
+/// (`benches/calibration_memory_smollm2.sh`).
 pub fn layer_pass_bytes(
     cfg: &ModelConfig,
     recipe: &Recipe,
@@ -57,9 +62,10 @@ pub fn layer_pass_bytes(
     len: usize,
     precision: Precision,
 ) -> u128 {
-    let activations = [windows, len, cfg.hidden_size, precision.bytes()]
-        .iter()
-        .fold(1u128, |b, &d| b.saturating_mul(d as u128));
+    let values = |dims: &[usize]| dims.iter().fold(1u128, |b, &d| b.saturating_mul(d as u128));
+    let activations = values(&[windows, len, cfg.hidden_size, precision.bytes()]);
+    let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
+    let mlp = 2 * (widest.unwrap_or(0) + cfg.hidden_size);
     let square = |n: usize| (n as u128).saturating_mul(n as u128);
     let grams = |r: &Recipe| {
         let layers = cfg.layers.get(r.layer_range(cfg)).unwrap_or_default();
@@ -72,13 +78,15 @@ pub fn layer_pass_bytes(
     let pass = |r: &Recipe| {
         let scores = !plan_given
             && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
+        let chunk = windows_per_chunk(cfg, len, r).min(windows);
+        let held = activations.saturating_add(values(&[chunk, len, mlp, precision.bytes()]));
         match (
             r.compensation != Compensation::None || scores,
             r.prunes_depth(),
         ) {
             (false, _) => 0,
-            (true, true) => activations,
-            (true, false) => activations.saturating_add(grams(r)),
+            (true, true) => held,
+            (true, false) => held.saturating_add(grams(r)),
         }
     };
     recipe.and_steps().iter().map(pass).max().unwrap_or(0)
