@@ -440,8 +440,9 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         "{err}"
     );
     // Streamed, it holds one decoder layer (3,187,703,808 parameters) with the embeddings and head (2 · 128256 ·
-    // 16384) and the final norm (16384): 27.53 GiB in f32, and every window's activations between layers. 2^24
-    // tokens hold 2^24 · 16384 · 4 bytes, 1 TiB.
+    // 16384) and the final norm (16384): 27.53 GiB in f32, every window's activations between layers (2^24
+    // tokens hold 2^24 · 16384 · 4 bytes, 1 TiB) and one batch's MLP tensors (8 · 128 · 2 · (53248 + 16384) · 4
+    // bytes).
     let long = dir.path().join("long.json");
     write(
         &long,
@@ -450,9 +451,13 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     let err = refused_cli(&["eval", model, "--ids", long.to_str().unwrap(), "--stream"]);
     assert!(
         err.contains(
-            "streamed evaluation needs 1051.53 GiB for one decoder layer's weights with the embeddings and head \
-             in f32 (27.53 GiB) and every evaluation window's activations (1024.00 GiB), over "
-        ) && err.contains("GiB (the memory this machine has available): evaluate fewer windows (--max-windows)"),
+            "streamed evaluation needs 1052.06 GiB for one decoder layer's weights with the embeddings and head \
+             in f32 (27.53 GiB) and every evaluation window's activations with what a batch of them computes in a \
+             layer (1024.53 GiB), over "
+        ) && err.contains(
+            "GiB (the memory this machine has available): evaluate fewer windows (--max-windows), or on a machine \
+             with more memory"
+        ),
         "{err}"
     );
     let err = refused_cli(&["generate", model, "--prompt-ids", ids, "--tokens", "1"]);

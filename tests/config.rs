@@ -764,7 +764,7 @@ fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
 fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics() {
     use prunelab::backend::Precision;
     use prunelab::model::resident::Resident;
-    use prunelab::prune::activations::layer_pass_bytes;
+    use prunelab::prune::activations::{chained_pass_bytes, layer_pass_bytes};
     use prunelab::prune::compensate::Compensation;
     use prunelab::prune::structure::StructureKind;
     let cfg = ModelConfig::from_json(
@@ -831,6 +831,26 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         ..Recipe::default()
     };
     assert_eq!(pass(&depth, false, Precision::F32), f32_acts + chunk);
+    // Whole layers (block influence, repaired with ls) then width: in memory the steps run one after the
+    // other, the larger counts; streamed they run chained, each pass with its own windows, so both count.
+    let both = Recipe {
+        depth: Some(DepthFirst {
+            ratio: 0.25,
+            importance: Importance::BlockInfluence,
+        }),
+        ..Recipe::default()
+    };
+    let (windows, len) = (1024, 2048);
+    let p = Precision::F32;
+    assert_eq!(pass(&both, false, p), f32_acts + chunk + grams);
+    assert_eq!(
+        chained_pass_bytes(&cfg, &both, false, windows, len, p),
+        2 * (f32_acts + chunk) + grams
+    );
+    assert_eq!(
+        chained_pass_bytes(&cfg, &default, false, windows, len, p),
+        pass(&default, false, p)
+    );
 
     let resident = |p| {
         Resident::of(&cfg, "prune", p, false, "use --stream")
@@ -900,9 +920,10 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
 }
 
 /// A streamed evaluation (`eval --stream`, `prune --stream --eval`) holds one decoder layer with the embeddings,
-/// final norm and head, and every window's activations between layers. LLaMA-7B (untied head): 131,072,000
-/// parameters each for the embeddings and head, 4,096 for the norm, 202,383,360 for a layer; 512 windows of
-/// 2,048 tokens hold `512 · 2048 · 4096` values.
+/// final norm and head, every window's activations between layers, and what one batch computes at a layer's
+/// MLP. LLaMA-7B (untied head): 131,072,000 parameters each for the embeddings and head, 4,096 for the norm,
+/// 202,383,360 for a layer; 512 windows of 2,048 tokens hold `512 · 2048 · 4096` values, and a batch of 8 of
+/// them `8 · 2048 · 2 · (11008 + 4096)` at the MLP.
 #[test]
 fn a_streamed_evaluation_holds_a_layer_the_embeddings_and_head_and_every_windows_activations() {
     use prunelab::backend::Precision;
@@ -919,38 +940,54 @@ fn a_streamed_evaluation_holds_a_layer_the_embeddings_and_head_and_every_windows
         batch: 8,
     };
     let tokens = 512 * 2048 + 2047;
-    let remedy = "evaluate fewer windows (--max-windows)";
-    let f32 = streamed_resident(&cfg, &opts, tokens, Precision::F32, remedy);
+    let remedies = [
+        "evaluate on a machine with more memory",
+        "evaluate fewer windows (--max-windows), or on a machine with more memory",
+    ];
+    let f32 = streamed_resident(&cfg, &opts, tokens, Precision::F32, remedies);
     let acts: u128 = 512 * 2048 * 4096 * 4;
-    assert_eq!((f32.weights, f32.evaluation), (4 * held, acts));
-    assert_eq!(f32.bytes(), 19_037_995_008);
+    let batch: u128 = 8 * 2048 * 2 * (11008 + 4096) * 4;
+    assert_eq!((f32.weights, f32.evaluation), (4 * held, acts + batch));
+    assert_eq!(f32.bytes(), 21_017_706_496);
     let card = DeviceLimit {
         bytes: 16 << 30,
         source: "a 16 GiB card".into(),
     };
     assert_eq!(
         f32.check(&card).unwrap_err().to_string(),
-        "invalid argument: streamed evaluation needs 17.73 GiB for one decoder layer's weights with the \
-         embeddings and head in f32 (1.73 GiB) and every evaluation window's activations (16.00 GiB), over 16.00 \
-         GiB (a 16 GiB card): evaluate fewer windows (--max-windows)"
+        "invalid argument: streamed evaluation needs 19.57 GiB for one decoder layer's weights with the \
+         embeddings and head in f32 (1.73 GiB) and every evaluation window's activations with what a batch of \
+         them computes in a layer (17.84 GiB), over 16.00 GiB (a 16 GiB card): evaluate fewer windows \
+         (--max-windows), or on a machine with more memory"
     );
-    let bf16 = streamed_resident(&cfg, &opts, tokens, Precision::Bf16, remedy);
-    assert_eq!(bf16.bytes(), 2 * held + acts / 2);
+    let bf16 = streamed_resident(&cfg, &opts, tokens, Precision::Bf16, remedies);
+    assert_eq!(bf16.bytes(), 2 * held + (acts + batch) / 2);
     assert!(bf16.check(&card).is_ok());
-    // The windows the text gives, at most `max_windows`.
-    let first_64 = PerplexityOptions {
-        max_windows: Some(64),
+    // The windows the text gives, at most `max_windows`; a batch is at most all of them.
+    let first_4 = PerplexityOptions {
+        max_windows: Some(4),
         ..opts
     };
-    let capped = streamed_resident(&cfg, &first_64, tokens, Precision::F32, remedy);
-    assert_eq!(capped.evaluation, acts / 8);
+    let capped = streamed_resident(&cfg, &first_4, tokens, Precision::F32, remedies);
+    assert_eq!(capped.evaluation, acts / 128 + batch / 2);
+    // Without windows (weights alone), fewer windows cannot help: the first advice alone.
+    let small = DeviceLimit {
+        bytes: 1 << 30,
+        source: "a 1 GiB card".into(),
+    };
+    let none = streamed_resident(&cfg, &opts, 0, Precision::F32, remedies);
+    assert_eq!(
+        none.check(&small).unwrap_err().to_string(),
+        "invalid argument: streamed evaluation needs 1.73 GiB for one decoder layer's weights with the \
+         embeddings and head in f32 alone, over 1.00 GiB (a 1 GiB card): evaluate on a machine with more memory"
+    );
     // A tied head is the embedding: SmolLM2-135M's weights held are its embeddings (49,152 × 576), the final
     // norm and one layer (3,540,096 parameters).
     let smol = parse(json!({"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
         "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
         "tie_word_embeddings": true}))
     .unwrap();
-    let tied = streamed_resident(&smol, &opts, 0, Precision::F32, remedy);
+    let tied = streamed_resident(&smol, &opts, 0, Precision::F32, remedies);
     assert_eq!(
         (tied.weights, tied.evaluation),
         (4 * (49_152 * 576 + 576 + 3_540_096), 0)

@@ -81,7 +81,7 @@ fn layer_bytes(c: &ModelConfig, l: usize) -> isize {
 
 /// flap + ls at 50% over all 8 layers of a `tiny`-shaped model (hidden 128, MLP 344, 4 heads in 2 KV groups):
 /// after layer `k` is pruned, the live bytes differ from those after the first by exactly what the weights
-/// lost, `Σ_{1 ≤ l < k} (pruned − original layer l)` (each layer ≈ 0.36 MB smaller), within 8 KiB a layer for
+/// lost, `Σ_{1 ≤ l ≤ k} (pruned − original layer l)` (each layer ≈ 0.36 MB smaller), within 8 KiB a layer for
 /// the scores and plans the pass collects (measured: 2.8–3.8 KB). Were the original layers kept until the pass
 /// ends, each layer would add its pruned replacement instead (measured: +0.37 MB a layer).
 #[test]
@@ -102,10 +102,15 @@ fn a_pruned_layer_frees_its_original_weights() {
     };
     let device = Default::default();
     let weights = RandomWeights::new(&cfg, 5, 0.05);
-    let model = Llama::<Autodiff<Flex>>::load(&cfg, &weights, &device).unwrap();
-    // The matmul kernels keep a scratch buffer per thread (faer's: 64 MiB), made on a thread's first product.
-    // faer's solves run on this thread alone, and a first pass makes every buffer before the counted one.
+    // The matmul kernels keep a scratch buffer per thread (64 MiB under faer's solves, L2-sized under burn's
+    // products), made on a thread's first product, on whichever thread rayon gives the work. One thread for
+    // each, and a first pass makes every buffer before the counted one.
     faer::set_global_parallelism(faer::Par::Seq);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+        .unwrap();
+    let model = Llama::<Autodiff<Flex>>::load(&cfg, &weights, &device).unwrap();
     let warm = pollster::block_on(prune(model.clone(), &recipe, &calib, &device, &Silent)).unwrap();
     drop(warm);
     let progress = LiveAfterLayers(RefCell::new(Vec::with_capacity(64)));

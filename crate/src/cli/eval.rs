@@ -77,8 +77,11 @@ impl BackendJob for EvalJob<'_> {
         let cfg = &self.input.config;
         Some(match self.stream {
             true => {
-                let remedy = "evaluate fewer windows (--max-windows)";
-                streamed_resident(cfg, &self.opts, self.ids.len(), precision, remedy)
+                let remedies = [
+                    "evaluate on a machine with more memory",
+                    "evaluate fewer windows (--max-windows), or on a machine with more memory",
+                ];
+                streamed_resident(cfg, &self.opts, self.ids.len(), precision, remedies)
             }
             false => {
                 let remedy = "use --stream (one layer at a time)";

@@ -21,7 +21,7 @@ use crate::eval::Perplexity;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{ModelConfig, WeightSource};
-use crate::prune::activations::layer_pass_bytes;
+use crate::prune::activations::chained_pass_bytes;
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::compensate::Compensation;
 use crate::prune::depth::depth_plan;
@@ -212,8 +212,9 @@ impl BackendJob for StreamJob<'_> {
         )
     }
     /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run) and
-    /// what the layer-wise calibration passes hold through a layer; or, when `--eval` holds more, the input's
-    /// streamed evaluation (the output's, smaller, comes after the pruning pass).
+    /// what the layer-wise calibration passes hold through a layer (a whole-layer and a width step, chained,
+    /// each hold their own); or, when `--eval` holds more, the input's streamed evaluation. The output's comes
+    /// after the pruning pass and is no larger (but for the zero biases `ls-bias` gives unpruned layers).
     fn resident(&self, precision: Precision) -> Option<Resident> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
         let repairs_depth = recipe
@@ -222,7 +223,7 @@ impl BackendJob for StreamJob<'_> {
             .any(|r| r.prunes_depth() && r.compensation != Compensation::None);
         let layers = if repairs_depth { 2 } else { 1 };
         let len = self.calib.first().map_or(0, Vec::len);
-        let calibration = layer_pass_bytes(
+        let calibration = chained_pass_bytes(
             cfg,
             recipe,
             self.plan.is_some(),
@@ -247,9 +248,11 @@ impl BackendJob for StreamJob<'_> {
             .as_deref()
             .zip(recipe.eval)
             .map(|(ids, spec)| {
-                let remedy =
-                    "evaluate fewer windows (--eval-windows), or use --precision bf16 (half)";
-                streamed_resident(cfg, &spec.options(), ids.len(), precision, remedy)
+                let remedies = [
+                    "use --precision bf16 (half)",
+                    "evaluate fewer windows (--eval-windows), or use --precision bf16 (half)",
+                ];
+                streamed_resident(cfg, &spec.options(), ids.len(), precision, remedies)
             });
         Some(match eval {
             Some(eval) if eval.bytes() > pass.bytes() => eval,

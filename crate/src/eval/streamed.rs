@@ -10,6 +10,7 @@ use burn::tensor::backend::Backend;
 use super::perplexity::{batch_tensor, check_ids, windows, Perplexity, PerplexityOptions};
 use crate::backend::Precision;
 use crate::error::{Error, Result};
+use crate::model::footprint::{elements, mlp_peak_bytes};
 use crate::model::llama::{next_token_nll, Block};
 use crate::model::resident::Resident;
 use crate::model::weights::check_inventory;
@@ -18,24 +19,23 @@ use crate::progress::{Progress, ProgressEvent};
 use crate::readback;
 
 /// What a streamed evaluation of the model `cfg` describes holds on its device in `precision` for a text of
-/// `tokens` tokens: one decoder layer with the embeddings and head, and every window's activations
-/// `[windows, seq_len, hidden]` (see [`Resident::streamed_evaluation`]); `remedy` names what to change.
+/// `tokens` tokens: one decoder layer with the embeddings and head, every window's activations `[windows,
+/// seq_len, hidden]`, and what one batch of them computes at a layer's MLP
+/// ([`mlp_peak_bytes`](crate::model::footprint::mlp_peak_bytes)). `remedies`: what to change when the weights
+/// alone are too large, and when the windows make them so.
 pub fn streamed_resident(
     cfg: &ModelConfig,
     opts: &PerplexityOptions,
     tokens: usize,
     precision: Precision,
-    remedy: &'static str,
+    remedies: [&'static str; 2],
 ) -> Resident {
-    let activations = [
-        opts.window_count(tokens),
-        opts.seq_len,
-        cfg.hidden_size,
-        precision.bytes(),
-    ]
-    .iter()
-    .fold(1u128, |b, &d| b.saturating_mul(d as u128));
-    Resident::streamed_evaluation(cfg, precision, activations, remedy)
+    let windows = opts.window_count(tokens);
+    let bytes = precision.bytes();
+    let activations = elements(&[windows, opts.seq_len, cfg.hidden_size, bytes]);
+    let batch = mlp_peak_bytes(cfg, opts.batch.min(windows), opts.seq_len, bytes);
+    Resident::streamed_evaluation(cfg, precision, remedies[0])
+        .with_evaluation(activations.saturating_add(batch), remedies[1])
 }
 
 /// Evaluates the model `cfg` describes, read from `src` one decoder layer at a time, on `ids`.

@@ -402,6 +402,15 @@ impl ModelConfig {
         self.layers.len()
     }
 
+    /// The widest layer's MLP width (0 without layers).
+    pub fn widest_intermediate(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.intermediate_size)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether every layer has the same widths (then the output is a standard LlamaConfig).
     pub fn is_uniform(&self) -> bool {
         self.layers.windows(2).all(|w| w[0] == w[1])

@@ -18,11 +18,23 @@ pub struct Activation {
 
 impl Activation {
     fn f32(name: &'static str, shape: Vec<usize>) -> Self {
-        let bytes = shape
-            .iter()
-            .fold(4u128, |b, &d| b.saturating_mul(d as u128));
+        let bytes = elements(&shape).saturating_mul(4);
         Activation { name, shape, bytes }
     }
+}
+
+/// `Π dims`, exact (saturating: no overflow for any shape).
+pub fn elements(dims: &[usize]) -> u128 {
+    dims.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128))
+}
+
+/// Bytes that must coexist at a layer's MLP when `batch` sequences of `len` tokens pass through it, in
+/// `value_bytes` a value: the outputs of `gate_proj` and `up_proj` (`[batch, len, intermediate]` each, the widest
+/// layer's), their input and the residual stream (`[batch, len, hidden]` each). What else the MLP holds (the
+/// SiLU, the product) depends on the backend.
+pub fn mlp_peak_bytes(cfg: &ModelConfig, batch: usize, len: usize, value_bytes: usize) -> u128 {
+    let width = 2 * (cfg.widest_intermediate() + cfg.hidden_size);
+    elements(&[batch, len, width, value_bytes])
 }
 
 /// The tensors of one forward over `batch` sequences of `seq` tokens that grow fastest with them.
@@ -79,12 +91,7 @@ impl Footprint {
         logits: Option<Vec<usize>>,
     ) -> Self {
         let heads = cfg.layers.iter().map(|l| l.num_heads).max().unwrap_or(0);
-        let mlp = cfg
-            .layers
-            .iter()
-            .map(|l| l.intermediate_size)
-            .max()
-            .unwrap_or(0);
+        let mlp = cfg.widest_intermediate();
         let (rows, block_heads) = score_block(batch, heads, seq, seq);
         let mut tensors = vec![
             Activation::f32("causal mask", vec![seq, seq]),

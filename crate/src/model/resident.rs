@@ -4,10 +4,11 @@
 //! weight's, in the weights' type) with what the backward adds (its activations, counted as fitted to measured
 //! peaks, and running sums of gradients); the pruned copy a search candidate makes of the layers it changes while
 //! its loss is measured (the gradients are freed by then); what the layer-wise calibration passes hold for a whole
-//! layer (every window's activations and the layer's statistics); or, in a streamed evaluation, every evaluation
-//! window's activations. A run whose weights and that peak are over the device's memory is refused up front,
-//! naming them, instead of failing part-way through loading or in an allocation later. A necessary condition
-//! only: what a forward computes inside a layer comes on top (see [`Footprint`](super::footprint::Footprint)).
+//! layer (every window's activations, one chunk's MLP tensors and the layer's statistics); or, in a streamed
+//! evaluation, every evaluation window's activations and one batch's MLP tensors. A run whose weights and that
+//! peak are over the device's memory is refused up front, naming them, instead of failing part-way through
+//! loading or in an allocation later. A necessary condition only: what else a forward computes inside a layer
+//! comes on top (see [`Footprint`](super::footprint::Footprint)).
 
 use super::config::ModelConfig;
 use super::footprint::{gib, DeviceLimit};
@@ -15,8 +16,8 @@ use super::params::count_params;
 use crate::backend::Precision;
 use crate::error::{Error, Result};
 
-/// The weights a run holds for its whole length, and at its peak a backward (gradients, activations, sums) or a
-/// search candidate's copy.
+/// The weights a run holds for its whole length, and at its peak a backward (gradients, activations, sums), a
+/// search candidate's copy, the layer-wise calibration passes or a streamed evaluation's windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resident {
     /// What runs ("prune", "evaluation", …), for the message.
@@ -39,8 +40,8 @@ pub struct Resident {
     /// tensors and the layer's statistics (0 without calibration activations; see
     /// [`layer_pass_bytes`](crate::prune::activations::layer_pass_bytes)).
     pub calibration: u128,
-    /// What a streamed evaluation holds between layers: every window's activations `[windows, seq, hidden]` in
-    /// `precision` (0 without one).
+    /// What a streamed evaluation holds between layers: every window's activations `[windows, seq, hidden]` and
+    /// one batch's MLP tensors, in `precision` (0 without one).
     pub evaluation: u128,
     /// What the user can change, for the message ("use --stream", …).
     pub remedy: &'static str,
@@ -95,12 +96,11 @@ impl Resident {
     }
 
     /// A streamed evaluation of `cfg` (`eval --stream`, `prune --stream --eval`): its widest decoder layer with
-    /// the embeddings, final norm and head on the device in `precision`, and `activations` bytes of every window
-    /// between layers.
+    /// the embeddings, final norm and head on the device in `precision` (see [`Resident::with_evaluation`] for
+    /// the windows).
     pub fn streamed_evaluation(
         cfg: &ModelConfig,
         precision: Precision,
-        activations: u128,
         remedy: &'static str,
     ) -> Self {
         let params = count_params(cfg);
@@ -110,9 +110,18 @@ impl Resident {
         Resident {
             weights: held.saturating_mul(precision.bytes() as u128),
             held: "one decoder layer's weights with the embeddings and head",
-            evaluation: activations,
             ..Resident::of(cfg, "streamed evaluation", precision, false, remedy)
         }
+    }
+
+    /// With `bytes` held by a streamed evaluation between layers (see [`Resident::evaluation`]) and what to
+    /// change when they do not fit.
+    pub fn with_evaluation(self, bytes: u128, remedy: &'static str) -> Self {
+        Resident {
+            evaluation: bytes,
+            ..self
+        }
+        .with_remedy_if(Peak::Evaluation, remedy)
     }
 
     /// With `bytes` held beside the gradients by a backward at its peak (see [`Resident::backward`]).
@@ -205,7 +214,8 @@ impl Resident {
                 gib(self.calibration)
             ),
             Peak::Evaluation => format!(
-                "{held} in {precision} ({weights}) and every evaluation window's activations ({})",
+                "{held} in {precision} ({weights}) and every evaluation window's activations with what a batch \
+                 of them computes in a layer ({})",
                 gib(self.evaluation)
             ),
         };

@@ -14,6 +14,7 @@ use super::{Importance, Recipe};
 use crate::backend::Precision;
 use crate::error::Result;
 use crate::eval::perplexity::batch_tensor;
+use crate::model::footprint::{elements, mlp_peak_bytes};
 use crate::model::llama::{Block, Positions};
 use crate::model::{Llama, ModelConfig};
 
@@ -25,8 +26,7 @@ pub const CHUNK_BYTES: usize = 1 << 30;
 /// Windows per chunk for `cfg` and windows of `len` tokens: the recipe's calibration batch, else as many as
 /// keep the widest layer's MLP activations under [`CHUNK_BYTES`]; at least one.
 pub fn windows_per_chunk(cfg: &ModelConfig, len: usize, recipe: &Recipe) -> usize {
-    let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
-    windows_of_width(recipe, len, widest.unwrap_or(0))
+    windows_of_width(recipe, len, cfg.widest_intermediate())
 }
 
 /// The recipe's calibration batch, else as many windows of `len` tokens as keep a tensor `[batch, len, width]`
@@ -41,19 +41,9 @@ pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
     batch.max(1)
 }
 
-/// Bytes the layer-wise calibration passes of a run hold through one layer, known from the config: the
-/// activations of all `windows` of `len` tokens entering it (`[windows, len, hidden]` in the model's float
-/// type); what one chunk of them computes inside the layer at its widest, the MLP, where the outputs of
-/// `gate_proj` and `up_proj` (`[chunk, len, intermediate]` each, the widest layer's) meet beside their input and
-/// the residual stream (`[chunk, len, hidden]` each), in the model's float type; and, where a width step gathers
-/// statistics, the f32 Gram matrices of the two inputs it scores or repairs, held together (o_proj's
-/// `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's in the step's range). The largest
-/// over the recipe and its steps; 0 when no step runs a layer-wise pass (no compensation, and scores from
-/// weights or gradients, or from a `plan_given`). A lower bound: the chunk's other tensors (the SiLU, the
-/// product, the MLP input in f32 for its statistics in bf16) and the layer's output while its input is consumed
-/// chunk by chunk come on top. On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in
-/// f32 and 2.82 to 4.06 times in bf16, which there holds more than f32 outright; unmeasured on CUDA
-/// (`benches/calibration_memory_smollm2.sh`).
+/// Bytes the layer-wise calibration passes of a run held in memory hold through one layer, known from the config:
+/// the largest of its steps' (see [`step_pass_bytes`]), which run one after another; 0 when no step runs a
+/// layer-wise pass.
 pub fn layer_pass_bytes(
     cfg: &ModelConfig,
     recipe: &Recipe,
@@ -62,34 +52,66 @@ pub fn layer_pass_bytes(
     len: usize,
     precision: Precision,
 ) -> u128 {
-    let values = |dims: &[usize]| dims.iter().fold(1u128, |b, &d| b.saturating_mul(d as u128));
-    let activations = values(&[windows, len, cfg.hidden_size, precision.bytes()]);
-    let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
-    let mlp = 2 * (widest.unwrap_or(0) + cfg.hidden_size);
-    let square = |n: usize| (n as u128).saturating_mul(n as u128);
-    let grams = |r: &Recipe| {
-        let layers = cfg.layers.get(r.layer_range(cfg)).unwrap_or_default();
-        let widest = layers
-            .iter()
-            .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
-            .max();
-        widest.unwrap_or(0).saturating_mul(4)
-    };
-    let pass = |r: &Recipe| {
-        let scores = !plan_given
-            && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
-        let chunk = windows_per_chunk(cfg, len, r).min(windows);
-        let held = activations.saturating_add(values(&[chunk, len, mlp, precision.bytes()]));
-        match (
-            r.compensation != Compensation::None || scores,
-            r.prunes_depth(),
-        ) {
-            (false, _) => 0,
-            (true, true) => held,
-            (true, false) => held.saturating_add(grams(r)),
-        }
-    };
+    let pass = |r: &Recipe| step_pass_bytes(cfg, r, plan_given, windows, len, precision);
     recipe.and_steps().iter().map(pass).max().unwrap_or(0)
+}
+
+/// [`layer_pass_bytes`] of a streamed run: its whole-layer and width steps run chained (the width pass reads
+/// the layers the depth pass leaves), each pass holding its own activations, so their sum.
+pub fn chained_pass_bytes(
+    cfg: &ModelConfig,
+    recipe: &Recipe,
+    plan_given: bool,
+    windows: usize,
+    len: usize,
+    precision: Precision,
+) -> u128 {
+    let pass = |r: &Recipe| step_pass_bytes(cfg, r, plan_given, windows, len, precision);
+    match recipe.steps() {
+        Some((depth, width)) => pass(&depth).saturating_add(pass(&width)),
+        None => pass(recipe),
+    }
+}
+
+/// Bytes one step's layer-wise calibration pass holds through a layer: the activations of all `windows` of
+/// `len` tokens entering it (`[windows, len, hidden]` in the model's float type); what one chunk of them
+/// computes inside the layer at its widest, the MLP ([`mlp_peak_bytes`]: the outputs of `gate_proj` and
+/// `up_proj` beside their input and the residual stream, in the model's float type); and, where a width step
+/// gathers statistics, the f32 Gram matrices of the two inputs it scores or repairs, held together (o_proj's
+/// `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's in the step's range). 0 when the
+/// step runs no layer-wise pass (no compensation, and scores from weights or gradients, or from a
+/// `plan_given`). A lower bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its
+/// statistics in bf16), the layer's output while its input is consumed chunk by chunk, and, when the windows
+/// are one chunk, what the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`,
+/// and with the MLP's statistics after the attention its input, `[windows, len, intermediate]`) come on top.
+/// On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.06 times in
+/// bf16, which there holds more than f32 outright; unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
+fn step_pass_bytes(
+    cfg: &ModelConfig,
+    r: &Recipe,
+    plan_given: bool,
+    windows: usize,
+    len: usize,
+    precision: Precision,
+) -> u128 {
+    let scores = !plan_given
+        && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
+    if r.compensation == Compensation::None && !scores {
+        return 0;
+    }
+    let chunk = windows_per_chunk(cfg, len, r).min(windows);
+    let held = elements(&[windows, len, cfg.hidden_size, precision.bytes()])
+        .saturating_add(mlp_peak_bytes(cfg, chunk, len, precision.bytes()));
+    if r.prunes_depth() {
+        return held;
+    }
+    let square = |n: usize| (n as u128).saturating_mul(n as u128);
+    let layers = cfg.layers.get(r.layer_range(cfg)).unwrap_or_default();
+    let grams = layers
+        .iter()
+        .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
+        .max();
+    held.saturating_add(grams.unwrap_or(0).saturating_mul(4))
 }
 
 /// The calibration activations entering some decoder layer.

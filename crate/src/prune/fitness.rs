@@ -19,8 +19,7 @@ use crate::readback::scalar;
 /// [`CHUNK_BYTES`](super::activations::CHUNK_BYTES) (LLaMA-7B: 4 windows of 2048 tokens; Llama-3-8B's
 /// vocabulary of 128,256: 1); at least one.
 pub fn windows_per_fitness(cfg: &ModelConfig, len: usize, recipe: &Recipe) -> usize {
-    let widest = cfg.layers.iter().map(|l| l.intermediate_size).max();
-    windows_of_width(recipe, len, widest.unwrap_or(0).max(cfg.vocab_size))
+    windows_of_width(recipe, len, cfg.widest_intermediate().max(cfg.vocab_size))
 }
 
 /// Measures plans on `model` with fixed windows.
