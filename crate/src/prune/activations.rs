@@ -84,8 +84,9 @@ pub fn chained_pass_bytes(
 /// statistics in bf16), the layer's output while its input is consumed chunk by chunk, and, when the windows
 /// are one chunk, what the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`,
 /// and with the MLP's statistics after the attention its input, `[windows, len, intermediate]`) come on top.
-/// On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.06 times in
-/// bf16, which there holds more than f32 outright; unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
+/// On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.09 times in
+/// bf16 over two runs, bf16 there holding more than f32 outright; unmeasured on CUDA
+/// (`benches/calibration_memory_smollm2.sh`).
 fn step_pass_bytes(
     cfg: &ModelConfig,
     r: &Recipe,
