@@ -485,14 +485,15 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     // 16384 · 4 bytes) and, both windows being one chunk, its MLP's gate and up outputs beside their input and
     // the residual stream (2 · 4 · 2 · (53248 + 16384) · 4), beside one layer's f32 Gram matrices, (16384² +
     // 53248²) · 4 bytes (11.56 GiB).
-    let calibration = prunelab::prune::activations::layer_pass_bytes(
+    let calibration = prunelab::prune::activations::pass_bytes(
         &cfg,
         &prunelab::prune::Recipe::default(),
         false,
         2,
         4,
         prunelab::backend::Precision::F32,
-    );
+    )
+    .in_memory;
     assert_eq!(
         calibration,
         2 * 4 * 16384 * 4 + 2 * 4 * 2 * (53248 + 16384) * 4 + (16384 * 16384 + 53248 * 53248) * 4

@@ -764,7 +764,7 @@ fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
 fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics() {
     use prunelab::backend::Precision;
     use prunelab::model::resident::Resident;
-    use prunelab::prune::activations::{chained_pass_bytes, layer_pass_bytes};
+    use prunelab::prune::activations::pass_bytes;
     use prunelab::prune::compensate::Compensation;
     use prunelab::prune::structure::StructureKind;
     let cfg = ModelConfig::from_json(
@@ -778,7 +778,7 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         (default.importance, default.compensation),
         (Importance::Numerical, Compensation::Ls)
     );
-    let pass = |r: &Recipe, plan_given, p| layer_pass_bytes(&cfg, r, plan_given, 1024, 2048, p);
+    let pass = |r: &Recipe, plan_given, p| pass_bytes(&cfg, r, plan_given, 1024, 2048, p).in_memory;
     let f32_acts: u128 = 1024 * 2048 * 4096 * 4;
     // One chunk of 11 windows (its MLP activations under 1 GiB in f32) computes gate_proj's and up_proj's
     // outputs beside their input and the residual stream: 11 · 2048 · 2 · (11008 + 4096) values.
@@ -799,7 +799,7 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
     );
     // Fewer windows than a chunk holds are one chunk; `--calib-batch` sets the chunk.
     assert_eq!(
-        layer_pass_bytes(&cfg, &default, false, 4, 2048, Precision::F32),
+        pass_bytes(&cfg, &default, false, 4, 2048, Precision::F32).in_memory,
         f32_acts / 256 + 4 * chunk / 11 + grams
     );
     let one = Recipe {
@@ -844,11 +844,11 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
     let p = Precision::F32;
     assert_eq!(pass(&both, false, p), f32_acts + chunk + grams);
     assert_eq!(
-        chained_pass_bytes(&cfg, &both, false, windows, len, p),
+        pass_bytes(&cfg, &both, false, windows, len, p).streamed,
         2 * (f32_acts + chunk) + grams
     );
     assert_eq!(
-        chained_pass_bytes(&cfg, &default, false, windows, len, p),
+        pass_bytes(&cfg, &default, false, windows, len, p).streamed,
         pass(&default, false, p)
     );
 

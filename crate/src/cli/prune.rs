@@ -21,7 +21,7 @@ use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{Llama, ModelConfig};
-use crate::prune::activations::layer_pass_bytes;
+use crate::prune::activations::pass_bytes;
 use crate::prune::allocate::Allocation;
 use crate::prune::calib::{calibration_footprint, sample_windows, CalibSource};
 use crate::prune::compensate::Compensation;
@@ -398,7 +398,7 @@ fn pruning_resident(
             "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
         )
         .with_calibration(
-            layer_pass_bytes(cfg, recipe, plan_given, calib.len(), len, precision),
+            pass_bytes(cfg, recipe, plan_given, calib.len(), len, precision).in_memory,
             "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples) \
              or shorter ones (--calib-len), or --precision bf16 (half)",
         )

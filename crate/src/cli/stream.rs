@@ -21,7 +21,7 @@ use crate::eval::Perplexity;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{ModelConfig, WeightSource};
-use crate::prune::activations::chained_pass_bytes;
+use crate::prune::activations::pass_bytes;
 use crate::prune::allocate::{global_plan, ratio_for_target, Allocation};
 use crate::prune::compensate::Compensation;
 use crate::prune::depth::depth_plan;
@@ -223,14 +223,15 @@ impl BackendJob for StreamJob<'_> {
             .any(|r| r.prunes_depth() && r.compensation != Compensation::None);
         let layers = if repairs_depth { 2 } else { 1 };
         let len = self.calib.first().map_or(0, Vec::len);
-        let calibration = chained_pass_bytes(
+        let calibration = pass_bytes(
             cfg,
             recipe,
             self.plan.is_some(),
             self.calib.len(),
             len,
             precision,
-        );
+        )
+        .streamed;
         let pass = Resident::streamed(
             cfg,
             "prune",

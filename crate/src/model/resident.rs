@@ -38,7 +38,7 @@ pub struct Resident {
     pub copy: u128,
     /// What the layer-wise calibration passes hold through a layer: every window's activations, one chunk's MLP
     /// tensors and the layer's statistics (0 without calibration activations; see
-    /// [`layer_pass_bytes`](crate::prune::activations::layer_pass_bytes)).
+    /// [`pass_bytes`](crate::prune::activations::pass_bytes)).
     pub calibration: u128,
     /// What a streamed evaluation holds between layers: every window's activations `[windows, seq, hidden]` and
     /// one batch's MLP tensors, in `precision` (0 without one).

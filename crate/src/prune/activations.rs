@@ -41,35 +41,33 @@ pub fn windows_of_width(recipe: &Recipe, len: usize, width: usize) -> usize {
     batch.max(1)
 }
 
-/// Bytes the layer-wise calibration passes of a run held in memory hold through one layer, known from the config:
-/// the largest of its steps' (see [`step_pass_bytes`]), which run one after another; 0 when no step runs a
-/// layer-wise pass.
-pub fn layer_pass_bytes(
-    cfg: &ModelConfig,
-    recipe: &Recipe,
-    plan_given: bool,
-    windows: usize,
-    len: usize,
-    precision: Precision,
-) -> u128 {
-    let pass = |r: &Recipe| step_pass_bytes(cfg, r, plan_given, windows, len, precision);
-    recipe.and_steps().iter().map(pass).max().unwrap_or(0)
+/// Bytes the layer-wise calibration passes of a run hold through one layer, known from the config (see
+/// [`step_pass_bytes`] for one step's); 0 when no step runs a layer-wise pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassBytes {
+    /// Held in memory: the steps run one after another, so the largest step's.
+    pub in_memory: u128,
+    /// Streamed: a whole-layer and a width step run chained (the width pass reads the layers the depth pass
+    /// leaves), each pass holding its own activations, so their sum.
+    pub streamed: u128,
 }
 
-/// [`layer_pass_bytes`] of a streamed run: its whole-layer and width steps run chained (the width pass reads
-/// the layers the depth pass leaves), each pass holding its own activations, so their sum.
-pub fn chained_pass_bytes(
+/// [`PassBytes`] of `recipe` calibrating on `windows` windows of `len` tokens in `precision`.
+pub fn pass_bytes(
     cfg: &ModelConfig,
     recipe: &Recipe,
     plan_given: bool,
     windows: usize,
     len: usize,
     precision: Precision,
-) -> u128 {
+) -> PassBytes {
     let pass = |r: &Recipe| step_pass_bytes(cfg, r, plan_given, windows, len, precision);
-    match recipe.steps() {
-        Some((depth, width)) => pass(&depth).saturating_add(pass(&width)),
-        None => pass(recipe),
+    PassBytes {
+        in_memory: recipe.and_steps().iter().map(pass).max().unwrap_or(0),
+        streamed: match recipe.steps() {
+            Some((depth, width)) => pass(&depth).saturating_add(pass(&width)),
+            None => pass(recipe),
+        },
     }
 }
 
