@@ -397,7 +397,9 @@ fn a_forward_too_large_for_the_device_is_refused_naming_its_largest_tensor() {
 /// it would hold: Llama-3.1-405B's shapes (405,853,388,800 parameters, as Meta counts them; a sparse checkpoint
 /// of 812 GB whose data is never read) need 1511.92 GiB of weights in f32 to evaluate, generate or prune with a
 /// weight score, with the layer-wise passes' activations and statistics for the default recipe, and as much
-/// again of gradients for taylor-first (755.96 GiB each in bf16) with its backward's activations.
+/// again of gradients for taylor-first (755.96 GiB each in bf16) with its backward's activations. Streamed,
+/// evaluation and pruning hold one layer and every window's activations; `prune --stream --eval-ids` names the
+/// larger of its pass and its evaluation.
 #[test]
 fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,13 +462,50 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
         ),
         "{err}"
     );
+    // `prune --stream --eval-ids` is checked by the larger of its pruning pass and the input's streamed
+    // evaluation. Evaluating the same 2^24 tokens, the evaluation: its layer comes with the embeddings and head,
+    // which a pass with 2 calibration windows (one decoder layer, 11.88 GiB, and 11.57 GiB of activations and
+    // statistics) does without.
+    let out = dir.path().join("pruned");
+    let streamed = ["--stream", "--ratio", "0.25", "--eval-windows", "131072"];
+    let long = long.to_str().unwrap();
+    refused_prune_saying(
+        Path::new(model),
+        &out,
+        &[&streamed[..], &["--eval-ids", long, "--calib-ids", ids]].concat(),
+        &[
+            "streamed evaluation needs 1052.06 GiB",
+            "GiB (the memory this machine has available): evaluate fewer windows (--eval-windows), or use \
+             --precision bf16 (half)",
+        ],
+    );
+    // Calibrating on 2^24 tokens as 2^17 windows of 128 and evaluating 2 windows of 4, the pass: those
+    // activations (1 TiB) with a chunk's MLP tensors and the layer's statistics (1038.15 GiB) beside one decoder
+    // layer hold more than the evaluation's 27.54 GiB.
+    let windows = dir.path().join("windows.json");
+    let window = format!("[{}1]", "1,".repeat(127));
+    write(
+        &windows,
+        format!("[{}]", vec![window; 1 << 17].join(",")).as_bytes(),
+    );
+    let calib_all = ["--calib-ids", windows.to_str().unwrap()];
+    refused_prune_saying(
+        Path::new(model),
+        &out,
+        &[&streamed[..], &calib_all, &["--eval-ids", ids, "--eval-len", "4"]].concat(),
+        &[
+            "prune needs 1050.03 GiB for one decoder layer's weights in f32 (11.88 GiB) and, through each layer, \
+             every calibration window's activations, what a chunk of them computes there and the layer's \
+             statistics (1038.15 GiB), over ",
+            "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len)",
+        ],
+    );
     let err = refused_cli(&["generate", model, "--prompt-ids", ids, "--tokens", "1"]);
     assert!(
         err.contains(&format!("generation needs {f32_weights}")),
         "{err}"
     );
     assert!(err.contains("use --precision bf16"), "{err}");
-    let out = dir.path().join("pruned");
     let l2 = [
         "--importance",
         "l2",
@@ -1276,7 +1315,32 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
         serde_json::from_slice(&std::fs::read(second.join("report.json")).unwrap()).unwrap();
     assert_eq!(a["eval"], b["eval"]);
     assert!(summary.contains("(5 windows of 64)"), "{summary}");
-    // A window length without an evaluation text is refused.
+    // The same text tokenized beforehand (`--eval-ids`) evaluates the same windows.
+    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(&eval).unwrap();
+    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
+        .unwrap()
+        .encode(&text)
+        .unwrap();
+    let ids_file = dir.path().join("eval.json");
+    write(&ids_file, serde_json::to_string(&ids).unwrap().as_bytes());
+    let pretokenized = json_stdout(&prunelab(
+        &[
+            &[
+                "prune",
+                demo.to_str().unwrap(),
+                "--out",
+                dir.path().join("third").to_str().unwrap(),
+                "--eval-ids",
+                ids_file.to_str().unwrap(),
+                "--json",
+            ][..],
+            &flags,
+        ]
+        .concat(),
+    ));
+    assert_eq!(a["eval"], pretokenized["eval"]);
+    // A window length without an evaluation text is refused, and so are text and ids together.
     let refused = prunelab(&[
         "prune",
         demo.to_str().unwrap(),
@@ -1286,4 +1350,16 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
         "64",
     ]);
     assert_eq!(refused.status.code(), Some(2));
+    let refused = prunelab(&[
+        "prune",
+        demo.to_str().unwrap(),
+        "--out",
+        "/nonexistent/x",
+        "--eval",
+        eval.to_str().unwrap(),
+        "--eval-ids",
+        ids_file.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used with"));
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use clap::Args;
+use clap::{ArgGroup, Args};
 use web_time::Instant;
 
 use super::convert::dtypes;
@@ -17,7 +17,9 @@ use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::{BackendKind, Precision};
 use crate::error::{parse_json, Error, Result};
 use crate::eval::choice::{EncodedTask, Task};
+use crate::eval::perplexity::check_ids;
 use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
+use crate::io::tokenizer::ids_from_json;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{Llama, ModelConfig};
@@ -36,6 +38,7 @@ use crate::prune::structure::{Aggregation, StructureKind};
 use crate::prune::Importance;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("evaluation").args(["eval", "eval_ids"])))]
 pub struct PruneArgs {
     /// HF model folder or .gguf file.
     model: PathBuf,
@@ -135,8 +138,12 @@ pub struct PruneArgs {
     /// Evaluation text: perplexity before and after.
     #[arg(long)]
     eval: Option<PathBuf>,
+    /// Pre-tokenized evaluation input instead of --eval: JSON `[id, …]` or `[[id, …], …]` (windows are
+    /// concatenated), as `eval --ids`.
+    #[arg(long)]
+    eval_ids: Option<PathBuf>,
     /// Tokens per evaluation window (default: the recipe's, else 128).
-    #[arg(long, requires = "eval")]
+    #[arg(long, requires = "evaluation")]
     eval_len: Option<usize>,
     /// Evaluate only the first N windows (default: the recipe's, else 64, as the reference numbers).
     #[arg(long)]
@@ -308,7 +315,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         })?;
         r.calibration = CalibSource::Ids { windows };
     }
-    if args.eval.is_some() {
+    if args.eval.is_some() || args.eval_ids.is_some() {
         // The recipe's evaluation settings (a saved run's), else the reference numbers'; flags override both.
         let given = r.eval.unwrap_or(EvalSpec {
             seq_len: 128,
@@ -657,15 +664,19 @@ pub fn run(args: PruneArgs) -> Result<()> {
             vec![]
         }
     };
-    let eval_ids = match &args.eval {
-        Some(p) => Some(
+    let eval_ids = match (&args.eval, &args.eval_ids) {
+        (Some(p), _) => Some(
             tokenizer
                 .as_ref()
                 .expect("tokenizer loaded")
                 .encode(&read_text(p)?)?,
         ),
-        None => None,
+        (None, Some(p)) => Some(ids_from_json(&read(p)?, &p.display().to_string())?),
+        (None, None) => None,
     };
+    if let Some(ids) = &eval_ids {
+        check_ids(ids, input.config.vocab_size)?;
+    }
     let tasks = match &args.tasks {
         Some(p) => Some(
             Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?
