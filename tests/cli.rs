@@ -1362,4 +1362,13 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
     ]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used with"));
+    // An id outside the vocabulary is refused before the run, and nothing is written.
+    let outside = dir.path().join("outside.json");
+    write(&outside, b"[1, 2, 4096]");
+    refused_prune(
+        &demo,
+        &dir.path().join("fourth"),
+        &[&flags[..], &["--eval-ids", outside.to_str().unwrap()]].concat(),
+        "token id 4096 is outside the model's vocabulary of 4096",
+    );
 }
