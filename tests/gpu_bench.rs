@@ -1,7 +1,7 @@
 //! The GPU bench (`benches/gpu/run.sh`) gets one call on a lent GPU, with no time for a second, so its prunelab
 //! half runs here on the CPU at the `tiny` shape, as its header says: every step it measures (the synthetic
-//! checkpoint, both recipes cold and warm, flap + ls with the autotune build's steps — here CI's CLI, which has
-//! no autotune — and decoding the dense and the pruned model) exits 0, both recipes leave the parameters the
+//! checkpoint, both recipes cold and warm, flap + ls with the autotune build's and the autotune + fusion build's
+//! steps — here CI's CLI, which has neither — and decoding the dense and the pruned model) exits 0, both recipes leave the parameters the
 //! uniform plan of 25% of layers 1..3 leaves, and the table has their rows. Its PyTorch rows
 //! need torch, which CI does not install; they are left out here (`benches/gpu/check_baseline.sh` compares the
 //! two tools where torch is).
@@ -33,6 +33,7 @@ fn the_gpu_bench_runs_its_prunelab_steps_on_the_cpu() {
             ("SKIP_GOLDEN", "1"),
             ("BIN", env!("CARGO_BIN_EXE_prunelab")),
             ("AUTOTUNE_BIN", env!("CARGO_BIN_EXE_prunelab")),
+            ("FUSED_BIN", env!("CARGO_BIN_EXE_prunelab")),
             // Every step, however slow the machine: the GPU call's time budget is not the test's.
             ("CALL_LIMIT", "100000"),
         ])
@@ -58,6 +59,8 @@ fn the_gpu_bench_runs_its_prunelab_steps_on_the_cpu() {
         "ours-flap-ls-warm",
         "ours-flap-ls-autotune",
         "ours-flap-ls-autotune-warm",
+        "ours-flap-ls-fused",
+        "ours-flap-ls-fused-warm",
     ];
     for step in ["synth", "decode-model", "decode-pruned"]
         .iter()
@@ -86,6 +89,8 @@ fn the_gpu_bench_runs_its_prunelab_steps_on_the_cpu() {
         "| flap-ls | prunelab, warm |",
         "| flap-ls | prunelab, autotune |",
         "| flap-ls | prunelab, autotune, warm |",
+        "| flap-ls | prunelab, autotune + fusion |",
+        "| flap-ls | prunelab, autotune + fusion, warm |",
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");
     }

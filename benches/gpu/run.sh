@@ -12,12 +12,13 @@
 #   7. when the call has time left (the table is written first): matmul throughput at the 7B shapes, autotuned
 #      against the one kernel burn launches without autotune, f32 and bf16 (benches/matmul.rs, → matmul.txt);
 #   8. then flap + ls with the CLI built with autotune (prunelab-autotune), cold (each matmul shape's first call
-#      tunes) and warm, with caches of its own, added to the table;
+#      tunes) and warm, with caches of its own, added to the table; then the same with the CLI built with
+#      autotune and burn's kernel fusion (prunelab-fused: burn's own default features);
 #   9. then decoding speed at batch 1, the dense model and the flap + ls output each continuing a 128-token prompt
 #      for 64 tokens (`generate --ignore-eos`, KV cache).
 # Steps 7–9 run only while the call has time (CALL_LIMIT, seconds) and each is cut at what is left of it.
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
-# Locally, on the CPU (after prepare.sh, or with BIN and AUTOTUNE_BIN naming a CLI):
+# Locally, on the CPU (after prepare.sh, or with BIN, AUTOTUNE_BIN and FUSED_BIN naming a CLI):
 #   SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,6 +36,7 @@ PRECISION="${PRECISION:-bf16}"  # prunelab's --precision (bf16: as PyTorch's bf1
 BINS="$(realpath -m "${BINS:-/tmp/prunelab-gpu-bins}")"  # where bench-carry/bins.tar.xz is unpacked (not carried)
 BIN="${BIN:-$BINS/prunelab}"
 AUTOTUNE_BIN="${AUTOTUNE_BIN:-$BINS/prunelab-autotune}"  # the CLI built with autotune (step 8)
+FUSED_BIN="${FUSED_BIN:-$BINS/prunelab-fused}"  # the CLI built with autotune and fusion (step 8)
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 WORK="$(realpath "$WORK")"
@@ -45,6 +47,7 @@ if [ -f bench-carry/bins.tar.xz ]; then  # on every call: a warm machine may hol
 fi
 BIN="$(realpath "$BIN")"
 AUTOTUNE_BIN="$(realpath -m "$AUTOTUNE_BIN")"
+FUSED_BIN="$(realpath -m "$FUSED_BIN")"
 : > "$OUT/runs.jsonl"
 now() { date +%s.%N; }
 smi() { command -v nvidia-smi > /dev/null && [ "$BACKEND" = cuda ]; }
@@ -139,19 +142,22 @@ if [ "$BACKEND" = cuda ] && [ -x "$BINS/matmul" ] && [ "$(left)" -gt 60 ]; then
         tee "$OUT/matmul.txt"
 fi
 
-# flap + ls built with autotune, in a folder whose cubecl.toml keeps its caches apart (cold, then warm).
-if [ -x "$AUTOTUNE_BIN" ] && [ "$(left)" -gt 60 ]; then
-    mkdir -p "$WORK/tuned"
-    cubecl_toml "$WORK/tuned"
-    for run in ours-flap-ls-autotune ours-flap-ls-autotune-warm; do
+# flap + ls built with autotune, then with autotune and fusion, each in a folder whose cubecl.toml keeps its caches
+# apart (cold, then warm).
+for variant in "autotune:$AUTOTUNE_BIN" "fused:$FUSED_BIN"; do
+    name="${variant%%:*}" bin="${variant#*:}"
+    [ -x "$bin" ] && [ "$(left)" -gt 60 ] || continue
+    mkdir -p "$WORK/$name"
+    cubecl_toml "$WORK/$name"
+    for run in "ours-flap-ls-$name" "ours-flap-ls-$name-warm"; do
         [ "$(left)" -gt 30 ] || break
-        STEP_TIMEOUT=$(( $(left) < STEP_TIMEOUT ? $(left) : STEP_TIMEOUT )) measure "$run" env -C "$WORK/tuned" \
-            "$AUTOTUNE_BIN" prune "$WORK/model" --out "$WORK/tuned/out" --importance flap \
+        STEP_TIMEOUT=$(( $(left) < STEP_TIMEOUT ? $(left) : STEP_TIMEOUT )) measure "$run" env -C "$WORK/$name" \
+            "$bin" prune "$WORK/model" --out "$WORK/$name/out" --importance flap \
             --compensation ls --stream --calib-ids "$WORK/ids128.json" "${common[@]}"
-        rm -rf "$WORK/tuned/out" "$WORK"/tuned/.out.partial-*
+        rm -rf "$WORK/$name/out" "$WORK/$name"/.out.partial-*
     done
     PRECISION="$PRECISION" "$PY" benches/gpu/table.py "$OUT" > "$OUT/table.md"
-fi
+done
 
 if [ "${SKIP_DECODE:-0}" != 1 ] && [ -d "$WORK/pruned" ] && [ "$(left)" -gt 90 ]; then
     "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))[0], open(sys.argv[2], "w"))' \

@@ -54,6 +54,8 @@ for recipe in ["taylor-first", "flap-ls"]:
     for tool, name in [("prunelab", "ours-" + recipe), ("prunelab, warm", "ours-%s-warm" % recipe),
                        ("prunelab, autotune", "ours-%s-autotune" % recipe),
                        ("prunelab, autotune, warm", "ours-%s-autotune-warm" % recipe),
+                       ("prunelab, autotune + fusion", "ours-%s-fused" % recipe),
+                       ("prunelab, autotune + fusion, warm", "ours-%s-fused-warm" % recipe),
                        ("PyTorch", "pytorch-" + recipe)]:
         run = runs.get(name)
         if run is None:
