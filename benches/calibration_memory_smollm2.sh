@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): what the layer-wise calibration passes hold beside the weights, measured against what
-# the resident check counts for them (`prune/activations.rs` `layer_pass_bytes`). flap + ls on SmolLM2-135M,
+# the resident check counts for them (`prune/activations.rs` `pass_bytes (in_memory)`). flap + ls on SmolLM2-135M,
 # ratio 0.25 on layers [4, 8), windows of the Python tutorial, in f32 and bf16; the windows in one chunk
 # (`--calib-batch` = all of them) at four shapes, and 128 × 512 in chunks of 16. The process's anonymous
 # memory (RssAnon) is sampled every 10 ms; the CLI keeps freed blocks in its heap (`cli/allocator.rs`), so

@@ -479,6 +479,25 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
              --precision bf16 (half)",
         ],
     );
+    // An evaluation id outside the vocabulary is refused by its file before any memory is counted.
+    let outside = dir.path().join("outside.json");
+    write(&outside, b"[1, 2, 128256]");
+    refused_prune(
+        Path::new(model),
+        &out,
+        &[
+            "--ratio",
+            "0.25",
+            "--calib-ids",
+            ids,
+            "--eval-ids",
+            outside.to_str().unwrap(),
+        ],
+        &format!(
+            "{}: token id 128256 is outside the model's vocabulary of 128256",
+            outside.display()
+        ),
+    );
     // Calibrating on 2^24 tokens as 2^17 windows of 128 and evaluating 2 windows of 4, the pass: those
     // activations (1 TiB) with a chunk's MLP tensors and the layer's statistics (1038.15 GiB) beside one decoder
     // layer hold more than the evaluation's 27.54 GiB.
@@ -1340,16 +1359,17 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
         .concat(),
     ));
     assert_eq!(a["eval"], pretokenized["eval"]);
-    // A window length without an evaluation text is refused, and so are text and ids together.
-    let refused = prunelab(&[
-        "prune",
-        demo.to_str().unwrap(),
-        "--out",
-        "/nonexistent/x",
-        "--eval-len",
-        "64",
-    ]);
-    assert_eq!(refused.status.code(), Some(2));
+    // A window length or count without an evaluation source is refused, and so are text and ids together.
+    for flag in ["--eval-len", "--eval-windows"] {
+        let out = "/nonexistent/x";
+        let refused = prunelab(&["prune", demo.to_str().unwrap(), "--out", out, flag, "5"]);
+        assert_eq!(refused.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("--eval <EVAL>|--eval-ids <EVAL_IDS>"),
+            "{stderr}"
+        );
+    }
     let refused = prunelab(&[
         "prune",
         demo.to_str().unwrap(),
@@ -1362,13 +1382,4 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
     ]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used with"));
-    // An id outside the vocabulary is refused before the run, and nothing is written.
-    let outside = dir.path().join("outside.json");
-    write(&outside, b"[1, 2, 4096]");
-    refused_prune(
-        &demo,
-        &dir.path().join("fourth"),
-        &[&flags[..], &["--eval-ids", outside.to_str().unwrap()]].concat(),
-        "token id 4096 is outside the model's vocabulary of 4096",
-    );
 }

@@ -16,7 +16,8 @@
 #      autotune and burn's kernel fusion (prunelab-fused: burn's own default features);
 #   9. then decoding speed at batch 1, the dense model and the flap + ls output each continuing a 128-token prompt
 #      for 64 tokens (`generate --ignore-eos`, KV cache).
-# Steps 7–9 run only while the call has time (CALL_LIMIT, seconds) and each is cut at what is left of it.
+# Steps 7–9 run only while the call has time (CALL_LIMIT, seconds) and each is cut at what is left of it, in that
+# order: the fused rows come before decoding, which at 7B they may leave no time for.
 # Results (JSON, logs, table.md) go to $OUT; models to $WORK, removed as soon as they are measured.
 # Locally, on the CPU (after prepare.sh, or with BIN, AUTOTUNE_BIN and FUSED_BIN naming a CLI):
 #   SHAPE=tiny LAYERS=1..3 BACKEND=cpu TORCH_DEVICE=cpu TORCH_DTYPE=f32 SKIP_GOLDEN=1 bash benches/gpu/run.sh
@@ -147,7 +148,7 @@ fi
 for variant in "autotune:$AUTOTUNE_BIN" "fused:$FUSED_BIN"; do
     name="${variant%%:*}" bin="${variant#*:}"
     [ -x "$bin" ] && [ "$(left)" -gt 60 ] || continue
-    mkdir -p "$WORK/$name"
+    rm -rf "$WORK/$name" && mkdir -p "$WORK/$name"  # cold: no cache from an earlier call on a warm machine
     cubecl_toml "$WORK/$name"
     for run in "ours-flap-ls-$name" "ours-flap-ls-$name-warm"; do
         [ "$(left)" -gt 30 ] || break

@@ -146,7 +146,7 @@ pub struct PruneArgs {
     #[arg(long, requires = "evaluation")]
     eval_len: Option<usize>,
     /// Evaluate only the first N windows (default: the recipe's, else 64, as the reference numbers).
-    #[arg(long)]
+    #[arg(long, requires = "evaluation")]
     eval_windows: Option<usize>,
     /// A multiple-choice task (JSON lines, see `eval --tasks`): accuracy before and after.
     #[arg(long)]
@@ -167,8 +167,8 @@ pub struct PruneArgs {
     json: bool,
     /// Prune layer by layer from disk to disk: peak memory ≈ one layer + the calibration activations, per
     /// pass (whole layers and width chain two) (training-free scores, any allocation — global scores every
-    /// layer in a first streamed pass — or --plan; --eval reads the input, then the output as written, one
-    /// layer at a time, with the embeddings and head resident; no --tasks).
+    /// layer in a first streamed pass — or --plan; --eval or --eval-ids reads the input, then the output as
+    /// written, one layer at a time, with the embeddings and head resident; no --tasks).
     #[arg(long, conflicts_with_all = ["tasks", "plan_only"])]
     pub(super) stream: bool,
 }
@@ -423,7 +423,7 @@ fn search_candidate_params(cfg: &ModelConfig, recipe: &Recipe, plan_given: bool)
 }
 
 /// A pruning run's forwards: the calibration windows (in chunks, backward batches or held-out windows), a batch
-/// of `--eval` windows and the largest batch of `--tasks` choices.
+/// of evaluation windows (`--eval`, `--eval-ids`) and the largest batch of `--tasks` choices.
 pub(super) fn pruning_footprints(
     cfg: &ModelConfig,
     recipe: &Recipe,
@@ -664,19 +664,25 @@ pub fn run(args: PruneArgs) -> Result<()> {
             vec![]
         }
     };
+    // The evaluation ids with the file they came from, checked against the vocabulary before anything loads.
     let eval_ids = match (&args.eval, &args.eval_ids) {
-        (Some(p), _) => Some(
+        (Some(p), _) => Some((
+            p,
             tokenizer
                 .as_ref()
                 .expect("tokenizer loaded")
                 .encode(&read_text(p)?)?,
-        ),
-        (None, Some(p)) => Some(ids_from_json(&read(p)?, &p.display().to_string())?),
+        )),
+        (None, Some(p)) => Some((p, ids_from_json(&read(p)?, &p.display().to_string())?)),
         (None, None) => None,
     };
-    if let Some(ids) = &eval_ids {
-        check_ids(ids, input.config.vocab_size)?;
+    if let Some((path, ids)) = &eval_ids {
+        check_ids(ids, input.config.vocab_size).map_err(|e| match e {
+            Error::Text(m) => Error::Text(format!("{}: {m}", path.display())),
+            e => e,
+        })?;
     }
+    let eval_ids = eval_ids.map(|(_, ids)| ids);
     let tasks = match &args.tasks {
         Some(p) => Some(
             Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?

@@ -38,7 +38,7 @@ pub(super) struct StreamJob<'a> {
     pub calib: Vec<Vec<u32>>,
     /// A saved plan to apply instead of scoring.
     pub plan: Option<Plan>,
-    /// `--eval`'s text, tokenized.
+    /// `--eval`'s text tokenized, or `--eval-ids`.
     pub eval_ids: Option<Vec<u32>>,
     pub out: &'a Path,
     pub format: Option<Format>,
@@ -213,8 +213,9 @@ impl BackendJob for StreamJob<'_> {
     }
     /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run) and
     /// what the layer-wise calibration passes hold through a layer (a whole-layer and a width step, chained,
-    /// each hold their own); or, when `--eval` holds more, the input's streamed evaluation. The output's comes
-    /// after the pruning pass and is no larger (but for the zero biases `ls-bias` gives unpruned layers).
+    /// each hold their own); or, when the evaluation (`--eval`, `--eval-ids`) holds more, the input's streamed
+    /// evaluation. The output's comes after the pruning pass and is no larger (but for the zero biases
+    /// `ls-bias` gives unpruned layers).
     fn resident(&self, precision: Precision) -> Option<Resident> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
         let repairs_depth = recipe
@@ -274,14 +275,14 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         let report = RefCell::new(None);
-        // `--eval`: the input's perplexity before any layer is pruned, the output's as written last, both one
+        // `--eval` / `--eval-ids`: the input's perplexity before any layer is pruned, the output's as written last, both one
         // layer at a time.
         let eval = self
             .eval_ids
             .as_deref()
             .zip(recipe.eval.map(|e| e.options()));
         let perplexity = |src: &dyn WeightSource, cfg: &ModelConfig| -> Result<_> {
-            let (ids, opts) = eval.expect("evaluated only with --eval");
+            let (ids, opts) = eval.expect("evaluated only with --eval or --eval-ids");
             streamed_perplexity::<B::InnerBackend>(src, cfg, ids, &opts, &device, &bars)
         };
         let before = RefCell::new(None);
