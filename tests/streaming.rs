@@ -591,8 +591,8 @@ fn streamed_perplexity_reads_each_layer_once_for_the_in_memory_number() {
 }
 
 /// `prune --stream --eval` measures the input before and the output as written after, one layer at a time: the
-/// in-memory run's perplexities on the demo (whole layers then width), HF and GGUF; `eval --stream` gives
-/// `eval`'s number.
+/// in-memory run's perplexities on the demo (whole layers then width), HF and GGUF, and so does `--eval-ids`
+/// with the text's ids; `eval --stream` gives `eval`'s number.
 #[test]
 fn streamed_runs_evaluate_like_the_in_memory_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -623,21 +623,33 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
         "6",
         "--calib",
         &calib,
-        "--eval",
-        &eval,
     ];
-    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&demo, out, &common, extra);
+    let with_text = [&common[..], &["--eval", &eval]].concat();
+    let run = |out: &std::path::Path, extra: &[&str]| prune_json(&demo, out, &with_text, extra);
     let whole = run(&dir.path().join("whole"), &[]);
     assert!(
         whole["eval"]["after"]["ppl"].as_f64().unwrap()
             > whole["eval"]["before"]["ppl"].as_f64().unwrap()
     );
+    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
+    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
+        .unwrap()
+        .encode(&std::fs::read_to_string(&eval).unwrap())
+        .unwrap();
+    let ids_file = dir.path().join("eval.json");
+    std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
+    let ids_file = path(&ids_file);
     for (name, extra) in [
         ("hf", vec!["--stream"]),
         ("m.gguf", vec!["--stream", "--format", "gguf"]),
+        ("ids", vec!["--stream", "--eval-ids", &ids_file]),
     ] {
         let out = dir.path().join(name);
-        let streamed = run(&out, &extra);
+        let streamed = match name {
+            // The evaluation text's ids in place of the text.
+            "ids" => prune_json(&demo, &out, &common, &extra),
+            _ => run(&out, &extra),
+        };
         assert_eq!(streamed["plan"], whole["plan"], "{name}");
         for when in ["before", "after"] {
             let (a, b) = (&whole["eval"][when], &streamed["eval"][when]);
