@@ -289,8 +289,10 @@ fn bad_input_exits_2_with_the_message_and_leaves_input_untouched() {
         "2",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("token id 400 is outside the model's vocabulary of 128"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "{}: token id 400 is outside the model's vocabulary of 128",
+        ids.display()
+    )));
     write(&ids, b"[1, 2, 3, 4]");
     let out = prunelab(&[
         "eval",

@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{ArgGroup, Args};
 
-use super::files::{read, read_text, ModelInput};
+use super::files::{read, read_ids, read_text, ModelInput};
 use super::progress::Bars;
 use super::run_on::{run_on, BackendJob};
 use crate::backend::{BackendKind, Precision};
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::eval::choice::{parse_items, ChoiceBatches, ChoiceScores};
 use crate::eval::streamed::{streamed_perplexity, streamed_resident};
 use crate::eval::{perplexity, ChoiceOptions, Perplexity, PerplexityOptions};
-use crate::io::tokenizer::{ids_from_json, Tokenizer};
+use crate::io::tokenizer::Tokenizer;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::Llama;
@@ -186,7 +186,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let ids = match (&args.text, &args.ids) {
         (Some(text), _) => tokenizer(&input, &args, "; pass pre-tokenized input with --ids")?
             .encode(&read_text(text)?)?,
-        (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
+        (None, Some(ids)) => read_ids(ids, input.config.vocab_size)?,
         (None, None) => unreachable!("clap requires --text, --ids or --tasks"),
     };
     let opts = PerplexityOptions {

@@ -7,9 +7,11 @@ use memmap2::Mmap;
 use serde_json::Value as Json;
 
 use crate::error::{parse_json, Error, Result};
+use crate::eval::perplexity::check_ids;
 use crate::io::gguf::metadata::carried;
 use crate::io::gguf::{reader::Value, tokenizer::tokenizer_json, GgufModel};
 use crate::io::side_files::{hf_side_files, stop_ids, SideFile, SIDE_FILES};
+use crate::io::tokenizer::ids_from_json;
 use crate::io::{SafetensorsWeights, Tokenizer};
 use crate::model::{ModelConfig, WeightSource};
 
@@ -25,6 +27,18 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 pub fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(read(path)?)
         .map_err(|_| Error::Text(format!("{} is not UTF-8 text", path.display())))
+}
+
+/// Token ids from a JSON file, `[id, …]` or `[[id, …], …]` (windows concatenated), each checked against a
+/// vocabulary of `vocab_size` before anything loads; errors name the file.
+pub fn read_ids(path: &Path, vocab_size: usize) -> Result<Vec<u32>> {
+    let what = path.display().to_string();
+    let ids = ids_from_json(&read(path)?, &what)?;
+    check_ids(&ids, vocab_size).map_err(|e| match e {
+        Error::Text(m) => Error::Text(format!("{what}: {m}")),
+        e => e,
+    })?;
+    Ok(ids)
 }
 
 fn map(path: &Path) -> Result<Mmap> {

@@ -10,14 +10,13 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Serialize;
 
-use super::files::{read, ModelInput};
+use super::files::{read, read_ids, ModelInput};
 use super::run_on::{run_on, BackendJob, DeviceArgs};
 use crate::backend::Precision;
 use crate::error::{parse_json, Error, Result};
 use crate::eval::chat::{chat_prompt, turn, ChatMessage};
 use crate::eval::generate::Decoder;
 use crate::eval::sampling::{Chooser, Sampling};
-use crate::io::tokenizer::ids_from_json;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::Llama;
@@ -209,7 +208,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 ))
             })?
             .encode(text)?,
-        (None, Some(ids)) => ids_from_json(&read(ids)?, &ids.display().to_string())?,
+        (None, Some(ids)) => read_ids(ids, input.config.vocab_size)?,
         (None, None) => unreachable!("clap requires --prompt, --prompt-ids, --chat or --messages"),
     };
     let out = run_on(

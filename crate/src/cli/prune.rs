@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args};
 use web_time::Instant;
 
 use super::convert::dtypes;
-use super::files::{read, read_text, ModelInput};
+use super::files::{read, read_ids, read_text, ModelInput};
 use super::output::{write_model, Extras, Format, ModelWeights, NamedFiles, Target};
 use super::parse_enum;
 use super::progress::Bars;
@@ -19,7 +19,6 @@ use crate::error::{parse_json, Error, Result};
 use crate::eval::choice::{EncodedTask, Task};
 use crate::eval::perplexity::check_ids;
 use crate::eval::{perplexity, ChoiceAccuracy, Perplexity};
-use crate::io::tokenizer::ids_from_json;
 use crate::model::footprint::Footprint;
 use crate::model::resident::Resident;
 use crate::model::{Llama, ModelConfig};
@@ -664,25 +663,17 @@ pub fn run(args: PruneArgs) -> Result<()> {
             vec![]
         }
     };
-    // The evaluation ids with the file they came from, checked against the vocabulary before anything loads.
+    // Checked against the vocabulary before anything loads.
     let eval_ids = match (&args.eval, &args.eval_ids) {
-        (Some(p), _) => Some((
-            p,
-            tokenizer
-                .as_ref()
-                .expect("tokenizer loaded")
-                .encode(&read_text(p)?)?,
-        )),
-        (None, Some(p)) => Some((p, ids_from_json(&read(p)?, &p.display().to_string())?)),
+        (Some(p), _) => {
+            let tokenizer = tokenizer.as_ref().expect("tokenizer loaded");
+            let ids = tokenizer.encode(&read_text(p)?)?;
+            check_ids(&ids, input.config.vocab_size)?;
+            Some(ids)
+        }
+        (None, Some(p)) => Some(read_ids(p, input.config.vocab_size)?),
         (None, None) => None,
     };
-    if let Some((path, ids)) = &eval_ids {
-        check_ids(ids, input.config.vocab_size).map_err(|e| match e {
-            Error::Text(m) => Error::Text(format!("{}: {m}", path.display())),
-            e => e,
-        })?;
-    }
-    let eval_ids = eval_ids.map(|(_, ids)| ids);
     let tasks = match &args.tasks {
         Some(p) => Some(
             Task::parse(&p.display().to_string(), &read(p)?, args.tasks_items)?

@@ -275,8 +275,8 @@ impl BackendJob for StreamJob<'_> {
         let bars = Bars::default();
         let start = Instant::now();
         let report = RefCell::new(None);
-        // `--eval` / `--eval-ids`: the input's perplexity before any layer is pruned, the output's as written last, both one
-        // layer at a time.
+        // `--eval` / `--eval-ids`: the input's perplexity before any layer is pruned, the output's as written
+        // last, both one layer at a time.
         let eval = self
             .eval_ids
             .as_deref()
