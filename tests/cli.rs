@@ -1385,3 +1385,131 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used with"));
 }
+
+/// A recipe saved from a run on fixed windows (`--calib-ids`) keeps them; `--calib` with it samples the text
+/// in windows of their count and length instead, as the flags would; sampling flags without a text are
+/// refused rather than ignored.
+#[test]
+fn calibration_follows_the_flags_and_the_saved_recipe() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let calib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data/calib-python-tutorial.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(&calib).unwrap();
+    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
+        .unwrap()
+        .encode(&text)
+        .unwrap();
+    let windows: Vec<&[u32]> = ids.chunks(64).skip(3).step_by(5).take(8).collect();
+    let ids_file = dir.path().join("calib.json");
+    write(
+        &ids_file,
+        serde_json::to_string(&windows).unwrap().as_bytes(),
+    );
+    let flags = [
+        "--importance",
+        "wanda-sp",
+        "--compensation",
+        "ls",
+        "--ratio",
+        "0.25",
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "prune",
+            demo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        (prunelab(&args), out)
+    };
+    let read_json = |path: std::path::PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (fixed, fixed_dir) = run(
+        "fixed",
+        &[&flags[..], &["--calib-ids", ids_file.to_str().unwrap()]].concat(),
+    );
+    assert!(
+        fixed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fixed.stderr)
+    );
+    let recipe = fixed_dir.join("recipe.json");
+    assert_eq!(
+        read_json(recipe.clone())["calibration"]["windows"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let (replay, replay_dir) = run("replay", &["--recipe", recipe.to_str().unwrap()]);
+    assert!(replay.status.success());
+    assert_eq!(
+        read_json(replay_dir.join("plan.json")),
+        read_json(fixed_dir.join("plan.json"))
+    );
+    let (text_run, text_dir) = run(
+        "text",
+        &[
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        text_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text_run.stderr)
+    );
+    let sampled = read_json(text_dir.join("recipe.json"))["calibration"].clone();
+    assert_eq!(
+        sampled,
+        json!({"kind": "sampled", "samples": 8, "length": 64})
+    );
+    let (flagged, flagged_dir) = run(
+        "flagged",
+        &[
+            &flags[..],
+            &[
+                "--calib",
+                calib.to_str().unwrap(),
+                "--calib-samples",
+                "8",
+                "--calib-len",
+                "64",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(flagged.status.success());
+    let plan = read_json(text_dir.join("plan.json"));
+    assert_eq!(plan, read_json(flagged_dir.join("plan.json")));
+    assert_ne!(
+        plan,
+        read_json(fixed_dir.join("plan.json")),
+        "the text's windows are not the fixed ones"
+    );
+    for extra in [["--calib-samples", "4"], ["--calib-len", "32"]] {
+        let (refused, out) = run(
+            "refused",
+            &[&["--recipe", recipe.to_str().unwrap()][..], &extra].concat(),
+        );
+        assert_eq!(refused.status.code(), Some(2), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("the recipe's calibration is fixed windows of ids"),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+        let (refused, _) = run(
+            "refused",
+            &[&extra[..], &["--calib-ids", ids_file.to_str().unwrap()]].concat(),
+        );
+        assert_eq!(refused.status.code(), Some(2), "{extra:?}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be used with"));
+    }
+}

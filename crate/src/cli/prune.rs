@@ -103,9 +103,11 @@ pub struct PruneArgs {
     /// Calibration windows as JSON [[ids…]…] (reproduces a published run exactly).
     #[arg(long)]
     calib_ids: Option<PathBuf>,
-    #[arg(long)]
+    /// Calibration windows sampled from --calib (default: the recipe's, else 32).
+    #[arg(long, conflicts_with = "calib_ids")]
     calib_samples: Option<usize>,
-    #[arg(long)]
+    /// Tokens per calibration window sampled from --calib (default: the recipe's, else 128).
+    #[arg(long, conflicts_with = "calib_ids")]
     calib_len: Option<usize>,
     /// Calibration windows run through each layer at a time by activation scores and repairs, through one
     /// backward by gradient scores, and through one forward by the search's and adapruner's losses (default: as
@@ -113,6 +115,8 @@ pub struct PruneArgs {
     /// backward all, unless batches of about 4 GiB hold less; fewer hold less, the same results to rounding).
     #[arg(long)]
     calib_batch: Option<usize>,
+    /// Seed of the calibration windows' offsets, the random score, the search's and adapruner's draws
+    /// (default: the recipe's, else 42).
     #[arg(long)]
     seed: Option<u64>,
     /// Repair after removal: none, ls, bias, ls-bias (sequential pipeline unless none).
@@ -299,9 +303,26 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
     if let Some(s) = args.seed {
         r.seed = s;
     }
-    if let CalibSource::Sampled { samples, length } = &mut r.calibration {
-        *samples = args.calib_samples.unwrap_or(*samples);
-        *length = args.calib_len.unwrap_or(*length);
+    if let (Some(_), CalibSource::Ids { windows }) = (&args.calib, &r.calibration) {
+        // A text replaces the recipe's fixed windows; it is sampled in windows of their count and length.
+        r.calibration = CalibSource::Sampled {
+            samples: windows.len(),
+            length: windows.first().map_or(0, Vec::len),
+        };
+    }
+    match &mut r.calibration {
+        CalibSource::Sampled { samples, length } => {
+            *samples = args.calib_samples.unwrap_or(*samples);
+            *length = args.calib_len.unwrap_or(*length);
+        }
+        CalibSource::Ids { .. } if args.calib_samples.is_some() || args.calib_len.is_some() => {
+            return Err(Error::Invalid(
+                "--calib-samples and --calib-len sample --calib text, but the recipe's calibration is fixed \
+                 windows of ids: pass --calib FILE to sample a text instead"
+                    .into(),
+            ))
+        }
+        CalibSource::Ids { .. } => {}
     }
     if let Some(b) = args.calib_batch {
         r.calib_batch = Some(b);
