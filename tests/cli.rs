@@ -794,6 +794,142 @@ fn bad_arguments_and_outputs_exit_2_and_write_nothing() {
     }
 }
 
+/// A flag the run would not read is refused by name before anything is written, rather than recorded in
+/// `recipe.json` as if it had counted: the choices a saved plan replaces, the ridge or the linear algebra where
+/// nothing solves, the attention:MLP ratio without both, an output type
+/// beside `--plan-only` (or one the format lacks), window flags beside a task. Calibration where nothing reads
+/// it gets a note instead (a sweep may pass one text to every run), and is not read.
+#[test]
+fn flags_a_run_would_not_read_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (model, calib, plan, garbled) = (
+        fixture("tiny-gqa").to_str().unwrap().to_string(),
+        path("calib.json"),
+        path("plan.json"),
+        path("garbled.txt"),
+    );
+    write(Path::new(&calib), b"[[1, 2, 3, 4], [5, 6, 7, 8]]");
+    write(Path::new(&garbled), &[0xff, 0xfe, 0x00]);
+    // `flags` split at spaces, with CALIB, PLAN and GARBLED standing for those files.
+    let prune = |out: &str, flags: &str| {
+        let mut args = vec![
+            "prune".to_string(),
+            model.clone(),
+            "--out".into(),
+            path(out),
+        ];
+        args.extend(flags.split(' ').map(|f| match f {
+            "CALIB" => calib.clone(),
+            "PLAN" => plan.clone(),
+            "GARBLED" => garbled.clone(),
+            f => f.to_string(),
+        }));
+        prunelab(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let weights_only = "--importance l2 --ratio 0.5 --compensation none";
+    assert!(prune("plan.json", &format!("{weights_only} --plan-only"))
+        .status
+        .success());
+    for (flags, message) in [
+        (
+            "--plan PLAN --calib-ids CALIB --ratio 0.9",
+            "cannot be used with",
+        ),
+        (
+            "--plan PLAN --calib-ids CALIB --importance taylor-first",
+            "cannot be used with",
+        ),
+        (
+            "--plan PLAN --calib-ids CALIB --structures mlp",
+            "cannot be used with",
+        ),
+        (
+            &format!("{weights_only} --linalg device"),
+            "--linalg: l2 with compensation none solves nothing and scores no statistics",
+        ),
+        (
+            "--importance wanda-sp --compensation bias --ratio 0.5 --calib-ids CALIB --ridge 5",
+            "--ridge: wanda-sp with compensation bias solves no least squares",
+        ),
+        (
+            "--plan PLAN --compensation bias --calib-ids CALIB --ridge 5",
+            "--ridge: a saved plan with compensation bias solves no least squares",
+        ),
+        (
+            "--ratio 0.25 --structures kv-groups --gamma 2 --calib-ids CALIB",
+            "prune both (--structures kv-groups,mlp or query-heads,mlp)",
+        ),
+        (
+            &format!("{weights_only} --plan-only --dtype f16"),
+            "cannot be used with",
+        ),
+        (
+            "--ratio 0.5 --importance taylor-first --calib-ids CALIB --dtype q8_0",
+            "--dtype q8_0 is not available for Hf output",
+        ),
+    ] {
+        let run = prune("out", flags);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flags}: {stderr}");
+        assert!(stderr.contains(message), "{flags}: {stderr}");
+        assert!(!dir.path().join("out").exists(), "{flags}");
+    }
+    // The same flags where the run reads them.
+    for (i, flags) in [
+        "--importance wanda-sp --compensation bias --ratio 0.5 --linalg device",
+        "--importance obs --compensation none --ratio 0.5 --ridge 5",
+        "--plan PLAN --ridge 0.1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = prune(&format!("read-{i}"), &format!("{flags} --calib-ids CALIB"));
+        assert!(
+            run.status.success(),
+            "{flags}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    // Calibration nothing reads: a note, and the (garbled) text is not read.
+    for (i, (flags, what)) in [
+        (
+            format!("{weights_only} --calib GARBLED --calib-batch 1"),
+            "l2 with compensation none",
+        ),
+        (
+            "--plan PLAN --compensation none --calib-ids CALIB".to_string(),
+            "a saved plan with compensation none",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = prune(&format!("noted-{i}"), &flags);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{flags}: {stderr}");
+        assert!(
+            stderr.contains(&format!("note: {what} reads no calibration: --calib")),
+            "{stderr}"
+        );
+    }
+    let tasks = dir.path().join("tasks.jsonl");
+    write(
+        &tasks,
+        br#"{"context": "a", "choices": ["b", "c"], "gold": 0}"#,
+    );
+    let eval = prunelab(&[
+        "eval",
+        &model,
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--max-windows",
+        "1",
+    ]);
+    assert_eq!(eval.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&eval.stderr).contains("cannot be used with"));
+}
+
 fn probe_logits(model: &Path) -> Vec<f32> {
     use prunelab::eval::perplexity::batch_tensor;
     type Cpu = prunelab::backend::Cpu;

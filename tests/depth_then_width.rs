@@ -342,4 +342,44 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
         &want,
     );
     assert!(diff < 1e-5, "replayed plan: {diff:e}");
+    // The saved recipe's depth step takes a score or a ratio from the flags and keeps the other.
+    let model = fixture("tiny-gqa");
+    let saved = hf.join("recipe.json");
+    let depth_of = |name: &str, flag: &str, value: &str| {
+        let out = dir.path().join(name);
+        let args = [
+            "prune",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--recipe",
+            saved.to_str().unwrap(),
+            flag,
+            value,
+            "--json",
+        ];
+        run_cli_json(&args.map(String::from))["recipe"]["depth"].clone()
+    };
+    assert_eq!(
+        depth_of("scored", "--depth-importance", "l2"),
+        serde_json::json!({"ratio": 0.3, "importance": "l2"})
+    );
+    assert_eq!(
+        depth_of("deeper", "--depth-ratio", "0.6"),
+        serde_json::json!({"ratio": 0.6, "importance": "block-influence"})
+    );
+    // Without a depth step there is nothing to score.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
+        .args(["prune", model.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("refused"))
+        .args(["--ratio", "0.5", "--depth-importance", "l2", "--calib-ids"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--depth-importance scores the whole layers of a depth step"),
+        "{stderr}"
+    );
 }

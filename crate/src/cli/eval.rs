@@ -39,11 +39,11 @@ pub struct EvalArgs {
     /// Score only the first N items of --tasks.
     #[arg(long, conflicts_with_all = ["text", "ids"])]
     max_items: Option<usize>,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per window (perplexity; a task scores whole items, see --max-items).
+    #[arg(long, default_value_t = 128, conflicts_with = "tasks")]
     seq_len: usize,
-    /// Evaluate only the first N windows.
-    #[arg(long)]
+    /// Evaluate only the first N windows (perplexity; for a task, --max-items).
+    #[arg(long, conflicts_with = "tasks")]
     max_windows: Option<usize>,
     /// Windows (or choices) per forward pass.
     #[arg(long, default_value_t = 8)]

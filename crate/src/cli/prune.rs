@@ -88,8 +88,8 @@ pub struct PruneArgs {
     /// layers that stay by --structures at --ratio or to --target-params (which counts both steps).
     #[arg(long)]
     depth_ratio: Option<f64>,
-    /// The whole-layer score of --depth-ratio (default block-influence).
-    #[arg(long, requires = "depth_ratio")]
+    /// The whole-layer score of --depth-ratio or of the recipe's depth step (default block-influence).
+    #[arg(long)]
     depth_importance: Option<String>,
     /// Pruned layers START..END (default: LLM-Pruner's proportions, 4..30 of 32).
     #[arg(long)]
@@ -158,10 +158,15 @@ pub struct PruneArgs {
     #[arg(long, requires = "tasks")]
     tasks_items: Option<usize>,
     /// Write only the plan (JSON) to --out; apply it later with --plan.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["format", "dtype"])]
     plan_only: bool,
-    /// Apply a saved plan instead of scoring (no --ratio needed), repaired with the recipe's compensation.
-    #[arg(long, conflicts_with = "plan_only")]
+    /// Apply a saved plan instead of scoring (no --ratio needed), repaired with the recipe's compensation; the
+    /// flags that choose what goes (score, allocation, amount, structures) are refused beside it.
+    #[arg(long, conflicts_with_all = [
+        "plan_only", "importance", "allocation", "gamma", "population", "generations", "fitness_windows",
+        "trials", "blocks", "mix", "structures", "ratio", "depth_ratio", "depth_importance", "target_params",
+        "compat",
+    ])]
     plan: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
@@ -265,12 +270,26 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         r.ratio = args.ratio;
         r.target_params = args.target_params;
     }
-    if let Some(ratio) = args.depth_ratio {
-        let importance = match &args.depth_importance {
-            Some(k) => parse_enum(k, "--depth-importance", &Importance::ALL)?,
-            None => Importance::BlockInfluence,
-        };
-        r.depth = Some(DepthFirst { ratio, importance });
+    let depth_importance = match &args.depth_importance {
+        Some(k) => Some(parse_enum(k, "--depth-importance", &Importance::ALL)?),
+        None => None,
+    };
+    match (args.depth_ratio, depth_importance, &mut r.depth) {
+        (Some(ratio), importance, given) => {
+            let importance = importance
+                .or(given.map(|d| d.importance))
+                .unwrap_or(Importance::BlockInfluence);
+            r.depth = Some(DepthFirst { ratio, importance });
+        }
+        (None, Some(importance), Some(depth)) => depth.importance = importance,
+        (None, Some(_), None) => {
+            return Err(Error::Invalid(
+                "--depth-importance scores the whole layers of a depth step: give --depth-ratio (or a recipe \
+                 with one)"
+                    .into(),
+            ))
+        }
+        (None, None, _) => {}
     }
     if let Some(l) = &args.layers {
         r.layers = Some(LayerRange::parse(l)?);
@@ -347,6 +366,42 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
         });
     }
     Ok(r)
+}
+
+/// Refuses `--linalg` where nothing is solved or scored on statistics and `--ridge` where nothing solves with
+/// it; calibration flags on a run that reads no calibration get a note (a sweep over scores may pass one text
+/// to every run) and the text is not read.
+fn check_flags_used(args: &PruneArgs, recipe: &Recipe, plan_given: bool) -> Result<()> {
+    let repair = recipe.compensation.name();
+    let what = match plan_given {
+        true => format!("a saved plan with compensation {repair}"),
+        false => format!("{} with compensation {repair}", recipe.importance.name()),
+    };
+    if args.linalg.is_some() && !recipe.uses_linalg(plan_given) {
+        return Err(Error::Invalid(format!(
+            "--linalg: {what} solves nothing and scores no statistics"
+        )));
+    }
+    if args.ridge.is_some() && !recipe.uses_ridge(plan_given) {
+        return Err(Error::Invalid(format!(
+            "--ridge: {what} solves no least squares (the ridge is for ls, ls-bias and obs)"
+        )));
+    }
+    let calibration = [
+        ("--calib", args.calib.is_some()),
+        ("--calib-ids", args.calib_ids.is_some()),
+        ("--calib-samples", args.calib_samples.is_some()),
+        ("--calib-len", args.calib_len.is_some()),
+        ("--calib-batch", args.calib_batch.is_some()),
+    ];
+    let given: Vec<&str> = calibration.iter().filter(|c| c.1).map(|c| c.0).collect();
+    if !given.is_empty() && !recipe.needs_calibration(plan_given) {
+        note!(
+            "note: {what} reads no calibration: {} not read",
+            given.join(", ")
+        );
+    }
+    Ok(())
 }
 
 struct PruneJob<'a> {
@@ -637,6 +692,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
             None
         }
     };
+    check_flags_used(&args, &recipe, plan.is_some())?;
+    if !args.plan_only {
+        dtypes(Format::resolve(args.format, &args.out), &args.dtype)?;
+    }
     let candidate_params = search_candidate_params(&input.config, &recipe, plan.is_some())?;
     if args.out.exists() {
         return Err(Error::Invalid(format!(
@@ -645,8 +704,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
         )));
     }
     let sampled = matches!(recipe.calibration, CalibSource::Sampled { .. });
-    let needs_text =
-        args.eval.is_some() || args.tasks.is_some() || (args.calib.is_some() && sampled);
+    let calibrated = recipe.needs_calibration(plan.is_some());
+    let needs_text = args.eval.is_some()
+        || args.tasks.is_some()
+        || (args.calib.is_some() && sampled && calibrated);
     let tokenizer = match needs_text {
         true => Some(input.tokenizer()?.ok_or_else(|| {
             Error::Tokenizer(format!("{} has no tokenizer", args.model.display()))
@@ -654,6 +715,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         false => None,
     };
     let calib = match (&recipe.calibration, &args.calib) {
+        _ if !calibrated => vec![],
         (CalibSource::Ids { windows }, _) => windows.clone(),
         (CalibSource::Sampled { samples, length }, Some(text)) => {
             let ids = tokenizer
@@ -663,25 +725,17 @@ pub fn run(args: PruneArgs) -> Result<()> {
             sample_windows(&ids, *samples, *length, recipe.seed)?
         }
         (CalibSource::Sampled { .. }, None) => {
-            let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-            let (score, repair) = (
-                recipe.importance.name(),
-                name(serde_json::to_value(recipe.compensation).expect("serialisable")),
-            );
+            let (score, repair) = (recipe.importance.name(), recipe.compensation.name());
             let pass = "pass --calib FILE or --calib-ids FILE.json";
-            let why = recipe.needs_calibration(plan.is_some()).then(|| match plan.is_some() {
-                true => format!("the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)"),
-                false => match recipe.allocation {
-                    Allocation::Search(_) => format!(
-                        "the search allocation measures candidates on calibration text: {pass}"
-                    ),
-                    _ => format!("{score} + {repair} needs calibration text: {pass}"),
-                },
-            });
-            if let Some(why) = why {
-                return Err(Error::Invalid(why));
-            }
-            vec![]
+            return Err(Error::Invalid(match (plan.is_some(), &recipe.allocation) {
+                (true, _) => format!(
+                    "the plan is repaired with {repair}, which needs calibration text: {pass} (or --compensation none)"
+                ),
+                (false, Allocation::Search(_)) => {
+                    format!("the search allocation measures candidates on calibration text: {pass}")
+                }
+                (false, _) => format!("{score} + {repair} needs calibration text: {pass}"),
+            }));
         }
     };
     // Checked against the vocabulary before anything loads.

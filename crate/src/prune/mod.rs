@@ -26,3 +26,11 @@ pub use importance::Importance;
 pub use plan::Plan;
 pub use recipe::Recipe;
 pub use report::Report;
+
+/// A unit variant's name as recipes and flags spell it (its serde name: `taylor-first`, `ls-bias`, …).
+pub(crate) fn spelled<T: serde::Serialize>(variant: T) -> String {
+    match serde_json::to_value(variant) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => unreachable!("a unit variant serialises as its kebab-case name"),
+    }
+}

@@ -281,6 +281,21 @@ impl Recipe {
             || (!plan_given && (self.importance.needs_calibration() || depth || search))
     }
 
+    /// Whether the run solves with [`Self::ridge`]: a least-squares compensation, or the `obs` score unless a
+    /// saved plan replaces the scores.
+    pub fn uses_ridge(&self, plan_given: bool) -> bool {
+        let solves = matches!(self.compensation, Compensation::Ls | Compensation::LsBias);
+        solves || (!plan_given && self.importance == Importance::Obs)
+    }
+
+    /// Whether the run does linear algebra on calibration statistics (where [`Self::linalg`] says): the
+    /// sequential pass's repairs and their errors, which run for any compensation and for an activation score
+    /// unless a saved plan replaces the scores.
+    pub fn uses_linalg(&self, plan_given: bool) -> bool {
+        self.compensation != Compensation::None
+            || (!plan_given && self.importance.needs_activations())
+    }
+
     /// How much goes: one ratio or one parameter target, and an allocation that can use it (after
     /// [`Self::check_run`], so the layer range is valid).
     fn check_amount(&self, cfg: &ModelConfig) -> Result<()> {
@@ -323,9 +338,18 @@ impl Recipe {
                     "attention:MLP ratio γ = {gamma} must be a finite number > 0"
                 )))
             }
-            Allocation::AttnMlpRatio { gamma }
-                if self.structures.contains(&StructureKind::Mlp)
-                    && self.ratio.is_some_and(|r| gamma * r >= 1.0) =>
+            Allocation::AttnMlpRatio { .. }
+                if !self.prunes_depth()
+                    && (!self.structures.contains(&StructureKind::Mlp)
+                        || !self.structures.iter().any(|k| k.is_attention())) =>
+            {
+                return Err(Error::Invalid(
+                    "the attention:MLP ratio sets the MLP's fraction from the attention's: prune both \
+                     (--structures kv-groups,mlp or query-heads,mlp)"
+                        .into(),
+                ))
+            }
+            Allocation::AttnMlpRatio { gamma } if self.ratio.is_some_and(|r| gamma * r >= 1.0) =>
             {
                 return Err(Error::Invalid(format!(
                     "attention:MLP ratio γ = {gamma} at ratio {} would remove the whole MLP (γ × ratio must be < 1)",

@@ -43,6 +43,11 @@ impl StructureKind {
     pub fn is_width(self) -> bool {
         self != StructureKind::Layers
     }
+
+    /// Whether the kind narrows the attention (KV groups or query heads).
+    pub fn is_attention(self) -> bool {
+        matches!(self, StructureKind::KvGroups | StructureKind::QueryHeads)
+    }
 }
 
 /// The query heads of KV group `g` in a layer of shape `s`.

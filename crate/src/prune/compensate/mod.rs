@@ -38,6 +38,11 @@ impl Compensation {
         Compensation::LsBias,
     ];
 
+    /// The repair's name as recipes and flags spell it (`ls`, `ls-bias`, …).
+    pub fn name(self) -> String {
+        crate::prune::spelled(self)
+    }
+
     /// Whether the repair gives `o_proj` / `down_proj` an output bias.
     pub fn adds_bias(self) -> bool {
         matches!(self, Compensation::Bias | Compensation::LsBias)

@@ -72,10 +72,7 @@ impl Importance {
 
     /// The score's name as recipes and flags spell it (`taylor-first`, `block-influence`, …).
     pub fn name(self) -> String {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => unreachable!("a unit variant serialises as its kebab-case name"),
-        }
+        crate::prune::spelled(self)
     }
 
     /// One line for a user choosing a score.
