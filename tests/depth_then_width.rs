@@ -369,17 +369,17 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
         serde_json::json!({"ratio": 0.6, "importance": "block-influence"})
     );
     // Without a depth step there is nothing to score.
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_prunelab"))
-        .args(["prune", model.to_str().unwrap(), "--out"])
-        .arg(dir.path().join("refused"))
-        .args(["--ratio", "0.5", "--depth-importance", "l2", "--calib-ids"])
-        .arg(&ids)
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("--depth-importance scores the whole layers of a depth step"),
-        "{stderr}"
+    refused_prune(
+        &model,
+        &dir.path().join("refused"),
+        &[
+            "--ratio",
+            "0.5",
+            "--depth-importance",
+            "l2",
+            "--calib-ids",
+            ids.to_str().unwrap(),
+        ],
+        "--depth-importance scores the whole layers of a depth step",
     );
 }
