@@ -859,7 +859,7 @@ fn flags_a_run_would_not_read_are_refused() {
         ),
         (
             "--ratio 0.25 --structures kv-groups --gamma 2 --calib-ids CALIB",
-            "prune both (--structures kv-groups,mlp or query-heads,mlp)",
+            "prune both, an attention structure (kv-groups or query-heads) and mlp",
         ),
         (
             &format!("{weights_only} --plan-only --dtype f16"),
@@ -907,8 +907,9 @@ fn flags_a_run_would_not_read_are_refused() {
         let run = prune(&format!("noted-{i}"), &flags);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "{flags}: {stderr}");
+        let noted = ["--calib, --calib-batch not used", "--calib-ids not used"][i];
         assert!(
-            stderr.contains(&format!("note: {what} reads no calibration: --calib")),
+            stderr.contains(&format!("note: {what} reads no calibration: {noted}")),
             "{stderr}"
         );
     }
@@ -917,16 +918,17 @@ fn flags_a_run_would_not_read_are_refused() {
         &tasks,
         br#"{"context": "a", "choices": ["b", "c"], "gold": 0}"#,
     );
-    let eval = prunelab(&[
-        "eval",
-        &model,
-        "--tasks",
-        tasks.to_str().unwrap(),
-        "--max-windows",
-        "1",
-    ]);
-    assert_eq!(eval.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&eval.stderr).contains("cannot be used with"));
+    for window in ["--max-windows", "--seq-len"] {
+        let err = refused_cli(&[
+            "eval",
+            &model,
+            "--tasks",
+            tasks.to_str().unwrap(),
+            window,
+            "4",
+        ]);
+        assert!(err.contains("cannot be used with"), "{window}: {err}");
+    }
 }
 
 fn probe_logits(model: &Path) -> Vec<f32> {

@@ -345,7 +345,7 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
     // The saved recipe's depth step takes a score or a ratio from the flags and keeps the other.
     let model = fixture("tiny-gqa");
     let saved = hf.join("recipe.json");
-    let depth_of = |name: &str, flag: &str, value: &str| {
+    let depth_of = |name: &str, recipe: &std::path::Path, flag: &str, value: &str| {
         let out = dir.path().join(name);
         let args = [
             "prune",
@@ -353,7 +353,7 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
             "--out",
             out.to_str().unwrap(),
             "--recipe",
-            saved.to_str().unwrap(),
+            recipe.to_str().unwrap(),
             flag,
             value,
             "--json",
@@ -361,12 +361,13 @@ fn the_cli_writes_depth_then_width_models_that_load_back_and_replay() {
         run_cli_json(&args.map(String::from))["recipe"]["depth"].clone()
     };
     assert_eq!(
-        depth_of("scored", "--depth-importance", "l2"),
+        depth_of("scored", &saved, "--depth-importance", "l2"),
         serde_json::json!({"ratio": 0.3, "importance": "l2"})
     );
+    let scored = dir.path().join("scored/recipe.json");
     assert_eq!(
-        depth_of("deeper", "--depth-ratio", "0.6"),
-        serde_json::json!({"ratio": 0.6, "importance": "block-influence"})
+        depth_of("deeper", &scored, "--depth-ratio", "0.6"),
+        serde_json::json!({"ratio": 0.6, "importance": "l2"})
     );
     // Without a depth step there is nothing to score.
     refused_prune(

@@ -370,7 +370,7 @@ fn recipe(args: &PruneArgs) -> Result<Recipe> {
 
 /// Refuses `--linalg` where nothing is solved or scored on statistics and `--ridge` where nothing solves with
 /// it; calibration flags on a run that reads no calibration get a note (a sweep over scores may pass one text
-/// to every run) and the text is not read.
+/// to every run) and are not used (a `--calib` text is not even read).
 fn check_flags_used(args: &PruneArgs, recipe: &Recipe, plan_given: bool) -> Result<()> {
     let repair = recipe.compensation.name();
     let what = match plan_given {
@@ -397,7 +397,7 @@ fn check_flags_used(args: &PruneArgs, recipe: &Recipe, plan_given: bool) -> Resu
     let given: Vec<&str> = calibration.iter().filter(|c| c.1).map(|c| c.0).collect();
     if !given.is_empty() && !recipe.needs_calibration(plan_given) {
         note!(
-            "note: {what} reads no calibration: {} not read",
+            "note: {what} reads no calibration: {} not used",
             given.join(", ")
         );
     }

@@ -211,17 +211,19 @@ impl BackendJob for StreamJob<'_> {
             None,
         )
     }
-    /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run) and
+    /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run, of the
+    /// recipe's or of a saved plan's) and
     /// what the layer-wise calibration passes hold through a layer (a whole-layer and a width step, chained,
     /// each hold their own); or, when the evaluation (`--eval`, `--eval-ids`) holds more, the input's streamed
     /// evaluation. The output's comes after the pruning pass and is no larger (but for the zero biases
     /// `ls-bias` gives unpruned layers).
     fn resident(&self, precision: Precision) -> Option<Resident> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
-        let repairs_depth = recipe
-            .and_steps()
-            .iter()
-            .any(|r| r.prunes_depth() && r.compensation != Compensation::None);
+        let removes_layers = match &self.plan {
+            Some(plan) => !plan.removed_layers.is_empty(),
+            None => recipe.and_steps().iter().any(Recipe::prunes_depth),
+        };
+        let repairs_depth = removes_layers && recipe.compensation != Compensation::None;
         let layers = if repairs_depth { 2 } else { 1 };
         let len = self.calib.first().map_or(0, Vec::len);
         let calibration = pass_bytes(

@@ -344,8 +344,8 @@ impl Recipe {
                         || !self.structures.iter().any(|k| k.is_attention())) =>
             {
                 return Err(Error::Invalid(
-                    "the attention:MLP ratio sets the MLP's fraction from the attention's: prune both \
-                     (--structures kv-groups,mlp or query-heads,mlp)"
+                    "the attention:MLP ratio sets the MLP's fraction from the attention's: prune both, an \
+                     attention structure (kv-groups or query-heads) and mlp"
                         .into(),
                 ))
             }
