@@ -391,7 +391,7 @@ fn the_cli_reports_the_search_with_the_losses_of_the_models_it_writes() {
 /// What the search allocation cannot do is refused by name, writing nothing.
 #[test]
 fn search_is_refused_where_it_cannot_run() {
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let demo = demo_dir();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let calib = demo.join("../../web/data/calib-python-tutorial.txt");

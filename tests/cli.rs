@@ -1130,7 +1130,7 @@ fn shared_removals(a: &Value, b: &Value) -> f64 {
 /// device).
 #[test]
 fn bf16_prunes_the_demo_as_f32_does() {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let demo = demo_dir();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data");
     let dir = tempfile::tempdir().unwrap();
     let run = |precision: &str, importance: &str, compensation: &str| {
@@ -1424,7 +1424,7 @@ fn outputs_carry_the_tokenizer_and_generation_files() {
 /// recipe with `--eval` alone evaluates the same windows (the same perplexities); the summary names them.
 #[test]
 fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let demo = demo_dir();
     let eval = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data/eval-python-faq.txt");
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
@@ -1474,12 +1474,7 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
     assert_eq!(a["eval"], b["eval"]);
     assert!(summary.contains("(5 windows of 64)"), "{summary}");
     // The same text tokenized beforehand (`--eval-ids`) evaluates the same windows.
-    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
-    let text = std::fs::read_to_string(&eval).unwrap();
-    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
-        .unwrap()
-        .encode(&text)
-        .unwrap();
+    let ids = tokenized(&demo, &eval);
     let ids_file = dir.path().join("eval.json");
     write(&ids_file, serde_json::to_string(&ids).unwrap().as_bytes());
     let pretokenized = json_stdout(&prunelab(
@@ -1528,15 +1523,10 @@ fn evaluation_windows_follow_the_flags_and_the_saved_recipe() {
 /// refused rather than ignored.
 #[test]
 fn calibration_follows_the_flags_and_the_saved_recipe() {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let demo = demo_dir();
     let calib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/data/calib-python-tutorial.txt");
     let dir = tempfile::tempdir().unwrap();
-    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
-    let text = std::fs::read_to_string(&calib).unwrap();
-    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
-        .unwrap()
-        .encode(&text)
-        .unwrap();
+    let ids = tokenized(&demo, &calib);
     let windows: Vec<&[u32]> = ids.chunks(64).skip(3).step_by(5).take(8).collect();
     let ids_file = dir.path().join("calib.json");
     write(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
 use common::*;
@@ -21,10 +20,6 @@ use prunelab::prune::recipe::Recipe;
 use prunelab::prune::Importance;
 
 type B = Autodiff<Flex>;
-
-fn demo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-}
 
 struct Demo {
     cfg: ModelConfig,

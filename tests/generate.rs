@@ -242,16 +242,12 @@ mod cli {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn demo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
-    }
-
     /// A copy of the demo model's config, weights and tokenizer in `dir/demo`, to add side files to.
     fn demo_copy(dir: &Path) -> PathBuf {
         let model = dir.join("demo");
         std::fs::create_dir(&model).unwrap();
         for name in ["config.json", "model.safetensors", "tokenizer.json"] {
-            std::fs::copy(demo().join(name), model.join(name)).unwrap();
+            std::fs::copy(demo_dir().join(name), model.join(name)).unwrap();
         }
         model
     }
@@ -266,7 +262,7 @@ mod cli {
 
     #[test]
     fn generate_continues_the_prompt_greedily_and_times_the_decoding() {
-        let demo = demo();
+        let demo = demo_dir();
         let prompt = "The list type has";
         let out = run_cli(&[
             "generate",
@@ -302,7 +298,7 @@ mod cli {
 
     #[test]
     fn generate_names_bad_input() {
-        let demo = demo();
+        let demo = demo_dir();
         let dir = tempfile::tempdir().unwrap();
         let ids = |name: &str, json: &str| {
             let p = dir.path().join(name);
@@ -417,7 +413,7 @@ mod cli {
 
     #[test]
     fn generate_samples_reproducibly_from_a_seed() {
-        let demo = demo();
+        let demo = demo_dir();
         let run = |extra: &[&str]| {
             let mut args = vec![
                 "generate",

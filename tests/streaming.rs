@@ -596,7 +596,7 @@ fn streamed_perplexity_reads_each_layer_once_for_the_in_memory_number() {
 #[test]
 fn streamed_runs_evaluate_like_the_in_memory_run() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let demo = common::demo_dir();
     let data = common::shared_dir().join("data");
     let (calib, eval) = (
         data.join("calib-python-tutorial.txt"),
@@ -631,11 +631,7 @@ fn streamed_runs_evaluate_like_the_in_memory_run() {
         whole["eval"]["after"]["ppl"].as_f64().unwrap()
             > whole["eval"]["before"]["ppl"].as_f64().unwrap()
     );
-    let tokenizer = std::fs::read(demo.join("tokenizer.json")).unwrap();
-    let ids = prunelab::io::Tokenizer::from_json(&tokenizer)
-        .unwrap()
-        .encode(&std::fs::read_to_string(&eval).unwrap())
-        .unwrap();
+    let ids = common::tokenized(&demo, std::path::Path::new(&eval));
     let ids_file = dir.path().join("eval.json");
     std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
     let ids_file = path(&ids_file);

@@ -26,6 +26,20 @@ pub fn read(path: &std::path::Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The built-in demo model's folder (`models/demo`).
+pub fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+/// A text file's token ids through `model`'s `tokenizer.json`: what `--eval` or `--calib` with that file reads,
+/// for the `--eval-ids` / `--calib-ids` side of a comparison.
+pub fn tokenized(model: &std::path::Path, text: &std::path::Path) -> Vec<u32> {
+    let tokenizer =
+        prunelab::io::Tokenizer::from_json(&read(&model.join("tokenizer.json"))).unwrap();
+    let text = std::fs::read_to_string(text).unwrap_or_else(|e| panic!("{}: {e}", text.display()));
+    tokenizer.encode(&text).unwrap()
+}
+
 /// A fixture's `golden.json`.
 pub fn golden_json(name: &str) -> serde_json::Value {
     serde_json::from_slice(&read(&fixture(name).join("golden.json"))).expect("golden.json parses")
