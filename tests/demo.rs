@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use burn::backend::{Autodiff, Flex};
 use common::*;
 use prunelab::eval::perplexity::{perplexity, PerplexityOptions};

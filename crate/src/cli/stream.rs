@@ -211,11 +211,10 @@ impl BackendJob for StreamJob<'_> {
             None,
         )
     }
-    /// One decoder layer on the device (two while a depth repair keeps the layer before a removed run, of the
-    /// recipe's or of a saved plan's) and
-    /// what the layer-wise calibration passes hold through a layer (a whole-layer and a width step, chained,
-    /// each hold their own); or, when the evaluation (`--eval`, `--eval-ids`) holds more, the input's streamed
-    /// evaluation. The output's comes after the pruning pass and is no larger (but for the zero biases
+    /// One decoder layer on the device (two while a depth repair, the recipe's or a saved plan's, keeps the
+    /// layer before a removed run) and what the layer-wise calibration passes hold through a layer (a
+    /// whole-layer and a width step, chained, each hold their own); or, when the evaluation (`--eval`,
+    /// `--eval-ids`) holds more, the input's streamed evaluation. The output's comes after the pruning pass and is no larger (but for the zero biases
     /// `ls-bias` gives unpruned layers).
     fn resident(&self, precision: Precision) -> Option<Resident> {
         let (cfg, recipe) = (&self.input.config, &self.recipe);
