@@ -548,7 +548,7 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
     let calibration = prunelab::prune::activations::pass_bytes(
         &cfg,
         &prunelab::prune::Recipe::default(),
-        false,
+        None,
         2,
         4,
         prunelab::backend::Precision::F32,

@@ -759,13 +759,16 @@ fn a_search_holds_the_uniform_candidates_copy_beside_the_weights() {
 /// (numerical + ls) holds 32 GiB of f32 activations beside 25.10 GiB of weights: refused on a 48 GiB card,
 /// naming them; in bf16 it fits. Streamed, one decoder layer's weights replace the model's, beside the same
 /// windows. A run with no layer-wise pass (taylor-first without compensation, or a saved plan without
-/// compensation) holds none; a depth step's block influence holds the activations alone.
+/// compensation) holds none; a depth step's block influence holds the activations alone, its repair the Gram of
+/// down_proj's input beside the removed run's contribution. A saved plan's steps follow the plan, not the
+/// recipe's structures.
 #[test]
 fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics() {
     use prunelab::backend::Precision;
     use prunelab::model::resident::Resident;
-    use prunelab::prune::activations::pass_bytes;
+    use prunelab::prune::activations::{pass_bytes, PassBytes};
     use prunelab::prune::compensate::Compensation;
+    use prunelab::prune::plan::{LayerPlan, Plan};
     use prunelab::prune::structure::StructureKind;
     let cfg = ModelConfig::from_json(
         &serde_json::to_vec(&prunelab::model::shapes::known_shape("llama-7b").unwrap()).unwrap(),
@@ -778,28 +781,33 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         (default.importance, default.compensation),
         (Importance::Numerical, Compensation::Ls)
     );
-    let pass = |r: &Recipe, plan_given, p| pass_bytes(&cfg, r, plan_given, 1024, 2048, p).in_memory;
+    let pass = |r: &Recipe, plan, p| pass_bytes(&cfg, r, plan, 1024, 2048, p).in_memory;
     let f32_acts: u128 = 1024 * 2048 * 4096 * 4;
     // One chunk of 11 windows (its MLP activations under 1 GiB in f32) computes gate_proj's and up_proj's
     // outputs beside their input and the residual stream: 11 · 2048 · 2 · (11008 + 4096) values.
     let chunk: u128 = 11 * 2048 * 2 * (11008 + 4096) * 4;
     assert_eq!(chunk, 2_722_103_296);
     assert_eq!(
-        pass(&default, false, Precision::F32),
+        pass(&default, None, Precision::F32),
         f32_acts + chunk + grams
     );
     assert_eq!(
-        pass(&default, false, Precision::Bf16),
+        pass(&default, None, Precision::Bf16),
         (f32_acts + chunk) / 2 + grams
     );
-    // A saved plan still repairs with ls: the same pass.
+    // A saved plan that narrows layers still repairs them with ls: the same pass.
+    let narrow = |l| LayerPlan {
+        mlp_channels: vec![0, 1],
+        ..LayerPlan::keep_all(l)
+    };
+    let width_plan = Plan::new(&cfg, vec![narrow(5)]);
     assert_eq!(
-        pass(&default, true, Precision::F32),
+        pass(&default, Some(&width_plan), Precision::F32),
         f32_acts + chunk + grams
     );
     // Fewer windows than a chunk holds are one chunk; `--calib-batch` sets the chunk.
     assert_eq!(
-        pass_bytes(&cfg, &default, false, 4, 2048, Precision::F32).in_memory,
+        pass_bytes(&cfg, &default, None, 4, 2048, Precision::F32).in_memory,
         f32_acts / 256 + 4 * chunk / 11 + grams
     );
     let one = Recipe {
@@ -807,7 +815,7 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         ..Recipe::default()
     };
     assert_eq!(
-        pass(&one, false, Precision::F32),
+        pass(&one, None, Precision::F32),
         f32_acts + chunk / 11 + grams
     );
     let taylor = Recipe {
@@ -815,14 +823,14 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         compensation: Compensation::None,
         ..Recipe::default()
     };
-    assert_eq!(pass(&taylor, false, Precision::F32), 0);
+    assert_eq!(pass(&taylor, None, Precision::F32), 0);
     let flap = Recipe {
         importance: Importance::Flap,
         compensation: Compensation::None,
         ..Recipe::default()
     };
-    assert_eq!(pass(&flap, false, Precision::F32), f32_acts + chunk + grams);
-    assert_eq!(pass(&flap, true, Precision::F32), 0);
+    assert_eq!(pass(&flap, None, Precision::F32), f32_acts + chunk + grams);
+    assert_eq!(pass(&flap, Some(&width_plan), Precision::F32), 0);
     let depth = Recipe {
         structures: vec![StructureKind::Layers],
         importance: Importance::BlockInfluence,
@@ -830,7 +838,17 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
         ratio: Some(0.25),
         ..Recipe::default()
     };
-    assert_eq!(pass(&depth, false, Precision::F32), f32_acts + chunk);
+    assert_eq!(pass(&depth, None, Precision::F32), f32_acts + chunk);
+    // Repaired with ls, a depth step also gathers the statistics of the down_proj that absorbs a removed run:
+    // its input beside the run's contribution, `(11008 + 4096)²·4` bytes.
+    let depth_gram: u128 = (11008 + 4096) * (11008 + 4096) * 4;
+    assert_eq!(depth_gram, 912_523_264);
+    let repaired = Recipe {
+        compensation: Compensation::Ls,
+        ..depth.clone()
+    };
+    let f32_pass = f32_acts + chunk;
+    assert_eq!(pass(&repaired, None, Precision::F32), f32_pass + depth_gram);
     // Whole layers (block influence, repaired with ls) then width: in memory the steps run one after the
     // other, the larger counts; streamed they run chained, each pass with its own windows, so both count.
     let both = Recipe {
@@ -842,19 +860,64 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
     };
     let (windows, len) = (1024, 2048);
     let p = Precision::F32;
-    assert_eq!(pass(&both, false, p), f32_acts + chunk + grams);
+    let run = |r: &Recipe, plan| pass_bytes(&cfg, r, plan, windows, len, p);
+    assert_eq!(pass(&both, None, p), f32_pass + depth_gram);
+    assert_eq!(run(&both, None).streamed, 2 * f32_pass + depth_gram + grams);
+    assert_eq!(run(&default, None).streamed, pass(&default, None, p));
+    // A saved plan's steps are its own, whatever the recipe's structures: removing layers only, the default
+    // recipe's pass holds a depth repair's statistics and no width step's; removing and narrowing, both steps
+    // run (chained when streamed). Without a repair, a saved plan runs no pass.
+    let depth_plan = Plan::depth(&cfg, vec![20, 21]);
     assert_eq!(
-        pass_bytes(&cfg, &both, false, windows, len, p).streamed,
-        2 * (f32_acts + chunk) + grams
+        run(&default, Some(&depth_plan)),
+        PassBytes {
+            in_memory: f32_pass + depth_gram,
+            streamed: f32_pass + depth_gram,
+        }
     );
+    let both_plan = Plan {
+        removed_layers: vec![20, 21],
+        ..width_plan.clone()
+    };
     assert_eq!(
-        pass_bytes(&cfg, &default, false, windows, len, p).streamed,
-        pass(&default, false, p)
+        run(&default, Some(&both_plan)),
+        PassBytes {
+            in_memory: f32_pass + depth_gram,
+            streamed: 2 * f32_pass + depth_gram + grams,
+        }
+    );
+    for plan in [&width_plan, &depth_plan, &both_plan] {
+        assert_eq!(run(&flap, Some(plan)).streamed, 0);
+    }
+    // The statistics are the widest of the step's layers': a depth repair's of the layers before removed runs, a
+    // width step's of its range less the layers removed before it. Layer 19 made wider (20000 channels) counts
+    // when it absorbs layers 20 and 21, not when layer 25 goes, and not in a width step after it went.
+    let mut wide = cfg.clone();
+    wide.layers[19].intermediate_size = 20000;
+    let wide_run = |plan: &Plan| pass_bytes(&wide, &default, Some(plan), windows, len, p);
+    // Its MLP activations take 6 windows a chunk under 1 GiB.
+    let wide_chunk = 6 * 2048 * 2 * (20000 + 4096) * 4;
+    let wide_pass = f32_acts + wide_chunk;
+    let wide_depth: u128 = (20000 + 4096) * (20000 + 4096) * 4;
+    assert_eq!(wide_run(&depth_plan).in_memory, wide_pass + wide_depth);
+    assert_eq!(
+        wide_run(&Plan::depth(&wide, vec![25])).in_memory,
+        wide_pass + depth_gram
+    );
+    let wide_width: u128 = (4096 * 4096 + 20000 * 20000) * 4;
+    assert_eq!(wide_run(&width_plan).in_memory, wide_pass + wide_width);
+    let without_19 = Plan {
+        removed_layers: vec![19],
+        ..width_plan.clone()
+    };
+    assert_eq!(
+        wide_run(&without_19).streamed,
+        2 * wide_pass + depth_gram + grams
     );
 
     let resident = |p| {
         Resident::of(&cfg, "prune", p, false, "use --stream")
-            .with_calibration(pass(&default, false, p), "use fewer calibration windows")
+            .with_calibration(pass(&default, None, p), "use fewer calibration windows")
     };
     let f32_run = resident(Precision::F32);
     assert_eq!(
@@ -877,7 +940,7 @@ fn the_layer_wise_passes_hold_every_windows_activations_and_a_layers_statistics(
     let layer: u128 = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096;
     let streamed = |p| {
         Resident::streamed(&cfg, "prune", p, 1, "use --precision bf16")
-            .with_calibration(pass(&default, false, p), "use fewer calibration windows")
+            .with_calibration(pass(&default, None, p), "use fewer calibration windows")
     };
     let f32_streamed = streamed(Precision::F32);
     assert_eq!(f32_streamed.bytes(), 4 * layer + f32_acts + chunk + grams);

@@ -443,18 +443,18 @@ fn eval<B: Backend>(
 
 /// What a pruning run held in memory holds: the model for its whole length and, beside it at its peak, a
 /// gradient for every weight with what its backwards add over the `calib` windows when it runs them (a gradient
-/// score, AdaPruner, or either as the depth step's score; not with a saved plan), a search candidate's copy of
-/// `candidate_params` parameters, or what its layer-wise calibration passes hold through a layer.
+/// score, AdaPruner, or either as the depth step's score; not with a saved `plan`), a search candidate's copy
+/// of `candidate_params` parameters, or what its layer-wise calibration passes hold through a layer.
 fn pruning_resident(
     cfg: &ModelConfig,
     recipe: &Recipe,
-    plan_given: bool,
+    plan: Option<&Plan>,
     precision: Precision,
     calib: &[Vec<u32>],
     candidate_params: usize,
 ) -> Resident {
     let len = calib.first().map_or(0, Vec::len);
-    let resident = match !plan_given && recipe.runs_backward() {
+    let resident = match plan.is_none() && recipe.runs_backward() {
         true => {
             Resident::of(
                 cfg,
@@ -480,7 +480,7 @@ fn pruning_resident(
             "use --precision bf16 (half), or --allocation uniform with --stream (one layer at a time)",
         )
         .with_calibration(
-            pass_bytes(cfg, recipe, plan_given, calib.len(), len, precision).in_memory,
+            pass_bytes(cfg, recipe, plan, calib.len(), len, precision).in_memory,
             "use --stream (one layer of weights at a time), fewer calibration windows (--calib-samples) \
              or shorter ones (--calib-len), or --precision bf16 (half)",
         )
@@ -538,7 +538,7 @@ impl BackendJob for PruneJob<'_> {
         Some(pruning_resident(
             &self.input.config,
             &self.recipe,
-            self.plan.is_some(),
+            self.plan.as_ref(),
             precision,
             &self.calib,
             self.candidate_params,

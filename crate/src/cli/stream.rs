@@ -228,7 +228,7 @@ impl BackendJob for StreamJob<'_> {
         let calibration = pass_bytes(
             cfg,
             recipe,
-            self.plan.is_some(),
+            self.plan.as_ref(),
             self.calib.len(),
             len,
             precision,

@@ -10,13 +10,14 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::calib::check_windows;
 use super::compensate::Compensation;
+use super::plan::Plan;
 use super::{Importance, Recipe};
 use crate::backend::Precision;
 use crate::error::Result;
 use crate::eval::perplexity::batch_tensor;
 use crate::model::footprint::{elements, mlp_peak_bytes};
 use crate::model::llama::{Block, Positions};
-use crate::model::{Llama, ModelConfig};
+use crate::model::{LayerShape, Llama, ModelConfig};
 
 /// The most bytes one chunk's MLP activations `[chunk, len, intermediate]` take in f32 when the recipe does not
 /// set its calibration batch: 1 GiB, so LLaMA-7B's 128 × 2048 windows run 11 at a time (990 MB), while the
@@ -52,65 +53,143 @@ pub struct PassBytes {
     pub streamed: u128,
 }
 
-/// [`PassBytes`] of `recipe` calibrating on `windows` windows of `len` tokens in `precision`.
+/// [`PassBytes`] of `recipe`, or of `plan` applied with the recipe's compensation, calibrating on `windows`
+/// windows of `len` tokens in `precision`.
 pub fn pass_bytes(
     cfg: &ModelConfig,
     recipe: &Recipe,
-    plan_given: bool,
+    plan: Option<&Plan>,
     windows: usize,
     len: usize,
     precision: Precision,
 ) -> PassBytes {
-    let pass = |r: &Recipe| step_pass_bytes(cfg, r, plan_given, windows, len, precision);
+    let steps: Vec<u128> = Step::of_run(cfg, recipe, plan)
+        .iter()
+        .map(|s| step_pass_bytes(cfg, s, windows, len, precision))
+        .collect();
     PassBytes {
-        in_memory: recipe.and_steps().iter().map(pass).max().unwrap_or(0),
-        streamed: match recipe.steps() {
-            Some((depth, width)) => pass(&depth).saturating_add(pass(&width)),
-            None => pass(recipe),
-        },
+        in_memory: steps.iter().copied().max().unwrap_or(0),
+        streamed: steps.iter().sum(),
     }
+}
+
+/// One step of a run as its layer-wise pass sees it.
+struct Step {
+    recipe: Recipe,
+    /// Whether a saved plan decides what goes (no scores are computed).
+    plan_given: bool,
+    /// Whether the step removes whole layers (else it narrows them).
+    depth: bool,
+    /// The layers whose statistics the step gathers: a width step's range (less the layers a saved plan's
+    /// depth step removed); a depth step's kept layers before a removed run (of a saved plan, else those its
+    /// range allows).
+    layers: Vec<usize>,
+}
+
+impl Step {
+    /// The steps `recipe` runs, or those `plan` splits into (whole layers, then width, as the passes apply
+    /// them).
+    fn of_run(cfg: &ModelConfig, recipe: &Recipe, plan: Option<&Plan>) -> Vec<Step> {
+        let width = |recipe: Recipe, removed: &[usize]| Step {
+            layers: recipe
+                .layer_range(cfg)
+                .filter(|l| !removed.contains(l))
+                .collect(),
+            recipe,
+            plan_given: plan.is_some(),
+            depth: false,
+        };
+        let depth = |recipe: Recipe, layers: Vec<usize>| Step {
+            recipe,
+            plan_given: plan.is_some(),
+            depth: true,
+            layers,
+        };
+        match plan {
+            None => match recipe.steps() {
+                Some((d, w)) => {
+                    let p = absorbing(d.layer_range(cfg));
+                    vec![depth(d, p), width(w, &[])]
+                }
+                None if recipe.prunes_depth() => {
+                    vec![depth(recipe.clone(), absorbing(recipe.layer_range(cfg)))]
+                }
+                None => vec![width(recipe.clone(), &[])],
+            },
+            Some(plan) => {
+                let removed = &plan.removed_layers;
+                let narrows = plan.layers.iter().any(|lp| !lp.is_empty());
+                // The first layer of each removed run.
+                let runs = removed
+                    .iter()
+                    .copied()
+                    .filter(|l| !removed.contains(&l.wrapping_sub(1)));
+                let mut steps = vec![];
+                if !removed.is_empty() {
+                    steps.push(depth(recipe.clone(), absorbing(runs)));
+                }
+                if narrows || removed.is_empty() {
+                    steps.push(width(recipe.clone(), removed));
+                }
+                steps
+            }
+        }
+    }
+}
+
+/// The layers whose down_proj absorbs a run of removed layers starting at one of `firsts`: the layer before
+/// each (layer 0 has none).
+fn absorbing(firsts: impl Iterator<Item = usize>) -> Vec<usize> {
+    firsts.filter(|&l| l > 0).map(|l| l - 1).collect()
 }
 
 /// Bytes one step's layer-wise calibration pass holds through a layer: the activations of all `windows` of
 /// `len` tokens entering it (`[windows, len, hidden]` in the model's float type); what one chunk of them
 /// computes inside the layer at its widest, the MLP ([`mlp_peak_bytes`]: the outputs of `gate_proj` and
-/// `up_proj` beside their input and the residual stream, in the model's float type); and, where a width step
-/// gathers statistics, the f32 Gram matrices of the two inputs it scores or repairs, held together (o_proj's
-/// `[heads·head_dim]²` and down_proj's `[intermediate]²`, the widest layer's in the step's range). 0 when the
-/// step runs no layer-wise pass (no compensation, and scores from weights or gradients, or from a
-/// `plan_given`). A lower bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its
-/// statistics in bf16), the layer's output while its input is consumed chunk by chunk, and, when the windows
-/// are one chunk, what the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`,
-/// and with the MLP's statistics after the attention its input, `[windows, len, intermediate]`) come on top.
-/// On the CPU, flap + ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.09 times in
-/// bf16 over two runs, bf16 there holding more than f32 outright; unmeasured on CUDA
-/// (`benches/calibration_memory_smollm2.sh`).
+/// `up_proj` beside their input and the residual stream, in the model's float type); and the f32 Gram matrices
+/// the step gathers, the widest of its layers': a width step's of the two inputs it scores or repairs, held
+/// together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`), a depth repair's of down_proj's
+/// input beside the removed run's contribution (`[intermediate + hidden]²`). 0 when the step runs no
+/// layer-wise pass (no compensation, and scores from weights or gradients, or from a saved plan). A lower
+/// bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its statistics in bf16),
+/// the layer's output while its input is consumed chunk by chunk, and, when the windows are one chunk, what
+/// the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`, and with the MLP's
+/// statistics after the attention its input, `[windows, len, intermediate]`) come on top. On the CPU, flap +
+/// ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.09 times in bf16 over two runs,
+/// bf16 there holding more than f32 outright; unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
 fn step_pass_bytes(
     cfg: &ModelConfig,
-    r: &Recipe,
-    plan_given: bool,
+    step: &Step,
     windows: usize,
     len: usize,
     precision: Precision,
 ) -> u128 {
-    let scores = !plan_given
+    let r = &step.recipe;
+    let scores = !step.plan_given
         && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
-    if r.compensation == Compensation::None && !scores {
+    let repairs = r.compensation != Compensation::None;
+    if !repairs && !scores {
         return 0;
     }
     let chunk = windows_per_chunk(cfg, len, r).min(windows);
     let held = elements(&[windows, len, cfg.hidden_size, precision.bytes()])
         .saturating_add(mlp_peak_bytes(cfg, chunk, len, precision.bytes()));
-    if r.prunes_depth() {
-        return held;
-    }
     let square = |n: usize| (n as u128).saturating_mul(n as u128);
-    let layers = cfg.layers.get(r.layer_range(cfg)).unwrap_or_default();
-    let grams = layers
-        .iter()
-        .map(|l| square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)))
-        .max();
-    held.saturating_add(grams.unwrap_or(0).saturating_mul(4))
+    let gram = |l: &LayerShape| match step.depth {
+        true => square(l.intermediate_size + cfg.hidden_size),
+        false => square(l.num_heads * cfg.head_dim).saturating_add(square(l.intermediate_size)),
+    };
+    let grams = match step.depth && !repairs {
+        true => 0,
+        false => step
+            .layers
+            .iter()
+            .filter_map(|&l| cfg.layers.get(l))
+            .map(gram)
+            .max()
+            .unwrap_or(0),
+    };
+    held.saturating_add(grams.saturating_mul(4))
 }
 
 /// The calibration activations entering some decoder layer.
