@@ -154,9 +154,11 @@ fn absorbing(firsts: impl Iterator<Item = usize>) -> Vec<usize> {
 /// bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its statistics in bf16),
 /// the layer's output while its input is consumed chunk by chunk, and, when the windows are one chunk, what
 /// the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`, and with the MLP's
-/// statistics after the attention its input, `[windows, len, intermediate]`) come on top. On the CPU, flap +
-/// ls on SmolLM2-135M held 1.12 to 1.73 times this count in f32 and 2.82 to 4.09 times in bf16 over two runs,
-/// bf16 there holding more than f32 outright; unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
+/// statistics after the attention its input, `[windows, len, intermediate]`), and in a depth repair the
+/// activations after the absorbing layer beside those after the run, come on top. On the CPU, on SmolLM2-135M,
+/// a width step (flap + ls) held 1.07 to 1.73 times this count in f32 and 2.82 to 4.13 times in bf16 over three
+/// runs, a depth repair 1.60–1.62 and 4.13–4.14 times in one, bf16 there holding more than f32 outright;
+/// unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
 fn step_pass_bytes(
     cfg: &ModelConfig,
     step: &Step,
