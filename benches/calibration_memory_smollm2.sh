@@ -6,8 +6,9 @@
 #   four shapes, and 128 × 512 in chunks of 16. Counted: the windows' activations, one chunk's MLP tensors and
 #   the Gram matrices of o_proj's and down_proj's inputs.
 # * depth: a saved plan removing layers 13, 14, 16, 17, 25 and 26 (block influence at 0.2 on 16 × 128 windows),
-#   repaired with ls into layers 12, 15 and 24; the windows in one chunk at two shapes. Counted: the windows'
-#   activations, one chunk's MLP tensors and the Gram of down_proj's input beside the run's contribution.
+#   repaired with ls into layers 12, 15 and 24; the windows in one chunk at two shapes. Counted: two streams of
+#   the windows' activations (after the absorbing layer's attention, through the run), one chunk's MLP tensors
+#   and the Gram of down_proj's input beside the run's contribution.
 # The process's anonymous memory (RssAnon) is sampled every 10 ms; the CLI keeps freed blocks in its heap
 # (`cli/allocator.rs`), so this is the high-water mark of what it allocated. "Pass" is the peak during the pass's
 # stage (sequential, remove layers) less the peak before it (the weights, loaded; a saved plan has no score
@@ -60,7 +61,9 @@ size = 4 if precision == "f32" else 2
 hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
 o_proj = cfg["num_attention_heads"] * cfg.get("head_dim", hidden // cfg["num_attention_heads"])
 grams = {"width": o_proj ** 2 + inter ** 2, "depth": (inter + hidden) ** 2}[step]
-counted = n * length * hidden * size + chunk * length * 2 * (inter + hidden) * size + grams * 4
+# A depth repair holds two streams for every window: after the absorbing layer's attention, through the run.
+streams = {"width": 1, "depth": 2}[step]
+counted = streams * n * length * hidden * size + chunk * length * 2 * (inter + hidden) * size + grams * 4
 mib = lambda b: f"{b / 2**20:,.0f} MiB"
 print(f"| {step} | {n} × {length} | {chunk} | {precision} | {mib(peak - loaded)} | {mib(counted)} | "
       f"{(peak - loaded) / counted:.2f} | {stages[stage]:.1f} s |", flush=True)

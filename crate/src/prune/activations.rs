@@ -65,7 +65,7 @@ pub fn pass_bytes(
 ) -> PassBytes {
     let steps: Vec<u128> = Step::of_run(cfg, recipe, plan)
         .iter()
-        .map(|s| step_pass_bytes(cfg, s, windows, len, precision))
+        .map(|s| step_pass_bytes(s, windows, len, precision))
         .collect();
     PassBytes {
         in_memory: steps.iter().copied().max().unwrap_or(0),
@@ -80,53 +80,63 @@ struct Step {
     plan_given: bool,
     /// Whether the step removes whole layers (else it narrows them).
     depth: bool,
+    /// The model the step runs on: a saved plan's width step runs on what its depth step left (a recipe's on
+    /// the model before, the layers its depth step removes being unknown until it runs).
+    cfg: ModelConfig,
     /// The layers whose statistics the step gathers: a width step's range (less the layers a saved plan's
     /// depth step removed); a depth step's kept layers before a removed run (of a saved plan, else those its
     /// range allows).
-    layers: Vec<usize>,
+    layers: Vec<LayerShape>,
 }
 
 impl Step {
     /// The steps `recipe` runs, or those `plan` splits into (whole layers, then width, as the passes apply
     /// them).
     fn of_run(cfg: &ModelConfig, recipe: &Recipe, plan: Option<&Plan>) -> Vec<Step> {
-        let width = |recipe: Recipe, removed: &[usize]| Step {
-            layers: recipe
-                .layer_range(cfg)
-                .filter(|l| !removed.contains(l))
-                .collect(),
-            recipe,
-            plan_given: plan.is_some(),
-            depth: false,
+        let shapes = |layers: &mut dyn Iterator<Item = usize>| -> Vec<LayerShape> {
+            layers.filter_map(|l| cfg.layers.get(l).copied()).collect()
         };
-        let depth = |recipe: Recipe, layers: Vec<usize>| Step {
+        let step = |recipe: Recipe, depth: bool, cfg: ModelConfig, layers: Vec<LayerShape>| Step {
             recipe,
             plan_given: plan.is_some(),
-            depth: true,
+            depth,
+            cfg,
             layers,
+        };
+        let width = |recipe: Recipe, removed: &[usize]| {
+            let range = recipe.layer_range(cfg);
+            let layers = shapes(&mut range.filter(|l| !removed.contains(l)));
+            let left = Plan::depth(cfg, removed.to_vec()).pruned_config(cfg);
+            step(recipe, false, left, layers)
+        };
+        // The layers whose down_proj absorbs a run of removed layers starting at one of `firsts`: the layer
+        // before each (layer 0 has none).
+        let absorbing = |firsts: &mut dyn Iterator<Item = usize>| -> Vec<LayerShape> {
+            shapes(&mut firsts.filter(|&l| l > 0).map(|l| l - 1))
         };
         match plan {
             None => match recipe.steps() {
                 Some((d, w)) => {
-                    let p = absorbing(d.layer_range(cfg));
-                    vec![depth(d, p), width(w, &[])]
+                    let before = absorbing(&mut d.layer_range(cfg));
+                    vec![step(d, true, cfg.clone(), before), width(w, &[])]
                 }
                 None if recipe.prunes_depth() => {
-                    vec![depth(recipe.clone(), absorbing(recipe.layer_range(cfg)))]
+                    let before = absorbing(&mut recipe.layer_range(cfg));
+                    vec![step(recipe.clone(), true, cfg.clone(), before)]
                 }
                 None => vec![width(recipe.clone(), &[])],
             },
             Some(plan) => {
                 let removed = &plan.removed_layers;
                 let narrows = plan.layers.iter().any(|lp| !lp.is_empty());
-                // The first layer of each removed run.
-                let runs = removed
+                let mut firsts = removed
                     .iter()
                     .copied()
                     .filter(|l| !removed.contains(&l.wrapping_sub(1)));
                 let mut steps = vec![];
                 if !removed.is_empty() {
-                    steps.push(depth(recipe.clone(), absorbing(runs)));
+                    let before = absorbing(&mut firsts);
+                    steps.push(step(recipe.clone(), true, cfg.clone(), before));
                 }
                 if narrows || removed.is_empty() {
                     steps.push(width(recipe.clone(), removed));
@@ -137,36 +147,26 @@ impl Step {
     }
 }
 
-/// The layers whose down_proj absorbs a run of removed layers starting at one of `firsts`: the layer before
-/// each (layer 0 has none).
-fn absorbing(firsts: impl Iterator<Item = usize>) -> Vec<usize> {
-    firsts.filter(|&l| l > 0).map(|l| l - 1).collect()
-}
-
 /// Bytes one step's layer-wise calibration pass holds through a layer: the activations of all `windows` of
-/// `len` tokens entering it (`[windows, len, hidden]` in the model's float type); what one chunk of them
-/// computes inside the layer at its widest, the MLP ([`mlp_peak_bytes`]: the outputs of `gate_proj` and
-/// `up_proj` beside their input and the residual stream, in the model's float type); and the f32 Gram matrices
-/// the step gathers, the widest of its layers': a width step's of the two inputs it scores or repairs, held
-/// together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`), a depth repair's of down_proj's
-/// input beside the removed run's contribution (`[intermediate + hidden]²`). 0 when the step runs no
-/// layer-wise pass (no compensation, and scores from weights or gradients, or from a saved plan). A lower
-/// bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its statistics in bf16),
-/// the layer's output while its input is consumed chunk by chunk, and, when the windows are one chunk, what
-/// the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`, and with the MLP's
-/// statistics after the attention its input, `[windows, len, intermediate]`), and in a depth repair the
-/// activations after the absorbing layer beside those after the run, come on top. On the CPU, on SmolLM2-135M,
-/// a width step (flap + ls) held 1.07 to 1.73 times this count in f32 and 2.82 to 4.13 times in bf16 over three
-/// runs, a depth repair 1.60–1.62 and 4.13–4.14 times in one, bf16 there holding more than f32 outright;
-/// unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
-fn step_pass_bytes(
-    cfg: &ModelConfig,
-    step: &Step,
-    windows: usize,
-    len: usize,
-    precision: Precision,
-) -> u128 {
-    let r = &step.recipe;
+/// `len` tokens entering it (`[windows, len, hidden]` in the model's float type; a depth repair holds two such
+/// streams, after the absorbing layer's attention and through the removed run it is fitted to); what one chunk
+/// of them computes inside the layer at its widest, the MLP ([`mlp_peak_bytes`]: the outputs of `gate_proj`
+/// and `up_proj` beside their input and the residual stream, in the model's float type); and the f32 Gram
+/// matrices the step gathers, the widest of its layers': a width step's of the two inputs it scores or
+/// repairs, held together (o_proj's `[heads·head_dim]²` and down_proj's `[intermediate]²`), a depth repair's of
+/// down_proj's input beside the removed run's contribution (`[intermediate + hidden]²`). 0 when the step runs
+/// no layer-wise pass (no compensation, and scores from weights or gradients, or from a saved plan). A lower
+/// bound: the chunk's other tensors (the SiLU, the product, the MLP input in f32 for its statistics in bf16;
+/// in a depth repair the run's contribution and its concatenation with down_proj's input), the layer's output
+/// while its input is consumed chunk by chunk, what a solve holds beside the Grams, and, when the windows are
+/// one chunk, what the layer keeps for its repair (the input of `o_proj`, `[windows, len, heads·head_dim]`,
+/// and with the MLP's statistics after the attention its input, `[windows, len, intermediate]`; in a depth
+/// repair down_proj's input and a third stream, after the absorbing layer) come on top. On the CPU, on
+/// SmolLM2-135M, a width step (flap + ls) held 1.07 to 1.73 times this count in f32 and 2.82 to 4.13 times in
+/// bf16 over three runs, a depth repair 1.46–1.51 and 3.70–3.73 times in one, bf16 there holding more than f32
+/// outright; unmeasured on CUDA (`benches/calibration_memory_smollm2.sh`).
+fn step_pass_bytes(step: &Step, windows: usize, len: usize, precision: Precision) -> u128 {
+    let (r, cfg) = (&step.recipe, &step.cfg);
     let scores = !step.plan_given
         && (r.importance.needs_activations() || r.importance == Importance::BlockInfluence);
     let repairs = r.compensation != Compensation::None;
@@ -174,7 +174,11 @@ fn step_pass_bytes(
         return 0;
     }
     let chunk = windows_per_chunk(cfg, len, r).min(windows);
-    let held = elements(&[windows, len, cfg.hidden_size, precision.bytes()])
+    let streams = match step.depth && repairs {
+        true => 2,
+        false => 1,
+    };
+    let held = elements(&[streams, windows, len, cfg.hidden_size, precision.bytes()])
         .saturating_add(mlp_peak_bytes(cfg, chunk, len, precision.bytes()));
     let square = |n: usize| (n as u128).saturating_mul(n as u128);
     let gram = |l: &LayerShape| match step.depth {
@@ -183,13 +187,7 @@ fn step_pass_bytes(
     };
     let grams = match step.depth && !repairs {
         true => 0,
-        false => step
-            .layers
-            .iter()
-            .filter_map(|&l| cfg.layers.get(l))
-            .map(gram)
-            .max()
-            .unwrap_or(0),
+        false => step.layers.iter().map(gram).max().unwrap_or(0),
     };
     held.saturating_add(grams.saturating_mul(4))
 }
