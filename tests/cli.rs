@@ -521,6 +521,33 @@ fn a_model_too_large_for_the_machine_is_refused_before_it_loads() {
             "use fewer calibration windows (--calib-samples) or shorter ones (--calib-len)",
         ],
     );
+    // A saved plan's pass is the plan's, whatever the recipe's structures: removing layers 20 and 21, repaired
+    // into layer 19, it holds two streams of those windows (2 TiB), a chunk of 39 windows' MLP tensors and the
+    // repair's Gram of down_proj's input beside the run, `(53248 + 16384)²·4` bytes: 2068.65 GiB, streamed or
+    // in memory (the width step's Grams, 11.56 GiB, are not counted).
+    let depth = prunelab::prune::plan::Plan::depth(&cfg, vec![20, 21]);
+    let plan = dir.path().join("depth-plan.json");
+    write(&plan, serde_json::to_string(&depth).unwrap().as_bytes());
+    let repair = prunelab::prune::activations::pass_bytes(
+        &cfg,
+        &prunelab::prune::Recipe::default(),
+        Some(&depth),
+        1 << 17,
+        128,
+        prunelab::backend::Precision::F32,
+    );
+    let mlp = 39 * 128 * 2 * (53248 + 16384) * 4;
+    assert_eq!(repair.streamed, (2 << 40) + mlp + 69632 * 69632 * 4);
+    assert_eq!(repair.in_memory, repair.streamed);
+    let saved = ["--plan", plan.to_str().unwrap()];
+    for stream in [&["--stream"][..], &[]] {
+        refused_prune(
+            Path::new(model),
+            &out,
+            &[stream, &saved, &calib_all].concat(),
+            "the layer's statistics (2068.65 GiB), over ",
+        );
+    }
     let err = refused_cli(&["generate", model, "--prompt-ids", ids, "--tokens", "1"]);
     assert!(
         err.contains(&format!("generation needs {f32_weights}")),
